@@ -23,6 +23,8 @@ import numpy as np
 from eval.beir import Doc
 from indexing.analysis import Analyzer
 from indexing.inverted import InvertedIndex
+from indexing.manifest import IndexWriter
+from indexing.searcher import ImpactSearcher
 
 Fields = Literal["flat", "multifield"]
 
@@ -160,3 +162,27 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
 def query_weights(analyzer: Analyzer, text: str) -> dict[str, float]:
     """A query as Anserini builds it: each analysed term once, boosted by its count."""
     return {t: float(c) for t, c in Counter(analyzer(text)).items()}
+
+
+def write_index(docs: Iterable[Doc], writer: IndexWriter, *, fields: Fields = "flat",
+                k1: float = 0.9, b: float = 0.4, stopwords: str = "lucene",
+                stemmer: str = "porter", on_doc=None) -> dict:
+    """Build a BM25 index into ``writer``; returns the manifest entries it needs to be searched."""
+    analyzer = Analyzer(stopwords=stopwords, stemmer=stemmer)
+    index, docids, info = build_bm25_index(docs, analyzer, BM25Params(k1=k1, b=b, fields=fields), on_doc)
+    index.save(writer)
+    writer.write_docids(docids)
+    return {
+        "kind": "bm25",
+        "backend": "native",
+        "doc_count": len(docids),
+        "analyzer": analyzer.config(),
+        **info,
+        "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32"},
+    }
+
+
+def open_index(root, manifest: dict, docids: list[str]) -> ImpactSearcher:
+    analyzer = Analyzer.from_config(manifest["analyzer"])
+    index = InvertedIndex.load(root, num_docs=len(docids))
+    return ImpactSearcher(index, docids, lambda text: query_weights(analyzer, text))

@@ -1,0 +1,273 @@
+"""BEIR data: streamed corpus, queries, qrels (BEIR TSV or TREC), dataset layout checks."""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import json
+import os
+import re
+from collections.abc import Collection, Iterator, Mapping, Set
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.errors import DataError
+
+PathLike = str | os.PathLike[str]
+Qrels = dict[str, dict[str, int]]
+
+_INT = re.compile(r"[+-]?\d+")
+_SPACE = re.compile(r"\s")
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    docid: str
+    title: str
+    text: str
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its CR/LF); strips a UTF-8 BOM; reads .gz too."""
+    opener: Any = gzip.open if path.suffix == ".gz" else open
+    try:
+        f = opener(path, "rb")
+    except OSError as e:
+        raise DataError(f"cannot open: {e.strerror or e}", path=path) from None
+    with f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"invalid UTF-8 at byte {e.start}", path=path, line=lineno) from None
+            yield lineno, line.rstrip("\r\n")
+
+
+def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank JSONL line."""
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
+        yield lineno, obj
+
+
+def _record_id(obj: dict[str, Any], what: str, path: Path, lineno: int) -> str:
+    key = "_id" if "_id" in obj else "id" if "id" in obj else None
+    if key is None:
+        raise DataError(f"missing {what} id ('_id' or 'id')", path=path, line=lineno)
+    value = obj[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(f"{what} id {key!r} must be a string or integer, got {type(value).__name__}",
+                        path=path, line=lineno)
+    ident = str(value)
+    if not ident or _SPACE.search(ident):
+        raise DataError(f"{what} id {ident!r} is empty or contains whitespace", path=path, line=lineno)
+    return ident
+
+
+def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path=path, line=lineno)
+    return value
+
+
+def _first_line(path: Path, what: str, ident: str) -> int:
+    """Line of the first record with this id (only used to report a duplicate)."""
+    for lineno, obj in _json_records(path):
+        if _record_id(obj, what, path, lineno) == ident:
+            return lineno
+    raise AssertionError("unreachable: duplicate id not found on rescan")
+
+
+def corpus_file(path: PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "corpus.jsonl"
+    if not p.is_file():
+        raise DataError("no such corpus file", path=p)
+    return p
+
+
+def iter_corpus(path: PathLike) -> Iterator[Doc]:
+    """Stream docs from a JSONL corpus (or a BEIR dir's corpus.jsonl), validating each line.
+
+    Records: {"_id"|"id", "title"?, "text"|"contents"}; a missing title is "".
+    """
+    file = corpus_file(path)
+    seen: set[str] = set()
+    for lineno, obj in _json_records(file):
+        docid = _record_id(obj, "doc", file, lineno)
+        key = "text" if "text" in obj else "contents" if "contents" in obj else None
+        if key is None:
+            raise DataError(f"doc {docid!r} has no 'text' (or 'contents')", path=file, line=lineno)
+        text = _string_field(obj, key, file, lineno)
+        title = _string_field(obj, "title", file, lineno) if "title" in obj else ""
+        if docid in seen:
+            first = _first_line(file, "doc", docid)
+            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
+        seen.add(docid)
+        yield Doc(docid, title, text)
+
+
+def load_queries(path: PathLike) -> dict[str, str]:
+    """Read queries.jsonl ({"_id"|"id", "text"}) into {qid: text}, in file order."""
+    file = Path(path)
+    queries: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for lineno, obj in _json_records(file):
+        qid = _record_id(obj, "query", file, lineno)
+        if "text" not in obj:
+            raise DataError(f"query {qid!r} has no 'text'", path=file, line=lineno)
+        text = _string_field(obj, "text", file, lineno)
+        if qid in lines:
+            raise DataError(f"duplicate query id {qid!r} (first on line {lines[qid]})", path=file, line=lineno)
+        lines[qid] = lineno
+        queries[qid] = text
+    return queries
+
+
+def load_qrels(path: PathLike) -> Qrels:
+    """Read qrels into {qid: {docid: relevance}}.
+
+    BEIR TSV (`query-id  corpus-id  score`, optional header) or TREC (`qid iter docid rel`).
+    The first non-blank line is a header when its score column is not an integer.
+    A repeated (qid, docid) keeps the last value, as BEIR's loader does.
+    """
+    file = Path(path)
+    qrels: Qrels = {}
+    first = True
+    for lineno, line in _lines(file):
+        if not line.strip():
+            continue
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) != 3:  # not a BEIR TSV row: split TREC-style on any whitespace
+            cols = line.split()
+        if len(cols) == 3:
+            qid, docid, score = cols
+        elif len(cols) == 4:
+            qid, _, docid, score = cols
+        else:
+            raise DataError(f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}", path=file, line=lineno)
+        if first:
+            first = False
+            if not _INT.fullmatch(score):
+                continue  # header, e.g. "query-id  corpus-id  score"
+        if not _INT.fullmatch(score):
+            raise DataError(f"relevance {score!r} is not an integer", path=file, line=lineno)
+        if not qid or not docid:
+            raise DataError("empty query or doc id", path=file, line=lineno)
+        qrels.setdefault(qid, {})[docid] = int(score)
+    return qrels
+
+
+@dataclass(frozen=True, slots=True)
+class QrelsReport:
+    """How qrels relate to the queries and corpus; unknown ids are reported, never fatal."""
+
+    queries: int  # distinct query ids in the qrels
+    docs: int  # distinct judged doc ids
+    judgements: int  # (query, doc) pairs
+    unknown_queries: int  # qrels query ids not among the queries
+    unknown_docs: int  # judged doc ids not in the corpus
+    example_queries: tuple[str, ...] = ()
+    example_docs: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not (self.unknown_queries or self.unknown_docs)
+
+    def __str__(self) -> str:
+        parts = []
+        if self.unknown_queries:
+            parts.append(f"{self.unknown_queries}/{self.queries} qrels queries not in the queries "
+                         f"(e.g. {', '.join(self.example_queries)})")
+        if self.unknown_docs:
+            parts.append(f"{self.unknown_docs}/{self.docs} judged docs not in the corpus "
+                         f"(e.g. {', '.join(self.example_docs)})")
+        return "; ".join(parts)
+
+
+def _as_set(ids: Collection[str]) -> Collection[str]:
+    return ids if isinstance(ids, (Set, Mapping)) else set(ids)
+
+
+def check_qrels(qrels: Qrels, query_ids: Collection[str], doc_ids: Collection[str],
+                examples: int = 3) -> QrelsReport:
+    """Count qrels query ids missing from `query_ids` and judged doc ids missing from `doc_ids`."""
+    qset, dset = _as_set(query_ids), _as_set(doc_ids)
+    bad_q = [q for q in qrels if q not in qset]
+    judged: dict[str, None] = {}
+    for docs in qrels.values():
+        judged.update(dict.fromkeys(docs))
+    bad_d = [d for d in judged if d not in dset]
+    return QrelsReport(
+        queries=len(qrels), docs=len(judged), judgements=sum(len(d) for d in qrels.values()),
+        unknown_queries=len(bad_q), unknown_docs=len(bad_d),
+        example_queries=tuple(bad_q[:examples]), example_docs=tuple(bad_d[:examples]),
+    )
+
+
+class BeirDataset:
+    """A BEIR dataset directory: corpus.jsonl, queries.jsonl, qrels/{split}.tsv."""
+
+    def __init__(self, root: PathLike):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DataError("not a BEIR dataset directory (does not exist or is not a directory)",
+                            path=self.root)
+        missing = [n for n in ("corpus.jsonl", "queries.jsonl") if not (self.root / n).is_file()]
+        if missing:
+            raise DataError(f"not a BEIR dataset: missing {', '.join(missing)}", path=self.root)
+        self._queries: dict[str, str] | None = None
+        self._qrels: dict[str, Qrels] = {}
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def corpus_path(self) -> Path:
+        return self.root / "corpus.jsonl"
+
+    @property
+    def queries_path(self) -> Path:
+        return self.root / "queries.jsonl"
+
+    def iter_corpus(self) -> Iterator[Doc]:
+        return iter_corpus(self.corpus_path)
+
+    def queries(self) -> dict[str, str]:
+        """All queries (read once, then cached)."""
+        if self._queries is None:
+            self._queries = load_queries(self.queries_path)
+        return self._queries
+
+    def splits(self) -> list[str]:
+        """Split names with a qrels/{split}.tsv, sorted."""
+        qdir = self.root / "qrels"
+        return sorted(p.stem for p in qdir.glob("*.tsv") if p.is_file()) if qdir.is_dir() else []
+
+    def qrels(self, split: str) -> Qrels:
+        """qrels/{split}.tsv (cached); a missing split names the available ones."""
+        if split not in self._qrels:
+            file = self.root / "qrels" / f"{split}.tsv"
+            if not file.is_file():
+                avail = ", ".join(self.splits()) or "none"
+                raise DataError(f"no qrels for split {split!r}; available splits: {avail}", path=file)
+            self._qrels[split] = load_qrels(file)
+        return self._qrels[split]
+
+    def split_queries(self, split: str) -> dict[str, str]:
+        """{qid: text} for the qrels queries of `split` that exist in queries.jsonl, in qrels order."""
+        queries = self.queries()
+        return {q: queries[q] for q in self.qrels(split) if q in queries}

@@ -1,0 +1,107 @@
+"""IR metrics through pytrec_eval (trec_eval's own code), BEIR conventions."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import pytrec_eval
+
+DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+# our name -> (trec_eval measure, result key); "{k}" is the cutoff. mrr@k is recip_rank on a top-k run.
+_MEASURES = {
+    "ndcg": ("ndcg_cut.{k}", "ndcg_cut_{k}"),
+    "recall": ("recall.{k}", "recall_{k}"),
+    "map": ("map_cut.{k}", "map_cut_{k}"),
+    "p": ("P.{k}", "P_{k}"),
+    "mrr": ("recip_rank", "recip_rank"),
+}
+_NAME = re.compile(r"(ndcg|recall|mrr|map|p)@([1-9][0-9]*)")
+SUPPORTED = "ndcg@k, recall@k, mrr@k, map@k, p@k (k a positive integer)"
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    family: str  # ndcg | recall | mrr | map | p
+    k: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}@{self.k}"
+
+    @property
+    def measure(self) -> str:
+        return _MEASURES[self.family][0].format(k=self.k)
+
+    @property
+    def key(self) -> str:
+        return _MEASURES[self.family][1].format(k=self.k)
+
+
+def parse_metric(name: str) -> Metric:
+    """Parse e.g. "nDCG@10" into Metric("ndcg", 10); ValueError lists the supported forms."""
+    m = _NAME.fullmatch(name.strip().lower())
+    if m is None:
+        raise ValueError(f"unknown metric {name!r}; supported: {SUPPORTED}")
+    return Metric(m.group(1), int(m.group(2)))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """metrics: {name: mean}; num_queries: queries averaged over; per_query: {qid: {name: value}} or None."""
+
+    metrics: dict[str, float]
+    num_queries: int
+    per_query: dict[str, dict[str, float]] | None = None
+
+
+def _trec_order(hits: dict[str, float]) -> list[tuple[str, float]]:
+    """trec_eval's ranking: score descending, ties by docid descending (strcmp)."""
+    return sorted(hits.items(), key=lambda h: (h[1], h[0]), reverse=True)
+
+
+def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
+             metrics: Iterable[str] = DEFAULT_METRICS, *, ignore_identical_ids: bool = True,
+             per_query: bool = False) -> Result:
+    """Score `run` against `qrels`; returns a Result.
+
+    Averages over every qrels query with a judgement > 0; such a query missing from the run (or
+    left with no hits) scores 0. With `ignore_identical_ids`, hits whose docid equals the qid are
+    dropped first (BEIR convention). Run queries absent from the qrels are ignored.
+    """
+    parsed = list(dict.fromkeys(parse_metric(m) for m in metrics))
+    if not parsed:
+        raise ValueError("no metrics requested")
+    judged = {q: {d: int(r) for d, r in docs.items()}
+              for q, docs in qrels.items() if any(r > 0 for r in docs.values())}
+    if not judged:
+        raise ValueError("qrels have no query with a relevant (> 0) judgement")
+
+    clean: dict[str, dict[str, float]] = {}
+    for qid in judged:
+        hits = {str(d): float(s) for d, s in run.get(qid, {}).items()}
+        if ignore_identical_ids:
+            hits.pop(qid, None)
+        bad = next((d for d, s in hits.items() if math.isnan(s)), None)
+        if bad is not None:
+            raise ValueError(f"query {qid!r}, doc {bad!r}: score is NaN")
+        if hits:
+            clean[qid] = hits
+
+    evaluator = pytrec_eval.RelevanceEvaluator(judged, {m.measure for m in parsed})
+    full = evaluator.evaluate(clean) if clean else {}
+    by_metric: dict[Metric, dict[str, dict[str, float]]] = {}
+    for m in parsed:
+        if m.family != "mrr":
+            by_metric[m] = full
+        else:  # recip_rank over each query's top k, cut in trec_eval's order
+            top = {q: dict(_trec_order(h)[: m.k]) for q, h in clean.items()}
+            by_metric[m] = evaluator.evaluate(top) if top else {}
+
+    table = {q: {m.name: float(by_metric[m].get(q, {}).get(m.key, 0.0)) for m in parsed} for q in judged}
+    n = len(table)
+    means = {m.name: math.fsum(v[m.name] for v in table.values()) / n for m in parsed}
+    return Result(means, n, table if per_query else None)

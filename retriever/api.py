@@ -1,0 +1,137 @@
+"""The Python search API: ``Retriever.build``, ``Retriever.load``, ``search``, ``search_batch``."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+from eval.beir import Doc, corpus_file, iter_corpus
+from eval.errors import DataError
+from indexing import bm25
+from indexing.docstore import DocStore, DocStoreWriter
+from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest
+from indexing.searcher import Hit, Run, Searcher
+
+# Each index kind: a writer (docs, IndexWriter, **options) -> manifest entries, and an opener
+# (root, manifest, docids) -> Searcher.
+_KINDS: dict[str, tuple[Callable[..., dict], Callable[..., Searcher]]] = {
+    "bm25": (bm25.write_index, bm25.open_index),
+}
+
+
+def kinds() -> list[str]:
+    return list(_KINDS)
+
+
+def kind_options(kind: str) -> list[str]:
+    """The options ``Retriever.build`` accepts for an index kind."""
+    writer = _kind(kind)[0]
+    params = inspect.signature(writer).parameters.values()
+    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "on_doc"]
+
+
+def _kind(kind: str):
+    try:
+        return _KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown index kind {kind!r}; available: {', '.join(_KINDS)}") from None
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+
+
+class Retriever:
+    """A loaded index: search it with text, one query or many."""
+
+    def __init__(self, path: Path, manifest: dict, searcher: Searcher, docids: list[str]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.searcher = searcher
+        self.docids = docids
+        self._store = DocStore(path) if DocStore.exists(path) else None
+        self._row: dict[str, int] | None = None
+
+    @classmethod
+    def build(cls, corpus: str | os.PathLike, out: str | os.PathLike, kind: str = "bm25", *,
+              overwrite: bool = False, progress: bool = False, store_docs: bool = True,
+              **options) -> "Retriever":
+        """Index a corpus (BEIR directory or JSONL file) into ``out`` and return it loaded.
+
+        ``options`` are the kind's settings (for bm25: fields, k1, b, stopwords, stemmer).
+        The directory appears only once complete; an existing index is replaced only with
+        ``overwrite=True``.
+        """
+        writer_fn = _kind(kind)[0]
+        allowed = kind_options(kind)
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise TypeError(f"unknown option(s) for kind {kind!r}: {', '.join(unknown)}; "
+                            f"accepted: {', '.join(allowed)}")
+        docs: Iterator[Doc] = iter_corpus(corpus)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=_count_lines(corpus_file(corpus)), unit="doc", desc=f"index {kind}")
+        with IndexWriter(out, overwrite=overwrite) as writer:
+            store = DocStoreWriter(writer) if store_docs else None
+
+            def on_doc(doc: Doc) -> None:
+                if store is not None:
+                    store.add(doc.title, doc.text)
+                if bar is not None:
+                    bar.update()
+
+            entries = writer_fn(docs, writer, on_doc=on_doc, **options)
+            if bar is not None:
+                bar.close()
+            if entries["doc_count"] == 0:
+                raise DataError("the corpus has no documents", path=os.fspath(corpus))
+            if store is not None:
+                store.close()
+            entries["corpus"] = {"path": os.fspath(Path(corpus).absolute()),
+                                 "fingerprint": entries.pop("corpus_fingerprint", None)}
+            writer.finish(entries)
+        return cls.load(out)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Retriever":
+        """Open an index directory; ``verify`` checks every file against its manifest checksum."""
+        root = Path(path)
+        manifest = read_manifest(root, verify=verify)
+        docids = read_docids(root)
+        if len(docids) != manifest["doc_count"]:
+            raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says "
+                                   f"{manifest['doc_count']}")
+        searcher = _kind(manifest["kind"])[1](root, manifest, docids)
+        return cls(root, manifest, searcher, docids)
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def __len__(self) -> int:
+        return len(self.docids)
+
+    def search(self, text: str, k: int = 10) -> list[Hit]:
+        """The k best documents for a query, best first."""
+        return self.searcher.search(text, k)
+
+    def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
+        """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}``."""
+        return self.searcher.search_batch(queries, k, threads)
+
+    def doc(self, docid: str) -> dict | None:
+        """The stored ``{"title", "text"}`` of a document, or None if the index stores no text."""
+        if self._store is None:
+            return None
+        if self._row is None:
+            self._row = {d: i for i, d in enumerate(self.docids)}
+        return self._store.get(self._row[docid])
+
+    def __repr__(self) -> str:
+        return f"Retriever({str(self.path)!r}, kind={self.kind!r}, docs={len(self)})"

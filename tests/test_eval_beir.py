@@ -1,0 +1,273 @@
+"""eval.beir: corpus/queries/qrels parsing, validation with file:line errors, dataset layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eval.beir import BeirDataset, Doc, check_qrels, iter_corpus, load_qrels, load_queries
+from eval.errors import DataError
+
+
+def write(path: Path, content: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, str):
+        content = content.encode("utf-8")
+    path.write_bytes(content)
+    return path
+
+
+def assert_data_error(exc: pytest.ExceptionInfo[DataError], path: Path, line: int | None, fragment: str):
+    err = exc.value
+    assert err.path == str(path)
+    assert err.line == line
+    where = f"{path}:{line}: " if line is not None else f"{path}: "
+    assert str(err).startswith(where), str(err)
+    assert fragment in str(err), str(err)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+def test_data_error_format():
+    assert str(DataError("bad", path="a/b.tsv", line=3)) == "a/b.tsv:3: bad"
+    assert str(DataError("bad", path="a/b.tsv")) == "a/b.tsv: bad"
+    assert isinstance(DataError("x", path="p"), ValueError)
+
+
+# --- corpus ------------------------------------------------------------------------------------
+
+def test_corpus_accepts_all_record_shapes(tmp_path):
+    f = write(tmp_path / "c.jsonl", "\n".join([
+        '{"_id": "d1", "title": "T1", "text": "x1"}',
+        '{"id": "d2", "contents": "x2"}',
+        "",
+        '{"_id": "d3", "text": "x3"}',
+        '   ',
+        '{"id": 4, "title": "T4", "text": "x4", "metadata": {}}',
+    ]) + "\n\n")
+    assert list(iter_corpus(f)) == [
+        Doc("d1", "T1", "x1"), Doc("d2", "", "x2"), Doc("d3", "", "x3"), Doc("4", "T4", "x4")]
+
+
+def test_corpus_crlf_and_bom(tmp_path):
+    raw = '\ufeff{"_id": "d1", "title": "é", "text": "a"}\r\n{"_id": "d2", "text": "b"}\r\n'
+    f = write(tmp_path / "c.jsonl", raw)
+    assert list(iter_corpus(f)) == [Doc("d1", "é", "a"), Doc("d2", "", "b")]
+
+
+def test_corpus_from_dataset_dir(tmp_path):
+    write(tmp_path / "corpus.jsonl", '{"_id": "d1", "text": "a"}\n')
+    assert [d.docid for d in iter_corpus(tmp_path)] == ["d1"]
+
+
+def test_corpus_missing_file(tmp_path):
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(tmp_path))  # a directory without corpus.jsonl
+    assert_data_error(exc, tmp_path / "corpus.jsonl", None, "no such corpus file")
+
+
+def test_corpus_is_streamed(tmp_path):
+    # the error on line 3 only surfaces once the first two docs have been consumed
+    f = write(tmp_path / "c.jsonl", '{"_id": "a", "text": ""}\n{"_id": "b", "text": ""}\n{oops\n')
+    it = iter_corpus(f)
+    assert next(it).docid == "a"
+    assert next(it).docid == "b"
+    with pytest.raises(DataError) as exc:
+        next(it)
+    assert_data_error(exc, f, 3, "malformed JSON")
+
+
+GOOD = '{"_id": "ok", "text": "fine"}'
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("{not json", "malformed JSON"),
+    ('["_id", "text"]', "expected a JSON object, got list"),
+    ('"just a string"', "expected a JSON object, got str"),
+    ('{"text": "no id"}', "missing doc id"),
+    ('{"_id": 1.5, "text": "a"}', "must be a string or integer, got float"),
+    ('{"_id": null, "text": "a"}', "must be a string or integer, got NoneType"),
+    ('{"_id": true, "text": "a"}', "must be a string or integer, got bool"),
+    ('{"_id": "", "text": "a"}', "empty or contains whitespace"),
+    ('{"_id": "a b", "text": "a"}', "empty or contains whitespace"),
+    ('{"_id": "d", "title": "t"}', "has no 'text' (or 'contents')"),
+    ('{"_id": "d", "text": 5}', "field 'text' must be a string, got int"),
+    ('{"id": "d", "contents": ["x"]}', "field 'contents' must be a string, got list"),
+    ('{"_id": "d", "title": null, "text": "a"}', "field 'title' must be a string"),
+])
+def test_corpus_bad_record_names_file_and_line(tmp_path, bad, fragment):
+    # line 1 good, line 2 blank (still counted), line 3 bad
+    f = write(tmp_path / "corpus.jsonl", f"{GOOD}\n\n{bad}\n{GOOD.replace('ok', 'ok2')}\n")
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, 3, fragment)
+
+
+def test_corpus_invalid_utf8(tmp_path):
+    f = write(tmp_path / "c.jsonl", GOOD.encode() + b"\n" + b'{"_id": "x", "text": "\xff"}\n')
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, 2, "invalid UTF-8")
+
+
+def test_corpus_duplicate_id_names_both_lines(tmp_path):
+    f = write(tmp_path / "c.jsonl", "\n".join([
+        '{"_id": "d1", "text": "a"}', '{"_id": "d2", "text": "b"}', '',
+        '{"id": "d2", "contents": "again"}']))
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, 4, "duplicate doc id 'd2' (first on line 2)")
+
+
+def test_corpus_int_and_str_ids_collide(tmp_path):
+    f = write(tmp_path / "c.jsonl", '{"_id": 7, "text": "a"}\n{"_id": "7", "text": "b"}\n')
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, 2, "first on line 1")
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+def test_queries_ok_with_bom_and_crlf(tmp_path):
+    f = write(tmp_path / "queries.jsonl",
+              '\ufeff{"_id": "q1", "text": "one", "metadata": {}}\r\n\r\n{"id": 2, "text": "two"}\r\n')
+    assert load_queries(f) == {"q1": "one", "2": "two"}
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ('{"_id": "q2"}', "query 'q2' has no 'text'"),
+    ('{"text": "x"}', "missing query id"),
+    ('{"_id": "q2", "text": 3}', "field 'text' must be a string"),
+    ('{"_id": "q1", "text": "dup"}', "duplicate query id 'q1' (first on line 1)"),
+    ("[]", "expected a JSON object"),
+    ("{", "malformed JSON"),
+])
+def test_queries_bad_record(tmp_path, bad, fragment):
+    f = write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "one"}\n' + bad + "\n")
+    with pytest.raises(DataError) as exc:
+        load_queries(f)
+    assert_data_error(exc, f, 2, fragment)
+
+
+# --- qrels -------------------------------------------------------------------------------------
+
+def test_qrels_beir_header_crlf_trailing_blanks(tmp_path):
+    f = write(tmp_path / "test.tsv", "query-id\tcorpus-id\tscore\r\nq1\td1\t1\r\nq1\td2\t2\r\nq2\td1\t0\r\n\r\n\r\n")
+    assert load_qrels(f) == {"q1": {"d1": 1, "d2": 2}, "q2": {"d1": 0}}
+
+
+def test_qrels_without_header_and_with_bom(tmp_path):
+    f = write(tmp_path / "test.tsv", "\ufeffq1\td1\t1\nq2\td3\t-1\n")
+    assert load_qrels(f) == {"q1": {"d1": 1}, "q2": {"d3": -1}}
+
+
+def test_qrels_trec_format(tmp_path):
+    f = write(tmp_path / "qrels.txt", "301 0 FBIS3-10082 1\n301  0\tFBIS3-10169 0\n302 Q0 LA-1 2\n")
+    assert load_qrels(f) == {"301": {"FBIS3-10082": 1, "FBIS3-10169": 0}, "302": {"LA-1": 2}}
+
+
+def test_qrels_repeated_pair_keeps_last(tmp_path):
+    f = write(tmp_path / "t.tsv", "q1\td1\t1\nq1\td1\t2\n")
+    assert load_qrels(f) == {"q1": {"d1": 2}}
+
+
+@pytest.mark.parametrize("body, line, fragment", [
+    ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\n", 3, "got 2"),
+    ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1.5\n", 3, "relevance '1.5' is not an integer"),
+    ("q1\td1\t1\n\nq1\td2\tscore\n", 3, "relevance 'score' is not an integer"),  # header only on line 1
+    ("q1 0 d1 1\nq1 0 d2 1 extra\n", 2, "got 5"),
+    ("q1 0 d1 x\n", None, ""),  # first line: treated as a header, not an error (see below)
+    ("q1\t\t1\n", 1, "empty query or doc id"),
+])
+def test_qrels_malformed_rows(tmp_path, body, line, fragment):
+    f = write(tmp_path / "test.tsv", body)
+    if line is None:
+        assert load_qrels(f) == {}
+        return
+    with pytest.raises(DataError) as exc:
+        load_qrels(f)
+    assert_data_error(exc, f, line, fragment)
+
+
+def test_qrels_missing_file(tmp_path):
+    with pytest.raises(DataError) as exc:
+        load_qrels(tmp_path / "nope.tsv")
+    assert_data_error(exc, tmp_path / "nope.tsv", None, "cannot open")
+
+
+# --- dataset -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def dataset(tmp_path) -> Path:
+    root = tmp_path / "toy"
+    write(root / "corpus.jsonl", '{"_id": "d1", "title": "", "text": "a"}\n{"_id": "d2", "title": "", "text": "b"}\n')
+    write(root / "queries.jsonl", '{"_id": "q1", "text": "one"}\n{"_id": "q2", "text": "two"}\n'
+                                  '{"_id": "q3", "text": "three"}\n')
+    write(root / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq2\td1\t1\nq9\td2\t1\n")
+    write(root / "qrels" / "train.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    write(root / "qrels" / "notes.txt", "not a split\n")
+    return root
+
+
+def test_dataset_layout(dataset):
+    ds = BeirDataset(dataset)
+    assert ds.corpus_path == dataset / "corpus.jsonl"
+    assert [d.docid for d in ds.iter_corpus()] == ["d1", "d2"]
+    assert ds.queries() is ds.queries()  # cached
+    assert ds.splits() == ["test", "train"]
+    assert ds.qrels("test") == {"q2": {"d1": 1}, "q9": {"d2": 1}}
+    assert ds.split_queries("test") == {"q2": "two"}  # q9 is not in queries.jsonl
+    assert ds.split_queries("train") == {"q1": "one"}
+
+
+def test_dataset_missing_split_lists_available(dataset):
+    with pytest.raises(DataError) as exc:
+        BeirDataset(dataset).qrels("dev")
+    assert_data_error(exc, dataset / "qrels" / "dev.tsv", None, "available splits: test, train")
+    assert "'dev'" in str(exc.value)
+
+
+def test_dataset_without_qrels_dir(dataset):
+    for p in (dataset / "qrels").iterdir():
+        p.unlink()
+    (dataset / "qrels").rmdir()
+    ds = BeirDataset(dataset)
+    assert ds.splits() == []
+    with pytest.raises(DataError, match="available splits: none"):
+        ds.qrels("test")
+
+
+def test_dataset_root_errors(tmp_path, dataset):
+    with pytest.raises(DataError) as exc:
+        BeirDataset(tmp_path / "absent")
+    assert_data_error(exc, tmp_path / "absent", None, "not a BEIR dataset directory")
+    (dataset / "queries.jsonl").unlink()
+    with pytest.raises(DataError) as exc:
+        BeirDataset(dataset)
+    assert_data_error(exc, dataset, None, "missing queries.jsonl")
+    (dataset / "corpus.jsonl").unlink()
+    with pytest.raises(DataError, match="missing corpus.jsonl, queries.jsonl"):
+        BeirDataset(dataset)
+
+
+# --- check_qrels -------------------------------------------------------------------------------
+
+def test_check_qrels_counts_unknown_ids():
+    qrels = {"q1": {"d1": 1, "dx": 0}, "q9": {"d1": 1, "dy": 2}, "q8": {"dx": 1}}
+    report = check_qrels(qrels, {"q1": "text"}, ["d1", "d2"])
+    assert (report.queries, report.docs, report.judgements) == (3, 3, 5)
+    assert (report.unknown_queries, report.unknown_docs) == (2, 2)
+    assert report.example_queries == ("q9", "q8")
+    assert report.example_docs == ("dx", "dy")
+    assert not report.clean
+    text = str(report)
+    assert "\n" not in text
+    assert "2/3 qrels queries" in text and "q9" in text
+    assert "2/3 judged docs" in text and "dx" in text
+
+
+def test_check_qrels_clean_is_empty_string():
+    report = check_qrels({"q1": {"d1": 1}}, {"q1"}, {"d1"})
+    assert report.clean
+    assert str(report) == ""

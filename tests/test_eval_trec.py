@@ -1,0 +1,94 @@
+"""eval.trec: TREC run files, deterministic order, exact scores, atomic writes, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eval.errors import DataError
+from eval.trec import read_run, write_run
+
+
+def test_write_order_ranks_and_tag(tmp_path):
+    out = tmp_path / "sub" / "run.trec"  # parent directory is created
+    write_run({"q2": {"b": 0.5, "a": 0.5, "c": 2.0}, "q1": {"x": -1.0}}, out, tag="bm25")
+    assert out.read_text().splitlines() == [
+        "q2 Q0 c 1 2.0 bm25",
+        "q2 Q0 a 2 0.5 bm25",  # tie: docid ascending
+        "q2 Q0 b 3 0.5 bm25",
+        "q1 Q0 x 1 -1.0 bm25",
+    ]
+
+
+def test_float32_scores_round_trip_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    scores = (rng.standard_normal(200) * 10).astype(np.float32)
+    scores[5] = scores[6]  # a tie
+    scores[7] = np.float32(0.1)  # %.6g would print 0.1 for a value that is not 0.1
+    scores[8] = np.float32(123456.789)  # %.6g would lose digits
+    run = {"q1": {f"d{i}": s for i, s in enumerate(scores)}}
+    write_run(run, tmp_path / "r.trec")
+    back = read_run(tmp_path / "r.trec")
+    assert set(back["q1"]) == set(run["q1"])
+    for d, s in run["q1"].items():
+        assert back["q1"][d] == float(s)
+        assert np.float32(back["q1"][d]) == s
+
+
+def test_float64_scores_round_trip_exactly(tmp_path):
+    run = {"q": {"a": 1 / 3, "b": 1e-300, "c": 123456789.123456789, "d": 1 / 61 + 1 / 62}}
+    write_run(run, tmp_path / "r.trec")
+    assert read_run(tmp_path / "r.trec") == run
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
+    out = tmp_path / "run.trec"
+    write_run({"q": {"d": 1.0}}, out)
+    write_run({"q": {"e": 2.0}}, out)  # overwrite
+    assert read_run(out) == {"q": {"e": 2.0}}
+    with pytest.raises(ValueError, match="not finite"):
+        write_run({"q": {"a": 1.0, "b": float("nan")}}, out)
+    assert read_run(out) == {"q": {"e": 2.0}}  # the old file is intact
+    assert [p.name for p in tmp_path.iterdir()] == ["run.trec"]
+
+
+@pytest.mark.parametrize("run, tag", [
+    ({"q 1": {"d": 1.0}}, "t"),
+    ({"q": {"d\t1": 1.0}}, "t"),
+    ({"q": {"": 1.0}}, "t"),
+    ({"q": {"d": 1.0}}, "my tag"),
+])
+def test_write_rejects_unwritable_ids(tmp_path, run, tag):
+    with pytest.raises(ValueError, match="cannot be written"):
+        write_run(run, tmp_path / "r.trec", tag=tag)
+
+
+def test_read_skips_blank_lines_and_crlf(tmp_path):
+    f = tmp_path / "r.trec"
+    f.write_bytes(b"q1 Q0 d1 1 3.5 t\r\n\r\nq1\t0\td2\t2\t-2e-3\tt\r\nq2 Q0 d1 1 1 t\r\n\r\n")
+    assert read_run(f) == {"q1": {"d1": 3.5, "d2": -0.002}, "q2": {"d1": 1.0}}
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("q1 Q0 d9 1 2.0", "expected 6 columns"),
+    ("q1 Q0 d9 1 2.0 t extra", "got 7"),
+    ("q1 Q0 d9 1 high t", "score 'high'"),
+    ("q1 Q0 d9 one 2.0 t", "bad rank 'one'"),
+    ("q1 Q0 d9 1 nan t", "not finite"),
+    ("q1 Q0 d1 5 0.1 t", "repeated hit (q1, d1) (first on line 1)"),
+])
+def test_read_bad_line_names_file_and_line(tmp_path, bad, fragment):
+    f = tmp_path / "r.trec"
+    f.write_text(f"q1 Q0 d1 1 3.0 t\nq2 Q0 d1 1 3.0 t\n\n{bad}\nq3 Q0 d1 1 1.0 t\n")
+    with pytest.raises(DataError) as exc:
+        read_run(f)
+    assert exc.value.line == 4
+    assert str(exc.value).startswith(f"{f}:4: ")
+    assert fragment in str(exc.value)
+
+
+def test_read_missing_file(tmp_path: Path):
+    with pytest.raises(DataError, match="cannot open"):
+        read_run(tmp_path / "absent.trec")
