@@ -47,7 +47,7 @@ class IndexWriter:
     def __init__(self, out: str | os.PathLike, overwrite: bool = False) -> None:
         self.out = Path(out).absolute()
         if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out} already exists (pass overwrite to replace it)")
+            raise FileExistsError(f"{self.out} already exists (use --overwrite, or overwrite=True, to replace it)")
         if self.out.exists() and not (self.out / MANIFEST).is_file():
             raise FileExistsError(f"{self.out} exists and is not an index; refusing to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,211 @@
+"""The ``retriever`` command line. Heavy modules are imported inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+DEFAULT_METRICS = "ndcg@10,recall@100,mrr@10"
+KIND_NAMES = ("bm25",)  # kept in step with retriever.api's registry (a test checks it)
+
+
+class _Group(click.Group):
+    """Turns the errors users cause (bad files, bad indexes, bad options) into one clean line."""
+
+    def invoke(self, ctx):
+        from eval.errors import DataError
+        from indexing.manifest import IndexFormatError
+
+        try:
+            return super().invoke(ctx)
+        except (DataError, IndexFormatError, FileExistsError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from None
+        except (ValueError, TypeError) as e:
+            if isinstance(e, click.ClickException):
+                raise
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="retriever")
+def main() -> None:
+    """Dense and learned-sparse retrieval with BEIR evaluation."""
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@main.command()
+@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--kind", type=click.Choice(KIND_NAMES), default="bm25", show_default=True)
+@click.option("--fields", type=click.Choice(["flat", "multifield"]), default=None,
+              help="BM25: title and text in one field (flat, default) or scored separately.")
+@click.option("--k1", type=float, default=None, help="BM25 k1 (default 0.9, as Anserini).")
+@click.option("--b", type=float, default=None, help="BM25 b (default 0.4, as Anserini).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
+@click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def index(corpus, out, kind, fields, k1, b, overwrite, no_store_docs, quiet):
+    """Index CORPUS (a BEIR directory or a JSONL file) into the directory OUT."""
+    from retriever.api import Retriever
+
+    options = {k: v for k, v in {"fields": fields, "k1": k1, "b": b}.items() if v is not None}
+    start = time.perf_counter()
+    r = Retriever.build(corpus, out, kind=kind, overwrite=overwrite, progress=not quiet,
+                        store_docs=not no_store_docs, **options)
+    took = time.perf_counter() - start
+    click.echo(f"indexed {len(r)} documents into {out} ({kind}) in {took:.1f}s, "
+               f"{_dir_size(r.path) / 1e6:.1f} MB")
+
+
+def _snippet(doc: dict | None, width: int = 90) -> str:
+    if not doc:
+        return ""
+    text = " ".join(f"{doc.get('title', '')} | {doc.get('text', '')}".split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _load_query_file(path: Path) -> dict[str, str]:
+    """Queries from a BEIR queries.jsonl or a TSV of ``qid<TAB>text`` lines."""
+    from eval.beir import load_queries
+    from eval.errors import DataError
+
+    if path.suffix in (".jsonl", ".json") or path.name.endswith(".jsonl.gz"):
+        return load_queries(path)
+    queries: dict[str, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            qid, sep, text = line.partition("\t")
+            if not sep:
+                raise DataError("expected 'qid<TAB>text'", path=path, line=lineno)
+            if qid in queries:
+                raise DataError(f"duplicate query id {qid!r}", path=path, line=lineno)
+            queries[qid] = text
+    return queries
+
+
+@main.command()
+@click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("query", required=False)
+@click.option("-k", type=int, default=None, help="Hits per query (default 10, or 1000 with --queries).")
+@click.option("--queries", type=click.Path(exists=True, path_type=Path),
+              help="Search every query in a queries.jsonl or qid<TAB>text file.")
+@click.option("--run", "run_out", type=click.Path(path_type=Path), help="TREC run file to write.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--tag", default="retriever", show_default=True, help="Run tag in the TREC file.")
+def search(index_dir, query, k, queries, run_out, threads, tag):
+    """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
+    from retriever.api import Retriever
+
+    if (query is None) == (queries is None):
+        raise click.UsageError("give either a QUERY or --queries FILE")
+    if queries is not None and run_out is None:
+        raise click.UsageError("--queries needs --run OUT.trec")
+    r = Retriever.load(index_dir)
+    if query is not None:
+        hits = r.search(query, k=k or 10)
+        if not hits:
+            click.echo("no documents match")
+        for rank, h in enumerate(hits, 1):
+            click.echo(f"{rank:>3}  {h.docid:<16} {h.score:9.4f}  {_snippet(r.doc(h.docid))}")
+        return
+    from eval.trec import write_run
+
+    qs = _load_query_file(queries)
+    start = time.perf_counter()
+    run = r.search_batch(qs, k=k or 1000, threads=threads)
+    took = time.perf_counter() - start
+    write_run(run, run_out, tag=tag)
+    click.echo(f"{len(qs)} queries in {took:.2f}s ({len(qs) / max(took, 1e-9):.0f} q/s); wrote {run_out}")
+
+
+@main.command("eval")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Index to search.")
+@click.option("--run", "run_file", type=click.Path(exists=True, path_type=Path),
+              help="Existing TREC run to evaluate instead of searching.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+              help="BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--metrics", default=DEFAULT_METRICS, show_default=True,
+              help="Comma-separated: ndcg@k, recall@k, mrr@k, map@k, p@k.")
+@click.option("-k", "--depth", type=int, default=1000, show_default=True, help="Hits per query.")
+@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
+@click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
+def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run):
+    """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
+    from eval.beir import BeirDataset, check_qrels
+    from eval.metrics import evaluate, parse_metric
+    from eval.report import format_table, metrics_json
+    from eval.trec import read_run, write_run
+
+    if (index_dir is None) == (run_file is None):
+        raise click.UsageError("give exactly one of --index INDEX or --run RUN")
+    names = [parse_metric(m).name for m in metrics.split(",") if m.strip()]
+    ds = BeirDataset(dataset)
+    qrels = ds.qrels(split)
+    queries = ds.split_queries(split)
+    if index_dir is not None:
+        from retriever.api import Retriever
+
+        r = Retriever.load(index_dir)
+        report = check_qrels(qrels, ds.queries(), r.docids)
+        if str(report):
+            click.echo(f"note: {report}", err=True)
+        start = time.perf_counter()
+        run = r.search_batch(queries, k=depth, threads=threads)
+        took = time.perf_counter() - start
+        click.echo(f"searched {len(queries)} queries in {took:.2f}s "
+                   f"({len(queries) / max(took, 1e-9):.0f} q/s)", err=True)
+        name = f"{index_dir.name} ({r.kind})"
+        if save_run:
+            write_run(run, save_run)
+    else:
+        run = read_run(run_file)
+        name = run_file.name
+    result = evaluate(qrels, run, names)
+    click.echo(f"{ds.name} / {split}: {result.num_queries} queries")
+    click.echo(format_table([(name, result.metrics)], names))
+    if json_out:
+        payload = metrics_json(ds.name, split, result.num_queries, result.metrics)
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+@main.command()
+@click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Recompute every file checksum.")
+def info(index_dir, as_json, verify):
+    """Describe an index: kind, documents, settings, size."""
+    from indexing.manifest import read_manifest
+
+    m = read_manifest(index_dir, verify=verify)
+    if as_json:
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False))
+        return
+    size = sum(f["bytes"] for f in m.get("files", {}).values())
+    click.echo(f"index      {index_dir}")
+    click.echo(f"kind       {m['kind']} ({m.get('backend', 'native')}), format {m['format_version']}")
+    click.echo(f"documents  {m['doc_count']}")
+    for key in ("bm25", "analyzer", "postings"):
+        if key in m:
+            click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
+    click.echo(f"size       {size / 1e6:.2f} MB in {len(m.get('files', {}))} files")
+    click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
+    click.echo(f"created    {m.get('created')}")
+    if verify:
+        click.echo("checksums  ok")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
