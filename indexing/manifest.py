@@ -52,6 +52,9 @@ class IndexWriter:
             raise FileExistsError(f"{self.out} exists and is not an index; refusing to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.out.name}.tmp-", dir=self.out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private; an index is not
 
     def path(self, name: str) -> Path:
         return self.tmp / name

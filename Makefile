@@ -1,0 +1,40 @@
+# make demo | make test | make bench  — each sets up .venv first (nothing to install by hand).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch goes in first: without it pip would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+DEMO   := demo-out
+DATA   := scripts/data/tinyfacts
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)
+	$(BIN)/retriever index $(DATA) $(DEMO)/tinyfacts-bm25 --overwrite
+	$(BIN)/retriever info $(DEMO)/tinyfacts-bm25
+	$(BIN)/retriever search $(DEMO)/tinyfacts-bm25 "does vitamin D prevent fractures" -k 5
+	$(BIN)/python scripts/demo_api.py $(DEMO)/tinyfacts-bm25
+	$(BIN)/retriever eval --index $(DEMO)/tinyfacts-bm25 --dataset $(DATA) --split test \
+		--metrics ndcg@10,recall@100,mrr@10,map@100 --json $(DEMO)/tinyfacts-bm25.test.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	$(BIN)/python scripts/bench_bm25.py
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

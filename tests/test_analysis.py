@@ -1,0 +1,86 @@
+"""The analyzer must emit Lucene's English-analyzer tokens; expected values follow Lucene 9."""
+
+import pytest
+
+from indexing.analysis import LUCENE_ENGLISH_STOPWORDS, Analyzer, standard_tokenize
+from indexing.porter import stem
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("Hello, world!", ["Hello", "world"]),
+    # apostrophes join letters (WB6/7); a leading or trailing one is dropped
+    ("don't o'neill 'quoted' students'", ["don't", "o'neill", "quoted", "students"]),
+    ("rock\u2019n\u2019roll", ["rock\u2019n\u2019roll"]),
+    # hyphens always split; digits and letters stay together
+    ("COVID-19 IL-6 α-helix 19th covid19", ["COVID", "19", "IL", "6", "α", "helix", "19th", "covid19"]),
+    # numbers keep inner separators, letters keep inner dots; trailing dots go
+    ("3.14 1,000,000 p<0.05 U.S.A. e.g.", ["3.14", "1,000,000", "p", "0.05", "U.S.A", "e.g"]),
+    ("a.1 1.a", ["a", "1", "1", "a"]),
+    ("foo_bar ___ _x", ["foo_bar", "_x"]),
+    ("Na+/K+ ATPase 50% $100", ["Na", "K", "ATPase", "50", "100"]),
+    ("café naïve Schrödinger", ["café", "naïve", "Schrödinger"]),
+    ("中文字 ひらがな カタカナ", ["中", "文", "字", "ひ", "ら", "が", "な", "カタカナ"]),
+    ("immuno\u00adlogy", ["immuno\u00adlogy"]),  # a soft hyphen (Format) does not break a word
+    ("", []),
+    ("  ...  ", []),
+])
+def test_standard_tokenizer(text, tokens):
+    assert standard_tokenize(text) == tokens
+
+
+def test_long_tokens_are_cut_at_255():
+    assert [len(t) for t in standard_tokenize("x" * 600)] == [255, 255, 90]
+
+
+@pytest.mark.parametrize("text, tokens", [
+    # possessives: 's in any apostrophe form, before lower-casing; s' is left to the tokenizer
+    ("John's dog\u2019s JOHN'S", ["john", "dog", "john"]),
+    ("aren't", ["aren't"]),
+    # stop words are removed after lower-casing, before stemming
+    ("The cat IS on the mat", ["cat", "mat"]),
+    ("there these they this to was will with", []),
+    # Porter stemming
+    ("running generalizations fractures vitamin D", ["run", "gener", "fractur", "vitamin", "d"]),
+    ("U.S. 3.14 COVID-19", ["u.", "3.14", "covid", "19"]),
+])
+def test_english_analyzer(text, tokens):
+    assert Analyzer()(text) == tokens
+
+
+def test_analyzer_options_and_config_round_trip():
+    a = Analyzer(stopwords="none", stemmer="none")
+    assert a("The Running dogs") == ["the", "running", "dogs"]
+    assert Analyzer.from_config(a.config()) == a
+    with pytest.raises(ValueError, match="stemmer"):
+        Analyzer(stemmer="snowball")
+
+
+def test_lucene_stopword_list_is_lucenes():
+    assert len(LUCENE_ENGLISH_STOPWORDS) == 33
+    assert {"a", "not", "such", "will"} <= LUCENE_ENGLISH_STOPWORDS
+    assert "he" not in LUCENE_ENGLISH_STOPWORDS
+
+
+@pytest.mark.parametrize("word, expected", [
+    # Porter's paper examples
+    ("caresses", "caress"), ("ponies", "poni"), ("ties", "ti"), ("cats", "cat"),
+    ("feed", "feed"), ("agreed", "agre"), ("plastered", "plaster"), ("bled", "bled"),
+    ("motoring", "motor"), ("sing", "sing"), ("conflated", "conflat"), ("troubled", "troubl"),
+    ("sized", "size"), ("hopping", "hop"), ("falling", "fall"), ("hissing", "hiss"),
+    ("filing", "file"), ("happy", "happi"), ("sky", "sky"), ("relational", "relat"),
+    ("conditional", "condit"), ("rational", "ration"), ("digitizer", "digit"),
+    ("vietnamization", "vietnam"), ("predication", "predic"), ("operator", "oper"),
+    ("feudalism", "feudal"), ("decisiveness", "decis"), ("hopefulness", "hope"),
+    ("sensibiliti", "sensibl"), ("triplicate", "triplic"), ("formative", "form"),
+    ("electrical", "electr"), ("goodness", "good"), ("revival", "reviv"),
+    ("allowance", "allow"), ("adjustable", "adjust"), ("adoption", "adopt"),
+    ("communism", "commun"), ("effective", "effect"), ("bowdlerize", "bowdler"),
+    ("probate", "probat"), ("rate", "rate"), ("cease", "ceas"), ("controll", "control"),
+    ("roll", "roll"),
+    # the reference implementation's departures, which Lucene follows
+    ("conformabli", "conform"), ("archaeology", "archaeolog"), ("ies", "i"),
+    # two letters or fewer are left alone
+    ("as", "as"), ("is", "is"),
+])
+def test_porter(word, expected):
+    assert stem(word) == expected

@@ -1,0 +1,85 @@
+"""BM25 scores equal Lucene's formula, including its one-byte document lengths."""
+
+import math
+
+import numpy as np
+import pytest
+
+from eval.beir import Doc
+from indexing.analysis import Analyzer
+from indexing.bm25 import (LENGTH_TABLE, BM25Params, build_bm25_index, byte_to_length,
+                           length_to_byte, quantize_lengths, query_weights)
+
+
+def test_small_lengths_are_exact_and_large_ones_round_down():
+    for n in range(32):
+        assert byte_to_length(length_to_byte(n)) == n
+    # 100 - 24 = 76 = 0b1001100: 4 significant bits 1001, shift 3 -> 0b1001 << 3 = 72; 24 + 72 = 96
+    assert byte_to_length(length_to_byte(100)) == 96
+    assert length_to_byte(2**31 - 1) == 255
+    assert np.all(np.diff(LENGTH_TABLE) > 0)
+    for n in [0, 5, 24, 40, 100, 161, 1000, 123456]:
+        code = length_to_byte(n)
+        assert quantize_lengths(np.array([n]))[0] == code
+        assert byte_to_length(code) <= n < byte_to_length(code + 1) if code < 255 else True
+
+
+def _bm25(tf, dl, avgdl, df, n, k1=0.9, b=0.4):
+    idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+    return idf * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+
+
+DOCS = [
+    Doc("a", "Cats", "cats chase mice. mice run"),   # flat: cat cat chase mice mice run (6)
+    Doc("b", "", "dogs chase cats"),                  # flat: dog chase cat (3)
+    Doc("c", "Birds", "birds sing"),                  # flat: bird bird sing (3)
+]
+
+
+def test_flat_scores_match_the_formula():
+    index, docids, info = build_bm25_index(DOCS, Analyzer(), BM25Params())
+    assert docids == ["a", "b", "c"]
+    avgdl = (6 + 3 + 3) / 3
+    assert info["field_stats"]["contents"]["avgdl"] == pytest.approx(avgdl)
+    scores = index.scores(query_weights(Analyzer(), "cats chasing mice"))
+    expected = [
+        _bm25(2, 6, avgdl, 2, 3) + _bm25(1, 6, avgdl, 2, 3) + _bm25(2, 6, avgdl, 1, 3),
+        _bm25(1, 3, avgdl, 2, 3) + _bm25(1, 3, avgdl, 2, 3),
+        0.0,
+    ]
+    np.testing.assert_allclose(scores, expected, rtol=1e-6)
+
+
+def test_repeated_query_terms_count_twice():
+    index, _, _ = build_bm25_index(DOCS, Analyzer(), BM25Params())
+    once = index.scores(query_weights(Analyzer(), "birds"))
+    twice = index.scores(query_weights(Analyzer(), "birds birds"))
+    np.testing.assert_allclose(twice, 2 * once, rtol=1e-6)
+
+
+def test_multifield_sums_fields_with_their_own_statistics():
+    index, _, info = build_bm25_index(DOCS, Analyzer(), BM25Params(fields="multifield"))
+    # title field: doc b has no title, so N = 2 and avgdl = (1 + 1) / 2 for that field
+    assert info["field_stats"]["title"]["doc_count"] == 2
+    text_avgdl = (5 + 3 + 2) / 3
+    scores = index.scores({"cat": 1.0})
+    expected_a = _bm25(1, 1, 1.0, 1, 2) + _bm25(1, 5, text_avgdl, 2, 3)
+    expected_b = _bm25(1, 3, text_avgdl, 2, 3)
+    np.testing.assert_allclose(scores, [expected_a, expected_b, 0.0], rtol=1e-6)
+
+
+def test_long_documents_use_lucene_rounded_lengths():
+    long_doc = Doc("long", "", "word " * 99 + "needle")  # 100 tokens, stored as 96
+    short = Doc("s", "", "other text")
+    index, _, _ = build_bm25_index([long_doc, short], Analyzer(), BM25Params())
+    avgdl = (100 + 2) / 2
+    got = index.scores({"needl": 1.0})[0]
+    assert got == pytest.approx(_bm25(1, 96, avgdl, 1, 2), rel=1e-6)
+    assert got != pytest.approx(_bm25(1, 100, avgdl, 1, 2), rel=1e-6)
+
+
+def test_bad_parameters_are_refused():
+    with pytest.raises(ValueError, match="fields"):
+        BM25Params(fields="title")
+    with pytest.raises(ValueError, match="k1"):
+        BM25Params(k1=-1)

@@ -1,0 +1,60 @@
+"""The impact index returns exactly the brute-force top-k, with Lucene's tie order."""
+
+import numpy as np
+import pytest
+
+from indexing.inverted import InvertedIndex, top_k_dense
+
+
+def _random_index(seed, num_docs=300, num_terms=50, density=0.05, ties=False):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((num_docs, num_terms)) < density
+    weights = rng.integers(1, 4, size=dense.shape) if ties else rng.random(dense.shape)
+    matrix = np.where(dense, weights, 0).astype(np.float32)
+    d, t = np.nonzero(matrix)
+    terms = [f"t{i}" for i in range(num_terms)]
+    perm = rng.permutation(len(d))  # postings arrive in any order
+    index = InvertedIndex.from_postings(terms, t[perm], d[perm], matrix[d, t][perm], num_docs)
+    return index, matrix, terms
+
+
+def _oracle(matrix, terms, query, k):
+    qv = np.array([query.get(t, 0.0) for t in terms], dtype=np.float32)
+    scores = matrix @ qv
+    order = sorted((i for i in range(len(scores)) if scores[i] > 0), key=lambda i: (-scores[i], i))
+    return order[:k], scores
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("ties", [False, True])
+def test_top_k_equals_brute_force(seed, ties):
+    index, matrix, terms = _random_index(seed, ties=ties)
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        query = {terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 3, replace=False)}
+        for k in (1, 10, 1000):
+            ids, scores = index.top_k(query, k)
+            want, oracle_scores = _oracle(matrix, terms, query, k)
+            assert ids.tolist() == want
+            np.testing.assert_allclose(scores, oracle_scores[want], rtol=1e-5)
+
+
+def test_empty_unknown_and_zero_queries():
+    index, _, _ = _random_index(0)
+    for query in ({}, {"nope": 1.0}, {"t1": 0.0}):
+        ids, scores = index.top_k(query, 10)
+        assert len(ids) == 0 and len(scores) == 0
+
+
+def test_repeated_pairs_are_summed():
+    index = InvertedIndex.from_postings(["x"], np.array([0, 0]), np.array([1, 1]),
+                                       np.array([1.5, 2.0], dtype=np.float32), num_docs=2)
+    assert index.num_postings == 1
+    assert index.scores({"x": 1.0}).tolist() == [0.0, 3.5]
+
+
+def test_ties_at_the_cutoff_keep_the_lowest_ids():
+    scores = np.array([1, 3, 3, 0, 3, 2], dtype=np.float32)
+    ids, vals = top_k_dense(scores, 2)
+    assert ids.tolist() == [1, 2] and vals.tolist() == [3, 3]
+    assert top_k_dense(scores, 0)[0].tolist() == []
