@@ -43,7 +43,10 @@ _KATAKANA = rf"\p{{WB=Katakana}}[\p{{WB=Katakana}}{_EX}{_FE}]*"
 # between words) come through as whole runs, as Lucene's tokenizer emits them.
 _SINGLE = rf"[\p{{Ideographic}}\p{{Script=Hiragana}}][{_FE}]*"
 _SOUTHEAST_ASIAN = r"\p{LB=SA}+"
-_TOKEN = regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}", regex.V0)
+# Lucene (since 8.x) also emits emoji as tokens: pictographs such as (c), (R), TM and arrows,
+# joined into one token through zero-width joiners, and regional-indicator pairs (flags).
+_EMOJI = rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Pictographic}})*|\p{{RI}}{{2}}"
+_TOKEN = regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}|{_EMOJI}", regex.V0)
 _HAS_ALNUM = regex.compile(rf"[{_AL}{_NU}]")
 
 MAX_TOKEN_LENGTH = 255  # Lucene StandardTokenizer's default; longer tokens are cut in pieces
