@@ -119,6 +119,32 @@ def iter_corpus(path: PathLike) -> Iterator[Doc]:
         yield Doc(docid, title, text)
 
 
+def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, float]]]:
+    """Stream Anserini JsonVectorCollection records: {"id", "contents"?, "vector": {term: weight}}."""
+    file = corpus_file(path)
+    seen: set[str] = set()
+    for lineno, obj in _json_records(file):
+        docid = _record_id(obj, "doc", file, lineno)
+        vector = obj.get("vector")
+        if not isinstance(vector, dict):
+            raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
+        for term, weight in vector.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
+                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a number, got {weight!r}",
+                                path=file, line=lineno)
+            if weight < 0:
+                raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",
+                                path=file, line=lineno)
+        key = "contents" if "contents" in obj else "text" if "text" in obj else None
+        text = _string_field(obj, key, file, lineno) if key else ""
+        title = _string_field(obj, "title", file, lineno) if "title" in obj else ""
+        if docid in seen:
+            first = _first_line(file, "doc", docid)
+            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
+        seen.add(docid)
+        yield Doc(docid, title, text), vector
+
+
 def load_queries(path: PathLike) -> dict[str, str]:
     """Read queries.jsonl ({"_id"|"id", "text"}) into {qid: text}, in file order."""
     file = Path(path)

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import hashlib
 from array import array
+from pathlib import Path
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Iterable, Literal
 
 import numpy as np
 
-from eval.beir import Doc
+from eval.beir import Doc, iter_corpus
 from indexing.analysis import Analyzer
-from indexing.inverted import InvertedIndex
+from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
 from indexing.manifest import IndexWriter
+from indexing.postings import PostingsBuilder
 from indexing.searcher import ImpactSearcher
 
 Fields = Literal["flat", "multifield"]
@@ -78,83 +80,101 @@ class BM25Params:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
 
 
-class _Field:
-    """Term frequencies of one field, accumulated document by document."""
-
-    def __init__(self) -> None:
-        self.term_ids = array("i")
-        self.doc_ids = array("i")
-        self.tfs = array("i")
-        self.lengths = array("i")
-
-    def add(self, doc: int, tokens: list[str], vocab: dict[str, int]) -> None:
-        self.lengths.append(len(tokens))
-        for term, tf in Counter(tokens).items():
-            tid = vocab.get(term)
-            if tid is None:
-                tid = vocab[term] = len(vocab)
-            self.term_ids.append(tid)
-            self.doc_ids.append(doc)
-            self.tfs.append(tf)
-
-    def impacts(self, num_terms: int, k1: float, b: float) -> tuple[np.ndarray, dict]:
-        """Lucene BM25 score of each (term, doc) posting, in Lucene's float32 arithmetic."""
-        lengths = np.frombuffer(self.lengths, dtype=np.int32)
-        term_ids = np.frombuffer(self.term_ids, dtype=np.int32)
-        doc_count = int((lengths > 0).sum())
-        total = int(lengths.sum(dtype=np.int64))
-        stats = {"doc_count": doc_count, "sum_total_term_freq": total}
-        if doc_count == 0:
-            return np.zeros(len(term_ids), dtype=np.float32), {**stats, "avgdl": 0.0}
-        avgdl = np.float32(total / doc_count)
-        df = np.bincount(term_ids, minlength=num_terms).astype(np.float64)
-        idf = np.log(1.0 + (doc_count - df + 0.5) / (df + 0.5)).astype(np.float32)
-        f32 = np.float32
-        norm_inverse = f32(1) / (f32(k1) * ((f32(1) - f32(b)) + f32(b) * LENGTH_TABLE.astype(np.float32) / avgdl))
-        doc_norm = norm_inverse[quantize_lengths(lengths)]
-        tf = np.frombuffer(self.tfs, dtype=np.int32).astype(np.float32)
-        w = idf[term_ids]
-        ni = doc_norm[np.frombuffer(self.doc_ids, dtype=np.int32)]
-        impacts = w - w / (f32(1) + tf * ni)
-        return impacts.astype(np.float32), {**stats, "avgdl": float(avgdl)}
+def _field_weights(df: np.ndarray, lengths: np.ndarray, k1: float, b: float):
+    """Per-term idf and per-document 1 / (k1 * (1 - b + b * dl / avgdl)) for one field, float32."""
+    doc_count = int((lengths > 0).sum())
+    total = int(lengths.sum(dtype=np.int64))
+    stats = {"doc_count": doc_count, "sum_total_term_freq": total, "avgdl": 0.0}
+    if doc_count == 0:
+        return np.zeros(len(df), np.float32), np.zeros(len(lengths), np.float32), stats
+    f32 = np.float32
+    avgdl = f32(total / doc_count)
+    stats["avgdl"] = float(avgdl)
+    idf = np.log(1.0 + (doc_count - df + 0.5) / (df + 0.5)).astype(np.float32)
+    table = f32(1) / (f32(k1) * ((f32(1) - f32(b)) + f32(b) * LENGTH_TABLE.astype(np.float32) / avgdl))
+    return idf, table[quantize_lengths(lengths)], stats
 
 
-def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params,
-                     on_doc=None) -> tuple[InvertedIndex, list[str], dict]:
-    """Analyse a corpus and return its BM25 impact index, doc ids and build statistics.
+def _postings_slices(offsets: np.ndarray, step: int = 5_000_000):
+    """(start, end, term of each posting) over the CSR in slices of ``step`` postings."""
+    total = int(offsets[-1])
+    for p0 in range(0, total, step):
+        p1 = min(total, p0 + step)
+        yield p0, p1, np.searchsorted(offsets, np.arange(p0, p1), side="right") - 1
 
-    ``on_doc`` is called with each Doc after it is indexed (progress bars, doc stores).
+
+def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
+                     on_doc=None, chunk_postings: int = 10_000_000
+                     ) -> tuple[InvertedIndex, list[str], dict]:
+    """Analyse a corpus into a BM25 impact index whose postings are written into ``out_dir``.
+
+    Postings stream through :class:`PostingsBuilder` (bounded memory); term frequencies are
+    turned into Lucene BM25 impacts once the collection statistics are known. ``on_doc`` is
+    called with each Doc after it is indexed (progress bars, doc stores).
     """
-    field_names = ("contents",) if params.fields == "flat" else ("title", "text")
-    fields = {name: _Field() for name in field_names}
+    multifield = params.fields == "multifield"
+    names = ("title", "text") if multifield else ("contents",)
+    builder = PostingsBuilder(columns=len(names), dtype=np.int32, chunk_postings=chunk_postings,
+                              tmp_dir=out_dir)
+    lengths = [array("i") for _ in names]
     vocab: dict[str, int] = {}
     docids: list[str] = []
     fingerprint = hashlib.sha256()
+
+    def ids(counter: Counter) -> list[int]:
+        out = []
+        for term in counter:
+            tid = vocab.get(term)
+            if tid is None:
+                tid = vocab[term] = len(vocab)
+            out.append(tid)
+        return out
+
     for i, doc in enumerate(docs):
         docids.append(doc.docid)
         for part in (doc.docid, doc.title, doc.text):
             fingerprint.update(part.encode("utf-8"))
             fingerprint.update(b"\x00")
-        if params.fields == "flat":
-            fields["contents"].add(i, analyzer(f"{doc.title}\n{doc.text}"), vocab)
+        if multifield:
+            title, text = Counter(analyzer(doc.title)), Counter(analyzer(doc.text))
+            lengths[0].append(sum(title.values()))
+            lengths[1].append(sum(text.values()))
+            union = title | text
+            builder.add(i, ids(union), [(title.get(t, 0), text.get(t, 0)) for t in union])
         else:
-            fields["title"].add(i, analyzer(doc.title), vocab)
-            fields["text"].add(i, analyzer(doc.text), vocab)
+            tokens = analyzer(f"{doc.title}\n{doc.text}")
+            counts = Counter(tokens)
+            lengths[0].append(len(tokens))
+            builder.add(i, ids(counts), list(counts.values()))
         if on_doc is not None:
             on_doc(doc)
     terms = list(vocab)
-    parts, stats = [], {}
-    for name, field in fields.items():
-        impacts, stats[name] = field.impacts(len(terms), params.k1, params.b)
-        parts.append((np.frombuffer(field.term_ids, dtype=np.int32),
-                      np.frombuffer(field.doc_ids, dtype=np.int32), impacts))
-    index = InvertedIndex.from_postings(
-        terms,
-        np.concatenate([p[0] for p in parts]),
-        np.concatenate([p[1] for p in parts]),
-        np.concatenate([p[2] for p in parts]),
-        num_docs=len(docids),
-    )
+    offsets, post_docs, tfs = builder.finish(len(terms), out_dir, POSTINGS_DOCS, "tf.tmp.npy")
+    tfs = tfs.reshape(len(post_docs), len(names))
+    df = np.zeros((len(names), len(terms)), dtype=np.float64)
+    for p0, p1, t in _postings_slices(offsets):
+        for f in range(len(names)):
+            df[f] += np.bincount(t[tfs[p0:p1, f] > 0], minlength=len(terms))
+    weights, stats = [], {}
+    for f, name in enumerate(names):
+        idf, doc_norm, stats[name] = _field_weights(
+            df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b)
+        weights.append((idf, doc_norm))
+    impacts = np.lib.format.open_memmap(out_dir / POSTINGS_IMPACTS, mode="w+", dtype=np.float32,
+                                        shape=(len(post_docs),))
+    f32 = np.float32
+    for p0, p1, t in _postings_slices(offsets):
+        d = post_docs[p0:p1]
+        total = np.zeros(p1 - p0, dtype=np.float32)
+        for f, (idf, doc_norm) in enumerate(weights):
+            tf = tfs[p0:p1, f].astype(np.float32)
+            w = idf[t]
+            total += np.where(tf > 0, w - w / (f32(1) + tf * doc_norm[d]), f32(0))
+        impacts[p0:p1] = total
+    impacts.flush()
+    del tfs
+    (out_dir / "tf.tmp.npy").unlink()
+    index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids))
     info = {"bm25": asdict(params), "field_stats": stats, "corpus_fingerprint": fingerprint.hexdigest()}
     return index, docids, info
 
@@ -164,12 +184,13 @@ def query_weights(analyzer: Analyzer, text: str) -> dict[str, float]:
     return {t: float(c) for t, c in Counter(analyzer(text)).items()}
 
 
-def write_index(docs: Iterable[Doc], writer: IndexWriter, *, fields: Fields = "flat",
+def write_index(corpus, writer: IndexWriter, *, fields: Fields = "flat",
                 k1: float = 0.9, b: float = 0.4, stopwords: str = "lucene",
                 stemmer: str = "porter", on_doc=None) -> dict:
     """Build a BM25 index into ``writer``; returns the manifest entries it needs to be searched."""
     analyzer = Analyzer(stopwords=stopwords, stemmer=stemmer)
-    index, docids, info = build_bm25_index(docs, analyzer, BM25Params(k1=k1, b=b, fields=fields), on_doc)
+    params = BM25Params(k1=k1, b=b, fields=fields)
+    index, docids, info = build_bm25_index(iter_corpus(corpus), analyzer, params, writer.tmp, on_doc)
     index.save(writer)
     writer.write_docids(docids)
     return {
@@ -183,6 +204,7 @@ def write_index(docs: Iterable[Doc], writer: IndexWriter, *, fields: Fields = "f
 
 
 def open_index(root, manifest: dict, docids: list[str]) -> ImpactSearcher:
+    """Search a BM25 index; queries are analysed with the analyzer its manifest records."""
     analyzer = Analyzer.from_config(manifest["analyzer"])
     index = InvertedIndex.load(root, num_docs=len(docids))
-    return ImpactSearcher(index, docids, lambda text: query_weights(analyzer, text))
+    return ImpactSearcher(index, docids, lambda texts: [query_weights(analyzer, t) for t in texts])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Mapping, NamedTuple, Protocol
 
+import numpy as np
+
 from indexing.inverted import InvertedIndex
 
 Run = dict[str, dict[str, float]]
@@ -21,15 +23,15 @@ class Searcher(Protocol):
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run: ...
 
 
-def batch_with_threads(search: Callable[[str, int], list[Hit]], queries: Mapping[str, str],
+def batch_with_threads(search: Callable[[str, int], dict[str, float]], queries: Mapping[str, str],
                        k: int, threads: int) -> Run:
-    """Run ``search`` over many queries, in a thread pool when ``threads > 1``."""
+    """Run ``search`` (text, k -> {docid: score}) over many queries, in threads if ``threads > 1``."""
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     qids = list(queries)
 
     def one(qid: str) -> dict[str, float]:
-        return {h.docid: h.score for h in search(queries[qid], k)}
+        return search(queries[qid], k)
 
     if threads == 1:
         return {qid: one(qid) for qid in qids}
@@ -37,19 +39,45 @@ def batch_with_threads(search: Callable[[str, int], list[Hit]], queries: Mapping
         return dict(zip(qids, pool.map(one, qids)))
 
 
+Query = dict[str, float] | tuple[np.ndarray, np.ndarray]
+
+
 class ImpactSearcher:
-    """Exact search over an impact index with a query encoder (text -> weighted terms)."""
+    """Exact search over an impact index.
+
+    ``encode_queries`` turns a list of texts into queries, each either ``{term: weight}`` or
+    ``(term ids, weights)`` already in the index's term-id space; batches are encoded at once.
+    """
 
     def __init__(self, index: InvertedIndex, docids: list[str],
-                 encode_query: Callable[[str], dict[str, float]]) -> None:
+                 encode_queries: Callable[[list[str]], list[Query]] | None) -> None:
         self.index = index
         self.docids = docids
-        self.encode_query = encode_query
+        self._docids = np.array(docids, dtype=object)
+        self.encode_queries = encode_queries
+
+    def _encode(self, texts: list[str]) -> list[Query]:
+        if self.encode_queries is None:
+            raise ValueError("this index has no query encoder (built from precomputed vectors "
+                             "without --model); search it with search_weights({term: weight})")
+        return self.encode_queries(texts)
+
+    def _top(self, query: Query, k: int) -> tuple[list[str], list[float]]:
+        if isinstance(query, tuple):
+            ids, scores = self.index.top_k_ids(query[0], query[1], k)
+        else:
+            ids, scores = self.index.top_k(query, k)
+        return self._docids[ids].tolist(), scores.tolist()
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
-        ids, scores = self.index.top_k(self.encode_query(text), k)
-        docids = self.docids
-        return [Hit(docids[i], float(s)) for i, s in zip(ids.tolist(), scores.tolist())]
+        return [Hit(d, s) for d, s in zip(*self._top(self._encode([text])[0], k))]
+
+    def search_weights(self, weights: dict[str, float], k: int = 10) -> list[Hit]:
+        """Search with an explicit weighted bag of index terms."""
+        return [Hit(d, s) for d, s in zip(*self._top(weights, k))]
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
-        return batch_with_threads(self.search, queries, k, threads)
+        qids = list(queries)
+        encoded = dict(zip(qids, self._encode([queries[q] for q in qids])))
+        return batch_with_threads(lambda qid, k: dict(zip(*self._top(encoded[qid], k))),
+                                  {q: q for q in qids}, k, threads)

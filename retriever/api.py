@@ -2,41 +2,53 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Mapping
 
-from eval.beir import Doc, corpus_file, iter_corpus
+from eval.beir import Doc, corpus_file
 from eval.errors import DataError
-from indexing import bm25
 from indexing.docstore import DocStore, DocStoreWriter
 from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest
 from indexing.searcher import Hit, Run, Searcher
 
-# Each index kind: a writer (docs, IndexWriter, **options) -> manifest entries, and an opener
-# (root, manifest, docids) -> Searcher.
-_KINDS: dict[str, tuple[Callable[..., dict], Callable[..., Searcher]]] = {
-    "bm25": (bm25.write_index, bm25.open_index),
+# Index kinds by (kind, backend): "module:writer" (corpus, IndexWriter, **options) -> manifest
+# entries, and "module:opener" (root, manifest, docids, **load options) -> Searcher. Modules are
+# imported on use, so a kind's heavy dependencies (torch, pyserini) load only when needed.
+_KINDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("bm25", "native"): ("indexing.bm25:write_index", "indexing.bm25:open_index"),
+    ("sparse", "native"): ("retriever.sparse_index:write_index", "retriever.sparse_index:open_index"),
 }
 
 
 def kinds() -> list[str]:
-    return list(_KINDS)
+    return sorted({k for k, _ in _KINDS})
 
 
-def kind_options(kind: str) -> list[str]:
+def backends(kind: str) -> list[str]:
+    return sorted(b for k, b in _KINDS if k == kind)
+
+
+def _function(spec: str) -> Callable:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kind(kind: str, backend: str = "native") -> tuple[Callable, Callable]:
+    if kind not in kinds():
+        raise ValueError(f"unknown index kind {kind!r}; available: {', '.join(kinds())}")
+    if (kind, backend) not in _KINDS:
+        raise ValueError(f"kind {kind!r} has no backend {backend!r}; available: {', '.join(backends(kind))}")
+    writer, opener = _KINDS[kind, backend]
+    return _function(writer), _function(opener)
+
+
+def kind_options(kind: str, backend: str = "native") -> list[str]:
     """The options ``Retriever.build`` accepts for an index kind."""
-    writer = _kind(kind)[0]
-    params = inspect.signature(writer).parameters.values()
+    params = inspect.signature(_kind(kind, backend)[0]).parameters.values()
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "on_doc"]
-
-
-def _kind(kind: str):
-    try:
-        return _KINDS[kind]
-    except KeyError:
-        raise ValueError(f"unknown index kind {kind!r}; available: {', '.join(_KINDS)}") from None
 
 
 def _count_lines(path: Path) -> int:
@@ -57,21 +69,22 @@ class Retriever:
 
     @classmethod
     def build(cls, corpus: str | os.PathLike, out: str | os.PathLike, kind: str = "bm25", *,
-              overwrite: bool = False, progress: bool = False, store_docs: bool = True,
-              **options) -> "Retriever":
+              backend: str = "native", overwrite: bool = False, progress: bool = False,
+              store_docs: bool = True, **options) -> "Retriever":
         """Index a corpus (BEIR directory or JSONL file) into ``out`` and return it loaded.
 
-        ``options`` are the kind's settings (for bm25: fields, k1, b, stopwords, stemmer).
+        ``options`` are the kind's settings (``kind_options(kind)`` lists them; for bm25:
+        fields, k1, b, stopwords, stemmer; for sparse: model, vectors, max lengths, top-k,
+        quantize, scale, query_mode, ...).
         The directory appears only once complete; an existing index is replaced only with
         ``overwrite=True``.
         """
-        writer_fn = _kind(kind)[0]
-        allowed = kind_options(kind)
+        writer_fn = _kind(kind, backend)[0]
+        allowed = kind_options(kind, backend)
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise TypeError(f"unknown option(s) for kind {kind!r}: {', '.join(unknown)}; "
                             f"accepted: {', '.join(allowed)}")
-        docs: Iterator[Doc] = iter_corpus(corpus)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -86,7 +99,7 @@ class Retriever:
                 if bar is not None:
                     bar.update()
 
-            entries = writer_fn(docs, writer, on_doc=on_doc, **options)
+            entries = writer_fn(corpus, writer, on_doc=on_doc, **options)
             if bar is not None:
                 bar.close()
             if entries["doc_count"] == 0:
@@ -99,15 +112,20 @@ class Retriever:
         return cls.load(out)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Retriever":
-        """Open an index directory; ``verify`` checks every file against its manifest checksum."""
+    def load(cls, path: str | os.PathLike, verify: bool = True, **options) -> "Retriever":
+        """Open an index directory; ``verify`` checks every file against its manifest checksum.
+
+        ``options`` go to the kind's opener, e.g. ``model=PATH`` when a sparse index's model has
+        moved (its fingerprint must still match).
+        """
         root = Path(path)
         manifest = read_manifest(root, verify=verify)
         docids = read_docids(root)
         if len(docids) != manifest["doc_count"]:
             raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says "
                                    f"{manifest['doc_count']}")
-        searcher = _kind(manifest["kind"])[1](root, manifest, docids)
+        opener = _kind(manifest["kind"], manifest.get("backend", "native"))[1]
+        searcher = opener(root, manifest, docids, **options)
         return cls(root, manifest, searcher, docids)
 
     @property
@@ -124,6 +142,12 @@ class Retriever:
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
         """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}``."""
         return self.searcher.search_batch(queries, k, threads)
+
+    def search_weights(self, weights: Mapping[str, float], k: int = 10) -> list[Hit]:
+        """Search an impact index with an explicit ``{term: weight}`` query."""
+        if not hasattr(self.searcher, "search_weights"):
+            raise ValueError(f"a {self.kind} index does not take term-weight queries")
+        return self.searcher.search_weights(dict(weights), k)
 
     def doc(self, docid: str) -> dict | None:
         """The stored ``{"title", "text"}`` of a document, or None if the index stores no text."""

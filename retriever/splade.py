@@ -1,0 +1,183 @@
+"""SPLADE-style sparse encoding with any Hugging Face masked-LM model.
+
+A text's weight for vocabulary term ``v`` is ``max_t log(1 + relu(logit[t, v]))`` over its
+tokens ``t`` (attention mask respected). Computing it the plain way materialises a
+(batch, length, vocab) tensor and runs three element-wise passes over it. Here the model runs
+up to the input of its vocabulary projection (caught by a pre-hook, so any MLM architecture
+works), the projection is done one text at a time over its real tokens only, the max is taken
+right away, and ``log1p(relu(.))`` — monotone, so it commutes with the max — is applied to the
+(batch, vocab) result. Texts are sorted by length so batches carry little padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from retriever.device import resolve_device
+from retriever.models import fingerprint, load_error, quiet_loading, resolve_model
+
+SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending
+
+
+class _Captured(Exception):
+    """Raised by the pre-hook to stop the forward pass before the vocabulary projection."""
+
+
+@dataclass(frozen=True)
+class SpladeSettings:
+    doc_max_length: int = 256
+    query_max_length: int = 64
+    doc_top_k: int = 0  # keep only the k largest weights per document (0: keep all)
+    query_top_k: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("doc_max_length", "query_max_length"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"{name} must be at least 2")
+        for name in ("doc_top_k", "query_top_k"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 keeps every term)")
+
+
+class SpladeEncoder:
+    def __init__(self, model: str, *, settings: SpladeSettings | None = None, batch_size: int = 32,
+                 device: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        self.model_name = model
+        self.path = resolve_model(model)
+        self.settings = settings or SpladeSettings()
+        self.batch_size = batch_size
+        self.device = resolve_device(device)
+        try:
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+                self.model = AutoModelForMaskedLM.from_pretrained(self.path)
+        except (OSError, ValueError) as e:
+            raise load_error(model, e) from None
+        self.model.eval().to(self.device)
+        self._projection = self.model.get_output_embeddings()
+        self.vocab_size = self._projection.weight.shape[0]
+        names = self.tokenizer.convert_ids_to_tokens(list(range(min(len(self.tokenizer), self.vocab_size))))
+        self.vocab = names + [f"[id{i}]" for i in range(len(names), self.vocab_size)]
+        self._torch = torch
+
+    def config(self) -> dict:
+        """Everything that determines the vectors, for the index manifest."""
+        return {"model": self.path, "fingerprint": fingerprint(self.path), "pooling": "max",
+                "activation": "log1p_relu", **self.settings.__dict__}
+
+    # -- the reference computation -------------------------------------------------------
+    def encode_plain(self, texts: Sequence[str], max_length: int):
+        """Full logits, log1p(relu), mask, max over tokens: the textbook formula (dense output)."""
+        torch = self._torch
+        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                               return_tensors="pt").to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**batch).logits
+            weights = torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)
+            return weights.amax(dim=1).float().cpu()
+
+    # -- the fast path -------------------------------------------------------------------
+    def _max_logits(self, batch) -> "torch.Tensor":
+        torch = self._torch
+        captured = {}
+
+        def hook(module, inputs):
+            captured["hidden"] = inputs[0]
+            raise _Captured
+
+        handle = self._projection.register_forward_pre_hook(hook)
+        try:
+            self.model(**batch)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        hidden = captured["hidden"]
+        weight, bias = self._projection.weight, self._projection.bias
+        lengths = batch["attention_mask"].sum(dim=1).tolist()
+        out = torch.empty(len(lengths), self.vocab_size, dtype=torch.float32, device=hidden.device)
+        for row, n in enumerate(lengths):
+            h = hidden[row, :n]
+            logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+            out[row] = logits.amax(dim=0)
+        return out.clamp_(min=0).log1p_()
+
+    def _encode(self, texts: Sequence[str], max_length: int, top_k: int,
+                progress: bool = False) -> list[SparseVector]:
+        torch = self._torch
+        if not texts:
+            return []
+        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
+        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
+        result: list[SparseVector] = [None] * len(texts)  # type: ignore[list-item]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(texts), unit="doc", desc="encode splade")
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                features = [{k: enc[k][i] for k in enc.keys()} for i in rows]
+                batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
+                    weights = self._max_logits(batch)
+                if top_k:
+                    kth = weights.topk(min(top_k, weights.shape[1]), dim=1).values[:, -1:]
+                    weights = torch.where(weights >= kth, weights, torch.zeros_like(weights))
+                nz = weights.nonzero().cpu().numpy()
+                vals = weights[nz[:, 0], nz[:, 1]].float().cpu().numpy()
+                bounds = np.searchsorted(nz[:, 0], np.arange(len(rows) + 1))
+                for r, i in enumerate(rows):
+                    a, b = bounds[r], bounds[r + 1]
+                    result[i] = (nz[a:b, 1].astype(np.int32), vals[a:b].astype(np.float32))
+                if bar is not None:
+                    bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        return result
+
+    def encode_documents(self, texts: Sequence[str], progress: bool = False) -> list[SparseVector]:
+        s = self.settings
+        return self._encode(texts, s.doc_max_length, s.doc_top_k, progress)
+
+    def encode_queries(self, texts: Sequence[str]) -> list[SparseVector]:
+        s = self.settings
+        return self._encode(texts, s.query_max_length, s.query_top_k)
+
+
+class TokenWeightQueryEncoder:
+    """Inference-free queries: tokenise, then weight each distinct token by a fixed table.
+
+    The table is IDF computed over the indexed documents, or learned per-token weights.
+    Special tokens ([CLS], [SEP], ...) get no weight.
+    """
+
+    def __init__(self, tokenizer, weights: np.ndarray, max_length: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.max_length = max_length
+        self._special = set(tokenizer.all_special_ids)
+
+    def encode_queries(self, texts: Iterable[str]) -> list[SparseVector]:
+        out = []
+        for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]:
+            uniq = np.array(sorted({i for i in ids if i not in self._special and i < len(self.weights)}),
+                            dtype=np.int32)
+            w = self.weights[uniq] if len(uniq) else np.empty(0, np.float32)
+            keep = w > 0
+            out.append((uniq[keep], w[keep]))
+        return out
+
+
+def idf_weights(df: np.ndarray, num_docs: int) -> np.ndarray:
+    """BM25-style IDF per token from document frequencies: ln(1 + (N - df + 0.5) / (df + 0.5))."""
+    df = df.astype(np.float64)
+    idf = np.log(1.0 + (num_docs - df + 0.5) / (df + 0.5))
+    return np.where(df > 0, idf, 0.0).astype(np.float32)
