@@ -91,6 +91,7 @@ class InvertedIndex:
         if getattr(local, "acc", None) is None:
             local.acc = np.zeros(self.num_docs, dtype=np.float32)
             local.touched = np.empty(self.num_docs, dtype=np.int32)
+            local.keys = np.empty(self.num_docs, dtype=np.uint64)
         return local
 
     def top_k(self, query: dict[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -107,17 +108,10 @@ class InvertedIndex:
         weights = np.asarray(weights, dtype=np.float32)
         if len(weights) and not (weights > 0).all():
             terms, weights = terms[weights > 0], weights[weights > 0]
-        k = max(0, min(k, self.num_docs))
-        if kernels.HAVE_NUMBA:
-            s = self._scratch()
-            out_docs = np.empty(k, dtype=np.int32)
-            out_scores = np.empty(k, dtype=np.float32)
-            n = kernels.search_into(self.offsets, self.docs, self.impacts, terms, weights, k,
-                                    s.acc, s.touched, out_docs, out_scores)
-            ids, scores = out_docs[:n], out_scores[:n]
-        else:  # pragma: no cover
-            ids, scores = kernels.search_numpy(self.offsets, self.docs, self.impacts, terms,
-                                               weights, k, self.num_docs)
+        s = self._scratch()
+        n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights,
+                               s.acc, s.touched, s.keys)
+        ids, scores = kernels.top_keys(s.keys[:n], min(k, n))
         if self.scale:
             scores = scores / np.float32(self.scale)
         return ids, scores
