@@ -1,0 +1,103 @@
+"""Seeded synthetic corpora for scale and speed benchmarks (no external data).
+
+- ``write_text_corpus``: BEIR-style JSONL of pseudo-word documents whose term frequencies follow
+  a Zipf law (as natural text does), for BM25 at any scale.
+- ``sparse_vectors``: SPLADE-like document vectors: ~250 non-zero terms over a 30,522-token
+  vocabulary, term popularity Zipfian, weights in (0, 3] skewed small, as SPLADE models produce.
+
+    python scripts/synthetic.py text OUT.jsonl --docs 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+_SYLLABLES = [c + v for c in "bcdfghjklmnprstvz" for v in "aeiou"] + ["qu" + v for v in "aei"]
+
+
+def pseudo_words(n: int, seed: int = 0) -> list[str]:
+    """n distinct pronounceable words of 2-4 syllables (none is an English stop word)."""
+    rng = np.random.default_rng(seed)
+    words: dict[str, None] = {}
+    while len(words) < n:
+        k = rng.integers(2, 5, size=4096)
+        picks = rng.integers(0, len(_SYLLABLES), size=(4096, 4))
+        for row, length in zip(picks, k):
+            words.setdefault("".join(_SYLLABLES[i] for i in row[:length]))
+            if len(words) == n:
+                break
+    return list(words)
+
+
+def zipf_probabilities(n: int, exponent: float = 1.1) -> np.ndarray:
+    p = 1.0 / np.arange(1, n + 1) ** exponent
+    return p / p.sum()
+
+
+def write_text_corpus(path: Path, docs: int, vocab: int = 200_000, mean_len: int = 60,
+                      seed: int = 0) -> None:
+    """A JSONL corpus ({"_id", "title", "text"}) of Zipf-distributed pseudo-words."""
+    rng = np.random.default_rng(seed)
+    words = np.array(pseudo_words(vocab, seed))
+    cdf = np.cumsum(zipf_probabilities(vocab))
+    with open(path, "w", encoding="utf-8") as f:
+        for start in range(0, docs, 10_000):
+            n = min(10_000, docs - start)
+            lengths = np.maximum(5, rng.lognormal(np.log(mean_len), 0.5, size=n).astype(int))
+            ids = np.searchsorted(cdf, rng.random(lengths.sum()))
+            ids = np.minimum(ids, vocab - 1)
+            bounds = np.concatenate([[0], np.cumsum(lengths)])
+            lines = []
+            for i in range(n):
+                toks = words[ids[bounds[i] : bounds[i + 1]]]
+                lines.append(json.dumps({"_id": f"s{start + i}", "title": " ".join(toks[:4]),
+                                         "text": " ".join(toks[4:])}))
+            f.write("\n".join(lines) + "\n")
+
+
+def text_queries(num: int, vocab: int = 200_000, seed: int = 1) -> dict[str, str]:
+    """Queries of 2-6 words drawn from the mid-frequency vocabulary (ranks 100-20,000)."""
+    rng = np.random.default_rng(seed)
+    words = pseudo_words(vocab, 0)
+    out = {}
+    for i in range(num):
+        ranks = rng.integers(100, 20_000, size=rng.integers(2, 7))
+        out[f"q{i}"] = " ".join(words[r] for r in ranks)
+    return out
+
+
+def sparse_vectors(docs: int, vocab: int = 30_522, mean_terms: int = 250, seed: int = 0
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(token ids ascending, float32 weights) per document, SPLADE-like statistics."""
+    rng = np.random.default_rng(seed)
+    p = zipf_probabilities(vocab, 0.9)
+    cdf = np.cumsum(p)
+    for _ in range(docs):
+        n = int(np.clip(rng.normal(mean_terms, mean_terms / 4), 10, vocab // 4))
+        ids = np.unique(np.minimum(np.searchsorted(cdf, rng.random(int(n * 1.3))), vocab - 1))[:n]
+        weights = np.minimum(3.0, rng.gamma(1.2, 0.35, size=len(ids))).astype(np.float32) + 0.01
+        yield ids.astype(np.int32), weights
+
+
+def sparse_queries(num: int, vocab: int = 30_522, seed: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+    """~25-term SPLADE-like queries."""
+    return list(sparse_vectors(num, vocab, mean_terms=25, seed=seed))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["text"])
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--docs", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    write_text_corpus(args.out, args.docs, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()
