@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import math
 import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Set
@@ -129,8 +130,8 @@ def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, floa
         if not isinstance(vector, dict):
             raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
         for term, weight in vector.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != weight:
-                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a number, got {weight!r}",
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {weight!r}",
                                 path=file, line=lineno)
             if weight < 0:
                 raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",

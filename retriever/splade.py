@@ -11,7 +11,8 @@ right away, and ``log1p(relu(.))`` — monotone, so it commutes with the max —
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from retriever.device import resolve_device
 from retriever.models import fingerprint, load_error, quiet_loading, resolve_model
 
+log = logging.getLogger("retriever")
 SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending
 
 
@@ -60,6 +62,12 @@ class SpladeEncoder:
         except (OSError, ValueError) as e:
             raise load_error(model, e) from None
         self.model.eval().to(self.device)
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        for name in ("doc_max_length", "query_max_length"):
+            if positions and getattr(self.settings, name) > positions:
+                log.warning("%s %d exceeds the %d positions of model %s; using %d", name,
+                            getattr(self.settings, name), positions, model, positions)
+                self.settings = replace(self.settings, **{name: positions})
         self._projection = self.model.get_output_embeddings()
         self.vocab_size = self._projection.weight.shape[0]
         names = self.tokenizer.convert_ids_to_tokens(list(range(min(len(self.tokenizer), self.vocab_size))))
@@ -100,10 +108,10 @@ class SpladeEncoder:
             handle.remove()
         hidden = captured["hidden"]
         weight, bias = self._projection.weight, self._projection.bias
-        lengths = batch["attention_mask"].sum(dim=1).tolist()
-        out = torch.empty(len(lengths), self.vocab_size, dtype=torch.float32, device=hidden.device)
-        for row, n in enumerate(lengths):
-            h = hidden[row, :n]
+        mask = batch["attention_mask"].bool()
+        out = torch.empty(mask.shape[0], self.vocab_size, dtype=torch.float32, device=hidden.device)
+        for row in range(mask.shape[0]):
+            h = hidden[row, mask[row]]  # the real tokens, wherever the padding side puts them
             logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
             out[row] = logits.amax(dim=0)
         return out.clamp_(min=0).log1p_()
@@ -166,8 +174,11 @@ class TokenWeightQueryEncoder:
         self._special = set(tokenizer.all_special_ids)
 
     def encode_queries(self, texts: Iterable[str]) -> list[SparseVector]:
+        texts = list(texts)
+        if not texts:
+            return []
         out = []
-        for ids in self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]:
+        for ids in self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]:
             uniq = np.array(sorted({i for i in ids if i not in self._special and i < len(self.weights)}),
                             dtype=np.int32)
             w = self.weights[uniq] if len(uniq) else np.empty(0, np.float32)
