@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # The CPU build of torch goes in first: without it pip would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 DEMO   := demo-out
 DATA   := scripts/data/tinyfacts
 
@@ -12,10 +12,10 @@ DATA   := scripts/data/tinyfacts
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,lucene]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

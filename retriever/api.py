@@ -20,6 +20,8 @@ from indexing.searcher import Hit, Run, Searcher
 _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("bm25", "native"): ("indexing.bm25:write_index", "indexing.bm25:open_index"),
     ("sparse", "native"): ("retriever.sparse_index:write_index", "retriever.sparse_index:open_index"),
+    ("bm25", "lucene"): ("retriever.lucene_index:write_bm25", "retriever.lucene_index:open_bm25"),
+    ("sparse", "lucene"): ("retriever.lucene_index:write_sparse", "retriever.lucene_index:open_sparse"),
 }
 
 

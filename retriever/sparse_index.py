@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
 from indexing.searcher import ImpactSearcher
 from retriever.models import fingerprint, resolve_model
-from retriever.splade import SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder, idf_weights
+from retriever.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
+                              idf_weights)
 
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
@@ -50,12 +51,9 @@ def _load_learned_weights(path: str, vocab: list[str]) -> np.ndarray:
     return w
 
 
-def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
-                doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
-                query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
-                query_mode: str = "model", query_weights: str | None = None, batch_size: int = 32,
-                device: str = "auto", on_doc=None) -> dict:
-    """Encode (or read) sparse document vectors and write the impact index."""
+def check_options(model: str | None, vectors: bool, quantize: str, scale: float, query_mode: str,
+                  query_weights: str | None) -> None:
+    """Refuse settings no sparse index can be built with (shared by the native and Lucene backends)."""
     check_quantization(quantize, scale)
     if query_mode not in QUERY_MODES:
         raise ValueError(f"query_mode must be one of {', '.join(QUERY_MODES)}, not {query_mode!r}")
@@ -63,6 +61,48 @@ def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vector
         raise ValueError("query_mode 'learned' needs query_weights (a .npy or token->weight .json)")
     if not vectors and model is None:
         raise ValueError("a sparse index needs --model (or --vectors for precomputed vectors)")
+
+
+def encode_corpus(corpus, encoder: SpladeEncoder, block: int = 2048) -> Iterator[tuple[Doc, SparseVector]]:
+    """(doc, its SPLADE vector) for every document of a corpus, in corpus order, encoded in blocks."""
+    docs = iter_corpus(corpus)
+    while chunk := list(islice(docs, block)):
+        yield from zip(chunk, encoder.encode_documents([doc_text(d) for d in chunk]))
+
+
+def query_weight_table(query_mode: str, query_weights: str | None, encoder: SpladeEncoder | None,
+                       vectors: bool, df: np.ndarray, num_docs: int) -> np.ndarray:
+    """Per-token query weights of an inference-free mode: IDF over the indexed documents (``df``:
+    documents per token id) or the learned table in ``query_weights``."""
+    if encoder is None:
+        raise ValueError(f"query_mode {query_mode!r} needs --model for its tokenizer")
+    if vectors:
+        raise ValueError("inference-free query modes need an index built with --model")
+    if query_mode == "idf":
+        return idf_weights(df, num_docs)
+    return _load_learned_weights(query_weights, encoder.vocab)
+
+
+def manifest_entries(backend: str, num_docs: int, encoder: SpladeEncoder | None, vectors: bool,
+                     query_mode: str, query_max_length: int, impacts: dict) -> dict:
+    return {
+        "kind": "sparse",
+        "backend": backend,
+        "doc_count": num_docs,
+        "encoder": encoder.config() if encoder else None,
+        "vocabulary": "collection" if vectors else "model",
+        "query": {"mode": query_mode if encoder else "none", "max_length": query_max_length},
+        "impacts": impacts,
+    }
+
+
+def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
+                doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
+                query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
+                query_mode: str = "model", query_weights: str | None = None, batch_size: int = 32,
+                device: str = "auto", on_doc=None) -> dict:
+    """Encode (or read) sparse document vectors and write the impact index."""
+    check_options(model, vectors, quantize, scale, query_mode, query_weights)
     settings = SpladeSettings(doc_max_length, query_max_length, doc_top_k, query_top_k)
     encoder = SpladeEncoder(model, settings=settings, batch_size=batch_size, device=device) if model else None
     docids: list[str] = []
@@ -81,47 +121,35 @@ def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vector
         terms = lambda: list(vocab)  # noqa: E731 - the vocabulary is known after the stream
     else:
         def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            docs = iter_corpus(corpus)
-            while block := list(islice(docs, 2048)):
-                for doc, vec in zip(block, encoder.encode_documents([doc_text(d) for d in block])):
-                    docids.append(doc.docid)
-                    yield vec
-                    if on_doc is not None:
-                        on_doc(doc)
+            for doc, vec in encode_corpus(corpus, encoder):
+                docids.append(doc.docid)
+                yield vec
+                if on_doc is not None:
+                    on_doc(doc)
 
         terms = encoder.vocab
     index, stats = build_impact_index(stream(), writer, terms, quantize, scale)
     index.save(writer)
     writer.write_docids(docids)
     if query_mode != "model":
-        if encoder is None:
-            raise ValueError(f"query_mode {query_mode!r} needs --model for its tokenizer")
-        if vectors:
-            raise ValueError("inference-free query modes need an index built with --model")
-        weights = (idf_weights(np.diff(index.offsets), len(docids)) if query_mode == "idf"
-                   else _load_learned_weights(query_weights, encoder.vocab))
-        writer.save_array(QUERY_WEIGHTS, weights)
-    return {
-        "kind": "sparse",
-        "backend": "native",
-        "doc_count": len(docids),
-        "encoder": encoder.config() if encoder else None,
-        "vocabulary": "collection" if vectors else "model",
-        "query": {"mode": query_mode if encoder else "none", "max_length": query_max_length},
-        "impacts": stats,
-    }
+        writer.save_array(QUERY_WEIGHTS, query_weight_table(query_mode, query_weights, encoder, vectors,
+                                                            np.diff(index.offsets), len(docids)))
+    return manifest_entries("native", len(docids), encoder, vectors, query_mode, query_max_length, stats)
 
 
-def open_index(root, manifest: dict, docids: list[str], model: str | None = None) -> ImpactSearcher:
-    """Load the impact index and the query encoder its manifest describes."""
-    stats = manifest["impacts"]
-    index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"])
+def query_encoder(root, manifest: dict, model: str | None = None
+                  ) -> tuple[Callable[[list[str]], list[SparseVector]], list[str]] | None:
+    """The query encoder a sparse index's manifest describes, and the token of each id it returns.
+
+    The model must match the fingerprint recorded at build time. None for an index built from
+    vectors without a model (it takes only ``search_weights``).
+    """
     enc = manifest.get("encoder")
     mode = manifest["query"]["mode"]
     if enc is None or mode == "none":
         if model is not None:
             raise ValueError("this index was built from vectors without a model; it takes no query model")
-        return ImpactSearcher(index, docids, None)
+        return None
     path = model or enc["model"]
     try:
         resolved = resolve_model(path)
@@ -134,16 +162,27 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
     settings = SpladeSettings(**{k: enc[k] for k in SpladeSettings.__dataclass_fields__})
     if mode == "model":
         encoder = SpladeEncoder(resolved, settings=settings)
-        if manifest["vocabulary"] == "model":
-            return ImpactSearcher(index, docids, encoder.encode_queries)
-        vocab = encoder.vocab
-
-        def encode(texts):
-            return [{vocab[i]: float(w) for i, w in zip(*v)} for v in encoder.encode_queries(texts)]
-
-        return ImpactSearcher(index, docids, encode)
+        return encoder.encode_queries, encoder.vocab
     from transformers import AutoTokenizer
 
+    tokenizer = AutoTokenizer.from_pretrained(resolved)
     weights = load_array(root, QUERY_WEIGHTS, mmap=False)
-    qenc = TokenWeightQueryEncoder(AutoTokenizer.from_pretrained(resolved), weights, settings.query_max_length)
-    return ImpactSearcher(index, docids, qenc.encode_queries)
+    qenc = TokenWeightQueryEncoder(tokenizer, weights, settings.query_max_length)
+    return qenc.encode_queries, tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+
+
+def open_index(root, manifest: dict, docids: list[str], model: str | None = None) -> ImpactSearcher:
+    """Load the impact index and the query encoder its manifest describes."""
+    stats = manifest["impacts"]
+    index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"])
+    found = query_encoder(root, manifest, model)
+    if found is None:
+        return ImpactSearcher(index, docids, None)
+    encode, vocab = found
+    if manifest["vocabulary"] == "model":
+        return ImpactSearcher(index, docids, encode)
+
+    def encode_terms(texts):
+        return [{vocab[i]: float(w) for i, w in zip(*v)} for v in encode(texts)]
+
+    return ImpactSearcher(index, docids, encode_terms)

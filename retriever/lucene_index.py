@@ -1,0 +1,234 @@
+"""The ``bm25`` and ``sparse`` index kinds on the Lucene backend (Anserini via pyserini; the
+``lucene`` extra).
+
+The index directory is ours (manifest, ``docids.txt`` in corpus order, checksums); the Lucene
+index lives in its ``lucene/`` subdirectory and the corpus is converted to an Anserini collection
+in a temporary directory that is deleted once Lucene has read it.
+
+bm25: ``flat`` indexes ``title + "\\n" + text`` as ``contents``; ``multifield`` indexes the text as
+``contents`` and the title as a ``title`` field, and queries score both with weight 1 (a sum of
+per-field BM25). Anserini's default English analyzer (Porter stemmer, Lucene's stopwords).
+
+sparse: documents are encoded exactly as the native sparse kind encodes them (same encoder, same
+settings) or read from a JsonVectorCollection (``vectors``), and quantised the same way, to
+``round(weight * scale)``; the terms are the model's vocabulary tokens (or the collection's
+terms), indexed as they are. Queries are encoded the same way and their weights quantised with
+the same scale, so Lucene computes an integer dot product; scores are reported divided by
+``scale ** 2``, which approximates the float SPLADE score (the native backend keeps float query
+weights and divides by ``scale`` once, so the two differ only by the query rounding).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from eval.beir import Doc, iter_corpus, iter_vector_collection
+from indexing.bm25 import BM25Params, Fields
+from indexing.impacts import QUANTIZE, quantize_weights
+from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
+from indexing.manifest import IndexFormatError, IndexWriter
+from indexing.searcher import Hit, Run
+from retriever.sparse_index import (QUERY_WEIGHTS, check_options, encode_corpus, manifest_entries,
+                                    query_encoder, query_weight_table)
+from retriever.splade import SparseVector, SpladeEncoder, SpladeSettings
+
+LUCENE_DIR = "lucene"
+ANALYZER = {"name": "lucene-default", "stopwords": "lucene", "stemmer": "porter"}
+MULTIFIELD = {"contents": 1.0, "title": 1.0}
+
+
+def _jsonl(path: Path, records: Iterator[dict]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False))
+            f.write("\n")
+
+
+def _check_counts(counts: dict[str, int], num_docs: int) -> None:
+    seen = counts["indexed"] + counts["empty"] + counts["skipped"]
+    if seen != num_docs:
+        raise RuntimeError(f"Lucene read {seen} documents of {num_docs} ({counts})")
+
+
+# -- bm25 -------------------------------------------------------------------------------------
+
+def write_bm25(corpus, writer: IndexWriter, *, fields: Fields = "flat", k1: float = 0.9, b: float = 0.4,
+               on_doc=None) -> dict:
+    """Build a Lucene BM25 index of the corpus under ``writer``; returns its manifest entries."""
+    params = BM25Params(k1=k1, b=b, fields=fields)
+    ensure_lucene()  # fail before reading the corpus when the extra is missing
+    docids: list[str] = []
+    fingerprint = hashlib.sha256()  # the native bm25 kind's corpus fingerprint
+
+    def records() -> Iterator[dict]:
+        for doc in iter_corpus(corpus):
+            docids.append(doc.docid)
+            for part in (doc.docid, doc.title, doc.text):
+                fingerprint.update(part.encode("utf-8"))
+                fingerprint.update(b"\x00")
+            if fields == "flat":
+                yield {"id": doc.docid, "contents": f"{doc.title}\n{doc.text}"}
+            else:
+                yield {"id": doc.docid, "contents": doc.text, "title": doc.title}
+            if on_doc is not None:
+                on_doc(doc)
+
+    with tempfile.TemporaryDirectory(prefix="collection-", dir=writer.tmp) as tmp:
+        _jsonl(Path(tmp) / "docs.jsonl", records())
+        counts = build_index(tmp, writer.tmp / LUCENE_DIR, collection="JsonCollection",
+                             fields=("title",) if fields == "multifield" else ())
+    _check_counts(counts, len(docids))
+    writer.write_docids(docids)
+    return {
+        "kind": "bm25",
+        "backend": "lucene",
+        "doc_count": len(docids),
+        "analyzer": dict(ANALYZER),
+        "bm25": asdict(params),
+        "corpus_fingerprint": fingerprint.hexdigest(),
+        "lucene": {**versions(), **counts},
+    }
+
+
+def open_bm25(root, manifest: dict, docids: list[str]) -> LuceneBM25Searcher:
+    """Search a Lucene BM25 index with the parameters and fields its manifest records."""
+    if manifest.get("analyzer", {}).get("name") != ANALYZER["name"]:
+        raise IndexFormatError(f"{root}: unknown Lucene analyzer {manifest.get('analyzer')!r}")
+    params = manifest["bm25"]
+    return LuceneBM25Searcher(Path(root) / LUCENE_DIR, params["k1"], params["b"],
+                              MULTIFIELD if params["fields"] == "multifield" else None)
+
+
+# -- sparse -----------------------------------------------------------------------------------
+
+def _check_term(term: str) -> None:
+    if not term or any(c.isspace() for c in term):
+        raise ValueError(f"term {term!r} cannot be a Lucene impact term (empty, or contains whitespace)")
+
+
+def write_sparse(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
+                 doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
+                 query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
+                 query_mode: str = "model", query_weights: str | None = None, batch_size: int = 32,
+                 device: str = "auto", on_doc=None) -> dict:
+    """Encode (or read) sparse document vectors, quantise them, and build a Lucene impact index."""
+    check_options(model, vectors, quantize, scale, query_mode, query_weights)
+    if quantize == "float":
+        raise ValueError("the Lucene backend stores integer impacts: quantize uint8 or uint16 (with a scale)")
+    ensure_lucene()
+    settings = SpladeSettings(doc_max_length, query_max_length, doc_top_k, query_top_k)
+    encoder = SpladeEncoder(model, settings=settings, batch_size=batch_size, device=device) if model else None
+    top = np.iinfo(QUANTIZE[quantize]).max
+    docids: list[str] = []
+    seen_terms: set[str] = set()
+    df = None
+    totals = {"postings": 0, "clipped": 0}
+
+    def weighted() -> Iterator[tuple[Doc, np.ndarray, np.ndarray]]:
+        """(doc, terms, float weights) in corpus order."""
+        nonlocal df
+        if vectors:
+            for doc, vec in iter_vector_collection(corpus):
+                for term in vec:
+                    if term not in seen_terms:
+                        _check_term(term)
+                        seen_terms.add(term)
+                yield doc, np.array(list(vec), dtype=object), np.fromiter(vec.values(), np.float64, len(vec))
+            return
+        vocab = np.array(encoder.vocab, dtype=object)
+        if len(set(encoder.vocab)) != len(vocab):
+            raise ValueError(f"model {model}: two token ids share a token string; a Lucene index "
+                             "keys terms by string")
+        for term in encoder.vocab:
+            _check_term(term)
+        df = np.zeros(len(vocab), dtype=np.int64)
+        for doc, (ids, weights) in encode_corpus(corpus, encoder):
+            kept = ids[quantize_weights(weights, quantize, scale) > 0]
+            df[kept] += 1
+            yield doc, vocab[ids], weights
+
+    def records() -> Iterator[dict]:
+        for doc, terms, weights in weighted():
+            docids.append(doc.docid)
+            q = quantize_weights(weights, quantize, scale)
+            totals["clipped"] += int(np.count_nonzero(np.rint(np.asarray(weights, np.float64) * scale) > top))
+            keep = q > 0
+            totals["postings"] += int(keep.sum())
+            yield {"id": doc.docid, "contents": "", "vector": dict(zip(terms[keep].tolist(), q[keep].tolist()))}
+            if on_doc is not None:
+                on_doc(doc)
+
+    with tempfile.TemporaryDirectory(prefix="collection-", dir=writer.tmp) as tmp:
+        _jsonl(Path(tmp) / "vectors.jsonl", records())
+        counts = build_index(tmp, writer.tmp / LUCENE_DIR, collection="JsonVectorCollection", impact=True)
+    _check_counts(counts, len(docids))
+    writer.write_docids(docids)
+    if query_mode != "model":
+        writer.save_array(QUERY_WEIGHTS, query_weight_table(query_mode, query_weights, encoder, vectors,
+                                                            df, len(docids)))
+    stats = {"quantize": quantize, "scale": float(scale),
+             "terms": len(seen_terms) if vectors else len(encoder.vocab), "postings": totals["postings"],
+             "mean_doc_terms": totals["postings"] / max(len(docids), 1), "clipped_weights": totals["clipped"]}
+    entries = manifest_entries("lucene", len(docids), encoder, vectors, query_mode, query_max_length, stats)
+    entries["lucene"] = {**versions(), **counts}
+    return entries
+
+
+class LuceneSparseSearcher:
+    """Text and ``{term: weight}`` queries over a Lucene impact index.
+
+    Query weights are quantised like the documents' (``round(weight * scale)``; terms that round
+    to 0 are dropped); scores are the integer dot products divided by ``scale ** 2``.
+    """
+
+    def __init__(self, impacts: LuceneImpactSearcher, scale: float,
+                 encoder: tuple[Callable[[list[str]], list[SparseVector]], list[str]] | None) -> None:
+        self.impacts = impacts
+        self.scale = float(scale)
+        self._encoder = encoder
+
+    def quantize(self, weights: Mapping[str, float]) -> dict[str, int]:
+        out = {}
+        for term, w in weights.items():
+            q = int(np.rint(float(w) * self.scale))
+            if q > 0:
+                out[term] = q
+        return out
+
+    def _encode(self, texts: list[str]) -> list[dict[str, int]]:
+        if self._encoder is None:
+            raise ValueError("this index has no query encoder (built from precomputed vectors "
+                             "without --model); search it with search_weights({term: weight})")
+        encode, vocab = self._encoder
+        return [self.quantize({vocab[i]: w for i, w in zip(ids.tolist(), weights.tolist())})
+                for ids, weights in encode(texts)]
+
+    def search(self, text: str, k: int = 10) -> list[Hit]:
+        return self.impacts.search(self._encode([text])[0], k)
+
+    def search_weights(self, weights: Mapping[str, float], k: int = 10) -> list[Hit]:
+        """Search with an explicit weighted bag of index terms (float weights, quantised here)."""
+        return self.impacts.search(self.quantize(weights), k)
+
+    def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
+        qids = list(queries)
+        encoded = self._encode([queries[q] for q in qids])
+        return self.impacts.search_batch(dict(zip(qids, encoded)), k, threads)
+
+    def close(self) -> None:
+        self.impacts.close()
+
+
+def open_sparse(root, manifest: dict, docids: list[str], model: str | None = None) -> LuceneSparseSearcher:
+    """Open a Lucene impact index and the query encoder its manifest describes."""
+    scale = manifest["impacts"]["scale"]
+    encoder = query_encoder(root, manifest, model)
+    return LuceneSparseSearcher(LuceneImpactSearcher(Path(root) / LUCENE_DIR, divide_by=scale * scale),
+                                scale, encoder)

