@@ -20,6 +20,7 @@ from indexing.searcher import Hit, Run, Searcher
 _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("bm25", "native"): ("indexing.bm25:write_index", "indexing.bm25:open_index"),
     ("sparse", "native"): ("retriever.sparse_index:write_index", "retriever.sparse_index:open_index"),
+    ("dense", "native"): ("retriever.dense_index:write_index", "retriever.dense_index:open_index"),
     ("bm25", "lucene"): ("retriever.lucene_index:write_bm25", "retriever.lucene_index:open_bm25"),
     ("sparse", "lucene"): ("retriever.lucene_index:write_sparse", "retriever.lucene_index:open_sparse"),
 }
@@ -77,7 +78,8 @@ class Retriever:
 
         ``options`` are the kind's settings (``kind_options(kind)`` lists them; for bm25:
         fields, k1, b, stopwords, stemmer; for sparse: model, vectors, max lengths, top-k,
-        quantize, scale, query_mode, ...).
+        quantize, scale, query_mode, ...; for dense: model, pooling, normalize, prefixes,
+        faiss, nprobe, ef_search, refine, int8, device).
         The directory appears only once complete; an existing index is replaced only with
         ``overwrite=True``.
         """

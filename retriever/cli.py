@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 DEFAULT_METRICS = "ndcg@10,recall@100,mrr@10"
-KIND_NAMES = ("bm25", "sparse")  # kept in step with retriever.api's registry (a test checks it)
+KIND_NAMES = ("bm25", "sparse", "dense")  # kept in step with retriever.api's registry (a test checks it)
 
 
 class _Group(click.Group):
@@ -51,7 +51,7 @@ def _dir_size(path: Path) -> int:
 @click.option("--k1", type=float, default=None, help="bm25: k1 (default 0.9, as Anserini).")
 @click.option("--b", type=float, default=None, help="bm25: b (default 0.4, as Anserini).")
 @click.option("--model", default=None,
-              help="sparse: masked-LM model (directory, pulled pack name, or hub id).")
+              help="sparse/dense: model (directory, pulled pack name, or hub id).")
 @click.option("--vectors", is_flag=True,
               help="sparse: CORPUS is an Anserini JsonVectorCollection ({id, contents, vector}) "
                    "of precomputed term weights.")
@@ -65,8 +65,19 @@ def _dir_size(path: Path) -> int:
 @click.option("--query-mode", type=click.Choice(["model", "idf", "learned"]), default=None,
               help="sparse: encode queries with the model, or inference-free (IDF / learned weights).")
 @click.option("--query-weights", default=None, help="sparse: per-token weights (.npy or .json) for --query-mode learned.")
-@click.option("--batch-size", type=int, default=None, help="sparse: encoding batch size (32).")
-@click.option("--device", default=None, help="sparse: auto | cpu | cuda[:N] (auto).")
+@click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
+              help="dense: pooling (default: the model's sentence-transformers config, else mean).")
+@click.option("--normalize/--no-normalize", default=None, help="dense: L2-normalise vectors.")
+@click.option("--query-prefix", default=None, help="dense: text put before every query.")
+@click.option("--doc-prefix", default=None, help="dense: text put before every document.")
+@click.option("--faiss", default=None,
+              help="dense: FAISS spec: Flat, IVF{n},Flat, IVF{n},PQ{m}[x{b}], OPQ{m},IVF{n},PQ{m}, HNSW{M}, auto.")
+@click.option("--nprobe", type=int, default=None, help="dense: IVF lists probed per query (stored default).")
+@click.option("--ef-search", type=int, default=None, help="dense: HNSW efSearch (stored default).")
+@click.option("--refine", is_flag=True, default=None, help="dense: keep float16 vectors, re-rank candidates exactly.")
+@click.option("--int8", is_flag=True, default=None, help="dense: int8 dynamic quantisation of the model (CPU).")
+@click.option("--batch-size", type=int, default=None, help="sparse/dense: encoding batch size (32).")
+@click.option("--device", default=None, help="sparse/dense: auto | cpu | cuda[:N] (auto).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -74,7 +85,9 @@ def index(corpus, out, kind, backend, overwrite, no_store_docs, quiet, vectors, 
     """Index CORPUS (a BEIR directory or a JSONL file) into the directory OUT."""
     from retriever.api import Retriever
 
-    options = {k: v for k, v in settings.items() if v is not None}
+    options = {k: v for k, v in settings.items() if v is not None and v is not False}
+    if settings.get("normalize") is False:
+        options["normalize"] = False  # --no-normalize is a choice, not an absence
     if vectors:
         options["vectors"] = True
     start = time.perf_counter()
@@ -243,7 +256,7 @@ def info(index_dir, as_json, verify):
     click.echo(f"index      {index_dir}")
     click.echo(f"kind       {m['kind']} ({m.get('backend', 'native')}), format {m['format_version']}")
     click.echo(f"documents  {m['doc_count']}")
-    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query"):
+    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query", "faiss"):
         if key in m:
             if m[key]:
                 click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))

@@ -84,14 +84,17 @@ def load_error(name: str, err: Exception) -> ModelNotFound:
 
 @contextmanager
 def quiet_loading():
-    """Silence transformers' per-load progress bar for the duration of a model load."""
+    """Silence transformers' per-load progress bar and load report during a model load."""
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # e.g. the unused MLM head reported when loading AutoModel
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if was_enabled:
             hf_logging.enable_progress_bar()
 
