@@ -59,37 +59,90 @@ class PostingsBuilder:
         self.total += len(order)
         self._reset()
 
-    def finish(self, num_terms: int, out_dir: Path, docs_name: str, values_name: str
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Write docs and values CSR arrays into ``out_dir``; returns (offsets, docs, values)."""
+    def finish(self, num_terms: int, out_dir: Path, docs_name: str, values_name: str,
+               range_postings: int = 20_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Write docs and values CSR arrays into ``out_dir``; returns (offsets, docs, values).
+
+        Terms are laid out a range at a time: each chunk contributes the (contiguous) slice of
+        its postings for the range, scattered into a bounded buffer in term-major order, which is
+        appended to the output files. Nothing is memory-mapped while writing, so resident memory
+        is the buffer and one chunk's per-term starts, however large the index. The returned
+        arrays are read-only memory maps of the written files.
+        """
         self._spill()
-        counts = np.zeros(num_terms, dtype=np.int64)
+        chunk_starts = []  # per chunk: where each term's postings begin inside the chunk
         for i in range(len(self._chunks)):
-            counts += np.bincount(np.load(self._dir / f"t{i}.npy"), minlength=num_terms)
+            c = np.bincount(np.load(self._dir / f"t{i}.npy"), minlength=num_terms)
+            starts = np.zeros(num_terms + 1, dtype=np.int64)
+            np.cumsum(c, out=starts[1:])
+            chunk_starts.append(starts)
+        counts = sum((st[1:] - st[:-1] for st in chunk_starts), np.zeros(num_terms, dtype=np.int64))
         offsets = np.zeros(num_terms + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
+        docs_out = _NpyAppender(out_dir / docs_name, np.int32, (total,))
         shape = (total,) if self.columns == 1 else (total, self.columns)
-        docs = np.lib.format.open_memmap(out_dir / docs_name, mode="w+", dtype=np.int32, shape=(total,))
-        values = np.lib.format.open_memmap(out_dir / values_name, mode="w+", dtype=self.dtype, shape=shape)
-        written = offsets[:-1].copy()
-        for i in range(len(self._chunks)):
-            t = np.load(self._dir / f"t{i}.npy")
-            chunk_counts = np.bincount(t, minlength=num_terms)
-            chunk_starts = np.concatenate([[0], np.cumsum(chunk_counts)[:-1]])
-            dest = written[t] + (np.arange(len(t), dtype=np.int64) - chunk_starts[t])
-            docs[dest] = np.load(self._dir / f"d{i}.npy")
-            v = np.load(self._dir / f"v{i}.npy")
-            values[dest] = v[:, 0] if self.columns == 1 else v
-            written += chunk_counts
-            del t, dest, v
-        docs.flush()
-        values.flush()
+        values_out = _NpyAppender(out_dir / values_name, self.dtype, shape)
+        t0 = 0
+        while t0 < num_terms:
+            # the largest term range whose postings fit the buffer (at least one term)
+            t1 = int(np.searchsorted(offsets, offsets[t0] + range_postings, side="right")) - 1
+            t1 = min(max(t1, t0 + 1), num_terms)
+            base = offsets[t0]
+            buf_docs = np.empty(int(offsets[t1] - base), dtype=np.int32)
+            buf_vals = np.empty((len(buf_docs), self.columns), dtype=self.dtype)
+            written = offsets[t0:t1] - base  # next free slot of each term in the buffer
+            for i, starts in enumerate(chunk_starts):
+                a, b = int(starts[t0]), int(starts[t1])
+                if a == b:
+                    continue
+                t = _read_rows(self._dir / f"t{i}.npy", a, b)
+                local = t - t0
+                dest = written[local] + (np.arange(a, b, dtype=np.int64) - starts[t])
+                buf_docs[dest] = _read_rows(self._dir / f"d{i}.npy", a, b)
+                buf_vals[dest] = _read_rows(self._dir / f"v{i}.npy", a, b)
+                written += np.bincount(local, minlength=t1 - t0)
+            docs_out.append(buf_docs)
+            values_out.append(buf_vals[:, 0] if self.columns == 1 else buf_vals)
+            del buf_docs, buf_vals
+            t0 = t1
+        docs_out.close()
+        values_out.close()
         self.close()
-        return offsets, docs, values
+        return (offsets, np.load(out_dir / docs_name, mmap_mode="r"),
+                np.load(out_dir / values_name, mmap_mode="r"))
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __del__(self) -> None:
         self.close()
+
+
+class _NpyAppender:
+    """Write a .npy file of known shape by appending rows, without memory-mapping it."""
+
+    def __init__(self, path: Path, dtype, shape: tuple) -> None:
+        self._f = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": shape}
+        np.lib.format.write_array_header_1_0(self._f, header)
+        self._dtype = np.dtype(dtype)
+
+    def append(self, rows: np.ndarray) -> None:
+        self._f.write(np.ascontiguousarray(rows, dtype=self._dtype).tobytes())
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _read_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a .npy file, read with a seek (no memory map stays behind)."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        f.seek(f.tell() + start * row * dtype.itemsize)
+        out = np.fromfile(f, dtype=dtype, count=(stop - start) * row)
+    return out.reshape((stop - start, *shape[1:])) if len(shape) > 1 else out
