@@ -25,7 +25,7 @@ from eval.beir import Doc, iter_corpus
 from indexing.analysis import Analyzer
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
 from indexing.manifest import IndexWriter
-from indexing.postings import PostingsBuilder
+from indexing.postings import NpyAppender, PostingsBuilder, read_rows
 from indexing.searcher import ImpactSearcher
 
 Fields = Literal["flat", "multifield"]
@@ -149,31 +149,32 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
         if on_doc is not None:
             on_doc(doc)
     terms = list(vocab)
-    offsets, post_docs, tfs = builder.finish(len(terms), out_dir, POSTINGS_DOCS, "tf.tmp.npy")
-    tfs = tfs.reshape(len(post_docs), len(names))
+    tf_file = out_dir / "tf.tmp.npy"
+    offsets, post_docs, _ = builder.finish(len(terms), out_dir, POSTINGS_DOCS, tf_file.name)
     df = np.zeros((len(names), len(terms)), dtype=np.float64)
     for p0, p1, t in _postings_slices(offsets):
+        tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
         for f in range(len(names)):
-            df[f] += np.bincount(t[tfs[p0:p1, f] > 0], minlength=len(terms))
+            df[f] += np.bincount(t[tfs[:, f] > 0], minlength=len(terms))
     weights, stats = [], {}
     for f, name in enumerate(names):
         idf, doc_norm, stats[name] = _field_weights(
             df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b)
         weights.append((idf, doc_norm))
-    impacts = np.lib.format.open_memmap(out_dir / POSTINGS_IMPACTS, mode="w+", dtype=np.float32,
-                                        shape=(len(post_docs),))
+    out = NpyAppender(out_dir / POSTINGS_IMPACTS, np.float32, (int(offsets[-1]),))
     f32 = np.float32
     for p0, p1, t in _postings_slices(offsets):
-        d = post_docs[p0:p1]
+        d = read_rows(out_dir / POSTINGS_DOCS, p0, p1)
+        tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
         total = np.zeros(p1 - p0, dtype=np.float32)
         for f, (idf, doc_norm) in enumerate(weights):
-            tf = tfs[p0:p1, f].astype(np.float32)
+            tf = tfs[:, f].astype(np.float32)
             w = idf[t]
             total += np.where(tf > 0, w - w / (f32(1) + tf * doc_norm[d]), f32(0))
-        impacts[p0:p1] = total
-    impacts.flush()
-    del tfs
-    (out_dir / "tf.tmp.npy").unlink()
+        out.append(total)
+    out.close()
+    tf_file.unlink()
+    impacts = np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r")
     index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids))
     info = {"bm25": asdict(params), "field_stats": stats, "corpus_fingerprint": fingerprint.hexdigest()}
     return index, docids, info

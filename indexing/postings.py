@@ -80,9 +80,9 @@ class PostingsBuilder:
         offsets = np.zeros(num_terms + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
         total = int(offsets[-1])
-        docs_out = _NpyAppender(out_dir / docs_name, np.int32, (total,))
+        docs_out = NpyAppender(out_dir / docs_name, np.int32, (total,))
         shape = (total,) if self.columns == 1 else (total, self.columns)
-        values_out = _NpyAppender(out_dir / values_name, self.dtype, shape)
+        values_out = NpyAppender(out_dir / values_name, self.dtype, shape)
         t0 = 0
         while t0 < num_terms:
             # the largest term range whose postings fit the buffer (at least one term)
@@ -96,11 +96,11 @@ class PostingsBuilder:
                 a, b = int(starts[t0]), int(starts[t1])
                 if a == b:
                     continue
-                t = _read_rows(self._dir / f"t{i}.npy", a, b)
+                t = read_rows(self._dir / f"t{i}.npy", a, b)
                 local = t - t0
                 dest = written[local] + (np.arange(a, b, dtype=np.int64) - starts[t])
-                buf_docs[dest] = _read_rows(self._dir / f"d{i}.npy", a, b)
-                buf_vals[dest] = _read_rows(self._dir / f"v{i}.npy", a, b)
+                buf_docs[dest] = read_rows(self._dir / f"d{i}.npy", a, b)
+                buf_vals[dest] = read_rows(self._dir / f"v{i}.npy", a, b)
                 written += np.bincount(local, minlength=t1 - t0)
             docs_out.append(buf_docs)
             values_out.append(buf_vals[:, 0] if self.columns == 1 else buf_vals)
@@ -119,7 +119,7 @@ class PostingsBuilder:
         self.close()
 
 
-class _NpyAppender:
+class NpyAppender:
     """Write a .npy file of known shape by appending rows, without memory-mapping it."""
 
     def __init__(self, path: Path, dtype, shape: tuple) -> None:
@@ -136,7 +136,7 @@ class _NpyAppender:
         self._f.close()
 
 
-def _read_rows(path: Path, start: int, stop: int) -> np.ndarray:
+def read_rows(path: Path, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of a .npy file, read with a seek (no memory map stays behind)."""
     with open(path, "rb") as f:
         major, _ = np.lib.format.read_magic(f)
