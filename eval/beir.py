@@ -29,6 +29,11 @@ class Doc:
     text: str
 
 
+def doc_text(doc: Doc) -> str:
+    """What a neural encoder reads: title and text joined by a space (BEIR's convention)."""
+    return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, line without its CR/LF); strips a UTF-8 BOM; reads .gz too."""
     opener: Any = gzip.open if path.suffix == ".gz" else open

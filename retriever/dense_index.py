@@ -18,16 +18,13 @@ from typing import Mapping
 
 import numpy as np
 
-from eval.beir import Doc, iter_corpus
+from eval.beir import doc_text, iter_corpus
 from indexing.faiss_index import DenseIndex
 from indexing.manifest import IndexFormatError, IndexWriter
 from indexing.searcher import Hit, Run
 from retriever.dense import DenseEncoder, DenseSettings, resolve_settings
 from retriever.models import fingerprint, resolve_model
 
-
-def doc_text(doc: Doc) -> str:
-    return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
 
 
 class EncodingCache:

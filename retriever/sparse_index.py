@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from eval.beir import Doc, iter_corpus, iter_vector_collection
+from eval.beir import Doc, doc_text, iter_corpus, iter_vector_collection
 from indexing.impacts import build_impact_index, check_quantization
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
@@ -28,9 +28,6 @@ from retriever.splade import (SparseVector, SpladeEncoder, SpladeSettings, Token
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
 
-
-def doc_text(doc: Doc) -> str:
-    return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
 
 
 def _load_learned_weights(path: str, vocab: list[str]) -> np.ndarray:

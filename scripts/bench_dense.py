@@ -65,7 +65,7 @@ def minilm_scifact(args, report: dict, cache: dict) -> None:
     from sentence_transformers import SentenceTransformer
 
     from retriever.dense import DenseEncoder
-    from retriever.dense_index import doc_text
+    from eval.beir import doc_text
     from retriever.models import resolve_model
 
     torch.set_num_threads(args.threads)

@@ -38,7 +38,7 @@ def child(method: str, out: Path, args) -> None:
 
     from eval.beir import iter_corpus
     from retriever.splade import SpladeEncoder, SpladeSettings
-    from retriever.sparse_index import doc_text
+    from eval.beir import doc_text
 
     torch.set_num_threads(args.threads)
     texts = [doc_text(d) for d in islice(iter_corpus(args.dataset), args.docs)]

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from indexing.manifest import IndexFormatError
 from retriever import Retriever, cli
 from retriever.dense import DenseEncoder, DenseSettings
-from retriever.dense_index import doc_text
+from eval.beir import doc_text
 from eval.beir import iter_corpus
 
 QUERIES = {"a": "vitamin d fractures", "b": "coffee keeps people awake", "c": "inverted index"}
