@@ -129,6 +129,11 @@ class Retriever:
             raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says "
                                    f"{manifest['doc_count']}")
         opener = _kind(manifest["kind"], manifest.get("backend", "native"))[1]
+        accepted = list(inspect.signature(opener).parameters)[3:]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown:
+            raise ValueError(f"a {manifest['kind']} index takes no load option(s) {', '.join(unknown)}; "
+                             f"it accepts: {', '.join(accepted) or 'none'}")
         searcher = opener(root, manifest, docids, **options)
         return cls(root, manifest, searcher, docids)
 

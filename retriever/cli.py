@@ -123,6 +123,12 @@ def models_list():
         click.echo(f"{name:<12} {dist:<22} {path if path.is_dir() else '(not pulled)'}")
 
 
+def _load_options(given: dict) -> dict:
+    """CLI load flags -> Retriever.load options (only those given)."""
+    names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search"}
+    return {names[k]: v for k, v in given.items() if v is not None}
+
+
 def _snippet(doc: dict | None, width: int = 90) -> str:
     if not doc:
         return ""
@@ -161,7 +167,11 @@ def _load_query_file(path: Path) -> dict[str, str]:
 @click.option("--run", "run_out", type=click.Path(path_type=Path), help="TREC run file to write.")
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--tag", default="retriever", show_default=True, help="Run tag in the TREC file.")
-def search(index_dir, query, k, queries, run_out, threads, tag):
+@click.option("--model", "query_model", default=None,
+              help="Query model location, when the index's model has moved (must match it).")
+@click.option("--nprobe", type=int, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=int, default=None, help="dense HNSW: candidate list size.")
+def search(index_dir, query, k, queries, run_out, threads, tag, **load):
     """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
     from retriever.api import Retriever
 
@@ -169,7 +179,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag):
         raise click.UsageError("give either a QUERY or --queries FILE")
     if queries is not None and run_out is None:
         raise click.UsageError("--queries needs --run OUT.trec")
-    r = Retriever.load(index_dir)
+    r = Retriever.load(index_dir, **_load_options(load))
     if query is not None:
         hits = r.search(query, k=k or 10)
         if not hits:
@@ -200,7 +210,11 @@ def search(index_dir, query, k, queries, run_out, threads, tag):
 @click.option("--threads", type=int, default=1, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
 @click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
-def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run):
+@click.option("--model", "query_model", default=None,
+              help="Query model location, when the index's model has moved (must match it).")
+@click.option("--nprobe", type=int, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=int, default=None, help="dense HNSW: candidate list size.")
+def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
     from eval.beir import BeirDataset, check_qrels
     from eval.metrics import evaluate, parse_metric
@@ -216,7 +230,7 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
     if index_dir is not None:
         from retriever.api import Retriever
 
-        r = Retriever.load(index_dir)
+        r = Retriever.load(index_dir, **_load_options(load))
         report = check_qrels(qrels, ds.queries(), r.docids)
         if str(report):
             click.echo(f"note: {report}", err=True)

@@ -67,3 +67,9 @@ def test_errors_are_one_clean_line(beir_dir, tmp_path):
     assert res.exit_code == 1 and "unknown metric" in res.output
     res = CliRunner().invoke(cli.main, ["search", str(tmp_path / "idx")])
     assert res.exit_code == 2 and "QUERY" in res.output
+
+
+def test_load_options_that_do_not_apply_are_refused(beir_dir, tmp_path):
+    run("index", beir_dir, tmp_path / "idx", "--quiet")
+    res = CliRunner().invoke(cli.main, ["search", str(tmp_path / "idx"), "coffee", "--nprobe", "4"])
+    assert res.exit_code == 1 and "takes no load option(s) nprobe" in res.output
