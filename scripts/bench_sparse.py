@@ -55,6 +55,18 @@ def timed(fn, repeat: int = 1, warmup=None):
 
 
 def peak_rss_mb() -> float:
+    """This process's own peak resident memory (MB).
+
+    ``/proc/self/status`` VmHWM, not ``ru_maxrss``: on Linux a child started by subprocess
+    inherits its parent's ``ru_maxrss`` across exec, so it would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

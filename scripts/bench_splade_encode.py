@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from scripts.bench_sparse import peak_rss_mb  # noqa: E402
 
 
 def run_child(method: str, args, out: Path) -> dict:
@@ -44,7 +45,7 @@ def child(method: str, out: Path, args) -> None:
     texts = [doc_text(d) for d in islice(iter_corpus(args.dataset), args.docs)]
     enc = SpladeEncoder(args.model, settings=SpladeSettings(doc_max_length=args.max_length),
                         batch_size=args.batch_size, device="cpu")
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base_rss = peak_rss_mb()
     start = time.perf_counter()
     if method == "plain":
         dense = np.concatenate([enc.encode_plain(texts[i : i + args.batch_size], args.max_length).numpy()
@@ -56,7 +57,7 @@ def child(method: str, out: Path, args) -> None:
     secs = time.perf_counter() - start
     np.save(out, dense)
     print(json.dumps({"docs_per_s": len(texts) / secs, "seconds": secs, "model_loaded_rss_mb": base_rss,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_rss_mb()}))
 
 
 def main() -> int:
