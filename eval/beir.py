@@ -303,3 +303,20 @@ class BeirDataset:
         """{qid: text} for the qrels queries of `split` that exist in queries.jsonl, in qrels order."""
         queries = self.queries()
         return {q: queries[q] for q in self.qrels(split) if q in queries}
+
+
+def carve_dev(qrels: Qrels, fraction: float = 0.2, seed: int = 0) -> tuple[Qrels, Qrels]:
+    """Split qrels by query into (rest, dev), deterministically from the query id and seed.
+
+    For tuning on data that has no dev split: carve it out of train, never out of test.
+    """
+    import hashlib
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"dev fraction must be between 0 and 1, got {fraction}")
+    rest: Qrels = {}
+    dev: Qrels = {}
+    for qid, judged in qrels.items():
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{qid}".encode()).digest()[:8], "big")
+        (dev if h / 2**64 < fraction else rest)[qid] = judged
+    return rest, dev

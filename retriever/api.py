@@ -21,6 +21,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str]] = {
     ("bm25", "native"): ("indexing.bm25:write_index", "indexing.bm25:open_index"),
     ("sparse", "native"): ("retriever.sparse_index:write_index", "retriever.sparse_index:open_index"),
     ("dense", "native"): ("retriever.dense_index:write_index", "retriever.dense_index:open_index"),
+    ("hybrid", "native"): ("retriever.hybrid_index:write_index", "retriever.hybrid_index:open_index"),
     ("bm25", "lucene"): ("retriever.lucene_index:write_bm25", "retriever.lucene_index:open_bm25"),
     ("sparse", "lucene"): ("retriever.lucene_index:write_sparse", "retriever.lucene_index:open_sparse"),
 }
@@ -144,8 +145,15 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.docids)
 
-    def search(self, text: str, k: int = 10) -> list[Hit]:
-        """The k best documents for a query, best first."""
+    def search(self, text: str, k: int = 10, explain: bool = False) -> list[Hit]:
+        """The k best documents for a query, best first.
+
+        ``explain=True`` (hybrid indexes) gives each hit's component scores and ranks as well.
+        """
+        if explain:
+            if self.kind != "hybrid":
+                raise ValueError("explain=True needs a hybrid index (it shows each component's part)")
+            return self.searcher.search(text, k, explain=True)
         return self.searcher.search(text, k)
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:

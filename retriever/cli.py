@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 DEFAULT_METRICS = "ndcg@10,recall@100,mrr@10"
-KIND_NAMES = ("bm25", "sparse", "dense")  # kept in step with retriever.api's registry (a test checks it)
+KIND_NAMES = ("bm25", "sparse", "dense", "hybrid")  # kept in step with retriever.api's registry (a test checks it)
 
 
 class _Group(click.Group):
@@ -78,6 +78,13 @@ def _dir_size(path: Path) -> int:
 @click.option("--int8", is_flag=True, default=None, help="dense: int8 dynamic quantisation of the model (CPU).")
 @click.option("--batch-size", type=int, default=None, help="sparse/dense: encoding batch size (32).")
 @click.option("--device", default=None, help="sparse/dense: auto | cpu | cuda[:N] (auto).")
+@click.option("--dense-model", default=None, help="hybrid: the dense component's model.")
+@click.option("--sparse", type=click.Choice(["bm25", "splade"]), default=None,
+              help="hybrid: the sparse component (bm25 default).")
+@click.option("--sparse-model", default=None, help="hybrid: the SPLADE model for --sparse splade.")
+@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default=None,
+              help="hybrid: fusion method (rrf default; tune it with tune-fusion).")
+@click.option("--weights", default=None, help="hybrid: two comma-separated weights, sparse then dense.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -86,6 +93,8 @@ def index(corpus, out, kind, backend, overwrite, no_store_docs, quiet, vectors, 
     from retriever.api import Retriever
 
     options = {k: v for k, v in settings.items() if v is not None and v is not False}
+    if "weights" in options:
+        options["weights"] = _floats(options["weights"])
     if settings.get("normalize") is False:
         options["normalize"] = False  # --no-normalize is a choice, not an absence
     if vectors:
@@ -121,6 +130,13 @@ def models_list():
     for name, (dist, _) in PACKS.items():
         path = cache_dir() / name
         click.echo(f"{name:<12} {dist:<22} {path if path.is_dir() else '(not pulled)'}")
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
 
 
 def _load_options(given: dict) -> dict:
@@ -171,7 +187,8 @@ def _load_query_file(path: Path) -> dict[str, str]:
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=int, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=int, default=None, help="dense HNSW: candidate list size.")
-def search(index_dir, query, k, queries, run_out, threads, tag, **load):
+@click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
+def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load):
     """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
     from retriever.api import Retriever
 
@@ -181,11 +198,15 @@ def search(index_dir, query, k, queries, run_out, threads, tag, **load):
         raise click.UsageError("--queries needs --run OUT.trec")
     r = Retriever.load(index_dir, **_load_options(load))
     if query is not None:
-        hits = r.search(query, k=k or 10)
+        hits = r.search(query, k=k or 10, explain=explain)
         if not hits:
             click.echo("no documents match")
         for rank, h in enumerate(hits, 1):
             click.echo(f"{rank:>3}  {h.docid:<16} {h.score:9.4f}  {_snippet(r.doc(h.docid))}")
+            if explain:
+                parts = "  ".join(f"{name}: " + (f"#{p['rank']} {p['score']:.4f}" if p["rank"] else "-")
+                                  for name, p in h.parts.items())
+                click.echo(f"     {parts}")
         return
     from eval.trec import write_run
 
@@ -255,6 +276,85 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
 
 
 @main.command()
+@click.argument("sparse_index", type=click.Path(exists=True, path_type=Path))
+@click.argument("dense_index", type=click.Path(exists=True, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
+@click.option("--weights", default="1,1", show_default=True, help="Sparse weight, dense weight.")
+@click.option("--depth", type=int, default=1000, show_default=True, help="Hits taken from each component.")
+@click.option("--rrf-k", type=int, default=60, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def hybrid(sparse_index, dense_index, out, method, weights, depth, rrf_k, overwrite):
+    """Compose a hybrid index OUT from two existing indexes over the same corpus."""
+    from retriever.hybrid_index import compose
+
+    compose(sparse_index, dense_index, out, method=method, weights=_floats(weights), depth=depth,
+            rrf_k=rrf_k, overwrite=overwrite)
+    click.echo(f"hybrid index {out}: {sparse_index} + {dense_index}, {method} {weights}")
+
+
+@main.command("tune-fusion")
+@click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
+@click.option("--dataset", required=True, type=click.Path(path_type=Path))
+@click.option("--split", default="dev", show_default=True,
+              help="Tuning split; with --dev-fraction, the part of it carved out as dev. Never test.")
+@click.option("--dev-fraction", type=float, default=None,
+              help="Carve this fraction of --split's queries as dev (e.g. --split train --dev-fraction 0.2).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dev carve.")
+@click.option("--metric", default="ndcg@10", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Report the best setting without storing it.")
+def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
+    """Search fusion method and weights on a dev split; store the best in the manifest."""
+    from eval.beir import BeirDataset, carve_dev
+    from eval.metrics import parse_metric
+    from retriever.api import Retriever
+    from retriever.hybrid_index import store_fusion, tune
+
+    if split == "test":
+        raise click.UsageError("tuning on the test split would make its numbers meaningless; "
+                               "use a dev split (or --split train --dev-fraction 0.2)")
+    metric = parse_metric(metric).name
+    ds = BeirDataset(dataset)
+    qrels = ds.qrels(split)
+    if dev_fraction:
+        _, qrels = carve_dev(qrels, dev_fraction, seed)
+    queries = {q: t for q, t in ds.queries().items() if q in qrels}
+    r = Retriever.load(index_dir)
+    if r.kind != "hybrid":
+        raise click.UsageError(f"{index_dir} is a {r.kind} index; tune-fusion needs a hybrid index")
+    results = tune(r.searcher, qrels, queries, metric)
+    click.echo(f"{len(queries)} tuning queries ({split}{f', dev fraction {dev_fraction}' if dev_fraction else ''})")
+    click.echo(f"| method | weights | rrf_k | {metric} |\n|---|---|--:|--:|")
+    for setting, value in results[:8]:
+        click.echo(f"| {setting.method} | {','.join(f'{w:g}' for w in setting.weights)} | {setting.rrf_k} | {value:.4f} |")
+    best, value = results[0]
+    if not dry_run:
+        store_fusion(index_dir, best, {"split": split, "dev_fraction": dev_fraction, "seed": seed,
+                                       "metric": metric, "value": value, "queries": len(queries)})
+        click.echo(f"stored {best.method} {best.weights} in {index_dir}/manifest.json")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
+@click.option("--weights", default=None, help="One weight per run (default all 1).")
+@click.option("--depth", type=int, default=1000, show_default=True, help="Hits taken from each run.")
+@click.option("--rrf-k", type=int, default=60, show_default=True)
+@click.option("-k", type=int, default=1000, show_default=True, help="Hits per query in the output.")
+@click.option("--out", required=True, type=click.Path(path_type=Path))
+@click.option("--tag", default="fused", show_default=True)
+def fuse(runs, method, weights, depth, rrf_k, k, out, tag):
+    """Fuse TREC run files into one."""
+    from eval.trec import read_run, write_run
+    from retriever.fusion import fuse as fuse_runs
+
+    fused = fuse_runs([read_run(p) for p in runs], method, _floats(weights) if weights else None,
+                      depth, rrf_k, k)
+    write_run(fused, out, tag=tag)
+    click.echo(f"fused {len(runs)} runs ({method}) over {len(fused)} queries into {out}")
+
+
+@main.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @click.option("--verify", is_flag=True, help="Recompute every file checksum.")
@@ -270,7 +370,9 @@ def info(index_dir, as_json, verify):
     click.echo(f"index      {index_dir}")
     click.echo(f"kind       {m['kind']} ({m.get('backend', 'native')}), format {m['format_version']}")
     click.echo(f"documents  {m['doc_count']}")
-    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query", "faiss"):
+    for part in m.get("components", []):
+        click.echo(f"component  {part['name']}: {part['kind']} at {part['path']}")
+    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query", "faiss", "fusion"):
         if key in m:
             if m[key]:
                 click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
