@@ -11,6 +11,7 @@ import pytest
 faiss = pytest.importorskip("faiss")
 
 from indexing.faiss_index import (  # noqa: E402
+    DEFAULT_REFINE_FACTOR,
     ACCEPTED_SPECS, INDEX_FILE, REFINE_FILE, DenseIndex, resolve_spec, to_hits,
 )
 
@@ -256,7 +257,7 @@ def test_settings_values(data, tmp_path):
     assert flat["nprobe"] is None and flat["ef_search"] is None and flat["refine"] is False
     assert flat["bytes_per_vector"] == pytest.approx(4 * DIM, rel=0.01)
     pq = build(x, "IVF16,PQ8", refine=True).save(tmp_path / "pq")
-    assert pq["nprobe"] == 16 and pq["refine_factor"] == 4 and pq["refine_bytes_per_vector"] == 2 * DIM
+    assert pq["nprobe"] == 16 and pq["refine_factor"] == DEFAULT_REFINE_FACTOR == 16 and pq["refine_bytes_per_vector"] == 2 * DIM
     assert pq["bytes_per_vector"] < 4 * DIM / 2          # 8 code bytes + 8 id bytes + tables
     assert pq["train_size"] == N and pq["metric"] == "inner_product"
 
@@ -345,7 +346,7 @@ def test_empty_query_batch_and_empty_index(data):
 
 def test_refine_on_tiny_index_scores_everything(data):
     x, q = data
-    index = DenseIndex.build(x[:30], "IVF2,PQ4x4", refine=True, nprobe=1)
+    index = DenseIndex.build(x[:30], "IVF2,PQ4x4", refine=True, refine_factor=4, nprobe=1)
     ids, scores = index.search(q, 8)                     # 4 * 8 candidates >= 30: exact
     assert_exact(ids, scores, x[:30].astype(np.float16).astype(np.float32), q, 8)
     assert recall(index.search(q, 7)[0], oracle(x[:30], q, 7)[0]) < 1.0   # 28 < 30: approximate
