@@ -90,3 +90,13 @@ def test_unsupported_sentence_transformers_pooling_is_refused(tiny_mlm, tmp_path
         sentence_transformers_settings(str(st))
     with pytest.raises(ValueError, match="pooling must be"):
         DenseSettings(pooling="max")
+
+
+def test_int8_cpu_path_stays_close_to_float(tiny_mlm, one_torch_thread):
+    s = DenseSettings(pooling="mean", normalize=True, doc_max_length=64)
+    exact = DenseEncoder(str(tiny_mlm), settings=s, device="cpu").encode_documents(TEXTS)
+    int8 = DenseEncoder(str(tiny_mlm), settings=s, device="cpu", quantize_int8=True)
+    approx = int8.encode_documents(TEXTS)
+    assert int8.config()["int8"] is True
+    assert (approx * exact).sum(axis=1).min() > 0.9  # cosine to the float vectors
+    assert not np.array_equal(approx, exact)
