@@ -161,9 +161,9 @@ def store_fusion(root: str | os.PathLike, fusion: FusionSettings, tuned: dict | 
 def fusion_grid(depth: int) -> list[FusionSettings]:
     """Candidate settings tune-fusion tries: RRF constants, and weights 0..1 for the score methods."""
     grid = [FusionSettings("rrf", [1.0, 1.0], depth, k) for k in (5, 10, 20, 40, 60, 100)]
-    grid += [FusionSettings("rrf", [a, 1.0 - a], depth, 60) for a in (0.2, 0.3, 0.4, 0.6, 0.7, 0.8)]
+    grid += [FusionSettings("rrf", [a, round(1.0 - a, 2)], depth, 60) for a in (0.2, 0.3, 0.4, 0.6, 0.7, 0.8)]
     alphas = [i / 20 for i in range(21)]
-    grid += [FusionSettings(m, [a, 1.0 - a], depth, 60) for m in ("minmax", "zscore") for a in alphas]
+    grid += [FusionSettings(m, [a, round(1.0 - a, 2)], depth, 60) for m in ("minmax", "zscore") for a in alphas]
     return grid
 
 
