@@ -1,0 +1,65 @@
+"""The BEIR grid: two tiny datasets x configurations, failures isolated, cache reuse and invalidation."""
+
+import json
+
+import pytest
+
+from retriever.beir_grid import load_config, run_grid
+from tests.conftest import DOCS, QUERIES, write_beir
+
+CONFIGS = {"bm25-flat": {"kind": "bm25", "fields": "flat"},
+           "bm25-mf": {"kind": "bm25", "fields": "multifield", "k1": 1.2}}
+
+
+@pytest.fixture
+def root(tmp_path):
+    write_beir(tmp_path / "beir" / "toy-a")
+    docs_b = [dict(d, _id=f"b{i}") for i, d in enumerate(DOCS)]
+    write_beir(tmp_path / "beir" / "toy-b", docs=docs_b)
+    (tmp_path / "beir" / "toy-b" / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\tb0\t1\nq2\tb2\t1\nq3\tb4\t1\n")
+    return tmp_path / "beir"
+
+
+def test_grid_runs_every_cell_and_isolates_failures(root, tmp_path):
+    configs = {**CONFIGS, "broken": {"kind": "sparse"}}  # no model: this configuration fails
+    cells = run_grid(root, ["toy-a", "toy-b", "absent"], configs, tmp_path / "out", progress=False)
+    status = {(c["dataset"], c["config"]): c["status"] for c in cells}
+    assert status[("toy-a", "bm25-flat")] == status[("toy-b", "bm25-mf")] == "ok"
+    assert status[("toy-a", "broken")] == "failed" and status[("absent", "bm25-flat")] == "missing"
+    broken = next(c for c in cells if c["config"] == "broken")
+    assert "model" in broken["error"]
+    ok = next(c for c in cells if (c["dataset"], c["config"]) == ("toy-b", "bm25-flat"))
+    assert 0 < ok["metrics"]["ndcg@10"] <= 1 and ok["index_bytes"] > 0 and ok["latency_ms"] >= 0
+    assert (tmp_path / "out" / "runs" / "toy-b__bm25-flat.trec").is_file()
+    per_query = json.loads((tmp_path / "out" / "cells" / "toy-b" / "bm25-flat" / "per_query.json").read_text())
+    assert set(per_query) == {"q1", "q2", "q3"}
+
+
+def test_rerun_reuses_and_a_changed_setting_rebuilds(root, tmp_path):
+    out = tmp_path / "out"
+    first = run_grid(root, ["toy-a", "toy-b"], CONFIGS, out, progress=False)
+    manifest = out / "indexes" / "toy-a" / "bm25-mf" / "manifest.json"
+    built = manifest.stat().st_mtime_ns
+    again = run_grid(root, ["toy-a", "toy-b"], CONFIGS, out, progress=False)
+    assert all(c["cached"] for c in again)
+    assert [c["metrics"] for c in again] == [c["metrics"] for c in first]
+    assert manifest.stat().st_mtime_ns == built
+    changed = {**CONFIGS, "bm25-mf": {"kind": "bm25", "fields": "multifield", "k1": 0.5}}
+    third = run_grid(root, ["toy-a"], changed, out, progress=False)
+    assert [c["cached"] for c in third] == [True, False]
+    assert manifest.stat().st_mtime_ns != built
+    assert json.loads(manifest.read_text())["bm25"]["k1"] == 0.5
+
+
+def test_config_file_checks(tmp_path):
+    good = tmp_path / "runs.yaml"
+    good.write_text("bm25-flat: {kind: bm25, fields: flat}\nminilm: {kind: dense, model: minilm, faiss: Flat}\n")
+    assert load_config(good)["minilm"] == {"kind": "dense", "model": "minilm", "faiss": "Flat"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("x: {kind: bm25, dense-model: m}\n")
+    with pytest.raises(ValueError, match="underscores"):
+        load_config(bad)
+    bad.write_text("x: [1, 2\n")
+    with pytest.raises(ValueError, match="bad.yaml"):
+        load_config(bad)
