@@ -333,7 +333,6 @@ class DenseIndex:
         saying why (WARNING; INFO for auto). ``threads`` sets faiss's OpenMP threads for this
         call only; without it the global setting is left alone.
         """
-        faiss = _faiss()
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
             raise ValueError(f"vectors must be a 2-d float array (n, dim), got {vectors.dtype} "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Mapping, NamedTuple
 
 from indexing.manifest import MANIFEST, IndexFormatError, IndexWriter, read_manifest
-from indexing.searcher import Hit, Run, batch_with_threads
+from indexing.searcher import Hit, Run
 from retriever.fusion import Method, fuse_one
 
 

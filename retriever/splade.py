@@ -91,7 +91,7 @@ class SpladeEncoder:
             return weights.amax(dim=1).float().cpu()
 
     # -- the fast path -------------------------------------------------------------------
-    def _max_logits(self, batch) -> "torch.Tensor":
+    def _max_logits(self, batch):
         torch = self._torch
         captured = {}
 

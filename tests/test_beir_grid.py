@@ -5,7 +5,7 @@ import json
 import pytest
 
 from retriever.beir_grid import load_config, run_grid
-from tests.conftest import DOCS, QUERIES, write_beir
+from tests.conftest import DOCS, write_beir
 
 CONFIGS = {"bm25-flat": {"kind": "bm25", "fields": "flat"},
            "bm25-mf": {"kind": "bm25", "fields": "multifield", "k1": 1.2}}
