@@ -1,0 +1,124 @@
+"""Hard-negative mining: turn a run over training queries into negatives, as data.
+
+For every query with a positive judgement: retrieve ``depth`` documents from any index, drop the
+positives (and the query's own id, BEIR's convention), skip the first ``skip_top`` remaining
+candidates (the likeliest unjudged positives), keep up to ``max_negatives``. With a teacher, a
+candidate whose teacher score exceeds ``margin`` x the best positive's teacher score is dropped
+as a probable false negative, and the kept scores are the teacher's. Output, one JSON object per
+query: ``{"qid", "pos": [...], "neg": [...], "neg_scores": [...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Protocol
+
+import numpy as np
+
+from eval.beir import Doc, doc_text, iter_corpus
+
+
+class Teacher(Protocol):
+    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class MiningReport:
+    queries: int = 0
+    negatives: int = 0
+    too_few: int = 0          # queries with fewer than max_negatives negatives
+    none: int = 0             # queries left with no negative at all
+    dropped_by_teacher: int = 0
+    examples_too_few: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        mean = self.negatives / max(self.queries, 1)
+        return (f"{self.queries} queries, {mean:.1f} negatives each on average; {self.too_few} with "
+                f"fewer than asked ({self.none} with none); {self.dropped_by_teacher} candidates "
+                f"dropped as likely false negatives")
+
+
+def _texts(corpus, wanted: set[str]) -> dict[str, Doc]:
+    return {d.docid: d for d in iter_corpus(corpus) if d.docid in wanted}
+
+
+def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], *,
+         skip_top: int = 0, max_negatives: int = 32, teacher: Teacher | None = None,
+         margin: float = 0.95, queries: Mapping[str, str] | None = None, corpus=None
+         ) -> tuple[list[dict], MiningReport]:
+    """Negatives per query from a run (``{qid: {docid: score}}``, any index kind)."""
+    if skip_top < 0 or max_negatives < 1:
+        raise ValueError("skip_top must be >= 0 and max_negatives >= 1")
+    if teacher is not None and (queries is None or corpus is None):
+        raise ValueError("a teacher needs the query texts and the corpus")
+    report = MiningReport()
+    plans = []
+    for qid, judged in qrels.items():
+        pos = sorted(d for d, rel in judged.items() if rel > 0)
+        if not pos:
+            continue
+        ranked = sorted(run.get(qid, {}).items(), key=lambda x: (-x[1], x[0]))
+        excluded = set(pos) | {qid}  # judged non-relevant documents stay: they are true negatives
+        cands = [(d, s) for d, s in ranked if d not in excluded][skip_top:]
+        plans.append((qid, pos, cands))
+    if teacher is not None:
+        wanted = {d for _, pos, cands in plans for d in pos} | {d for *_, cands in plans for d, _ in cands}
+        docs = _texts(corpus, wanted)
+        plans = _filter_with_teacher(plans, teacher, queries, docs, margin, max_negatives, report)
+    records = []
+    for qid, pos, cands in plans:
+        kept = cands[:max_negatives]
+        records.append({"qid": qid, "pos": pos, "neg": [d for d, _ in kept],
+                        "neg_scores": [float(s) for _, s in kept]})
+        report.queries += 1
+        report.negatives += len(kept)
+        if len(kept) < max_negatives:
+            report.too_few += 1
+            if len(report.examples_too_few) < 5:
+                report.examples_too_few.append(qid)
+        if not kept:
+            report.none += 1
+    return records, report
+
+
+def _filter_with_teacher(plans, teacher: Teacher, queries, docs: dict[str, Doc], margin: float,
+                         max_negatives: int, report: MiningReport):
+    """Teacher scores for positives and candidates; each query and document is encoded once."""
+    pools = [(qid, pos, [(d, s) for d, s in cands if d in docs][: 2 * max_negatives])  # room for drops
+             for qid, pos, cands in plans]
+    needed = sorted({d for _, pos, pool in pools for d in pos if d in docs} | {d for *_, pool in pools for d, _ in pool})
+    row = {d: i for i, d in enumerate(needed)}
+    doc_vecs = teacher.encode_documents([doc_text(docs[d]) for d in needed]) if needed else None
+    q_vecs = teacher.encode_queries([queries[qid] for qid, *_ in pools]) if pools else None
+    out = []
+    for (qid, pos, pool), q in zip(pools, q_vecs if q_vecs is not None else []):
+        pos_rows = [row[d] for d in pos if d in row]
+        if not pos_rows:
+            out.append((qid, pos, pool))
+            continue
+        pos_score = float(np.max(doc_vecs[pos_rows] @ q))
+        kept = []
+        for d, _ in pool:
+            t = float(doc_vecs[row[d]] @ q)
+            if t > margin * pos_score:
+                report.dropped_by_teacher += 1
+            else:
+                kept.append((d, t))
+        out.append((qid, pos, kept))
+    return out
+
+
+def write_negatives(records: list[dict], path: str | os.PathLike) -> None:
+    """JSONL, one query per line, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
