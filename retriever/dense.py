@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from retriever.device import resolve_device
-from retriever.models import fingerprint, load_error, quiet_loading, resolve_model
+from retriever.models import fingerprint, length_sorted_batches, load_error, quiet_loading, resolve_model
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")
@@ -143,26 +143,14 @@ class DenseEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out
-        enc = self.tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length)
-        order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(texts), unit="doc", desc="encode dense")
+        batches = length_sorted_batches(self.tokenizer, [prefix + t for t in texts], max_length,
+                                        self.batch_size, self.device, "encode dense" if progress else None)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                batch = self.tokenizer.pad([{k: enc[k][i] for k in enc.keys()} for i in rows],
-                                           return_tensors="pt").to(self.device)
+            for rows, batch in batches:
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                                     enabled=self.device.startswith("cuda")):
                     hidden = self.model(**batch).last_hidden_state
                 out[rows] = self._pool(hidden, batch["attention_mask"]).cpu().numpy()
-                if bar is not None:
-                    bar.update(len(rows))
-        if bar is not None:
-            bar.close()
         return out
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:

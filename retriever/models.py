@@ -113,3 +113,31 @@ def fingerprint(model_dir: str) -> str | None:
                 while block := f.read(1 << 22):
                     h.update(block)
     return h.hexdigest()
+
+
+def length_sorted_batches(tokenizer, texts, max_length: int, batch_size: int, device: str,
+                          desc: str | None = None):
+    """Tokenise once, then yield (row indices, padded batch on ``device``), longest texts first.
+
+    Grouping texts of similar length keeps padding (wasted compute) small; rows map each batch
+    back to input order. ``desc`` shows a progress bar with that label.
+    """
+    import numpy as np
+
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    order = np.argsort([-len(ids) for ids in enc["input_ids"]], kind="stable")
+    bar = None
+    if desc:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(order), unit="doc", desc=desc)
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = tokenizer.pad([{k: enc[k][i] for k in enc.keys()} for i in rows], return_tensors="pt")
+            yield rows, batch.to(device)
+            if bar is not None:
+                bar.update(len(rows))
+    finally:
+        if bar is not None:
+            bar.close()

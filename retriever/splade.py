@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from retriever.device import resolve_device
-from retriever.models import fingerprint, load_error, quiet_loading, resolve_model
+from retriever.models import fingerprint, length_sorted_batches, load_error, quiet_loading, resolve_model
 
 log = logging.getLogger("retriever")
 SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending
@@ -121,19 +121,11 @@ class SpladeEncoder:
         torch = self._torch
         if not texts:
             return []
-        enc = self.tokenizer(list(texts), truncation=True, max_length=max_length)
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
         result: list[SparseVector] = [None] * len(texts)  # type: ignore[list-item]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(texts), unit="doc", desc="encode splade")
+        batches = length_sorted_batches(self.tokenizer, texts, max_length, self.batch_size, self.device,
+                                        "encode splade" if progress else None)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                features = [{k: enc[k][i] for k in enc.keys()} for i in rows]
-                batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+            for rows, batch in batches:
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.startswith("cuda")):
                     weights = self._max_logits(batch)
                 if top_k:
@@ -145,10 +137,6 @@ class SpladeEncoder:
                 for r, i in enumerate(rows):
                     a, b = bounds[r], bounds[r + 1]
                     result[i] = (nz[a:b, 1].astype(np.int32), vals[a:b].astype(np.float32))
-                if bar is not None:
-                    bar.update(len(rows))
-        if bar is not None:
-            bar.close()
         return result
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> list[SparseVector]:
