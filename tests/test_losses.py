@@ -1,0 +1,64 @@
+"""Losses against values computed by hand on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from training.losses import ContrastiveLoss, KLDistillationLoss, MarginMSELoss, group_targets
+
+
+def test_contrastive_by_hand():
+    scores = torch.tensor([[2.0, 0.0, 1.0]])
+    target = torch.tensor([0])
+    # -log(e^2 / (e^2 + e^0 + e^1)) = log(1 + e^-2 + e^-1)
+    assert ContrastiveLoss(1.0)(scores, target).item() == pytest.approx(math.log(1 + math.exp(-2) + math.exp(-1)))
+    # temperature 0.5 doubles the logits: log(1 + e^-4 + e^-2)
+    assert ContrastiveLoss(0.5)(scores, target).item() == pytest.approx(math.log(1 + math.exp(-4) + math.exp(-2)))
+
+
+def test_decoupled_softmax_drops_other_positives_from_the_denominator():
+    scores = torch.tensor([[2.0, 0.0, 1.0]])
+    exclude = torch.tensor([[False, False, True]])  # column 2 is another positive of this query
+    loss = ContrastiveLoss(1.0)(scores, torch.tensor([0]), exclude)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)))  # only column 1 competes
+    # the target itself is never excluded, even if the mask says so
+    same = ContrastiveLoss(1.0)(scores, torch.tensor([0]), torch.tensor([[True, False, True]]))
+    assert same.item() == pytest.approx(loss.item())
+
+
+def test_in_batch_groups():
+    assert group_targets(3, 4).tolist() == [0, 4, 8]
+    # two queries, groups of two passages; each query's positive scores 1, everything else 0
+    scores = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    loss = ContrastiveLoss(1.0)(scores, group_targets(2, 2))
+    assert loss.item() == pytest.approx(math.log(1 + 3 / math.e))
+
+
+def test_margin_mse_by_hand():
+    # student margins 3-1=2, 3-2=1; teacher 4-1=3, 4-3=1; squared errors 1 and 0 -> mean 0.5
+    loss = MarginMSELoss()(torch.tensor([3.0]), torch.tensor([[1.0, 2.0]]), torch.tensor([4.0]),
+                           torch.tensor([[1.0, 3.0]]))
+    assert loss.item() == pytest.approx(0.5)
+
+
+def test_kl_distillation_by_hand():
+    student = torch.tensor([[0.0, 0.0]])
+    teacher = torch.tensor([[math.log(3.0), 0.0]])  # teacher distribution 0.75 / 0.25
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert KLDistillationLoss(1.0)(student, teacher).item() == pytest.approx(expected)
+    # T = 2: teacher softmax of (ln3/2, 0) = (sqrt3, 1) / (sqrt3 + 1); result scaled by T^2 = 4
+    p = math.sqrt(3) / (math.sqrt(3) + 1)
+    expected_t2 = 4 * (p * math.log(p / 0.5) + (1 - p) * math.log((1 - p) / 0.5))
+    assert KLDistillationLoss(2.0)(student, teacher).item() == pytest.approx(expected_t2)
+    assert KLDistillationLoss()(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_losses_have_gradients_and_validate():
+    scores = torch.tensor([[2.0, 0.0, 1.0]], requires_grad=True)
+    ContrastiveLoss(0.1)(scores, torch.tensor([0])).backward()
+    assert scores.grad[0, 0] < 0 < scores.grad[0, 2]  # push the positive up, negatives down
+    with pytest.raises(ValueError, match="temperature"):
+        ContrastiveLoss(0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        KLDistillationLoss(-1.0)

@@ -1,0 +1,67 @@
+"""Ranking and distillation losses: small modules over scores that compose.
+
+Scores, not embeddings, are their input, so the same losses serve dense and SPLADE training and
+gradient caching (which computes scores from cached embeddings). Layout used throughout: each
+query has a group of ``G`` passages (its positive first, then its hard negatives); passages of
+all queries are flattened to ``B * G`` rows, so with in-batch negatives query ``i``'s target is
+column ``i * G``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def group_targets(batch: int, group: int, device=None) -> torch.Tensor:
+    """Column of each query's own positive among the flattened ``batch * group`` passages."""
+    return torch.arange(batch, device=device) * group
+
+
+class ContrastiveLoss(nn.Module):
+    """Cross-entropy over scores / temperature (InfoNCE), in-batch and hard negatives alike.
+
+    ``exclude`` (bool, same shape as scores) removes entries from the softmax denominator: the
+    decoupled softmax for queries with several positives passes their *other* positives here, so
+    a second relevant passage is not pushed down as if it were a negative.
+    """
+
+    def __init__(self, temperature: float = 0.05) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor,
+                exclude: torch.Tensor | None = None) -> torch.Tensor:
+        logits = scores / self.temperature
+        if exclude is not None:
+            keep_target = F.one_hot(targets, logits.shape[1]).bool()
+            logits = logits.masked_fill(exclude & ~keep_target, float("-inf"))
+        return F.cross_entropy(logits, targets)
+
+
+class MarginMSELoss(nn.Module):
+    """MSE between the student's and the teacher's positive-minus-negative score margins."""
+
+    def forward(self, student_pos: torch.Tensor, student_neg: torch.Tensor,
+                teacher_pos: torch.Tensor, teacher_neg: torch.Tensor) -> torch.Tensor:
+        student = student_pos.unsqueeze(-1) - student_neg
+        teacher = teacher_pos.unsqueeze(-1) - teacher_neg
+        return F.mse_loss(student, teacher)
+
+
+class KLDistillationLoss(nn.Module):
+    """KL(teacher || student) over each query's group, with a shared temperature (scaled by T^2)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
+                        reduction="batchmean", log_target=True) * t * t
