@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -27,6 +28,21 @@ class Doc:
     docid: str
     title: str
     text: str
+
+
+class CorpusFingerprint:
+    """sha256 over every document's id, title and text, fed one document at a time."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, doc: Doc) -> None:
+        for part in (doc.docid, doc.title, doc.text):
+            self._h.update(part.encode("utf-8"))
+            self._h.update(b"\x00")
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def doc_text(doc: Doc) -> str:
@@ -310,8 +326,6 @@ def carve_dev(qrels: Qrels, fraction: float = 0.2, seed: int = 0) -> tuple[Qrels
 
     For tuning on data that has no dev split: carve it out of train, never out of test.
     """
-    import hashlib
-
     if not 0 < fraction < 1:
         raise ValueError(f"dev fraction must be between 0 and 1, got {fraction}")
     rest: Qrels = {}

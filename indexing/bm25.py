@@ -12,7 +12,6 @@ separate BM25 fields and adds them, which is a sum of impacts per (term, documen
 
 from __future__ import annotations
 
-import hashlib
 from array import array
 from pathlib import Path
 from collections import Counter
@@ -21,7 +20,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from eval.beir import Doc, iter_corpus
+from eval.beir import CorpusFingerprint, Doc, iter_corpus
 from indexing.analysis import Analyzer
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
 from indexing.manifest import IndexWriter
@@ -119,7 +118,7 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
     lengths = [array("i") for _ in names]
     vocab: dict[str, int] = {}
     docids: list[str] = []
-    fingerprint = hashlib.sha256()
+    fingerprint = CorpusFingerprint()
 
     def ids(counter: Counter) -> list[int]:
         out = []
@@ -132,9 +131,7 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
 
     for i, doc in enumerate(docs):
         docids.append(doc.docid)
-        for part in (doc.docid, doc.title, doc.text):
-            fingerprint.update(part.encode("utf-8"))
-            fingerprint.update(b"\x00")
+        fingerprint.add(doc)
         if multifield:
             title, text = Counter(analyzer(doc.title)), Counter(analyzer(doc.text))
             lengths[0].append(sum(title.values()))

@@ -20,10 +20,10 @@ import numpy as np
 
 from eval.beir import doc_text, iter_corpus
 from indexing.faiss_index import DenseIndex
-from indexing.manifest import IndexFormatError, IndexWriter
+from indexing.manifest import IndexWriter
 from indexing.searcher import Hit, Run
 from retriever.dense import DenseEncoder, DenseSettings, resolve_settings
-from retriever.models import fingerprint, resolve_model
+from retriever.models import matching_model, resolve_model
 
 
 
@@ -135,14 +135,7 @@ class DenseSearcher:
 def open_index(root, manifest: dict, docids: list[str], model: str | None = None,
                device: str = "cpu", nprobe: int | None = None, ef_search: int | None = None) -> DenseSearcher:
     enc = manifest["encoder"]
-    try:
-        path = resolve_model(model or enc["model"])
-    except ValueError as e:
-        raise IndexFormatError(f"{root}: the model this index was built with is not available ({e}); "
-                               "pass the model's location: Retriever.load(INDEX, model=PATH)") from None
-    if enc.get("fingerprint") and fingerprint(path) != enc["fingerprint"]:
-        raise IndexFormatError(f"{root}: query model {path} does not match the model the index was "
-                               "built with (fingerprint differs); the scores would be wrong")
+    path = matching_model(root, enc, model)
     settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
     encoder = DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False))
     faiss_settings = dict(manifest["faiss"])

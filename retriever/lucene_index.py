@@ -20,7 +20,6 @@ weights and divides by ``scale`` once, so the two differ only by the query round
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
 from dataclasses import asdict
@@ -29,7 +28,7 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from eval.beir import Doc, iter_corpus, iter_vector_collection
+from eval.beir import CorpusFingerprint, Doc, iter_corpus, iter_vector_collection
 from indexing.bm25 import BM25Params, Fields
 from indexing.impacts import QUANTIZE, quantize_weights
 from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
@@ -65,14 +64,12 @@ def write_bm25(corpus, writer: IndexWriter, *, fields: Fields = "flat", k1: floa
     params = BM25Params(k1=k1, b=b, fields=fields)
     ensure_lucene()  # fail before reading the corpus when the extra is missing
     docids: list[str] = []
-    fingerprint = hashlib.sha256()  # the native bm25 kind's corpus fingerprint
+    fingerprint = CorpusFingerprint()
 
     def records() -> Iterator[dict]:
         for doc in iter_corpus(corpus):
             docids.append(doc.docid)
-            for part in (doc.docid, doc.title, doc.text):
-                fingerprint.update(part.encode("utf-8"))
-                fingerprint.update(b"\x00")
+            fingerprint.add(doc)
             if fields == "flat":
                 yield {"id": doc.docid, "contents": f"{doc.title}\n{doc.text}"}
             else:

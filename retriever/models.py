@@ -99,6 +99,24 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+def matching_model(root, encoder_config: dict, model: str | None = None) -> str:
+    """The model for an index's queries: ``model`` or the recorded one, with the same fingerprint.
+
+    Raises IndexFormatError when it is not available or is not the model the index was built with.
+    """
+    from indexing.manifest import IndexFormatError
+
+    try:
+        path = resolve_model(model or encoder_config["model"])
+    except ValueError as e:
+        raise IndexFormatError(f"{root}: the model this index was built with is not available ({e}); "
+                               "pass the model's location: Retriever.load(INDEX, model=PATH)") from None
+    if encoder_config.get("fingerprint") and fingerprint(path) != encoder_config["fingerprint"]:
+        raise IndexFormatError(f"{root}: query model {path} does not match the model the index was "
+                               "built with (fingerprint differs); the scores would be wrong")
+    return path
+
+
 def fingerprint(model_dir: str) -> str | None:
     """sha256 over the files that define a local model's outputs (None for a hub id)."""
     root = Path(model_dir)

@@ -19,9 +19,9 @@ import numpy as np
 from eval.beir import Doc, doc_text, iter_corpus, iter_vector_collection
 from indexing.impacts import build_impact_index, check_quantization
 from indexing.inverted import InvertedIndex
-from indexing.manifest import IndexFormatError, IndexWriter, load_array
+from indexing.manifest import IndexWriter, load_array
 from indexing.searcher import ImpactSearcher
-from retriever.models import fingerprint, resolve_model
+from retriever.models import matching_model
 from retriever.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
                               idf_weights)
 
@@ -147,15 +147,7 @@ def query_encoder(root, manifest: dict, model: str | None = None
         if model is not None:
             raise ValueError("this index was built from vectors without a model; it takes no query model")
         return None
-    path = model or enc["model"]
-    try:
-        resolved = resolve_model(path)
-    except ValueError as e:
-        raise IndexFormatError(f"{root}: the model this index was built with is not available ({e}); "
-                               "pass the model's location: Retriever.load(INDEX, model=PATH)") from None
-    if enc.get("fingerprint") and fingerprint(resolved) != enc["fingerprint"]:
-        raise IndexFormatError(f"{root}: query model {resolved} does not match the model the index "
-                               f"was built with (fingerprint differs); the scores would be wrong")
+    resolved = matching_model(root, enc, model)
     settings = SpladeSettings(**{k: enc[k] for k in SpladeSettings.__dataclass_fields__})
     if mode == "model":
         encoder = SpladeEncoder(resolved, settings=settings)
