@@ -51,6 +51,9 @@ def test_teacher_drops_likely_false_negatives(tmp_path):
     # best positive scores 1.0: n1 (0.99) and n3 (0.96) exceed 0.95 x 1.0 and are dropped
     assert q1["neg"] == ["n2", "j0"] and q1["neg_scores"] == pytest.approx([0.2, 0.1])
     assert report.dropped_by_teacher == 2
+    # the teacher's scores of every positive come along, so training can distil from them
+    assert q1["pos_scores"] == pytest.approx([1.0, 0.5]) and q1["teacher"] == "teacher"
+    assert "pos_scores" not in mine(RUN, QRELS)[0][0]  # retrieval scores are no teacher
     with pytest.raises(ValueError, match="teacher needs"):
         mine(RUN, QRELS, teacher=FakeTeacher())
 

@@ -5,7 +5,9 @@ positives (and the query's own id, BEIR's convention), skip the first ``skip_top
 candidates (the likeliest unjudged positives), keep up to ``max_negatives``. With a teacher, a
 candidate whose teacher score exceeds ``margin`` x the best positive's teacher score is dropped
 as a probable false negative, and the kept scores are the teacher's. Output, one JSON object per
-query: ``{"qid", "pos": [...], "neg": [...], "neg_scores": [...]}``.
+query: ``{"qid", "pos": [...], "neg": [...], "neg_scores": [...]}``; with a teacher also
+``"pos_scores"`` (the teacher's score of each positive) and ``"teacher"`` (its name), which
+training reads as a distillation target.
 """
 
 from __future__ import annotations
@@ -69,12 +71,14 @@ def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str
     if teacher is not None:
         wanted = {d for _, pos, cands in plans for d in pos} | {d for *_, cands in plans for d, _ in cands}
         docs = _texts(corpus, wanted)
-        plans = _filter_with_teacher(plans, teacher, queries, docs, margin, max_negatives, report)
+        plans, pos_scores = _filter_with_teacher(plans, teacher, queries, docs, margin, max_negatives, report)
     records = []
     for qid, pos, cands in plans:
         kept = cands[:max_negatives]
-        records.append({"qid": qid, "pos": pos, "neg": [d for d, _ in kept],
-                        "neg_scores": [float(s) for _, s in kept]})
+        record = {"qid": qid, "pos": pos, "neg": [d for d, _ in kept], "neg_scores": [float(s) for _, s in kept]}
+        if teacher is not None and qid in pos_scores:  # teacher scores: a distillation target
+            record.update(pos_scores=pos_scores[qid], teacher=getattr(teacher, "model_name", "teacher"))
+        records.append(record)
         report.queries += 1
         report.negatives += len(kept)
         if len(kept) < max_negatives:
@@ -95,13 +99,16 @@ def _filter_with_teacher(plans, teacher: Teacher, queries, docs: dict[str, Doc],
     row = {d: i for i, d in enumerate(needed)}
     doc_vecs = teacher.encode_documents([doc_text(docs[d]) for d in needed]) if needed else None
     q_vecs = teacher.encode_queries([queries[qid] for qid, *_ in pools]) if pools else None
-    out = []
+    out, pos_scores = [], {}
     for (qid, pos, pool), q in zip(pools, q_vecs if q_vecs is not None else []):
         pos_rows = [row[d] for d in pos if d in row]
         if not pos_rows:
             out.append((qid, pos, pool))
             continue
-        pos_score = float(np.max(doc_vecs[pos_rows] @ q))
+        scores = [float(s) for s in doc_vecs[pos_rows] @ q]
+        if len(pos_rows) == len(pos):  # a positive missing from the corpus leaves no teacher record
+            pos_scores[qid] = scores
+        pos_score = max(scores)
         kept = []
         for d, _ in pool:
             t = float(doc_vecs[row[d]] @ q)
@@ -110,7 +117,7 @@ def _filter_with_teacher(plans, teacher: Teacher, queries, docs: dict[str, Doc],
             else:
                 kept.append((d, t))
         out.append((qid, pos, kept))
-    return out
+    return out, pos_scores
 
 
 def write_negatives(records: list[dict], path: str | os.PathLike) -> None:

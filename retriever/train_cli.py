@@ -1,0 +1,97 @@
+"""``retriever train dense|splade``: one set of trainer flags, each command adds its encoder's."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+_TRAINER_OPTIONS = [
+    click.option("--model", required=True, help="Starting model (directory, pulled pack name, or hub id)."),
+    click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+                 help="BEIR dataset directory (texts of queries and documents)."),
+    click.option("--negatives", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="negatives.jsonl from `retriever mine`."),
+    click.option("--out", required=True, type=click.Path(path_type=Path),
+                 help="Output directory: the best model (loadable with --model OUT), checkpoints, logs."),
+    click.option("--epochs", type=float, default=1.0, show_default=True),
+    click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
+    click.option("--batch-size", type=int, default=32, show_default=True, help="Queries per process per micro-batch."),
+    click.option("--group-size", type=int, default=8, show_default=True,
+                 help="Passages per query: 1 positive + N-1 hard negatives."),
+    click.option("--lr", type=float, default=2e-5, show_default=True),
+    click.option("--weight-decay", type=float, default=0.01, show_default=True),
+    click.option("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 10%)."),
+    click.option("--temperature", type=float, default=0.05, show_default=True),
+    click.option("--max-length", type=int, default=256, show_default=True, help="Passage tokens in training."),
+    click.option("--query-max-length", type=int, default=64, show_default=True),
+    click.option("--seed", type=int, default=42, show_default=True),
+    click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (torchrun: one GPU per process)."),
+    click.option("--accumulation", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
+    click.option("--grad-cache", "grad_cache_chunk", type=int, default=0, show_default=True,
+                 help="Gradient caching: encode N texts per chunk (0: off)."),
+    click.option("--no-in-batch", "in_batch", flag_value=False, default=True,
+                 help="Only each query's own group as negatives."),
+    click.option("--distill", type=click.Choice(["none", "margin-mse", "kl"]), default="none", show_default=True,
+                 help="Distil from teacher scores in the negatives file (mine with --teacher)."),
+    click.option("--distill-weight", type=float, default=1.0, show_default=True),
+    click.option("--contrastive-weight", type=float, default=1.0, show_default=True),
+    click.option("--topic-batches", is_flag=True, help="Draw each batch from one cluster of similar queries."),
+    click.option("--topic-clusters", type=int, default=None, help="Query clusters (default: queries / 4 batches)."),
+    click.option("--dev-fraction", type=float, default=0.2, show_default=True,
+                 help="Queries of the negatives file carved out for dev evaluation (0: none)."),
+    click.option("--dev-split", default=None, help="Use this qrels split as dev instead of carving one."),
+    click.option("--dev-docs", type=int, default=10_000, show_default=True,
+                 help="Dev pool: dev positives and negatives plus random documents up to N (0: whole corpus)."),
+    click.option("--dev-every", type=int, default=0, show_default=True, help="Steps between dev evaluations (0: each epoch)."),
+    click.option("--save-every", type=int, default=None, help="Steps between checkpoints (default: --dev-every)."),
+    click.option("--log-every", type=int, default=10, show_default=True),
+    click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in OUT."),
+    click.option("--no-bf16", "bf16", flag_value=False, default=True, help="No bf16 autocast on GPUs."),
+]
+
+
+def trainer_options(f):
+    for option in reversed(_TRAINER_OPTIONS):
+        f = option(f)
+    return f
+
+
+@click.group()
+def train() -> None:
+    """Fine-tune a dense or SPLADE encoder on mined hard negatives."""
+
+
+def run_training(make_encoder, flags: dict, extra: dict) -> None:
+    from training.trainer import TrainConfig, Trainer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("retriever").setLevel(logging.INFO)
+    config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}, extra=extra)
+    trainer = Trainer(config, make_encoder)
+    result = trainer.train()
+    if trainer.dist.main:
+        best = result["best"]
+        where = f"best dev nDCG@10 {best[0]:.4f} at step {best[1]}" if best else "no dev split: last model"
+        click.echo(f"{result['steps']} steps; {where}; model in {config.out}")
+
+
+@train.command("dense")
+@trainer_options
+@click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
+              help="Default: the model's sentence-transformers config, else mean.")
+@click.option("--normalize/--no-normalize", default=None)
+@click.option("--query-prefix", default=None)
+@click.option("--doc-prefix", default=None)
+def train_dense(pooling, normalize, query_prefix, doc_prefix, **flags):
+    """Dual encoder: contrastive loss over in-batch and hard negatives (+ distillation)."""
+    from training.encoders import DenseTrainEncoder
+
+    extra = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "doc_prefix": doc_prefix}
+
+    def make():
+        return DenseTrainEncoder(flags["model"], max_length=flags["max_length"],
+                                 query_max_length=flags["query_max_length"], **extra)
+
+    run_training(make, flags, extra)

@@ -1,0 +1,312 @@
+"""The shared trainer on a tiny random model: data, loss composition, gradient caching, resume,
+two processes, and the trained model loading back as an index model."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from eval.errors import DataError
+from retriever import cli
+from training.data import BatchPlan, Group, TrainingData, read_negatives
+from training.encoders import DenseTrainEncoder
+from training.losses import ContrastiveLoss, group_targets
+from training.trainer import TrainConfig, Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = {  # documents d{topic}{i}; queries about a topic have that topic's documents as positives
+    "v": "vitamin d sunlight skin bone bones hip fracture risk",
+    "c": "coffee tea caffeine adenosine receptor awake sleep late",
+    "s": "search engine index inverted term terms document query",
+    "r": "river water city house car road tree green",
+}
+
+
+def write_train_set(root: Path) -> tuple[Path, Path]:
+    """A BEIR directory (16 docs, 12 train queries) and a negatives file for it."""
+    rng = np.random.default_rng(0)
+    docs, queries, qrels, negs = [], [], [], []
+    for t, words in TOPICS.items():
+        w = words.split()
+        for i in range(4):
+            docs.append({"_id": f"d{t}{i}", "title": w[i], "text": " ".join(rng.choice(w, 12))})
+        for j in range(3):
+            qid = f"q{t}{j}"
+            queries.append({"_id": qid, "text": " ".join(rng.choice(w, 4))})
+            pos = [f"d{t}{j}"] + ([f"d{t}3"] if j == 0 else [])  # q?0 has two positives
+            qrels += [(qid, p) for p in pos]
+            same_topic = next(f"d{t}{k}" for k in range(3) if f"d{t}{k}" not in pos)
+            neg = [same_topic] + [f"d{o}0" for o in TOPICS if o != t]  # d?0: another query's positive
+            negs.append({"qid": qid, "pos": pos, "neg": neg, "neg_scores": [1.0, 0.5, 0.4, 0.3]})
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries), encoding="utf-8")
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in qrels), encoding="utf-8")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nqv1\tdv1\t1\n", encoding="utf-8")
+    negatives = root.parent / "negatives.jsonl"
+    negatives.write_text("".join(json.dumps(n) + "\n" for n in negs), encoding="utf-8")
+    return root, negatives
+
+
+@pytest.fixture
+def train_set(tmp_path):
+    return write_train_set(tmp_path / "ds")
+
+
+def config(tmp_path, model, ds, negatives, **kw) -> TrainConfig:
+    base = dict(model=str(model), dataset=str(ds), negatives=str(negatives), out=str(tmp_path / "out"),
+                batch_size=4, group_size=3, lr=1e-3, max_length=32, query_max_length=16, device="cpu",
+                dev_fraction=0, seed=5, log_every=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def make_trainer(cfg: TrainConfig, **kw) -> Trainer:
+    return Trainer(cfg, lambda: DenseTrainEncoder(cfg.model, max_length=cfg.max_length,
+                                                  query_max_length=cfg.query_max_length), **kw)
+
+
+# -- data ---------------------------------------------------------------------------------
+def test_negatives_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "n.jsonl"
+    bad.write_text('{"qid": "a", "pos": ["x"], "neg": []}\n{"qid": "b", "pos": []  , "neg": []}\n')
+    with pytest.raises(DataError, match=r"n\.jsonl:2: query 'b' has no positive"):
+        read_negatives(bad)
+    bad.write_text('{"qid": "a", "pos": ["x"], "neg": ["y"], "neg_scores": [1, 2]}\n')
+    with pytest.raises(DataError, match=r":1: neg_scores has 2 entries for 1 ids"):
+        read_negatives(bad)
+    bad.write_text('{"qid": "a", "pos": ["x"], "neg": []}\nnot json\n')
+    with pytest.raises(DataError, match=r":2: not valid JSON"):
+        read_negatives(bad)
+    # retrieval scores are not teacher scores; a teacher record has both sides and a name
+    bad.write_text('{"qid": "a", "pos": ["x"], "neg": ["y"], "neg_scores": [3.0]}\n')
+    assert read_negatives(bad)[1] is False
+    bad.write_text('{"qid": "a", "pos": ["x"], "neg": ["y"], "neg_scores": [3.0], "pos_scores": [4.0], "teacher": "t"}\n')
+    examples, has_teacher = read_negatives(bad)
+    assert has_teacher and examples[0].pos_scores == [4.0]
+
+
+def test_unknown_documents_are_reported(train_set, tmp_path):
+    ds, negatives = train_set
+    lines = negatives.read_text().splitlines()
+    rec = json.loads(lines[0])
+    rec["neg"].append("nope")
+    rec["neg_scores"].append(0.0)
+    negatives.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    with pytest.raises(DataError, match="not in the corpus, e.g. 'nope'"):
+        TrainingData.load(ds, negatives)
+
+
+def test_dev_carve_and_pool(train_set):
+    ds, negatives = train_set
+    data = TrainingData.load(ds, negatives, dev_fraction=0.3, dev_docs=10)
+    assert data.dev and data.train
+    assert not {e.qid for e in data.dev} & {e.qid for e in data.train}
+    needed = {d for e in data.dev for d in e.pos + e.neg}
+    assert needed <= set(data.dev_pool) and len(data.dev_pool) == max(10, len(needed))
+    assert len(set(data.dev_pool)) == len(data.dev_pool)
+    full = TrainingData.load(ds, negatives, dev_fraction=0.3, dev_docs=0)
+    assert len(full.dev_pool) == 16
+
+
+def test_batches_are_a_function_of_the_step_and_never_use_a_positive_as_negative(train_set):
+    ds, negatives = train_set
+    data = TrainingData.load(ds, negatives, dev_fraction=0)
+    plan = BatchPlan(data, batch_size=4, group_size=4, seed=1)
+    again = BatchPlan(data, batch_size=4, group_size=4, seed=1)
+    assert plan.steps_per_epoch == 3
+    seen = []
+    for step in range(6):
+        groups = plan.batch(step)
+        assert [(g.qid, g.doc_ids) for g in groups] == [(g.qid, g.doc_ids) for g in again.batch(step)]
+        for g in groups:
+            ex = next(e for e in data.train if e.qid == g.qid)
+            assert g.doc_ids[0] in ex.pos and not set(g.doc_ids[1:]) & set(ex.pos)
+            assert len(g.doc_ids) == 4
+        seen.append(sorted(g.qid for g in groups))
+    # an epoch covers every query once; the next epoch is another order
+    assert sorted(q for b in seen[:3] for q in b) == sorted(e.qid for e in data.train)
+    assert seen[:3] != seen[3:]
+
+
+def test_topic_batches_come_from_one_cluster(train_set):
+    ds, negatives = train_set
+    data = TrainingData.load(ds, negatives, dev_fraction=0)
+    labels = np.array([ord(e.qid[1]) for e in data.train])  # the topic letter: 4 clusters of 3
+    plan = BatchPlan(data, batch_size=3, group_size=2, seed=0, clusters=labels)
+    for step in range(plan.steps_per_epoch):
+        assert len({g.qid[1] for g in plan.batch(step)}) == 1
+
+
+def test_topic_clusters_from_the_starting_model(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    t = make_trainer(config(tmp_path, tiny_mlm, ds, negatives, batch_size=3, topic_batches=True, topic_clusters=4))
+    assert t.plan.clusters is not None and len(set(t.plan.clusters.tolist())) == 4
+    assert t.plan.steps_per_epoch == 4
+
+
+# -- the loss -----------------------------------------------------------------------------
+def test_loss_composes_in_batch_negatives_and_decoupled_softmax(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    t = make_trainer(config(tmp_path, tiny_mlm, ds, negatives, temperature=0.5))
+    groups = [Group("qv0", "x", ["dv0", "dc0"], None), Group("qc1", "y", ["dc1", "dv3"], None)]
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    d = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.1, 0.7], [0.5, 0.5]])
+    loss, parts = t.loss(q, d, groups)
+    scores = q @ d.t()
+    # dv3 (column 3) is qv0's second positive: out of its denominator, still a negative for qc1
+    exclude = torch.tensor([[False, False, False, True], [False, False, False, False]])
+    expected = ContrastiveLoss(0.5)(scores, group_targets(2, 2), exclude)
+    assert loss.item() == pytest.approx(expected.item()) and parts["contrastive"] == pytest.approx(expected.item())
+    # without in-batch negatives, each query competes only with its own group
+    t.config.in_batch = False
+    own, _ = t.loss(q, d, groups)
+    by_hand = ContrastiveLoss(0.5)(torch.stack([scores[0, :2], scores[1, 2:]]), torch.zeros(2, dtype=torch.long))
+    assert own.item() == pytest.approx(by_hand.item())
+
+
+def test_distillation_needs_teacher_scores(tiny_mlm, train_set, tmp_path):
+    ds, negatives = train_set
+    with pytest.raises(ValueError, match="needs teacher scores"):
+        make_trainer(config(tmp_path, tiny_mlm, ds, negatives, distill="margin-mse"))
+
+
+def test_margin_mse_distillation_runs_from_teacher_scores(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    recs = [json.loads(x) for x in negatives.read_text().splitlines()]
+    for r in recs:
+        r.update(pos_scores=[2.0] * len(r["pos"]), teacher="t")
+    negatives.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    t = make_trainer(config(tmp_path, tiny_mlm, ds, negatives, distill="margin-mse", contrastive_weight=0.0))
+    groups = t.plan.batch(0)
+    assert all(g.teacher[0] == 2.0 and len(g.teacher) == 3 for g in groups)
+    parts = t.micro_step(groups)
+    assert parts["margin_mse"] > 0 and "contrastive" not in parts
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.parameters())
+
+
+# -- gradient caching ---------------------------------------------------------------------
+def test_gradient_caching_gives_the_gradient_of_the_whole_batch(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    """Dropout on: pass 2 must replay each chunk's dropout masks, or the gradient is wrong."""
+    from training.trainer import _chunks
+
+    ds, negatives = train_set
+    cached = make_trainer(config(tmp_path, tiny_mlm, ds, negatives, grad_cache_chunk=3))
+    groups = cached.plan.batch(0)
+    cached.micro_step(groups)
+    ref = make_trainer(config(tmp_path, tiny_mlm, ds, negatives))
+    qb = ref._to_device(ref.model.tokenize([g.query for g in groups], "query"))
+    db = ref._to_device(ref.model.tokenize([ref.data.docs[x] for g in groups for x in g.doc_ids], "doc"))
+    q = torch.cat([ref._encode(s, "query") for s in _chunks(qb, 3)])  # same RNG use as pass 1
+    d = torch.cat([ref._encode(s, "doc") for s in _chunks(db, 3)])
+    ref.loss(q, d, groups)[0].backward()
+    for (name, a), b in zip(cached.model.named_parameters(), ref.model.parameters()):
+        if b.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
+
+
+# -- the loop: schedule, resume, outputs --------------------------------------------------
+def test_warmup_then_linear_decay(tiny_mlm, train_set, tmp_path):
+    ds, negatives = train_set
+    t = make_trainer(config(tmp_path, tiny_mlm, ds, negatives, max_steps=10, warmup_steps=4))
+    factors = [t._lr_factor(s) for s in range(10)]
+    assert factors[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert factors[4:] == pytest.approx([1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+
+
+def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=5, save_every=2))
+    whole.train()
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 2:
+            raise Stop
+
+    cfg = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=5, save_every=2)
+    with pytest.raises(Stop):
+        make_trainer(cfg, on_step=interrupt).train()
+    with pytest.raises(FileExistsError, match="--resume"):
+        make_trainer(cfg).train()
+    cfg.resume = True
+    resumed = make_trainer(cfg)
+    resumed.train()
+    assert resumed.step == 5
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "out" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # no duplicate rows from the interrupted run
+    other = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=5, save_every=2, lr=5e-4, resume=True)
+    with pytest.raises(ValueError, match="lr 0.001"):
+        make_trainer(other).train()
+
+
+def test_cli_trains_keeps_the_best_dev_model_and_it_indexes(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli.main, [
+        "train", "dense", "--model", str(tiny_mlm), "--dataset", str(ds), "--negatives", str(negatives),
+        "--out", str(out), "--batch-size", "3", "--group-size", "3", "--max-steps", "4", "--lr", "1e-3",
+        "--max-length", "32", "--dev-fraction", "0.3", "--dev-every", "2", "--device", "cpu",
+        "--pooling", "cls", "--query-prefix", "query: "])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "training_summary.json").read_text())
+    dev_steps = [h["step"] for h in summary["history"]]
+    assert dev_steps == [0, 2, 4]
+    best_score, best_step = summary["best"]
+    assert best_score == max(h["dev_ndcg@10"] for h in summary["history"])
+    resolved = json.loads((out / "training_config.json").read_text())
+    assert resolved["total_steps"] == 4 and resolved["encoder"]["pooling"] == "cls"
+    # the output directory is a model: pooling and prefixes come back through retriever.dense
+    from retriever.dense import DenseEncoder
+
+    enc = DenseEncoder(str(out), device="cpu")
+    assert enc.settings.pooling == "cls" and enc.settings.query_prefix == "query: "
+    idx = tmp_path / "idx"
+    result = CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--kind", "dense", "--model", str(out),
+                                           "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    from retriever.api import Retriever
+
+    assert len(Retriever.load(idx).search("vitamin d bone", k=3)) == 3
+
+
+# -- two processes --------------------------------------------------------------------------
+def test_two_processes_gather_negatives_and_match_one_process(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "ddp_worker.py"), str(tiny_mlm), str(ds), str(negatives), str(out), "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(out / f"rank-{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # one process with the whole global batch of 4
+    single = Trainer(TrainConfig(model=str(tiny_mlm), dataset=str(ds), negatives=str(negatives), out=str(out / "one"),
+                                 batch_size=4, group_size=3, dev_fraction=0, device="cpu", seed=3, max_steps=1),
+                     lambda: DenseTrainEncoder(str(tiny_mlm), max_length=32, query_max_length=16))
+    single.model.eval()
+    groups = single.plan.batch(0)
+    assert ranks[0]["local"] + ranks[1]["local"] == [g.qid for g in groups]  # each process its slice
+    parts = single.micro_step(groups)
+    grads = {n: p.grad for n, p in single.model.named_parameters() if p.grad is not None}
+    scale = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+    for r in ranks:
+        assert r["loss"] == pytest.approx(parts["loss"], rel=1e-5)  # labels point at own positives
+        assert set(r["grads"]) == set(grads)
+        for name, g in grads.items():  # float summation order differs, nothing else
+            assert (r["grads"][name] - g).norm() <= 1e-4 * g.norm() + 1e-6 * scale, name

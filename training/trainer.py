@@ -1,0 +1,466 @@
+"""The trainer shared by dense and SPLADE training.
+
+One optimisation step: the global batch of the step (``training.data.BatchPlan``), this process's
+slice of it tokenised, representations computed (with gradient caching in chunks, or at once),
+gathered over processes, scored query x passage, and the loss composed from
+``training.losses``: contrastive over in-batch and hard negatives (decoupled softmax for other
+positives), optional distillation (MarginMSE or KL) from teacher scores, plus the encoder's
+regulariser. AdamW with linear warm-up and linear decay, gradient accumulation, clipping, bf16
+autocast on GPUs. Checkpoints hold everything a resumed run needs to continue exactly as an
+uninterrupted one; a dev evaluation every N steps keeps the best model in the output directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from training import distributed
+from training.data import BatchPlan, Group, TrainingData
+from training.dev_eval import dev_metrics, embed
+from training.losses import ContrastiveLoss, KLDistillationLoss, MarginMSELoss, group_targets
+
+log = logging.getLogger("retriever")
+DISTILL = ("none", "margin-mse", "kl")
+# settings a resumed run must share with the run it continues
+_RESUME_KEYS = ("model", "batch_size", "group_size", "lr", "temperature", "seed", "max_length",
+                "query_max_length", "accumulation", "distill", "in_batch", "topic_batches")
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    dataset: str
+    negatives: str
+    out: str
+    epochs: float = 1.0
+    max_steps: int | None = None          # optimiser steps; overrides epochs
+    batch_size: int = 32                  # queries per process per micro-batch
+    group_size: int = 8                   # passages per query: 1 positive + group_size-1 negatives
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_steps: int | None = None       # default: 10% of the steps
+    temperature: float = 0.05
+    max_length: int = 256                 # passage tokens during training
+    query_max_length: int = 64
+    seed: int = 42
+    device: str = "auto"
+    accumulation: int = 1
+    grad_cache_chunk: int = 0             # 0: no gradient caching; else texts per forward chunk
+    max_grad_norm: float = 1.0
+    in_batch: bool = True                 # other queries' passages as negatives
+    distill: str = "none"                 # none | margin-mse | kl (needs teacher scores)
+    distill_weight: float = 1.0
+    contrastive_weight: float = 1.0
+    kl_temperature: float = 1.0
+    topic_batches: bool = False
+    topic_clusters: int | None = None     # default: training queries / (4 x global batch)
+    dev_fraction: float = 0.2
+    dev_split: str | None = None
+    dev_docs: int = 10_000
+    dev_every: int = 0                    # steps between dev evaluations; 0: once per epoch
+    eval_batch_size: int = 64
+    save_every: int | None = None         # steps between checkpoints; default: dev_every
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    bf16: bool = True
+    extra: dict = field(default_factory=dict)  # the encoder's own settings (recorded only)
+
+    def __post_init__(self) -> None:
+        if self.distill not in DISTILL:
+            raise ValueError(f"distill must be one of {', '.join(DISTILL)}, not {self.distill!r}")
+        for name in ("batch_size", "group_size", "accumulation", "max_length", "query_max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0 or not self.temperature > 0:
+            raise ValueError("lr and temperature must be positive")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max-steps must be at least 1")
+        if self.max_steps is None and not self.epochs > 0:
+            raise ValueError("epochs must be positive")
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, make_encoder: Callable[[], torch.nn.Module],
+                 on_step: Callable[[int], None] | None = None) -> None:
+        from retriever.device import resolve_device
+
+        self.config = c = config
+        device = resolve_device(c.device)
+        self.dist = distributed.setup(device)
+        if self.dist.enabled and device.startswith("cuda"):
+            device = f"cuda:{self.dist.local_rank}"
+            torch.cuda.set_device(device)
+        self.device = device
+        self.on_step = on_step  # called after every optimiser step (tests interrupt runs here)
+        _seed_everything(c.seed)
+        self.model = make_encoder().to(device)
+        self.model.train()
+        self.out = Path(c.out)
+        self.data = TrainingData.load(c.dataset, c.negatives, dev_fraction=c.dev_fraction,
+                                      dev_split=c.dev_split, dev_docs=c.dev_docs, seed=c.seed)
+        if c.distill != "none" and not self.data.has_teacher:
+            raise ValueError(f"--distill {c.distill} needs teacher scores in {c.negatives} "
+                             "(mine with --teacher MODEL)")
+        self.global_batch = c.batch_size * self.dist.world
+        clusters = self._topic_clusters() if c.topic_batches else None
+        self.plan = BatchPlan(self.data, self.global_batch, c.group_size, c.seed, clusters)
+        micro_per_epoch = self.plan.steps_per_epoch
+        self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * micro_per_epoch / c.accumulation))
+        self.warmup = c.warmup_steps if c.warmup_steps is not None else int(0.1 * self.total_steps)
+        self.dev_every = c.dev_every or max(1, micro_per_epoch // c.accumulation)
+        self.save_every = c.save_every or self.dev_every
+        self.positives = {e.qid: set(e.pos) for e in self.data.train}
+        self.contrastive = ContrastiveLoss(c.temperature)
+        self.margin_mse, self.kl = MarginMSELoss(), KLDistillationLoss(c.kl_temperature)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_factor(s))
+        self.step = 0
+        self.best: tuple[float, int] | None = None  # (dev nDCG@10, step)
+        self.history: list[dict] = []
+
+    # -- schedule -------------------------------------------------------------------------
+    def _lr_factor(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        return max(0.0, (self.total_steps - step) / max(1, self.total_steps - self.warmup))
+
+    # -- one micro-batch ------------------------------------------------------------------
+    def local_slice(self, groups: list[Group]) -> list[Group]:
+        b = self.config.batch_size
+        return groups[self.dist.rank * b:(self.dist.rank + 1) * b]
+
+    def micro_step(self, groups: list[Group], scale: float = 1.0) -> dict:
+        """Forward and backward for the global batch ``groups`` (this process encodes its slice);
+        gradients accumulate in the parameters, scaled by ``scale``. Returns the loss parts."""
+        local = self.local_slice(groups)
+        qb = self._to_device(self.model.tokenize([g.query for g in local], "query"))
+        db = self._to_device(self.model.tokenize([self.data.docs[d] for g in local for d in g.doc_ids], "doc"))
+        chunk = self.config.grad_cache_chunk
+        if chunk:
+            q, q_states = self._encode_no_grad(qb, "query", chunk)
+            d, d_states = self._encode_no_grad(db, "doc", chunk)
+            q.requires_grad_(True)
+            d.requires_grad_(True)
+            loss, parts = self.loss(q, d, groups)
+            (loss * scale).backward()
+            self._replay(qb, "query", chunk, q_states, q.grad)
+            self._replay(db, "doc", chunk, d_states, d.grad)
+        else:
+            q, d = self._encode(qb, "query"), self._encode(db, "doc")
+            loss, parts = self.loss(q, d, groups)
+            (loss * scale).backward()
+        return parts
+
+    def loss(self, q_local: torch.Tensor, d_local: torch.Tensor, groups: list[Group]):
+        """The global loss from this process's representations and the global batch."""
+        c = self.config
+        q = distributed.gather(q_local, self.dist)
+        d = distributed.gather(d_local, self.dist)
+        n, g = len(groups), len(groups[0].doc_ids)
+        ids = [doc for grp in groups for doc in grp.doc_ids]
+        if c.in_batch:
+            scores = self.model.score(q, d)                                  # (n, n*g)
+            targets = group_targets(n, g, device=q.device)
+        else:
+            full = self.model.score(q, d)
+            scores = torch.stack([full[i, i * g:(i + 1) * g] for i in range(n)])  # own group only
+            targets = torch.zeros(n, dtype=torch.long, device=q.device)
+        exclude = torch.zeros_like(scores, dtype=torch.bool)
+        for i, grp in enumerate(groups):  # decoupled softmax: other positives leave the denominator
+            pos = self.positives.get(grp.qid, {grp.doc_ids[0]})
+            cols = ids if c.in_batch else grp.doc_ids
+            for j, doc in enumerate(cols):
+                if doc in pos:
+                    exclude[i, j] = True
+        parts = {}
+        total = q.new_zeros(())
+        if c.contrastive_weight:
+            parts["contrastive"] = self.contrastive(scores, targets, exclude)
+            total = total + c.contrastive_weight * parts["contrastive"]
+        if c.distill != "none":
+            own = self.model.score(q, d).reshape(n, n, g)[torch.arange(n), torch.arange(n)]  # (n, g)
+            teacher = torch.tensor([grp.teacher for grp in groups], dtype=own.dtype, device=own.device)
+            if c.distill == "margin-mse":
+                parts["margin_mse"] = self.margin_mse(own[:, 0], own[:, 1:], teacher[:, 0], teacher[:, 1:])
+            else:
+                parts["kl"] = self.kl(own, teacher)
+            total = total + c.distill_weight * parts["margin_mse" if c.distill == "margin-mse" else "kl"]
+        reg, reg_parts = self.model.regularizer(q, d, self.step)
+        total = total + reg
+        parts.update(reg_parts)
+        parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+        parts.update({k: float(v) for k, v in self.model.stats(q.detach(), d.detach()).items()})
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16,
+                              enabled=self.device.startswith("cuda") and self.config.bf16)
+
+    def _encode(self, batch: dict, kind: str) -> torch.Tensor:
+        with self._autocast():
+            return self.model.encode(batch, kind).float()
+
+    def _encode_no_grad(self, batch: dict, kind: str, chunk: int):
+        """Gradient caching, pass 1: representations without a graph; the RNG state before each
+        chunk is kept so pass 2 sees the same dropout masks."""
+        reps, states = [], []
+        with torch.no_grad():
+            for sub in _chunks(batch, chunk):
+                states.append(_rng_state(self.device))
+                reps.append(self._encode(sub, kind))
+        return torch.cat(reps), states
+
+    def _replay(self, batch: dict, kind: str, chunk: int, states, grad: torch.Tensor) -> None:
+        """Gradient caching, pass 2: each chunk again with its graph, backpropagating the cached
+        gradient of the loss with respect to its representations."""
+        start = 0
+        for sub, state in zip(_chunks(batch, chunk), states):
+            with _restored_rng(self.device, state):
+                reps = self._encode(sub, kind)
+            reps.backward(grad[start:start + len(reps)])
+            start += len(reps)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # -- the loop ------------------------------------------------------------------------
+    def train(self) -> dict:
+        c = self.config
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(self.dist)
+        if c.resume:
+            self._resume()
+        elif self.dist.main and (self.out / "checkpoints").is_dir() and any((self.out / "checkpoints").iterdir()):
+            raise FileExistsError(f"{self.out} holds checkpoints of an earlier run; pass --resume to "
+                                  "continue it, or choose another --out")
+        if self.dist.main:
+            _write_json(self.out / "training_config.json", self.resolved_config())
+        log_file = self.out / "train_log.jsonl"
+        started, window = time.perf_counter(), []
+        if self.data.dev and self.step == 0:  # the starting model: the curve's origin and the bar to beat
+            self._dev_eval(log_file, 0.0)
+        t0 = time.perf_counter()
+        while self.step < self.total_steps:
+            parts_sum: dict[str, float] = {}
+            for a in range(c.accumulation):
+                groups = self.plan.batch(self.step * c.accumulation + a)
+                parts = self.micro_step(groups, 1.0 / c.accumulation)
+                for k, v in parts.items():
+                    parts_sum[k] = parts_sum.get(k, 0.0) + v / c.accumulation
+            distributed.sum_gradients(self.model, self.dist)
+            if c.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            window.append(parts_sum)
+            if self.dist.main and (self.step % c.log_every == 0 or self.step == self.total_steps):
+                elapsed = time.perf_counter() - t0
+                examples = len(window) * c.accumulation * self.global_batch
+                row = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
+                       **{k: float(np.mean([w[k] for w in window])) for k in window[0]},
+                       "examples_per_s": examples / elapsed,
+                       "passages_per_s": examples * c.group_size / elapsed,
+                       "elapsed_s": time.perf_counter() - started}
+                _append_json(log_file, row)
+                log.info("step %d/%d %s", self.step, self.total_steps,
+                         " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
+                window, t0 = [], time.perf_counter()
+            if self.data.dev and (self.step % self.dev_every == 0 or self.step == self.total_steps):
+                self._dev_eval(log_file, time.perf_counter() - started)
+                t0 = time.perf_counter()  # the evaluation is not training throughput
+            if self.step % self.save_every == 0 and self.step < self.total_steps:
+                self._checkpoint()
+            if self.on_step is not None:
+                self.on_step(self.step)
+        if self.dist.main:
+            if not self.data.dev:
+                self.model.save(self.out)
+            self.model.save(self.out / "last")
+            summary = {"steps": self.step, "best": self.best, "history": self.history,
+                       "train_seconds": time.perf_counter() - started}
+            _write_json(self.out / "training_summary.json", summary)
+        distributed.barrier(self.dist)
+        return {"steps": self.step, "best": self.best, "history": self.history}
+
+    def _dev_eval(self, log_file: Path, elapsed: float) -> None:
+        if self.dist.main:
+            m = dev_metrics(self.model, self.data, batch_size=self.config.eval_batch_size, device=self.device)
+            row = {"step": self.step, "elapsed_s": elapsed, **{f"dev_{k}": v for k, v in m.items()}}
+            self.history.append(row)
+            _append_json(log_file, row)
+            log.info("dev at step %d: %s", self.step, " ".join(f"{k}={v:.4f}" for k, v in m.items()))
+            if self.best is None or m["ndcg@10"] > self.best[0]:
+                self.best = (m["ndcg@10"], self.step)
+                self._save_model_atomically()
+        distributed.barrier(self.dist)
+
+    def _save_model_atomically(self) -> None:
+        tmp = self.out / ".best.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save(tmp)
+        for p in tmp.rglob("*"):
+            if p.is_file():
+                target = self.out / p.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, target)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def dev_score(self) -> dict:
+        """Dev metrics of the current model (no saving)."""
+        return dev_metrics(self.model, self.data, batch_size=self.config.eval_batch_size, device=self.device)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _checkpoint(self) -> None:
+        root = self.out / "checkpoints"
+        final = root / f"step-{self.step:08d}"
+        tmp = root / f".step-{self.step:08d}.partial"
+        if self.dist.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                        "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
+                        "history": self.history, "config": self.resolved_config()}, tmp / "state.pt")
+        distributed.barrier(self.dist)
+        torch.save(_rng_state(self.device, full=True), tmp / f"rng-{self.dist.rank}.pt")
+        distributed.barrier(self.dist)
+        if self.dist.main:
+            os.replace(tmp, final)
+            kept = sorted(p for p in root.iterdir() if p.name.startswith("step-"))
+            for old in kept[: max(0, len(kept) - self.config.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        distributed.barrier(self.dist)
+
+    def _resume(self) -> None:
+        root = self.out / "checkpoints"
+        found = sorted(p for p in root.iterdir() if p.name.startswith("step-")) if root.is_dir() else []
+        if not found:
+            raise FileNotFoundError(f"--resume: no checkpoint under {root}")
+        ckpt = found[-1]
+        state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
+        saved, now = state["config"], self.resolved_config()
+        differ = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
+        if differ:
+            raise ValueError(f"--resume: {ckpt} was trained with other settings: " + ", ".join(
+                f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.best, self.history = state["step"], state["best"], state["history"]
+        log_file = self.out / "train_log.jsonl"
+        if self.dist.main and log_file.is_file():  # rows the interrupted run wrote after this checkpoint go
+            rows = [r for r in log_file.read_text(encoding="utf-8").splitlines()
+                    if r.strip() and json.loads(r)["step"] <= self.step]
+            log_file.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+        rng = ckpt / f"rng-{self.dist.rank}.pt"
+        if rng.is_file():
+            _set_rng_state(self.device, torch.load(rng, weights_only=False))
+        log.info("resumed from %s (step %d of %d)", ckpt, self.step, self.total_steps)
+
+    def resolved_config(self) -> dict:
+        c = asdict(self.config)
+        c.update(total_steps=self.total_steps, warmup_steps=self.warmup, dev_every=self.dev_every,
+                 save_every=self.save_every, world_size=self.dist.world, global_batch=self.global_batch,
+                 train_queries=len(self.data.train), dev_queries=len(self.data.dev),
+                 dev_pool=len(self.data.dev_pool), has_teacher_scores=self.data.has_teacher,
+                 device=self.device, encoder=self.model.config())
+        c.pop("resume")
+        return c
+
+    # -- topic-aware batches ---------------------------------------------------------------
+    def _topic_clusters(self) -> np.ndarray:
+        """k-means over the starting model's query representations, computed once."""
+        import faiss
+
+        texts = [self.data.queries[e.qid] for e in self.data.train]
+        x = embed(self.model, texts, "query", self.config.eval_batch_size, self.device).cpu().numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        k = self.config.topic_clusters or max(1, len(texts) // (4 * self.config.batch_size * self.dist.world))
+        k = min(k, len(texts))
+        km = faiss.Kmeans(x.shape[1], k, niter=20, seed=self.config.seed, verbose=False,
+                          min_points_per_centroid=1)
+        km.train(x)
+        return km.index.search(x, 1)[1][:, 0]
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _chunks(batch: dict, size: int):
+    n = next(iter(batch.values())).shape[0]
+    for start in range(0, n, size):
+        yield {k: v[start:start + size] for k, v in batch.items()}
+
+
+def _rng_state(device: str, full: bool = False) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if full:
+        state["numpy"] = np.random.get_state()
+        state["python"] = random.getstate()
+    return state
+
+
+def _set_rng_state(device: str, state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], device)
+    if "numpy" in state:
+        np.random.set_state(state["numpy"])
+    if "python" in state:
+        random.setstate(state["python"])
+
+
+class _restored_rng:
+    """Run a block from a saved RNG state, then put the current state back."""
+
+    def __init__(self, device: str, state: dict) -> None:
+        self.device, self.state = device, state
+
+    def __enter__(self):
+        self.saved = _rng_state(self.device)
+        _set_rng_state(self.device, self.state)
+
+    def __exit__(self, *exc):
+        _set_rng_state(self.device, self.saved)
+        return False
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _append_json(path: Path, obj) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(obj) + "\n")
