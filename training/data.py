@@ -85,7 +85,7 @@ class TrainingData:
 
     @classmethod
     def load(cls, dataset: str | os.PathLike, negatives: str | os.PathLike, *, dev_fraction: float = 0.2,
-             dev_split: str | None = None, dev_docs: int = 10_000, seed: int = 0) -> "TrainingData":
+             dev_split: str | None = None, dev_docs: int = 10_000, seed: int = 0) -> TrainingData:
         """Dev queries: the dataset's ``dev_split`` if given, else ``dev_fraction`` of the file's
         queries (carved by ``eval.beir.carve_dev``; 0 disables the dev evaluation).
 

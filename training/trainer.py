@@ -19,9 +19,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +29,12 @@ import torch
 from training import distributed
 from training.data import BatchPlan, Group, TrainingData
 from training.dev_eval import dev_metrics, embed
-from training.losses import ContrastiveLoss, KLDistillationLoss, MarginMSELoss, group_targets
+from training.losses import (
+    ContrastiveLoss,
+    KLDistillationLoss,
+    MarginMSELoss,
+    group_targets,
+)
 
 log = logging.getLogger("retriever")
 DISTILL = ("none", "margin-mse", "kl")
