@@ -93,12 +93,40 @@ def manifest_entries(backend: str, num_docs: int, encoder: SpladeEncoder | None,
     }
 
 
+MODEL_SPARSE_CONFIG = "retriever_sparse.json"
+
+
+def declared_query_mode(model: str | None, query_mode: str | None, query_weights: str | None):
+    """(query_mode, query_weights): the given ones, else the model directory's declaration."""
+    if query_mode is not None or model is None:
+        return query_mode or "model", query_weights
+    from retriever.models import resolve_model
+
+    try:
+        root = Path(resolve_model(model))
+    except ValueError:
+        return "model", query_weights
+    declared = root / MODEL_SPARSE_CONFIG
+    if not declared.is_file():
+        return "model", query_weights
+    cfg = json.loads(declared.read_text(encoding="utf-8"))
+    mode = cfg.get("query_mode", "model")
+    if mode == "learned" and query_weights is None:
+        query_weights = str(root / cfg["query_weights"])
+    return mode, query_weights
+
+
 def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
                 doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
                 query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
-                query_mode: str = "model", query_weights: str | None = None, batch_size: int = 32,
+                query_mode: str | None = None, query_weights: str | None = None, batch_size: int = 32,
                 device: str = "auto", on_doc=None) -> dict:
-    """Encode (or read) sparse document vectors and write the impact index."""
+    """Encode (or read) sparse document vectors and write the impact index.
+
+    ``query_mode`` None: what the model directory declares (an inference-free model trained by
+    ``retriever train splade --inference-free`` names its learned query weights), else "model".
+    """
+    query_mode, query_weights = declared_query_mode(model, query_mode, query_weights)
     check_options(model, vectors, quantize, scale, query_mode, query_weights)
     settings = SpladeSettings(doc_max_length, query_max_length, doc_top_k, query_top_k)
     encoder = SpladeEncoder(model, settings=settings, batch_size=batch_size, device=device) if model else None

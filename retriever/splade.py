@@ -180,3 +180,28 @@ def idf_weights(df: np.ndarray, num_docs: int) -> np.ndarray:
     df = df.astype(np.float64)
     idf = np.log(1.0 + (num_docs - df + 0.5) / (df + 0.5))
     return np.where(df > 0, idf, 0.0).astype(np.float32)
+
+
+def token_document_frequencies(tokenizer, texts: Iterable[str], vocab_size: int, max_length: int = 512,
+                               batch_size: int = 1000) -> tuple[np.ndarray, int]:
+    """(df per token id, number of texts): in how many texts each token occurs (special tokens 0)."""
+    df = np.zeros(vocab_size, dtype=np.int64)
+    special = [i for i in tokenizer.all_special_ids if i < vocab_size]
+    n = 0
+    batch: list[str] = []
+
+    def flush():
+        for ids in tokenizer(batch, truncation=True, max_length=max_length)["input_ids"]:
+            uniq = np.unique(np.asarray(ids, dtype=np.int64))
+            df[uniq[uniq < vocab_size]] += 1
+
+    for text in texts:
+        batch.append(text)
+        n += 1
+        if len(batch) == batch_size:
+            flush()
+            batch = []
+    if batch:
+        flush()
+    df[special] = 0
+    return df, n

@@ -23,7 +23,8 @@ _TRAINER_OPTIONS = [
     click.option("--lr", type=float, default=2e-5, show_default=True),
     click.option("--weight-decay", type=float, default=0.01, show_default=True),
     click.option("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 10%)."),
-    click.option("--temperature", type=float, default=0.05, show_default=True),
+    click.option("--temperature", type=float, default=None,
+                 help="Softmax temperature (default: dense 0.05 for cosine scores, splade 1.0)."),
     click.option("--max-length", type=int, default=256, show_default=True, help="Passage tokens in training."),
     click.option("--query-max-length", type=int, default=64, show_default=True),
     click.option("--seed", type=int, default=42, show_default=True),
@@ -89,9 +90,39 @@ def train_dense(pooling, normalize, query_prefix, doc_prefix, **flags):
     from training.encoders import DenseTrainEncoder
 
     extra = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "doc_prefix": doc_prefix}
+    flags["temperature"] = flags["temperature"] or 0.05
 
     def make():
         return DenseTrainEncoder(flags["model"], max_length=flags["max_length"],
                                  query_max_length=flags["query_max_length"], **extra)
+
+    run_training(make, flags, extra)
+
+
+@train.command("splade")
+@trainer_options
+@click.option("--lambda-q", type=float, default=0.0, show_default=True, help="Query regularisation weight.")
+@click.option("--lambda-d", type=float, default=0.0, show_default=True, help="Document FLOPS weight.")
+@click.option("--flops-warmup", type=int, default=0, show_default=True,
+              help="Steps of quadratic warm-up of both regularisation weights.")
+@click.option("--query-regularizer", type=click.Choice(["flops", "l1"]), default="flops", show_default=True)
+@click.option("--idf-flops", is_flag=True, help="IDF-aware FLOPS on documents (common terms pay more).")
+@click.option("--inference-free", is_flag=True, help="Queries are tokenised and weighted, not encoded.")
+@click.option("--query-weighting", type=click.Choice(["learned", "idf"]), default="learned", show_default=True,
+              help="--inference-free: per-token query weights learned (from IDF) or fixed IDF.")
+def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops, inference_free,
+                 query_weighting, **flags):
+    """SPLADE: ranking loss (+ distillation) with FLOPS / L1 sparsity; optionally inference-free."""
+    from training.encoders import SpladeTrainEncoder, corpus_idf
+
+    extra = {"lambda_q": lambda_q, "lambda_d": lambda_d, "flops_warmup": flops_warmup,
+             "query_regularizer": query_regularizer, "idf_flops": idf_flops, "inference_free": inference_free,
+             "query_weighting": query_weighting}
+    flags["temperature"] = flags["temperature"] or 1.0
+
+    def make():
+        idf = corpus_idf(flags["model"], flags["dataset"], flags["max_length"]) if idf_flops or inference_free else None
+        return SpladeTrainEncoder(flags["model"], max_length=flags["max_length"],
+                                  query_max_length=flags["query_max_length"], idf=idf, **extra)
 
     run_training(make, flags, extra)

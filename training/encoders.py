@@ -123,3 +123,146 @@ class DenseTrainEncoder(EncoderBase):
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
+
+
+class SpladeTrainEncoder(EncoderBase):
+    """SPLADE: ``max_t log(1 + relu(logit[t, v]))`` over a masked LM's vocabulary logits.
+
+    A plain encoder without an MLM head gets one: the transform starts as the identity and the
+    decoder is tied to the input embeddings, so the first logits are token-embedding similarities.
+    ``inference_free``: queries skip the model; a query's weight for each of its distinct tokens
+    is ``relu(w[token])``, ``w`` initialised from IDF and learned (``query_weighting="learned"``)
+    or kept fixed (``"idf"``). Sparsity: FLOPS on documents (IDF-aware with ``idf_flops``) and
+    FLOPS or L1 on queries, with weights ``lambda_d`` / ``lambda_q`` reached by a quadratic
+    warm-up over ``flops_warmup`` steps.
+    """
+
+    def __init__(self, model: str, *, max_length: int = 256, query_max_length: int = 64,
+                 lambda_q: float = 0.0, lambda_d: float = 0.0, flops_warmup: int = 0,
+                 query_regularizer: str = "flops", idf_flops: bool = False, inference_free: bool = False,
+                 query_weighting: str = "learned", idf: torch.Tensor | None = None) -> None:
+        super().__init__()
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        from training.losses import FLOPSLoss, L1Loss, idf_penalty_weights
+
+        if query_regularizer not in ("flops", "l1"):
+            raise ValueError(f"query regulariser must be flops or l1, not {query_regularizer!r}")
+        if query_weighting not in ("learned", "idf"):
+            raise ValueError(f"query weighting must be learned or idf, not {query_weighting!r}")
+        if (idf_flops or inference_free) and idf is None:
+            raise ValueError("IDF-aware FLOPS and inference-free queries need the corpus IDF")
+        self.source = model
+        path = resolve_model(model)
+        try:
+            with quiet_loading():
+                self.tokenizer = AutoTokenizer.from_pretrained(path)
+                self.model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
+        except (OSError, ValueError) as e:
+            raise load_error(model, e) from None
+        self.built_head = build_missing_mlm_head(self.model, info.get("missing_keys", []))
+        positions = getattr(self.model.config, "max_position_embeddings", None) or max_length
+        self.doc_max_length = min(max_length, positions)
+        self.query_max_length = min(query_max_length, positions)
+        self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.lambda_q, self.lambda_d, self.flops_warmup = lambda_q, lambda_d, flops_warmup
+        self.query_regularizer, self.idf_flops = query_regularizer, idf_flops
+        self.inference_free, self.query_weighting = inference_free, query_weighting
+        self.doc_flops = FLOPSLoss(idf_penalty_weights(idf) if idf_flops else None)
+        self.query_reg = FLOPSLoss() if query_regularizer == "flops" else L1Loss()
+        if inference_free:
+            w = idf.float().clone()
+            self.query_weights = nn.Parameter(w, requires_grad=query_weighting == "learned")
+            special = torch.zeros(self.vocab_size, dtype=torch.bool)
+            special[[i for i in self.tokenizer.all_special_ids if i < self.vocab_size]] = True
+            self.register_buffer("special", special, persistent=False)
+
+    def encode(self, batch: dict, kind: str) -> torch.Tensor:
+        if kind == "query" and self.inference_free:
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            present = torch.zeros(ids.shape[0], self.vocab_size, device=ids.device)
+            present.scatter_(1, ids, mask.to(present.dtype))  # 1 for each distinct real token
+            present = present * (~self.special).to(present.dtype)
+            return present * torch.relu(self.query_weights)
+        logits = self.model(**batch).logits
+        logits = logits.masked_fill(~batch["attention_mask"].bool().unsqueeze(-1), float("-inf"))
+        # max first: log1p(relu(.)) is monotone, so this equals the max of the activated logits
+        return torch.log1p(torch.relu(logits.amax(dim=1).float()))
+
+    def regularizer(self, q: torch.Tensor, d: torch.Tensor, step: int):
+        from training.losses import quadratic_warmup
+
+        factor = quadratic_warmup(step, self.flops_warmup)
+        parts = {}
+        total = q.new_zeros(())
+        if self.lambda_d:
+            parts["flops_d"] = self.doc_flops(d)
+            total = total + self.lambda_d * factor * parts["flops_d"]
+        if self.lambda_q and not self.inference_free:
+            parts[f"{self.query_regularizer}_q"] = self.query_reg(q)
+            total = total + self.lambda_q * factor * parts[f"{self.query_regularizer}_q"]
+        if parts:
+            parts["reg_factor"] = factor
+        return total, parts
+
+    def stats(self, q: torch.Tensor, d: torch.Tensor) -> dict:
+        return {"nnz_q": float((q > 0).sum(dim=1).float().mean()), "nnz_d": float((d > 0).sum(dim=1).float().mean())}
+
+    def config(self) -> dict:
+        return {"kind": "splade", "source": self.source, "built_mlm_head": self.built_head,
+                "lambda_q": self.lambda_q, "lambda_d": self.lambda_d, "flops_warmup": self.flops_warmup,
+                "query_regularizer": self.query_regularizer, "idf_flops": self.idf_flops,
+                "inference_free": self.inference_free, "query_weighting": self.query_weighting}
+
+    def save(self, out: str | Path) -> None:
+        """The masked LM and tokenizer; an inference-free model also writes its query weights
+        (``query_weights.npy``) and ``retriever_sparse.json`` naming them, which
+        ``retriever index --kind sparse --model OUT`` reads."""
+        import numpy as np
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with quiet_loading():
+            self.model.save_pretrained(out)
+            self.tokenizer.save_pretrained(out)
+        if self.inference_free:
+            np.save(out / "query_weights.npy", torch.relu(self.query_weights.detach()).cpu().numpy().astype(np.float32))
+            _write_json(out / "retriever_sparse.json", {"query_mode": "learned", "query_weights": "query_weights.npy"})
+
+
+def build_missing_mlm_head(model, missing_keys: list[str]) -> bool:
+    """If the checkpoint had no MLM head, make the new one start sensibly: decoder tied to the
+    input embeddings, square transform layers = identity, biases 0. Returns whether one was built."""
+    out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
+    modules = dict(model.named_modules())
+    head = {k.rsplit(".", 1)[0] for k in missing_keys if not k.startswith(model.base_model_prefix + ".")}
+    if not head:
+        return False
+    model.config.tie_word_embeddings = True
+    out_emb.weight = in_emb.weight
+    with torch.no_grad():
+        for name in head:
+            module = modules.get(name)
+            if isinstance(module, nn.Linear) and module is not out_emb and module.in_features == module.out_features:
+                module.weight.copy_(torch.eye(module.in_features))
+            if module is not None and getattr(module, "bias", None) is not None and module is not out_emb \
+                    and not isinstance(module, nn.LayerNorm):
+                module.bias.zero_()
+        if getattr(out_emb, "bias", None) is not None:
+            out_emb.bias.zero_()
+    return True
+
+
+def corpus_idf(model: str, dataset, max_length: int = 256) -> torch.Tensor:
+    """IDF of each vocabulary token over a BEIR corpus, tokenised as documents are."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from eval.beir import BeirDataset, doc_text
+    from retriever.splade import idf_weights, token_document_frequencies
+
+    path = resolve_model(model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    vocab_size = int(AutoConfig.from_pretrained(path).vocab_size)
+    df, n = token_document_frequencies(tokenizer, (doc_text(d) for d in BeirDataset(dataset).iter_corpus()),
+                                       vocab_size, max_length)
+    return torch.from_numpy(idf_weights(df, n))

@@ -65,3 +65,53 @@ class KLDistillationLoss(nn.Module):
         t = self.temperature
         return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                         reduction="batchmean", log_target=True) * t * t
+
+
+# -- sparsity regularisers (SPLADE) -----------------------------------------------------------
+class FLOPSLoss(nn.Module):
+    """Sum over the vocabulary of the squared mean activation over the batch (Paria et al. 2020):
+    a smooth stand-in for the expected number of multiplications of a query-document product.
+
+    ``token_weights`` (one per vocabulary entry) weights each term's penalty; the IDF-aware
+    variant passes ``idf_penalty_weights``.
+    """
+
+    def __init__(self, token_weights: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("token_weights", token_weights, persistent=False)
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        per_term = reps.abs().mean(dim=0).pow(2)
+        if self.token_weights is not None:
+            per_term = per_term * self.token_weights
+        return per_term.sum()
+
+
+class L1Loss(nn.Module):
+    """Mean over the batch of each representation's L1 norm (an alternative for queries)."""
+
+    def forward(self, reps: torch.Tensor) -> torch.Tensor:
+        return reps.abs().sum(dim=1).mean()
+
+
+def idf_penalty_weights(idf: torch.Tensor, max_weight: float = 100.0) -> torch.Tensor:
+    """Per-term FLOPS weights for IDF-aware regularisation: ``(mean_idf / idf_v)^2``.
+
+    A term's penalty falls with the square of its IDF, so rare, discriminating terms are kept and
+    common ones are pruned first (the aim of IDF-aware FLOPS in inference-free learned sparse
+    retrieval, Geng et al. 2024). Terms never seen in the corpus (IDF 0) get the largest IDF's
+    weight; weights are capped at ``max_weight``. The mean is over terms seen in the corpus.
+    """
+    idf = idf.float()
+    seen = idf > 0
+    if not bool(seen.any()):
+        return torch.ones_like(idf)
+    filled = torch.where(seen, idf, idf[seen].max())
+    return (idf[seen].mean() / filled).pow(2).clamp(max=max_weight)
+
+
+def quadratic_warmup(step: int, warmup_steps: int) -> float:
+    """Regularisation weight factor: (step / warmup)^2 up to the warm-up's end, then 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, step / warmup_steps) ** 2
