@@ -458,10 +458,10 @@ def info(index_dir, as_json, verify):
         click.echo("checksums  ok")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
-
-
 from retriever.train_cli import train as _train  # noqa: E402  (the group imports only click)
 
 main.add_command(_train)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
