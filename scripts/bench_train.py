@@ -28,8 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import BeirDataset  # noqa: E402
-from eval.metrics import evaluate  # noqa: E402
+from eval.beir import BeirDataset
+from eval.metrics import evaluate
 
 CLI = [sys.executable, "-m", "retriever.cli"]
 
