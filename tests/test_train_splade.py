@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_training import write_train_set
 
 from retriever import cli
 from training.encoders import SpladeTrainEncoder
 from training.losses import FLOPSLoss, L1Loss, idf_penalty_weights, quadratic_warmup
-
-from test_training import write_train_set  # noqa: E402  (same tiny training set)
 
 
 def test_flops_and_l1_by_hand():
