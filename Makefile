@@ -50,6 +50,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_sparse.py --out docs/bench_sparse.json
 	$(BIN)/python scripts/bench_splade_encode.py
 	$(BIN)/python scripts/bench_dense.py --out docs/bench_dense.json
+	$(BIN)/python scripts/bench_train.py dense
+	$(BIN)/python scripts/bench_train.py splade
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -140,3 +140,31 @@ def test_cli_trains_inference_free_splade_and_it_indexes(tiny_mlm, tmp_path, one
     r = Retriever.load(idx)
     hits = r.search("vitamin d bone", k=3)
     assert len(hits) == 3 and all(math.isfinite(h.score) for h in hits)
+
+
+def test_max_projection_matches_autograd_of_the_plain_formula():
+    from training.encoders import MaxProjection
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 0]], dtype=torch.bool)  # any padding side
+    weight = torch.randn(7, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(7, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, 7, generator=g, dtype=torch.float64)
+
+    def plain(h, w, b_):
+        logits = (h @ w.t() + b_).masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        return torch.log1p(torch.relu(logits.amax(dim=1)))
+
+    def fast(h, w, b_):
+        return torch.log1p(torch.relu(MaxProjection.apply(h, mask, w, b_)))
+
+    ref = plain(hidden, weight, bias)
+    ref_grads = torch.autograd.grad((ref * upstream).sum(), (hidden, weight, bias))
+    out = fast(hidden, weight, bias)
+    grads = torch.autograd.grad((out * upstream).sum(), (hidden, weight, bias))
+    assert torch.allclose(out, ref)
+    assert (ref > 0).any() and (ref == 0).any()  # both sides of the relu are exercised
+    for a, b in zip(grads, ref_grads):
+        assert torch.allclose(a, b)
+    assert torch.autograd.gradcheck(lambda h, w, b_: MaxProjection.apply(h, mask, w, b_), (hidden, weight, bias))

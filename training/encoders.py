@@ -184,10 +184,11 @@ class SpladeTrainEncoder(EncoderBase):
             present.scatter_(1, ids, mask.to(present.dtype))  # 1 for each distinct real token
             present = present * (~self.special).to(present.dtype)
             return present * torch.relu(self.query_weights)
-        logits = self.model(**batch).logits
-        logits = logits.masked_fill(~batch["attention_mask"].bool().unsqueeze(-1), float("-inf"))
+        hidden = _projection_input(self.model, batch)
+        proj = self.model.get_output_embeddings()
         # max first: log1p(relu(.)) is monotone, so this equals the max of the activated logits
-        return torch.log1p(torch.relu(logits.amax(dim=1).float()))
+        top = MaxProjection.apply(hidden, batch["attention_mask"].bool(), proj.weight, proj.bias)
+        return torch.log1p(torch.relu(top.float()))
 
     def regularizer(self, q: torch.Tensor, d: torch.Tensor, step: int):
         from training.losses import quadratic_warmup
@@ -228,6 +229,77 @@ class SpladeTrainEncoder(EncoderBase):
         if self.inference_free:
             np.save(out / "query_weights.npy", torch.relu(self.query_weights.detach()).cpu().numpy().astype(np.float32))
             _write_json(out / "retriever_sparse.json", {"query_mode": "learned", "query_weights": "query_weights.npy"})
+
+
+class _Captured(Exception):
+    pass
+
+
+def _projection_input(model, batch: dict) -> torch.Tensor:
+    """The hidden states entering the vocabulary projection (the forward stops there)."""
+    captured = {}
+
+    def hook(module, inputs):
+        captured["hidden"] = inputs[0]
+        raise _Captured
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(hook)
+    try:
+        model(**batch)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    return captured["hidden"]
+
+
+class MaxProjection(torch.autograd.Function):
+    """``max over real tokens t of (hidden[t] @ weight.T + bias)`` per text, with a sparse backward.
+
+    The forward projects one text at a time (a (tokens x vocab) block, never (batch x tokens x
+    vocab)) and keeps only the argmax token of each vocabulary entry. SPLADE's log1p(relu(.))
+    passes gradient only where the max is positive — a few hundred of ~30k entries per text — so
+    the backward touches those entries alone: index_add over (text, entry) pairs instead of two
+    (batch x tokens x vocab) matmuls. Same values and gradients as the autograd of the plain
+    formula (up to ties in the max, which autograd splits and this gives to the first token).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, mask, weight, bias):
+        b, _, _ = hidden.shape
+        v = weight.shape[0]
+        out = hidden.new_empty(b, v)
+        arg = torch.empty(b, v, dtype=torch.long, device=hidden.device)
+        for row in range(b):
+            positions = mask[row].nonzero().flatten()
+            h = hidden[row, positions]
+            logits = h @ weight.t() if bias is None else torch.addmm(bias, h, weight.t())
+            vals, idx = logits.max(dim=0)
+            out[row] = vals
+            arg[row] = positions[idx]
+        ctx.save_for_backward(hidden, weight, arg)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        hidden, weight, arg = ctx.saved_tensors
+        rows, cols = grad_out.nonzero(as_tuple=True)
+        g = grad_out[rows, cols].unsqueeze(1).to(hidden.dtype)
+        tokens = arg[rows, cols]
+        grad_hidden = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            b, length, d = hidden.shape
+            grad_hidden = torch.zeros(b * length, d, dtype=hidden.dtype, device=hidden.device)
+            grad_hidden.index_add_(0, rows * length + tokens, g * weight[cols].to(hidden.dtype))
+            grad_hidden = grad_hidden.view(b, length, d)
+        if ctx.needs_input_grad[2]:
+            grad_weight = torch.zeros_like(weight)
+            grad_weight.index_add_(0, cols, (g * hidden[rows, tokens]).to(weight.dtype))
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+            grad_bias.index_add_(0, cols, g.squeeze(1).to(weight.dtype))
+        return grad_hidden, None, grad_weight, grad_bias
 
 
 def build_missing_mlm_head(model, missing_keys: list[str]) -> bool:
