@@ -1,7 +1,7 @@
 """Fine-tuning runs measured end to end (issues 6 and 7).
 
     python scripts/bench_train.py dense  [--dataset DIR] [--work DIR]
-    python scripts/bench_train.py splade [--dataset DIR] [--work DIR] [--lambdas 1e-4,1e-3,1e-2]
+    python scripts/bench_train.py splade [--dataset DIR] [--work DIR] [--lambdas 1e-3,1e-2,1e-1]
 
 Both: a BM25 index of the corpus, negatives mined for the train split (depth 200, skip the top 3,
 32 per query), `retriever train ...` run as a user runs it (wall time measured around the
@@ -129,8 +129,8 @@ def plot_curve(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-SPLADE_FLAGS = ["--model", "splade-tiny", "--batch-size", "16", "--group-size", "8", "--max-length", "128",
-                "--epochs", "4", "--lr", "5e-5", "--dev-docs", "1500", "--log-every", "10", "--flops-warmup", "40"]
+SPLADE_FLAGS = ["--model", "splade-tiny", "--batch-size", "16", "--group-size", "4", "--max-length", "128",
+                "--epochs", "4", "--lr", "1e-4", "--dev-docs", "1500", "--log-every", "10", "--flops-warmup", "40"]
 
 
 def splade(args) -> dict:
@@ -195,8 +195,8 @@ def main() -> int:
     p.add_argument("kind", choices=["dense", "splade"])
     p.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
     p.add_argument("--work", default=None, help="Working directory (indexes, negatives, models; reused).")
-    p.add_argument("--lambdas", default="1e-4,1e-3,1e-2", help="splade: lambda-d values, one run each.")
-    p.add_argument("--inference-free-lambda", type=float, default=1e-3)
+    p.add_argument("--lambdas", default="1e-3,1e-2,1e-1", help="splade: lambda-d values, one run each.")
+    p.add_argument("--inference-free-lambda", type=float, default=1e-2)
     args = p.parse_args()
     args.work = args.work or f"/tmp/bench-train-{args.kind}"
     report = dense(args) if args.kind == "dense" else splade(args)

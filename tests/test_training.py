@@ -173,6 +173,12 @@ def test_loss_composes_in_batch_negatives_and_decoupled_softmax(tiny_mlm, train_
     assert own.item() == pytest.approx(by_hand.item())
 
 
+def test_model_selection_on_test_is_refused(tiny_mlm, train_set, tmp_path):
+    ds, negatives = train_set
+    with pytest.raises(ValueError, match="test queries"):
+        config(tmp_path, tiny_mlm, ds, negatives, dev_split="test")
+
+
 def test_distillation_needs_teacher_scores(tiny_mlm, train_set, tmp_path):
     ds, negatives = train_set
     with pytest.raises(ValueError, match="needs teacher scores"):

@@ -93,6 +93,9 @@ class TrainConfig:
             raise ValueError("lr and temperature must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max-steps must be at least 1")
+        if self.dev_split == "test":
+            raise ValueError("--dev-split test would select the model on the test queries; carve dev from "
+                             "train (--dev-fraction) or name a dev split")
         if self.max_steps is None and not self.epochs > 0:
             raise ValueError("epochs must be positive")
 
