@@ -101,6 +101,9 @@ def dense(args) -> dict:
     report["trained"] = test_eval(ds, work / "idx-trained", ["--kind", "dense", "--model", str(work / "model")])
     report["gain_ndcg@10"] = report["trained"]["ndcg@10"] - report["start"]["ndcg@10"]
     cfg = run["config"]
+    if not any(h["step"] == 0 for h in run["history"]):  # a run from before the trainer scored step 0
+        run["history"].insert(0, {"step": 0, **{f"dev_{k}": v for k, v in start_dev(cfg).items()}})
+    report["train"]["history"] = run["history"]
     examples = cfg["total_steps"] * cfg["global_batch"] * cfg["accumulation"]
     report["examples_per_s"] = examples / run["train_seconds"]
     print(json.dumps({k: report[k] for k in ("start", "trained", "gain_ndcg@10", "examples_per_s")}, indent=1))
@@ -108,6 +111,18 @@ def dense(args) -> dict:
                f"all-MiniLM-L6-v2 on SciFact train: test nDCG@10 {report['start']['ndcg@10']:.4f} -> "
                f"{report['trained']['ndcg@10']:.4f}")
     return report
+
+
+def start_dev(cfg: dict) -> dict:
+    """Dev metrics of the starting model on the pool the run used (same carve, same seed)."""
+    from training.data import TrainingData
+    from training.dev_eval import dev_metrics
+    from training.encoders import DenseTrainEncoder
+
+    data = TrainingData.load(cfg["dataset"], cfg["negatives"], dev_fraction=cfg["dev_fraction"],
+                             dev_split=cfg["dev_split"], dev_docs=cfg["dev_docs"], seed=cfg["seed"])
+    model = DenseTrainEncoder(cfg["model"], max_length=cfg["max_length"], query_max_length=cfg["query_max_length"])
+    return dev_metrics(model, data, batch_size=cfg["eval_batch_size"], device="cpu")
 
 
 def plot_curve(history: list[dict], path: Path, title: str) -> None:
