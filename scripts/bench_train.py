@@ -1,7 +1,7 @@
 """Fine-tuning runs measured end to end (issues 6 and 7).
 
     python scripts/bench_train.py dense  [--dataset DIR] [--work DIR]
-    python scripts/bench_train.py splade [--dataset DIR] [--work DIR] [--lambdas 1e-3,1e-2,1e-1]
+    python scripts/bench_train.py splade [--dataset DIR] [--work DIR] [--lambdas 0,1e-3,1e-2,1e-1]
 
 Both: a BM25 index of the corpus, negatives mined for the train split (depth 200, skip the top 3,
 32 per query), `retriever train ...` run as a user runs it (wall time measured around the
@@ -162,8 +162,7 @@ def splade(args) -> dict:
         test = test_eval(ds, work / f"idx-{name}", ["--kind", "sparse", "--model", str(work / name)])
         report["runs"][name] = {"lambda": lam, "train": {k: v for k, v in run.items() if k != "config"}, "test": test}
         print(name, test, flush=True)
-    if args.inference_free_lambda is not None:
-        lam = args.inference_free_lambda
+    for lam in [float(x) for x in args.inference_free_lambdas.split(",") if x]:
         name = f"inference-free-{lam:g}"
         run = train(ds, negatives, work / name, "splade",
                     SPLADE_FLAGS + ["--lambda-d", str(lam), "--inference-free", "--idf-flops"])
@@ -193,8 +192,11 @@ def plot_tradeoff(report: dict, path: Path) -> None:
         ax.plot([f[0] for f in full], [f[1] for f in full], marker="o", label="fine-tuned (lambda_q = lambda_d)")
         for x, y, lam in full:
             ax.annotate(f"{lam:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    for x, y, lam in free:
-        ax.scatter([x], [y], marker="^", color="tab:red", label=f"inference-free (lambda_d {lam:g})")
+    if free:
+        ax.scatter([f[0] for f in free], [f[1] for f in free], marker="^", color="tab:red",
+                   label="inference-free, IDF-aware FLOPS (lambda_d)")
+        for x, y, lam in free:
+            ax.annotate(f"{lam:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8, color="tab:red")
     ax.axvline(1.2 * start["doc_nnz"], color="grey", ls=":", label="1.2x start non-zeros")
     ax.set_xlabel("mean non-zero terms per document")
     ax.set_ylabel("SciFact test nDCG@10")
@@ -210,8 +212,9 @@ def main() -> int:
     p.add_argument("kind", choices=["dense", "splade"])
     p.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
     p.add_argument("--work", default=None, help="Working directory (indexes, negatives, models; reused).")
-    p.add_argument("--lambdas", default="1e-3,1e-2,1e-1", help="splade: lambda-d values, one run each.")
-    p.add_argument("--inference-free-lambda", type=float, default=1e-2)
+    p.add_argument("--lambdas", default="0,1e-3,1e-2,1e-1", help="splade: lambda-d values, one run each.")
+    p.add_argument("--inference-free-lambdas", default="1e-3,1e-2",
+                   help="splade: lambda-d values of inference-free runs (IDF-aware FLOPS).")
     args = p.parse_args()
     args.work = args.work or f"/tmp/bench-train-{args.kind}"
     report = dense(args) if args.kind == "dense" else splade(args)
