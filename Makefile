@@ -51,7 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_splade_encode.py
 	$(BIN)/python scripts/bench_dense.py --out docs/bench_dense.json
 	$(BIN)/python scripts/bench_train.py dense
-	$(BIN)/python scripts/bench_train.py splade
+	$(BIN)/python scripts/bench_train.py splade --inference-free-lambdas 1e-4,1e-3,1e-2
+	$(BIN)/python scripts/bench_splade_train_step.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
