@@ -4,7 +4,7 @@
 
 Both compute ``log1p(relu(max_t logits))`` for the same SciFact passages with SPLADE-tiny and
 backpropagate the same upstream gradient; reported: seconds per forward+backward (best of
---repeat), the ratio, peak traced memory is not measured (CPU), and the largest gradient
+--repeat), the ratio, and the largest gradient
 difference on the model's parameters.
 """
 
@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import doc_text, iter_corpus  # noqa: E402
-from training.encoders import MaxProjection, SpladeTrainEncoder, _projection_input  # noqa: E402
+from eval.beir import doc_text, iter_corpus
+from training.encoders import MaxProjection, SpladeTrainEncoder, _projection_input
 
 
 def plain(enc, batch):
