@@ -86,6 +86,24 @@ def resolve_settings(path: str, **overrides) -> DenseSettings:
     return replace(DenseSettings(), **{**found, **given})
 
 
+def pool(hidden, mask, pooling: str, normalize: bool):
+    """One vector per text from token states: cls | mean over real tokens | last real token
+    (either padding side), as float32, optionally L2-normalised. Used by inference and training."""
+    import torch
+
+    if pooling == "cls":
+        out = hidden[:, 0]
+    elif pooling == "mean":
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        out = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    else:
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = (positions * mask).argmax(dim=1)
+        out = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    out = out.float()
+    return torch.nn.functional.normalize(out, p=2, dim=-1) if normalize else out
+
+
 class DenseEncoder:
     def __init__(self, model: str, *, settings: DenseSettings | None = None, batch_size: int = 32,
                  device: str = "auto", quantize_int8: bool = False) -> None:
@@ -122,21 +140,7 @@ class DenseEncoder:
                 "int8": self.quantize_int8, **asdict(self.settings)}
 
     def _pool(self, hidden, mask):
-        torch = self._torch
-        pooling = self.settings.pooling
-        if pooling == "cls":
-            out = hidden[:, 0]
-        elif pooling == "mean":
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            out = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-        else:  # last real token; works for left and right padding
-            positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-            last = (positions * mask).argmax(dim=1)
-            out = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        out = out.float()
-        if self.settings.normalize:
-            out = torch.nn.functional.normalize(out, p=2, dim=-1)
-        return out
+        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
 
     def _encode(self, texts: Sequence[str], max_length: int, prefix: str, progress: bool = False) -> np.ndarray:
         torch = self._torch

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retriever.dense import DenseSettings, resolve_settings
+from retriever.dense import DenseSettings, pool, resolve_settings
 from retriever.models import load_error, quiet_loading, resolve_model
 
 
@@ -76,18 +76,7 @@ class DenseTrainEncoder(EncoderBase):
 
     def encode(self, batch: dict, kind: str) -> torch.Tensor:
         hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"]
-        pooling = self.settings.pooling
-        if pooling == "cls":
-            out = hidden[:, 0]
-        elif pooling == "mean":
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            out = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
-        else:
-            positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-            out = hidden[torch.arange(hidden.shape[0], device=hidden.device), (positions * mask).argmax(dim=1)]
-        out = out.float()
-        return nn.functional.normalize(out, dim=-1) if self.settings.normalize else out
+        return pool(hidden, batch["attention_mask"], self.settings.pooling, self.settings.normalize)
 
     def config(self) -> dict:
         return {"kind": "dense", "source": self.source, **asdict(self.settings)}
