@@ -230,8 +230,12 @@ def test_warmup_then_linear_decay(tiny_mlm, train_set, tmp_path):
 
 def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp_path, one_torch_thread):
     ds, negatives = train_set
-    whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=5, save_every=2))
+    whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=5, save_every=10))
     whole.train()
+    before = (tmp_path / "a" / "out" / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="finished training run"):  # never overwritten
+        make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=5, save_every=10)).train()
+    assert (tmp_path / "a" / "out" / "model.safetensors").read_bytes() == before
 
     class Stop(Exception):
         pass

@@ -256,6 +256,9 @@ class Trainer:
         elif self.dist.main and (self.out / "checkpoints").is_dir() and any((self.out / "checkpoints").iterdir()):
             raise FileExistsError(f"{self.out} holds checkpoints of an earlier run; pass --resume to "
                                   "continue it, or choose another --out")
+        elif self.dist.main and (self.out / "training_summary.json").is_file():
+            raise FileExistsError(f"{self.out} holds a finished training run; choose another --out "
+                                  "(nothing there was changed)")
         if self.dist.main:
             _write_json(self.out / "training_config.json", self.resolved_config())
         log_file = self.out / "train_log.jsonl"
