@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from retriever.device import resolve_device
-from retriever.models import fingerprint, length_sorted_batches, load_error, quiet_loading, resolve_model
+from retriever.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")
@@ -108,19 +108,14 @@ class DenseEncoder:
     def __init__(self, model: str, *, settings: DenseSettings | None = None, batch_size: int = 32,
                  device: str = "auto", quantize_int8: bool = False) -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         self.model_name = model
         self.path = resolve_model(model)
         self.settings = settings or resolve_settings(self.path)
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        try:
-            with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-                self.model = AutoModel.from_pretrained(self.path)
-        except (OSError, ValueError) as e:
-            raise load_error(model, e) from None
+        self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
         self.model.eval().to(self.device)
         self.quantize_int8 = quantize_int8
         if quantize_int8:

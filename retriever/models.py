@@ -82,6 +82,19 @@ def load_error(name: str, err: Exception) -> ModelNotFound:
                          f"`retriever models pull NAME`")
 
 
+def load_pretrained(name: str, model_class, path: str | None = None, **kwargs):
+    """(tokenizer, model) of a model name or directory, loaded quietly; a model that cannot be
+    loaded raises ModelNotFound saying what to do. ``path``: the already resolved location."""
+    from transformers import AutoTokenizer
+
+    path = path or resolve_model(name)
+    try:
+        with quiet_loading():
+            return AutoTokenizer.from_pretrained(path), model_class.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise load_error(name, e) from None
+
+
 @contextmanager
 def quiet_loading():
     """Silence transformers' per-load progress bar and load report during a model load."""

@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from retriever.device import resolve_device
-from retriever.models import fingerprint, length_sorted_batches, load_error, quiet_loading, resolve_model
+from retriever.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
 
 log = logging.getLogger("retriever")
 SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending
@@ -48,19 +48,14 @@ class SpladeEncoder:
     def __init__(self, model: str, *, settings: SpladeSettings | None = None, batch_size: int = 32,
                  device: str = "auto") -> None:
         import torch
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
 
         self.model_name = model
         self.path = resolve_model(model)
         self.settings = settings or SpladeSettings()
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        try:
-            with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-                self.model = AutoModelForMaskedLM.from_pretrained(self.path)
-        except (OSError, ValueError) as e:
-            raise load_error(model, e) from None
+        self.tokenizer, self.model = load_pretrained(model, AutoModelForMaskedLM, self.path)
         self.model.eval().to(self.device)
         positions = getattr(self.model.config, "max_position_embeddings", None)
         for name in ("doc_max_length", "query_max_length"):

@@ -181,11 +181,8 @@ class BatchPlan:
             raise ValueError("one cluster label per training query is needed")
         self.steps_per_epoch = len(data.train) // batch_size
         self._doc_ids = sorted(data.docs)
-        self._epoch_cache: tuple[int, list[np.ndarray]] | None = None
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        if self._epoch_cache and self._epoch_cache[0] == epoch:
-            return self._epoch_cache[1]
         rng = np.random.default_rng([self.seed, epoch])
         n, b = len(self.data.train), self.batch_size
         if self.clusters is None:
@@ -201,7 +198,6 @@ class BatchPlan:
             rest_all = rng.permutation(np.concatenate(rest)) if rest else np.empty(0, int)
             whole += [rest_all[i * b:(i + 1) * b] for i in range(len(rest_all) // b)]
             batches = [whole[i] for i in rng.permutation(len(whole))]
-        self._epoch_cache = (epoch, batches)
         return batches
 
     def batch(self, step: int) -> list[Group]:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from retriever.dense import DenseSettings, pool, resolve_settings
-from retriever.models import load_error, quiet_loading, resolve_model
+from retriever.models import load_pretrained, quiet_loading, resolve_model
 
 
 class EncoderBase(nn.Module):
@@ -57,17 +57,12 @@ class DenseTrainEncoder(EncoderBase):
     def __init__(self, model: str, *, max_length: int = 256, query_max_length: int = 64,
                  settings: DenseSettings | None = None, **overrides) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         self.source = model
         path = resolve_model(model)
         self.settings = settings or resolve_settings(path, **overrides)
-        try:
-            with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model = AutoModel.from_pretrained(path)
-        except (OSError, ValueError) as e:
-            raise load_error(model, e) from None
+        self.tokenizer, self.model = load_pretrained(model, AutoModel, path)
         self.doc_max_length = min(max_length, self.settings.doc_max_length)
         self.query_max_length = min(query_max_length, self.settings.query_max_length)
 
@@ -131,7 +126,7 @@ class SpladeTrainEncoder(EncoderBase):
                  query_regularizer: str = "flops", idf_flops: bool = False, inference_free: bool = False,
                  query_weighting: str = "learned", idf: torch.Tensor | None = None) -> None:
         super().__init__()
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
 
         from training.losses import FLOPSLoss, L1Loss, idf_penalty_weights
 
@@ -142,13 +137,8 @@ class SpladeTrainEncoder(EncoderBase):
         if (idf_flops or inference_free) and idf is None:
             raise ValueError("IDF-aware FLOPS and inference-free queries need the corpus IDF")
         self.source = model
-        path = resolve_model(model)
-        try:
-            with quiet_loading():
-                self.tokenizer = AutoTokenizer.from_pretrained(path)
-                self.model, info = AutoModelForMaskedLM.from_pretrained(path, output_loading_info=True)
-        except (OSError, ValueError) as e:
-            raise load_error(model, e) from None
+        self.tokenizer, (self.model, info) = load_pretrained(model, AutoModelForMaskedLM,
+                                                             output_loading_info=True)
         self.built_head = build_missing_mlm_head(self.model, info.get("missing_keys", []))
         positions = getattr(self.model.config, "max_position_embeddings", None) or max_length
         self.doc_max_length = min(max_length, positions)

@@ -179,13 +179,12 @@ class Trainer:
         d = distributed.gather(d_local, self.dist)
         n, g = len(groups), len(groups[0].doc_ids)
         ids = [doc for grp in groups for doc in grp.doc_ids]
+        full = self.model.score(q, d)                                        # (n, n*g)
+        own = full.reshape(n, n, g)[torch.arange(n), torch.arange(n)]       # (n, g): each query's group
         if c.in_batch:
-            scores = self.model.score(q, d)                                  # (n, n*g)
-            targets = group_targets(n, g, device=q.device)
+            scores, targets = full, group_targets(n, g, device=q.device)
         else:
-            full = self.model.score(q, d)
-            scores = torch.stack([full[i, i * g:(i + 1) * g] for i in range(n)])  # own group only
-            targets = torch.zeros(n, dtype=torch.long, device=q.device)
+            scores, targets = own, torch.zeros(n, dtype=torch.long, device=q.device)
         exclude = torch.zeros_like(scores, dtype=torch.bool)
         for i, grp in enumerate(groups):  # decoupled softmax: other positives leave the denominator
             pos = self.positives.get(grp.qid, {grp.doc_ids[0]})
@@ -199,7 +198,6 @@ class Trainer:
             parts["contrastive"] = self.contrastive(scores, targets, exclude)
             total = total + c.contrastive_weight * parts["contrastive"]
         if c.distill != "none":
-            own = self.model.score(q, d).reshape(n, n, g)[torch.arange(n), torch.arange(n)]  # (n, g)
             teacher = torch.tensor([grp.teacher for grp in groups], dtype=own.dtype, device=own.device)
             if c.distill == "margin-mse":
                 parts["margin_mse"] = self.margin_mse(own[:, 0], own[:, 1:], teacher[:, 0], teacher[:, 1:])
@@ -332,10 +330,6 @@ class Trainer:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(p, target)
         shutil.rmtree(tmp, ignore_errors=True)
-
-    def dev_score(self) -> dict:
-        """Dev metrics of the current model (no saving)."""
-        return dev_metrics(self.model, self.data, batch_size=self.config.eval_batch_size, device=self.device)
 
     # -- checkpoints ---------------------------------------------------------------------
     def _checkpoint(self) -> None:
