@@ -7,11 +7,12 @@ the byte offset of each line, so one document is read with a single seek.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from indexing.manifest import IndexWriter, load_array
+from indexing.manifest import IndexFormatError, IndexWriter, load_array
 
 DOCS = "docs.jsonl"
 OFFSETS = "docs_offsets.npy"
@@ -34,16 +35,47 @@ class DocStoreWriter:
 
 
 class DocStore:
+    """Reads the stored text of the index generation it was opened on: the file is opened once
+    and read with ``pread``, so an index rebuilt (renamed over) later does not change what this
+    store returns."""
+
     def __init__(self, root: str | Path) -> None:
         self.path = Path(root) / DOCS
         self.offsets = load_array(root, OFFSETS)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        size = os.fstat(self._fd).st_size
+        off = self.offsets
+        if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) == 0 or int(off[0]) != 0 \
+                or int(off[-1]) != size or not (np.diff(off) >= 0).all():
+            os.close(self._fd)
+            raise IndexFormatError(f"{self.path}: offsets in {OFFSETS} do not describe this file; "
+                                   "the index is corrupt")
 
     @staticmethod
     def exists(root: str | Path) -> bool:
         return (Path(root) / DOCS).is_file()
 
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
     def get(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"document row {i} outside the store (0..{len(self) - 1})")
         start, end = int(self.offsets[i]), int(self.offsets[i + 1])
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            return json.loads(f.read(end - start))
+        raw = os.pread(self._fd, end - start, start)
+        try:
+            return json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise IndexFormatError(f"{self.path}: row {i} is not a stored document; the index is "
+                                   "corrupt") from None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (AttributeError, OSError):
+            pass

@@ -6,6 +6,12 @@ layout by term (``offsets``, ``postings_docs``, ``postings_impacts``) as ``.npy`
 memory-mapped on load. Impacts are float32, or integers (uint8/uint16) with a ``scale`` such
 that ``impact ~= value / scale``. Search is exact: every posting of every query term is scored
 (compiled kernel in ``indexing.kernels``).
+
+Opening an index checks its arrays' shapes, types and offsets (cheap: one pass over the
+vocabulary); :meth:`InvertedIndex.verify` also scans every posting (doc ids in range and
+ascending within each term, impacts finite and non-negative). The kernel bounds-checks doc ids
+as it reads them, so even a corrupt index that skipped ``verify`` cannot make it write outside
+its buffers: the query fails with :class:`IndexFormatError` instead.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from indexing import kernels
-from indexing.manifest import IndexWriter, load_array
+from indexing.manifest import IndexFormatError, IndexWriter, load_array
 
 TERMS = "terms.json"
 OFFSETS = "offsets.npy"
@@ -68,28 +74,106 @@ class InvertedIndex:
     def load(cls, root: str | Path, num_docs: int, scale: float | None = None,
              mmap: bool = True) -> "InvertedIndex":
         root = Path(root)
-        terms = json.loads((root / TERMS).read_text(encoding="utf-8"))
-        return cls(terms, load_array(root, OFFSETS, mmap), load_array(root, POSTINGS_DOCS, mmap),
-                   load_array(root, POSTINGS_IMPACTS, mmap), num_docs, scale)
+        try:
+            terms = json.loads((root / TERMS).read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise IndexFormatError(f"{root / TERMS}: not a JSON list of terms ({e})") from None
+        if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
+            raise IndexFormatError(f"{root / TERMS}: expected a JSON list of strings")
+        index = cls(terms, load_array(root, OFFSETS, mmap), load_array(root, POSTINGS_DOCS, mmap),
+                    load_array(root, POSTINGS_IMPACTS, mmap), num_docs, scale)
+        index.check(root)
+        return index
+
+    def check(self, where: str | Path = "index") -> None:
+        """Cheap structural checks (O(vocabulary)): shapes, dtypes, offsets from 0, non-decreasing,
+        ending at the number of postings. Raises IndexFormatError naming ``where``."""
+        def bad(msg: str) -> IndexFormatError:
+            return IndexFormatError(f"{where}: corrupt postings: {msg}")
+
+        off, docs, imp = self.offsets, self.docs, self.impacts
+        if not isinstance(self.num_docs, int) or self.num_docs < 0:
+            raise bad(f"document count {self.num_docs!r}")
+        if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) != len(self.terms) + 1:
+            raise bad(f"{OFFSETS} must be {len(self.terms) + 1} integers (terms + 1), "
+                      f"got shape {off.shape} {off.dtype}")
+        if docs.ndim != 1 or docs.dtype != np.int32:
+            raise bad(f"{POSTINGS_DOCS} must be int32 of one dimension, got shape {docs.shape} {docs.dtype}")
+        if imp.ndim != 1 or imp.dtype not in (np.float32, np.uint8, np.uint16):
+            raise bad(f"{POSTINGS_IMPACTS} must be float32, uint8 or uint16 of one dimension, "
+                      f"got shape {imp.shape} {imp.dtype}")
+        if len(imp) != len(docs):
+            raise bad(f"{len(docs)} doc ids but {len(imp)} impacts")
+        if int(off[0]) != 0 or int(off[-1]) != len(docs):
+            raise bad(f"offsets run from {int(off[0])} to {int(off[-1])}, expected 0 to {len(docs)}")
+        if len(off) > 1 and not (np.diff(off) >= 0).all():
+            raise bad("offsets decrease")
+        if self.scale is not None and not (np.isfinite(self.scale) and self.scale > 0):
+            raise bad(f"impact scale {self.scale!r} must be a positive finite number")
+
+    def verify(self, where: str | Path = "index", step: int = 1 << 24) -> None:
+        """Full scan (O(postings)): every doc id in [0, num_docs) and strictly ascending within
+        its term, every impact finite and non-negative. Raises IndexFormatError."""
+        self.check(where)
+        starts = np.zeros(len(self.docs), dtype=bool)
+        starts[self.offsets[:-1][np.diff(self.offsets) > 0]] = True  # first posting of each term
+        for p0 in range(0, len(self.docs), step):
+            p1 = min(len(self.docs), p0 + step)
+            d = np.asarray(self.docs[p0:p1])
+            if len(d) and (d.min() < 0 or d.max() >= self.num_docs):
+                raise IndexFormatError(f"{where}: corrupt postings: doc ids outside [0, {self.num_docs}) "
+                                       f"among postings {p0}..{p1 - 1}")
+            prev = np.asarray(self.docs[p0 - 1:p1 - 1]) if p0 else np.concatenate([[-1], d[:-1]])
+            if not ((d > prev) | starts[p0:p1]).all():
+                raise IndexFormatError(f"{where}: corrupt postings: doc ids not ascending within a "
+                                       f"term among postings {p0}..{p1 - 1}")
+            v = np.asarray(self.impacts[p0:p1])
+            if v.dtype.kind == "f" and not (np.isfinite(v) & (v >= 0)).all():
+                raise IndexFormatError(f"{where}: corrupt postings: impacts negative or not finite "
+                                       f"among postings {p0}..{p1 - 1}")
 
     @property
     def num_postings(self) -> int:
         return int(self.offsets[-1])
 
     def encode(self, query: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """Term ids and float32 weights of the query terms this index knows (weights > 0)."""
+        """Term ids and float32 weights of the query terms this index knows.
+
+        The one rule for query weights: a weight must be a finite number (else ValueError);
+        weights <= 0 are ignored (a term cannot lower a score), as are unknown terms.
+        """
         ids, weights = [], []
         for term, w in query.items():
             tid = self.term_ids.get(term)
-            if tid is not None and w > 0:
+            if tid is not None:
                 ids.append(tid)
                 weights.append(w)
-        return np.array(ids, dtype=np.int32), np.array(weights, dtype=np.float32)
+        return self._checked(np.array(ids, dtype=np.int32), weights, list(query))
+
+    def _checked(self, terms, weights, names=None) -> tuple[np.ndarray, np.ndarray]:
+        """(term ids, weights) validated: ids in range, weights finite; weights <= 0 dropped."""
+        terms = np.asarray(terms)
+        try:
+            w = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("query weights must be numbers") from None
+        if terms.ndim != 1 or w.ndim != 1 or len(terms) != len(w):
+            raise ValueError(f"term ids and weights must be two 1-D arrays of one length, "
+                             f"got shapes {terms.shape} and {w.shape}")
+        if len(terms) and (terms.dtype.kind not in "iu" or terms.min() < 0 or terms.max() >= len(self.terms)):
+            raise ValueError(f"query term ids must be integers in [0, {len(self.terms)})")
+        w32 = w.astype(np.float32)
+        if not np.isfinite(w32).all():
+            where = int(np.flatnonzero(~np.isfinite(w32))[0])
+            raise ValueError(f"query weight {w[where]!r} is not a finite float32 number")
+        keep = w32 > 0
+        return terms[keep].astype(np.int32), w32[keep]
 
     def _scratch(self):
         local = self._local
         if getattr(local, "acc", None) is None:
             local.acc = np.zeros(self.num_docs, dtype=np.float32)
+            local.seen = np.zeros(self.num_docs, dtype=np.uint8)
             local.touched = np.empty(self.num_docs, dtype=np.int32)
             local.keys = np.empty(self.num_docs, dtype=np.uint64)
         return local
@@ -103,24 +187,15 @@ class InvertedIndex:
         return self.top_k_ids(*self.encode(query), k)
 
     def top_k_ids(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``top_k`` for a query given as term ids and weights (weights <= 0 are ignored)."""
-        terms = np.asarray(terms, dtype=np.int32)
-        weights = np.asarray(weights, dtype=np.float32)
-        if len(weights) and not (weights > 0).all():
-            terms, weights = terms[weights > 0], weights[weights > 0]
+        """``top_k`` for a query given as term ids and weights (same weight rule as ``encode``)."""
+        terms, weights = self._checked(terms, weights)
         s = self._scratch()
         n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights,
-                               s.acc, s.touched, s.keys)
+                               s.acc, s.seen, s.touched, s.keys)
+        if n < 0:
+            raise IndexFormatError("corrupt postings: a doc id outside the collection "
+                                   "(run `retriever info INDEX --verify`)")
         ids, scores = kernels.top_keys(s.keys[:n], min(k, n))
         if self.scale:
             scores = scores / np.float32(self.scale)
         return ids, scores
-
-    def scores(self, query: dict[str, float]) -> np.ndarray:
-        """Dense float32 score of every document (for tests and re-ranking; not the search path)."""
-        acc = np.zeros(self.num_docs, dtype=np.float32)
-        terms, weights = self.encode(query)
-        for t, w in zip(terms.tolist(), weights.tolist()):
-            s, e = self.offsets[t], self.offsets[t + 1]
-            acc[self.docs[s:e]] += np.float32(w) * self.impacts[s:e].astype(np.float32)
-        return acc / np.float32(self.scale) if self.scale else acc

@@ -19,19 +19,31 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
     HAVE_NUMBA = False
 
 
-def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, touched, keys):
-    """Score one query; pack each hit into ``keys``; return the number of hits.
+def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, seen, touched, keys):
+    """Score one query; pack each hit into ``keys``; return the number of hits (-1: bad doc id).
 
-    ``acc`` (float32, zeros), ``touched`` (int32) and ``keys`` (uint64) are scratch of length
-    num_docs; ``acc`` is all zeros again on return. Query weights must be positive.
+    ``acc`` (float32, zeros), ``seen`` (uint8, zeros), ``touched`` (int32) and ``keys`` (uint64)
+    are scratch of length num_docs; ``acc`` and ``seen`` are all zeros again on return. A
+    document is recorded in ``touched`` once, the first time one of its postings is read,
+    whatever its contribution (zero, denormal or huge), so ``touched`` never holds more than
+    num_docs entries. A posting whose doc id is outside [0, num_docs) stops the query and
+    returns -1 before anything is written out of bounds. Query weights must be finite and
+    positive, term ids in range (the caller checks both).
     """
+    num_docs = acc.shape[0]
     n_touched = 0
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         w = q_weights[j]
         for p in range(offsets[t], offsets[t + 1]):
             d = docs[p]
-            if acc[d] == 0.0:
+            if d < 0 or d >= num_docs:
+                for i in range(n_touched):
+                    acc[touched[i]] = 0.0
+                    seen[touched[i]] = 0
+                return -1
+            if seen[d] == 0:
+                seen[d] = 1
                 touched[n_touched] = d
                 n_touched += 1
             acc[d] += w * np.float32(impacts[p])
@@ -44,6 +56,7 @@ def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, touched, keys):
             keys[n] = (np.uint64(bits[d]) << np.uint64(32)) | (low - np.uint64(d))
             n += 1
         acc[d] = 0.0
+        seen[d] = 0
     return n
 
 

@@ -1,32 +1,55 @@
 """The index directory contract: ``manifest.json``, ``docids.txt`` and checksummed arrays.
 
-Every index kind writes through :class:`IndexWriter`, which builds into a temporary sibling
-directory and renames it into place only when everything is written, so a crash leaves the old
-index (or none), never half of one. :func:`read_manifest` refuses a directory whose format
-version, file sizes or checksums do not match what its manifest recorded.
+Writing. Every index kind writes through :class:`IndexWriter`, which
+
+- takes an advisory lock (``OUT.lock`` beside OUT, ``fcntl.flock``) for the whole build, so a
+  second writer of the same OUT fails at once with :class:`IndexBusyError`; the kernel drops
+  the lock when a writer dies, even by SIGKILL;
+- removes what dead writers left (``OUT.tmp-*``, ``OUT.old-*``) once it holds the lock;
+- builds into a temporary sibling directory and swaps it into place with one atomic
+  ``renameat2(RENAME_EXCHANGE)`` (two renames where the system lacks it), so a crash at any
+  point leaves the old index (or none), never half of one, and OUT never disappears during a
+  rebuild.
+
+Reading. :func:`read_manifest` refuses, with an :class:`IndexFormatError` naming the file and the
+field, a manifest that is not JSON, of an unknown version, edited by hand (its own checksum,
+``manifest_sha256``, no longer matches), missing a field or holding one of the wrong type, or
+naming a file outside its directory (absolute paths, ``..``, symlinks). File sizes are always
+checked; ``verify`` also recomputes every file's sha256.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterable
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: no manifest checksum; composed hybrids by absolute path (refused)
 MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
+CHECKSUM_KEY = "manifest_sha256"
 
 
 class IndexFormatError(Exception):
     """An index directory that cannot be used: missing, corrupt, or of another format."""
+
+
+class IndexBusyError(Exception):
+    """Another process is writing the same index directory."""
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -37,8 +60,123 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+# -- the writer's lock and the atomic swap --------------------------------------------------------
+
+def lock_path(out: Path) -> Path:
+    return out.with_name(out.name + ".lock")
+
+
+class WriterLock:
+    """An exclusive, non-blocking ``flock`` on ``OUT.lock``, held until :meth:`release`."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = lock_path(out)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                holder = _read_holder(self.path)
+                raise IndexBusyError(f"{out}: another process{holder} is writing this index "
+                                     f"(lock {self.path}); wait for it to finish") from None
+            # the file may have been removed (and recreated) by a writer that just released it
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        pid = path.read_text().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+def is_locked(out: str | os.PathLike) -> bool:
+    """Whether a live writer holds OUT's lock (for reports; never blocks)."""
+    path = lock_path(Path(out).absolute())
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def leftovers(out: str | os.PathLike) -> list[Path]:
+    """Temporary siblings a writer of OUT leaves while it works or when it dies (``OUT.tmp-*``,
+    ``OUT.old-*``); without a live writer they are garbage."""
+    out = Path(out).absolute()
+    if not out.parent.is_dir():
+        return []
+    pattern = re.compile(re.escape(out.name) + r"\.(tmp|old)-[A-Za-z0-9_]+")
+    return sorted(p for p in out.parent.iterdir() if pattern.fullmatch(p.name))
+
+
+_RENAME_EXCHANGE = 2
+_libc = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False when the system cannot."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name, use_errno=True) if name else False
+    fn = getattr(_libc, "renameat2", None) if _libc else None
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False  # old kernel, or a filesystem without exchange
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class IndexWriter:
-    """Writes an index directory atomically.
+    """Writes an index directory atomically, as the only writer of ``out``.
 
     Use as a context manager; files go into ``self.tmp`` and the whole directory appears at
     ``out`` on successful exit. An existing ``out`` is replaced only when ``overwrite`` is set.
@@ -46,12 +184,21 @@ class IndexWriter:
 
     def __init__(self, out: str | os.PathLike, overwrite: bool = False) -> None:
         self.out = Path(out).absolute()
-        if self.out.exists() and not overwrite:
-            raise FileExistsError(f"{self.out} already exists (use --overwrite, or overwrite=True, to replace it)")
-        if self.out.exists() and not (self.out / MANIFEST).is_file():
-            raise FileExistsError(f"{self.out} exists and is not an index; refusing to replace it")
+        if self.out.exists() and not self.out.is_dir():
+            raise FileExistsError(f"{self.out} exists and is not an index directory; refusing to replace it")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.out.name}.tmp-", dir=self.out.parent))
+        self._lock = WriterLock(self.out)
+        try:
+            if self.out.exists() and not overwrite:
+                raise FileExistsError(f"{self.out} already exists (use --overwrite, or overwrite=True, to replace it)")
+            if self.out.exists() and not (self.out / MANIFEST).is_file():
+                raise FileExistsError(f"{self.out} exists and is not an index; refusing to replace it")
+            for stale in leftovers(self.out):  # we hold the lock: their writers are dead
+                shutil.rmtree(stale, ignore_errors=True)
+            self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.out.name}.tmp-", dir=self.out.parent))
+        except BaseException:
+            self._lock.release()
+            raise
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o777 & ~umask)  # mkdtemp makes it private; an index is not
@@ -75,6 +222,8 @@ class IndexWriter:
     def finish(self, manifest: dict) -> None:
         files = {}
         for p in sorted(self.tmp.rglob("*")):
+            if p.is_symlink():
+                raise IndexFormatError(f"{p}: an index may not hold symbolic links")
             if p.is_file():
                 rel = p.relative_to(self.tmp).as_posix()
                 files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -84,21 +233,23 @@ class IndexWriter:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files,
         }
-        with open(self.tmp / MANIFEST, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        write_manifest(self.tmp, manifest)
         if self.out.exists():
-            old = self.out.with_name(f"{self.out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.out, old)
-            os.replace(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(self.tmp, self.out):  # self.tmp now holds the old index
+                shutil.rmtree(self.tmp, ignore_errors=True)
+            else:
+                old = self.out.with_name(f"{self.out.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(self.out, old)
+                os.replace(self.tmp, self.out)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(self.tmp, self.out)
+        _fsync_dir(self.out.parent)
+        self._lock.release()
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._lock.release()
 
     def __enter__(self) -> "IndexWriter":
         return self
@@ -106,6 +257,138 @@ class IndexWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None or self.tmp.exists():
             self.abort()
+        self._lock.release()
+
+
+# -- the manifest --------------------------------------------------------------------------------
+
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON, without its own checksum field."""
+    body = {k: v for k, v in manifest.items() if k != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
+    """Write ``root/manifest.json`` atomically (temp file, fsync, rename) with its checksum."""
+    root = Path(root)
+    manifest = {**manifest, "format_version": FORMAT_VERSION}
+    manifest[CHECKSUM_KEY] = manifest_digest(manifest)
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, root / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def safe_join(root: str | os.PathLike, name, what: str = "file") -> Path:
+    """``root / name`` for a name a manifest gives, refused unless it stays inside ``root``:
+    a non-empty relative POSIX path without ``..``, and no symbolic link on the way."""
+    root = Path(root)
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise IndexFormatError(f"{root / MANIFEST}: {what} name {name!r} is not a relative path")
+    parts = PurePosixPath(name)
+    if parts.is_absolute() or any(p in ("..", "") for p in name.split("/")) or name.startswith("./"):
+        raise IndexFormatError(f"{root / MANIFEST}: {what} {name!r} points outside the index "
+                               "(only relative names inside the directory are allowed)")
+    path = root.joinpath(*parts.parts)
+    here = root
+    for part in parts.parts:
+        here = here / part
+        if here.is_symlink():
+            raise IndexFormatError(f"{root / MANIFEST}: {what} {name!r} goes through a symbolic "
+                                   "link; an index may not hold links")
+    return path
+
+
+_NUMBER = (int, float)
+
+
+def _type_ok(value, kind: str) -> bool:
+    if kind == "null" and value is None:
+        return True
+    if isinstance(value, bool):
+        return kind == "bool"
+    return {"int": isinstance(value, int), "number": isinstance(value, _NUMBER),
+            "str": isinstance(value, str), "dict": isinstance(value, dict),
+            "list": isinstance(value, list), "bool": False, "null": False}[kind]
+
+
+_COMMON = [("format_version", "int"), ("kind", "str"), ("backend", "str"), ("doc_count", "int"),
+           ("files", "dict")]
+_SCHEMAS: dict[tuple[str, str], list[tuple[str, str]]] = {
+    ("bm25", "native"): [("analyzer", "dict"), ("analyzer.stopwords", "str"), ("analyzer.stemmer", "str"),
+                         ("analyzer.lowercase", "bool"), ("analyzer.possessive", "bool"), ("bm25", "dict"),
+                         ("bm25.k1", "number"), ("bm25.b", "number"), ("bm25.fields", "str")],
+    ("bm25", "lucene"): [("analyzer", "dict"), ("analyzer.name", "str"), ("bm25", "dict"),
+                         ("bm25.k1", "number"), ("bm25.b", "number"), ("bm25.fields", "str")],
+    ("sparse", "native"): [("impacts", "dict"), ("impacts.scale", "number|null"), ("query", "dict"),
+                           ("query.mode", "str"), ("query.max_length", "int"), ("vocabulary", "str"),
+                           ("encoder", "dict|null")],
+    ("sparse", "lucene"): [("impacts", "dict"), ("impacts.scale", "number"), ("query", "dict"),
+                           ("query.mode", "str"), ("query.max_length", "int"), ("vocabulary", "str"),
+                           ("encoder", "dict|null")],
+    ("dense", "native"): [("encoder", "dict"), ("encoder.model", "str"), ("faiss", "dict"),
+                          ("faiss.factory", "str"), ("faiss.dim", "int"), ("faiss.ntotal", "int"),
+                          ("faiss.refine", "bool")],
+    ("hybrid", "native"): [("components", "list"), ("fusion", "dict"), ("fusion.method", "str"),
+                           ("fusion.weights", "list"), ("fusion.depth", "int"), ("fusion.rrf_k", "int")],
+}
+_COMPONENT = [("name", "str"), ("path", "str"), ("kind", "str")]
+
+
+def register_schema(kind: str, backend: str, fields: list[tuple[str, str]]) -> None:
+    """Declare the manifest fields (dotted path, ``int|number|str|bool|dict|list`` joined by
+    ``|``, ``null`` allowed) an index kind needs; :func:`read_manifest` checks them."""
+    _SCHEMAS[kind, backend] = list(fields)
+
+
+def _check_fields(obj: dict, fields: list[tuple[str, str]], where: str, prefix: str = "") -> None:
+    for dotted, kinds in fields:
+        value, here = obj, obj
+        for key in dotted.split("."):
+            if not isinstance(here, dict) or key not in here:
+                raise IndexFormatError(f"{where}: field {prefix + dotted!r} is missing")
+            value = here = here[key]
+        if not any(_type_ok(value, k) for k in kinds.split("|")):
+            raise IndexFormatError(f"{where}: field {prefix + dotted!r} must be "
+                                   f"{kinds.replace('|', ' or ')}, got {json.dumps(value)[:60]}")
+
+
+def check_schema(manifest, where: str) -> None:
+    """One IndexFormatError per missing or mistyped field (the first found)."""
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"{where}: expected a JSON object")
+    manifest.setdefault("backend", "native")  # manifests before the Lucene backend had none
+    _check_fields(manifest, _COMMON, where)
+    key = (manifest["kind"], manifest["backend"])
+    if key not in _SCHEMAS:
+        known = ", ".join(f"{k}/{b}" for k, b in sorted(_SCHEMAS))
+        raise IndexFormatError(f"{where}: unknown index kind {manifest['kind']!r} with backend "
+                               f"{manifest['backend']!r} (known: {known})")
+    if manifest["doc_count"] < 0:
+        raise IndexFormatError(f"{where}: field 'doc_count' must be >= 0")
+    _check_fields(manifest, _SCHEMAS[key], where)
+    for name, info in manifest["files"].items():
+        _check_fields({"f": info}, [("f", "dict"), ("f.bytes", "int"), ("f.sha256", "str")], where,
+                      prefix=f"files[{name!r}]/")
+    for i, part in enumerate(manifest.get("components", [])):
+        if not isinstance(part, dict):
+            raise IndexFormatError(f"{where}: components[{i}] must be an object")
+        _check_fields(part, _COMPONENT, where, prefix=f"components[{i}].")
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
@@ -120,14 +403,24 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise IndexFormatError(f"{mpath}:{e.lineno}: corrupt manifest ({e.msg})") from None
+    except UnicodeDecodeError:
+        raise IndexFormatError(f"{mpath}: corrupt manifest (not UTF-8)") from None
+    if not isinstance(manifest, dict):
+        raise IndexFormatError(f"{mpath}: corrupt manifest (expected a JSON object)")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise IndexFormatError(
-            f"{mpath}: index format version {version!r}, this retriever reads {FORMAT_VERSION}; "
-            "rebuild the index with `retriever index`"
+            f"{mpath}: index format version {version!r}, this retriever reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; rebuild the index with `retriever index`"
         )
-    for name, info in manifest.get("files", {}).items():
-        p = root / name
+    if version >= 2:
+        stored = manifest.get(CHECKSUM_KEY)
+        if stored != manifest_digest(manifest):
+            raise IndexFormatError(f"{mpath}: manifest checksum does not match its contents (edited "
+                                   "by hand or corrupt); rebuild the index, or restore the manifest")
+    check_schema(manifest, str(mpath))
+    for name, info in manifest["files"].items():
+        p = safe_join(root, name)
         if not p.is_file():
             raise IndexFormatError(f"{p}: missing (listed in {mpath})")
         if p.stat().st_size != info["bytes"]:
@@ -140,9 +433,19 @@ def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:
 
 
 def read_docids(path: str | os.PathLike) -> list[str]:
-    with open(Path(path) / DOCIDS, encoding="utf-8", newline="\n") as f:
-        return f.read().split("\n")[:-1]
+    file = Path(path) / DOCIDS
+    try:
+        with open(file, encoding="utf-8", newline="\n") as f:
+            return f.read().split("\n")[:-1]
+    except UnicodeDecodeError:
+        raise IndexFormatError(f"{file}: not UTF-8; the index is corrupt") from None
 
 
 def load_array(root: str | os.PathLike, name: str, mmap: bool = True) -> np.ndarray:
-    return np.load(Path(root) / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    path = Path(root) / name
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise IndexFormatError(f"{path}: missing; the index is incomplete") from None
+    except ValueError as e:  # not a .npy file, an object array, a truncated header
+        raise IndexFormatError(f"{path}: not a readable array ({e}); the index is corrupt") from None

@@ -17,6 +17,25 @@ class Hit(NamedTuple):
     score: float
 
 
+def check_k(k, num_docs: int | None = None, what: str = "k") -> int:
+    """The one rule for k and depth everywhere: an integer >= 1, clamped to the collection size
+    (so nothing is ever allocated for more hits than there are documents)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"{what} must be an integer >= 1, got {k!r}")
+    if k < 1:
+        raise ValueError(f"{what} must be >= 1, got {k}")
+    return int(k) if num_docs is None else int(min(k, max(num_docs, 1)))
+
+
+def check_queries(queries) -> None:
+    """A batch is a mapping of query ids to query texts, all strings."""
+    if not isinstance(queries, Mapping):
+        raise ValueError(f"queries must be a mapping {{qid: text}}, got {type(queries).__name__}")
+    for qid, text in queries.items():
+        if not isinstance(qid, str) or not isinstance(text, str):
+            raise ValueError(f"query ids and texts must be strings, got {qid!r}: {text!r}")
+
+
 class Searcher(Protocol):
     def search(self, text: str, k: int = 10) -> list[Hit]: ...
 
@@ -26,8 +45,8 @@ class Searcher(Protocol):
 def batch_with_threads(search: Callable[[str, int], dict[str, float]], queries: Mapping[str, str],
                        k: int, threads: int) -> Run:
     """Run ``search`` (text, k -> {docid: score}) over many queries, in threads if ``threads > 1``."""
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
     qids = list(queries)
 
     def one(qid: str) -> dict[str, float]:

@@ -5,14 +5,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import time
 from pathlib import Path
 from typing import Callable, Mapping
 
 from eval.beir import Doc, corpus_file
 from eval.errors import DataError
 from indexing.docstore import DocStore, DocStoreWriter
-from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest
-from indexing.searcher import Hit, Run, Searcher
+from indexing.manifest import IndexFormatError, IndexWriter, is_locked, read_docids, read_manifest
+from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
 
 # Index kinds by (kind, backend): "module:writer" (corpus, IndexWriter, **options) -> manifest
 # entries, and "module:opener" (root, manifest, docids, **load options) -> Searcher. Modules are
@@ -53,6 +54,18 @@ def kind_options(kind: str, backend: str = "native") -> list[str]:
     """The options ``Retriever.build`` accepts for an index kind."""
     params = inspect.signature(_kind(kind, backend)[0]).parameters.values()
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "on_doc"]
+
+
+_LOAD_ATTEMPTS = 20
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """Which directory ``root`` names right now (device, inode); None when there is none."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _count_lines(path: Path) -> int:
@@ -122,21 +135,52 @@ class Retriever:
 
         ``options`` go to the kind's opener, e.g. ``model=PATH`` when a sparse index's model has
         moved (its fingerprint must still match).
+
+        The result reads one generation of the index: if the directory is rebuilt (swapped by
+        rename) while it is being opened, the load starts again on the new one; once loaded,
+        every file it reads stays the one it opened, whatever happens on disk.
         """
         root = Path(path)
+        for attempt in range(_LOAD_ATTEMPTS):
+            before = _identity(root)
+            if before is None and is_locked(root):
+                time.sleep(0.05)  # a writer without atomic exchange is between its two renames
+                continue
+            try:
+                loaded = cls._load_once(root, verify, options)
+            except Exception:
+                if _identity(root) != before:
+                    continue  # swapped while we read it: start again on the new generation
+                raise
+            if _identity(root) == before:
+                return loaded
+        raise IndexFormatError(f"{root}: the index changed {_LOAD_ATTEMPTS} times while it was being "
+                               "opened; try again when it is not being rebuilt")
+
+    @classmethod
+    def _load_once(cls, root: Path, verify: bool, options: dict) -> "Retriever":
         manifest = read_manifest(root, verify=verify)
         docids = read_docids(root)
         if len(docids) != manifest["doc_count"]:
             raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says "
                                    f"{manifest['doc_count']}")
-        opener = _kind(manifest["kind"], manifest.get("backend", "native"))[1]
+        opener = _kind(manifest["kind"], manifest["backend"])[1]
         accepted = list(inspect.signature(opener).parameters)[3:]
         unknown = sorted(set(options) - set(accepted))
         if unknown:
             raise ValueError(f"a {manifest['kind']} index takes no load option(s) {', '.join(unknown)}; "
                              f"it accepts: {', '.join(accepted) or 'none'}")
-        searcher = opener(root, manifest, docids, **options)
-        return cls(root, manifest, searcher, docids)
+        try:
+            searcher = opener(root, manifest, docids, **options)
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            # the schema check covers the fields every kind needs; this covers the rest
+            raise IndexFormatError(f"{root}/manifest.json: does not describe a usable "
+                                   f"{manifest['kind']} index ({type(e).__name__}: {e})") from None
+        r = cls(root, manifest, searcher, docids)
+        if r._store is not None and len(r._store) != len(docids):
+            raise IndexFormatError(f"{root}/docs.jsonl: {len(r._store)} stored documents, "
+                                   f"{len(docids)} ids")
+        return r
 
     @property
     def kind(self) -> str:
@@ -146,10 +190,14 @@ class Retriever:
         return len(self.docids)
 
     def search(self, text: str, k: int = 10, explain: bool = False) -> list[Hit]:
-        """The k best documents for a query, best first.
+        """The k best documents for a query, best first (fewer when fewer match).
 
+        ``k`` is an integer >= 1 (ValueError otherwise), clamped to the number of documents.
         ``explain=True`` (hybrid indexes) gives each hit's component scores and ranks as well.
         """
+        if not isinstance(text, str):
+            raise ValueError(f"a query is a string, got {type(text).__name__}")
+        k = check_k(k, len(self))
         if explain:
             if self.kind != "hybrid":
                 raise ValueError("explain=True needs a hybrid index (it shows each component's part)")
@@ -157,14 +205,20 @@ class Retriever:
         return self.searcher.search(text, k)
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
-        """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}``."""
-        return self.searcher.search_batch(queries, k, threads)
+        """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}`` (k as in ``search``)."""
+        check_queries(queries)
+        return self.searcher.search_batch(queries, check_k(k, len(self)), threads)
 
     def search_weights(self, weights: Mapping[str, float], k: int = 10) -> list[Hit]:
-        """Search an impact index with an explicit ``{term: weight}`` query."""
+        """Search an impact index with an explicit ``{term: weight}`` query.
+
+        Weights must be finite numbers (ValueError otherwise); terms weighted <= 0 are ignored.
+        """
         if not hasattr(self.searcher, "search_weights"):
             raise ValueError(f"a {self.kind} index does not take term-weight queries")
-        return self.searcher.search_weights(dict(weights), k)
+        if not isinstance(weights, Mapping) or not all(isinstance(t, str) for t in weights):
+            raise ValueError("weights must be a mapping {term: weight} with string terms")
+        return self.searcher.search_weights(dict(weights), check_k(k, len(self)))
 
     def doc(self, docid: str) -> dict | None:
         """The stored ``{"title", "text"}`` of a document, or None if the index stores no text."""

@@ -14,6 +14,7 @@ for the others. Output order: fused score descending, then doc id ascending.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Mapping, Sequence
 
@@ -53,14 +54,36 @@ def normalise(hits: list[tuple[str, float]], method: Method, rrf_k: int = 60) ->
     return norm, min(norm.values())
 
 
+def check_fusion(method, weights: Sequence[float] | None, depth: int | None, rrf_k,
+                 k: int | None = None, n: int | None = None) -> Method:
+    """Refuse settings fusion cannot use: unknown method, non-finite weights, ``rrf_k`` < 0,
+    depth or k < 1 (None: no cut). Returns the method."""
+    try:
+        method = Method(method)
+    except ValueError:
+        raise ValueError(f"unknown fusion method {method!r}; one of "
+                         f"{', '.join(m.value for m in Method)}") from None
+    if weights is not None:
+        weights = list(weights)
+        if n is not None and len(weights) != n:
+            raise ValueError(f"{len(weights)} weights for {n} rankings")
+        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                   for w in weights):
+            raise ValueError(f"fusion weights must be finite numbers, got {weights}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise ValueError(f"rrf_k must be an integer >= 0, got {rrf_k!r}")
+    for name, value in (("depth", depth), ("k", k)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"fusion {name} must be an integer >= 1, got {value!r}")
+    return method
+
+
 def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
              weights: Sequence[float] | None = None, depth: int | None = 1000, rrf_k: int = 60,
              k: int | None = None) -> dict[str, float]:
     """Fuse one query's rankings; returns ``{docid: fused score}`` best first (``k`` cut)."""
-    method = Method(method)
+    method = check_fusion(method, weights, depth, rrf_k, k, len(rankings))
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
-    if len(weights) != len(rankings):
-        raise ValueError(f"{len(weights)} weights for {len(rankings)} rankings")
     parts = [normalise(ranked(r, depth), method, rrf_k) for r in rankings]
     docs = set().union(*(p for p, _ in parts)) if parts else set()
     fused = {d: sum(w * p.get(d, floor) for w, (p, floor) in zip(weights, parts)) for d in docs}
@@ -70,5 +93,6 @@ def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
 def fuse(runs: Sequence[Run], method: Method | str = Method.RRF, weights: Sequence[float] | None = None,
          depth: int | None = 1000, rrf_k: int = 60, k: int | None = 1000) -> Run:
     """Fuse whole runs; a query present in any run is present in the result."""
+    check_fusion(method, weights, depth, rrf_k, k, len(runs))
     qids = list(dict.fromkeys(q for run in runs for q in run))
     return {q: fuse_one([run.get(q, {}) for run in runs], method, weights, depth, rrf_k, k) for q in qids}

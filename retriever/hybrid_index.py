@@ -1,22 +1,25 @@
 """The ``hybrid`` index kind: two component indexes (sparse and dense) and a fusion setting.
 
-A hybrid directory holds its components as sub-indexes (``sparse/``, ``dense/``) when built from
-a corpus, or points to existing index directories when composed with ``retriever hybrid``. Its
-manifest records the fusion method, weights, per-component depth and RRF constant; ``retriever
+A hybrid directory holds its components as sub-indexes (``sparse/``, ``dense/``): built from a
+corpus, or, when composed from existing indexes with ``retriever hybrid``, linked into it (hard
+links, a copy across filesystems), so the hybrid is self-contained and its manifest never points
+outside its directory. The sparse component is a bm25 or sparse index, the dense one a dense
+index. Its manifest records the fusion method, weights, per-component depth and RRF constant; ``retriever
 tune-fusion`` searches them on a dev split and rewrites that part of the manifest.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, NamedTuple
 
-from indexing.manifest import MANIFEST, IndexFormatError, IndexWriter, read_manifest
+from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
+                               write_manifest)
 from indexing.searcher import Hit, Run
-from retriever.fusion import Method, fuse_one
+from retriever.fusion import check_fusion, fuse_one
 
 
 @dataclass
@@ -27,11 +30,9 @@ class FusionSettings:
     rrf_k: int = 60
 
     def __post_init__(self) -> None:
-        Method(self.method)  # ValueError for an unknown method
-        if len(self.weights) != 2:
-            raise ValueError(f"a hybrid index fuses two components; got {len(self.weights)} weights")
-        if self.depth < 1 or self.rrf_k < 0:
-            raise ValueError("depth must be >= 1 and rrf_k >= 0")
+        if not isinstance(self.weights, list) or len(self.weights) != 2:
+            raise ValueError(f"a hybrid index fuses two components; got weights {self.weights!r}")
+        check_fusion(self.method, self.weights, self.depth, self.rrf_k)
 
 
 class ExplainedHit(NamedTuple):
@@ -77,24 +78,52 @@ def write_index(corpus, writer: IndexWriter, *, dense_model: str, sparse: str = 
             "fusion": asdict(fusion)}
 
 
+# the index kinds each component slot takes
+SLOTS = {"sparse": ("bm25", "sparse"), "dense": ("dense",)}
+
+
+def _check_slot(name: str, kind, where) -> None:
+    if kind not in SLOTS[name]:
+        raise ValueError(f"{where} is a {kind} index; the {name} part of a hybrid must be "
+                         f"{' or '.join(SLOTS[name])}")
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Recreate directory ``src`` at ``dst`` with hard links (copies where links fail)."""
+    dst.mkdir(parents=True)
+    for p in sorted(src.rglob("*")):
+        target = dst / p.relative_to(src)
+        if p.is_symlink():
+            raise IndexFormatError(f"{p}: an index may not hold symbolic links")
+        if p.is_dir():
+            target.mkdir(exist_ok=True)
+            continue
+        try:
+            os.link(p, target)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copy2(p, target)
+
+
 def compose(sparse_index: str | os.PathLike, dense_index: str | os.PathLike, out: str | os.PathLike, *,
             method: str = "rrf", weights: list[float] | None = None, depth: int = 1000, rrf_k: int = 60,
             overwrite: bool = False) -> Path:
-    """A hybrid index pointing at two existing indexes (absolute paths; they are not copied)."""
+    """A hybrid index of two existing indexes over the same corpus, linked into ``out``."""
     fusion = _fusion(method, weights, depth, rrf_k)
+    sources = {"sparse": Path(sparse_index), "dense": Path(dense_index)}
     parts = []
     docids = None
-    for name, path in (("sparse", sparse_index), ("dense", dense_index)):
+    for name, path in sources.items():
         m = read_manifest(path, verify=False)
-        if m["kind"] == "hybrid":
-            raise ValueError(f"{path} is itself a hybrid index")
-        ids = (Path(path) / "docids.txt").read_text(encoding="utf-8")
+        _check_slot(name, m["kind"], path)
+        ids = (path / "docids.txt").read_text(encoding="utf-8")
         if docids is not None and ids != docids:
             raise ValueError(f"{sparse_index} and {dense_index} index different documents; "
                              "a hybrid needs both over the same corpus")
         docids = ids
-        parts.append({"name": name, "path": str(Path(path).absolute()), "kind": m["kind"]})
+        parts.append({"name": name, "path": name, "kind": m["kind"], "source": str(path.absolute())})
     with IndexWriter(out, overwrite=overwrite) as writer:
+        for name, path in sources.items():
+            link_tree(path, writer.tmp / name)
         (writer.tmp / "docids.txt").write_text(docids, encoding="utf-8")
         writer.finish({"kind": "hybrid", "backend": "native", "doc_count": docids.count("\n"),
                        "components": parts, "fusion": asdict(fusion)})
@@ -133,29 +162,50 @@ def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> 
     from retriever.api import Retriever
 
     components = []
+    names = [part["name"] for part in manifest["components"]]
+    if sorted(names) != sorted(SLOTS):
+        raise IndexFormatError(f"{root}: a hybrid index has components {' and '.join(SLOTS)}, "
+                               f"this one {names}")
     for part in manifest["components"]:
-        path = Path(root) / part["path"]  # an absolute path stays absolute
+        if os.path.isabs(part["path"]):
+            raise IndexFormatError(
+                f"{root}: component {part['name']} is referenced by absolute path ({part['path']}), "
+                "as hybrids composed by older versions were; an index may not point outside its "
+                "directory: recompose it with `retriever hybrid SPARSE DENSE OUT --overwrite`")
+        path = safe_join(root, part["path"], f"component {part['name']}")
         if not path.is_dir():
             raise IndexFormatError(f"{root}: component {part['name']} index {path} is missing")
+        _check_slot(part["name"], part["kind"], path)
         r = Retriever.load(path, **({"device": device} if part["kind"] == "dense" else {}))
+        if r.kind != part["kind"]:
+            raise IndexFormatError(f"{root}: component {path} is a {r.kind} index, the manifest "
+                                   f"says {part['kind']}")
         if r.docids != docids:
             raise IndexFormatError(f"{root}: component {path} no longer indexes the same documents")
         components.append((part["name"], r))
-    return HybridSearcher(components, FusionSettings(**manifest["fusion"]))
+    order = {name: i for i, name in enumerate(SLOTS)}
+    components.sort(key=lambda c: order[c[0]])  # weights are (sparse, dense)
+    try:
+        fusion = FusionSettings(**manifest["fusion"])
+    except ValueError as e:
+        raise IndexFormatError(f"{root}/manifest.json: fusion settings: {e}") from None
+    return HybridSearcher(components, fusion)
 
 
 def store_fusion(root: str | os.PathLike, fusion: FusionSettings, tuned: dict | None = None) -> None:
-    """Rewrite a hybrid manifest's fusion settings (atomic replace of manifest.json)."""
-    path = Path(root) / MANIFEST
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("kind") != "hybrid":
-        raise ValueError(f"{root} is not a hybrid index")
-    manifest["fusion"] = asdict(fusion)
-    if tuned is not None:
-        manifest["fusion_tuning"] = tuned
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Rewrite a hybrid manifest's fusion settings (atomic replace of manifest.json), as the
+    index's writer (IndexBusyError while another process writes it)."""
+    lock = WriterLock(Path(root).absolute())
+    try:
+        manifest = read_manifest(root, verify=False)
+        if manifest.get("kind") != "hybrid":
+            raise ValueError(f"{root} is not a hybrid index")
+        manifest["fusion"] = asdict(fusion)
+        if tuned is not None:
+            manifest["fusion_tuning"] = tuned
+        write_manifest(root, manifest)
+    finally:
+        lock.release()
 
 
 def fusion_grid(depth: int) -> list[FusionSettings]:

@@ -37,7 +37,7 @@ def test_copied_index_answers_the_same_from_any_directory(beir_dir, tmp_path, mo
 def test_manifest_records_settings_and_checksums(beir_dir, tmp_path):
     r = Retriever.build(beir_dir, tmp_path / "idx", k1=1.2, b=0.75)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["kind"] == "bm25" and m["doc_count"] == 6
+    assert m["format_version"] == 2 and m["kind"] == "bm25" and m["doc_count"] == 6
     assert m["bm25"] == {"k1": 1.2, "b": 0.75, "fields": "flat"}
     assert m["analyzer"]["stemmer"] == "porter"
     assert set(m["files"]) >= {"docids.txt", "offsets.npy", "postings_docs.npy", "postings_impacts.npy"}

@@ -106,10 +106,37 @@ def test_carve_dev_is_deterministic_and_disjoint():
 
 
 def test_composing_different_corpora_is_refused(parts, beir_dir, tmp_path):
-    sparse, _ = parts
+    sparse, dense = parts
     other = Retriever.build(beir_dir / "corpus.jsonl", tmp_path / "other", fields="multifield")
     (tmp_path / "small.jsonl").write_text('{"id": "z", "contents": "x"}\n')
     small = Retriever.build(tmp_path / "small.jsonl", tmp_path / "small")
     with pytest.raises(ValueError, match="different documents"):
-        compose(sparse.path, small.path, tmp_path / "h")
-    assert compose(sparse.path, other.path, tmp_path / "h2")  # same documents: fine
+        compose(small.path, dense.path, tmp_path / "h")
+    assert compose(other.path, dense.path, tmp_path / "h2")  # same documents: fine
+
+
+def test_component_kinds_are_checked(parts, tmp_path):
+    sparse, dense = parts
+    with pytest.raises(ValueError, match="dense part of a hybrid must be dense"):
+        compose(sparse.path, sparse.path, tmp_path / "h")
+    with pytest.raises(ValueError, match="sparse part of a hybrid must be bm25 or sparse"):
+        compose(dense.path, dense.path, tmp_path / "h")
+    assert not (tmp_path / "h").exists()
+
+
+def test_composed_hybrid_is_self_contained(parts, tmp_path):
+    """Components are linked in: the manifest names only paths inside the hybrid, and the
+    hybrid keeps working when the indexes it was composed from are deleted."""
+    import shutil
+
+    sparse, dense = parts
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(sparse.path, a)
+    shutil.copytree(dense.path, b)
+    h = compose(a, b, tmp_path / "h")
+    before = Retriever.load(h).search_batch(QUERIES, k=5)
+    m = json.loads((h / "manifest.json").read_text())
+    assert [c["path"] for c in m["components"]] == ["sparse", "dense"]
+    shutil.rmtree(a)
+    shutil.rmtree(b)
+    assert Retriever.load(h).search_batch(QUERIES, k=5) == before

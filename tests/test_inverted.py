@@ -5,6 +5,7 @@ import pytest
 
 from indexing import kernels
 from indexing.inverted import InvertedIndex
+from oracles import dense_scores
 
 
 def _random_index(seed, num_docs=300, num_terms=50, density=0.05, ties=False):
@@ -51,7 +52,7 @@ def test_repeated_pairs_are_summed():
     index = InvertedIndex.from_postings(["x"], np.array([0, 0]), np.array([1, 1]),
                                        np.array([1.5, 2.0], dtype=np.float32), num_docs=2)
     assert index.num_postings == 1
-    assert index.scores({"x": 1.0}).tolist() == [0.0, 3.5]
+    assert dense_scores(index, {"x": 1.0}).tolist() == [0.0, 3.5]
 
 
 def test_ties_at_the_cutoff_keep_the_lowest_ids():
@@ -76,10 +77,11 @@ def test_plain_python_fallback_equals_the_compiled_kernel(seed):
         results = []
         for fn in (kernels.accumulate, kernels._accumulate):
             acc = np.zeros(n_docs, np.float32)
+            seen = np.zeros(n_docs, np.uint8)
             touched = np.empty(n_docs, np.int32)
             keys = np.empty(n_docs, np.uint64)
-            n = fn(index.offsets, index.docs, index.impacts, q_terms, q_weights, acc, touched, keys)
-            assert not acc.any()  # scratch is left clean
+            n = fn(index.offsets, index.docs, index.impacts, q_terms, q_weights, acc, seen, touched, keys)
+            assert not acc.any() and not seen.any()  # scratch is left clean
             results.append(kernels.top_keys(keys[:n], 50))
         assert results[0][0].tolist() == results[1][0].tolist()
         assert results[0][1].tolist() == results[1][1].tolist()

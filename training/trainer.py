@@ -8,6 +8,10 @@ positives), optional distillation (MarginMSE or KL) from teacher scores, plus th
 regulariser. AdamW with linear warm-up and linear decay, gradient accumulation, clipping, bf16
 autocast on GPUs. Checkpoints hold everything a resumed run needs to continue exactly as an
 uninterrupted one; a dev evaluation every N steps keeps the best model in the output directory.
+
+Checkpoints execute no code when read: ``state.pt`` holds only tensors and plain containers and
+is read with ``torch.load(..., weights_only=True)``; each process's RNG states are JSON
+(``rng-RANK.json``). A checkpoint of the older, pickled format is refused on ``--resume``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import math
 import os
+import pickle  # only for pickle.UnpicklingError, raised by torch.load(weights_only=True) on refusal
 import random
 import shutil
 import time
@@ -339,11 +344,9 @@ class Trainer:
         if self.dist.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "scheduler": self.scheduler.state_dict(), "step": self.step, "best": self.best,
-                        "history": self.history, "config": self.resolved_config()}, tmp / "state.pt")
+            torch.save(self._state(), tmp / "state.pt")
         distributed.barrier(self.dist)
-        torch.save(_rng_state(self.device, full=True), tmp / f"rng-{self.dist.rank}.pt")
+        _save_rng(tmp / f"rng-{self.dist.rank}.json", self.device)
         distributed.barrier(self.dist)
         if self.dist.main:
             os.replace(tmp, final)
@@ -352,14 +355,22 @@ class Trainer:
                 shutil.rmtree(old, ignore_errors=True)
         distributed.barrier(self.dist)
 
+    def _state(self) -> dict:
+        """What ``state.pt`` holds: state dicts (tensors and plain values), and the step, best,
+        history and resolved config as plain Python values, so that ``weights_only=True`` reads it."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": _scheduler_state(self.scheduler), "step": int(self.step),
+                "best": _plain(self.best), "history": _plain(self.history),
+                "config": _plain(self.resolved_config())}
+
     def _resume(self) -> None:
         root = self.out / "checkpoints"
         found = sorted(p for p in root.iterdir() if p.name.startswith("step-")) if root.is_dir() else []
         if not found:
             raise FileNotFoundError(f"--resume: no checkpoint under {root}")
         ckpt = found[-1]
-        state = torch.load(ckpt / "state.pt", map_location=self.device, weights_only=False)
-        saved, now = state["config"], self.resolved_config()
+        state = _load_state(ckpt, self.device)
+        saved, now = state["config"], _plain(self.resolved_config())
         differ = [k for k in _RESUME_KEYS if saved.get(k) != now.get(k)]
         if differ:
             raise ValueError(f"--resume: {ckpt} was trained with other settings: " + ", ".join(
@@ -367,15 +378,16 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.step, self.best, self.history = state["step"], state["best"], state["history"]
+        self.step, self.history = state["step"], state["history"]
+        self.best = tuple(state["best"]) if state["best"] is not None else None
         log_file = self.out / "train_log.jsonl"
         if self.dist.main and log_file.is_file():  # rows the interrupted run wrote after this checkpoint go
             rows = [r for r in log_file.read_text(encoding="utf-8").splitlines()
                     if r.strip() and json.loads(r)["step"] <= self.step]
             log_file.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
-        rng = ckpt / f"rng-{self.dist.rank}.pt"
+        rng = ckpt / f"rng-{self.dist.rank}.json"
         if rng.is_file():
-            _set_rng_state(self.device, torch.load(rng, weights_only=False))
+            _set_rng_state(self.device, _load_rng(rng))
         log.info("resumed from %s (step %d of %d)", ckpt, self.step, self.total_steps)
 
     def resolved_config(self) -> dict:
@@ -402,6 +414,98 @@ class Trainer:
                           min_points_per_centroid=1)
         km.train(x)
         return km.index.search(x, 1)[1][:, 0]
+
+
+# -- checkpoint files: nothing in them runs code when read -----------------------------------
+def _legacy_checkpoint(ckpt: Path) -> ValueError:
+    return ValueError(f"--resume: {ckpt} was written by an older version of the trainer (pickled "
+                      "checkpoint) and cannot be resumed safely; start a new run (another --out)")
+
+
+def _load_state(ckpt: Path, device: str) -> dict:
+    """``ckpt/state.pt`` read with ``weights_only=True``: tensors and plain containers only, no code
+    runs. A checkpoint of the older pickled format (``rng-*.pt`` files, or a ``state.pt`` the
+    restricted reader refuses) raises a one-line ValueError naming ``ckpt``; nothing of it is read."""
+    if any(ckpt.glob("rng-*.pt")):
+        raise _legacy_checkpoint(ckpt)
+    try:
+        return torch.load(ckpt / "state.pt", map_location=device, weights_only=True)
+    except pickle.UnpicklingError:
+        raise _legacy_checkpoint(ckpt) from None
+
+
+def _scheduler_state(scheduler) -> dict:
+    """The scheduler's state dict (plain numbers and lists). LambdaLR stores None for a plain
+    function, like ours, but the ``__dict__`` of a callable object, which could hold anything: refused."""
+    state = scheduler.state_dict()
+    if any(fn is not None for fn in state.get("lr_lambdas", [])):
+        raise TypeError("the learning-rate schedule must be a plain function to be checkpointed")
+    return state
+
+
+def _plain(obj):
+    """``obj`` as plain Python values: dicts (str keys), lists and tuples of str, int, float, bool,
+    None (tuples stay tuples, tensors stay tensors); numpy scalars and arrays become Python numbers
+    and lists, anything else (a Path, say) its ``str``, as in training_config.json."""
+    if isinstance(obj, (np.generic, np.ndarray)):  # before float: np.float64 is a float subclass
+        return obj.tolist()
+    if obj is None or torch.is_tensor(obj):
+        return obj
+    for kind in (bool, int, float, str):  # subclasses (enums, numpy) as the base type
+        if isinstance(obj, kind):
+            return kind(obj)
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_plain(v) for v in obj)
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return str(obj)
+
+
+def _rng_to_json(state: dict) -> dict:
+    """A full ``_rng_state`` as JSON values: byte tensors as lists of ints; numpy's legacy state
+    ``[name, keys, pos, has_gauss, cached_gaussian]``; Python's ``[version, internal, gauss_next]``."""
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    version, internal, gauss_next = state["python"]
+    out = {"torch": state["torch"].tolist(),
+           "numpy": [str(name), keys.tolist(), int(pos), int(has_gauss), float(cached)],
+           "python": [version, list(internal), gauss_next]}
+    if "cuda" in state:
+        out["cuda"] = state["cuda"].tolist()
+    return out
+
+
+def _rng_from_json(obj: dict) -> dict:
+    """The inverse of ``_rng_to_json``: a state ``_set_rng_state`` restores exactly."""
+    name, keys, pos, has_gauss, cached = obj["numpy"]
+    version, internal, gauss_next = obj["python"]
+    state = {"torch": _byte_tensor(obj["torch"]),
+             "numpy": (str(name), np.array(keys, dtype=np.uint32), int(pos), int(has_gauss), float(cached)),
+             "python": (int(version), tuple(int(x) for x in internal),
+                        None if gauss_next is None else float(gauss_next))}
+    if "cuda" in obj:
+        state["cuda"] = _byte_tensor(obj["cuda"])
+    return state
+
+
+def _byte_tensor(values: list) -> torch.Tensor:
+    if not all(isinstance(v, int) and 0 <= v < 256 for v in values):
+        raise ValueError("an RNG state must be a list of bytes")
+    return torch.tensor(values, dtype=torch.uint8)
+
+
+def _save_rng(path: Path, device: str) -> None:
+    """This process's torch (and CUDA), numpy and Python RNG states as JSON in ``path``."""
+    path.write_text(json.dumps(_rng_to_json(_rng_state(device, full=True))) + "\n", encoding="utf-8")
+
+
+def _load_rng(path: Path) -> dict:
+    """The RNG states ``_save_rng`` wrote; a ValueError naming ``path`` if it is not such a file."""
+    try:
+        return _rng_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"--resume: {path} is not a valid RNG state file ({e})") from None
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float):
