@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import zlib
 from collections.abc import Collection, Iterator, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,16 @@ Qrels = dict[str, dict[str, int]]
 
 _INT = re.compile(r"[+-]?\d+")
 _SPACE = re.compile(r"\s")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # only from JSON \u escapes; such strings cannot be encoded
+_SPLIT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+# Score-column names that mark the first qrels line as a header (compared lowercased);
+# BEIR writes "query-id<TAB>corpus-id<TAB>score".
+QRELS_HEADER_SCORES = frozenset({"score", "relevance", "rel", "label", "grade", "judgment", "judgement"})
+# Largest |relevance| accepted: pytrec_eval's nDCG slows down with the size of the largest grade
+# (minutes at 10**6) and crashes the interpreter at 2**31 - 1.
+QRELS_MAX_RELEVANCE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,22 +61,57 @@ def doc_text(doc: Doc) -> str:
     return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
 
 
+def _id_problem(ident: str, *, whitespace_ok: bool = False) -> str | None:
+    """Why `ident` cannot be an id, or None: empty, whitespace, control characters, lone surrogates.
+
+    Control characters and lone surrogates would reach pytrec_eval, which cuts ids at a NUL and
+    crashes on surrogates.
+    """
+    if ident and ident.isprintable() and (whitespace_ok or " " not in ident):
+        return None  # fast path: whitespace other than " ", controls and surrogates are unprintable
+    if not ident or (not whitespace_ok and _SPACE.search(ident)):
+        return "is empty or contains whitespace"
+    if _CONTROL.search(ident):
+        return "contains a control character"
+    if _SURROGATE.search(ident):
+        return "contains a lone surrogate (an unpaired \\u escape)"
+    return None
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its CR/LF); strips a UTF-8 BOM; reads .gz too."""
-    opener: Any = gzip.open if path.suffix == ".gz" else open
+    """Yield (1-based line number, line without its CR/LF); strips a UTF-8 BOM; reads .gz too.
+
+    Every failure is a DataError: a directory, an unreadable file, invalid UTF-8, a read error,
+    and for .gz files a corrupt or truncated stream (found only as it is read).
+    """
+    if path.is_dir():
+        raise DataError("is a directory, expected a file", path=path)
+    gz = path.suffix == ".gz"
+    opener: Any = gzip.open if gz else open
     try:
         f = opener(path, "rb")
     except OSError as e:
         raise DataError(f"cannot open: {e.strerror or e}", path=path) from None
+    except ValueError as e:  # e.g. a NUL byte in the path
+        raise DataError(f"cannot open: {e}", path=path) from None
+    lineno = 0
     with f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"invalid UTF-8 at byte {e.start}", path=path, line=lineno) from None
-            yield lineno, line.rstrip("\r\n")
+        try:
+            for raw in f:
+                lineno += 1
+                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataError(f"invalid UTF-8 at byte {e.start}", path=path, line=lineno) from None
+                yield lineno, line.rstrip("\r\n")
+        except (OSError, EOFError, zlib.error) as e:  # raised by the read, not by the consumer
+            if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile):
+                message = f"read error after line {lineno}: {e.strerror or e}"
+            else:  # BadGzipFile (not gzip, bad CRC), EOFError (truncated), zlib.error (bad data)
+                message = f"corrupt or truncated gzip data after line {lineno}: {e}"
+            raise DataError(message, path=path) from None
 
 
 def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -77,6 +123,10 @@ def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
+        except ValueError as e:  # an integer over Python's digit limit
+            raise DataError(f"malformed JSON: {str(e).split(';')[0]}", path=path, line=lineno) from None
+        except RecursionError:
+            raise DataError("malformed JSON: nested too deeply", path=path, line=lineno) from None
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
         yield lineno, obj
@@ -91,8 +141,9 @@ def _record_id(obj: dict[str, Any], what: str, path: Path, lineno: int) -> str:
         raise DataError(f"{what} id {key!r} must be a string or integer, got {type(value).__name__}",
                         path=path, line=lineno)
     ident = str(value)
-    if not ident or _SPACE.search(ident):
-        raise DataError(f"{what} id {ident!r} is empty or contains whitespace", path=path, line=lineno)
+    problem = _id_problem(ident)
+    if problem:
+        raise DataError(f"{what} id {ident!r} {problem}", path=path, line=lineno)
     return ident
 
 
@@ -100,6 +151,9 @@ def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int) -> str
     value = obj[key]
     if not isinstance(value, str):
         raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path=path, line=lineno)
+    if not value.isascii() and _SURROGATE.search(value):
+        raise DataError(f"field {key!r} contains a lone surrogate (an unpaired \\u escape)",
+                        path=path, line=lineno)
     return value
 
 
@@ -151,8 +205,18 @@ def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, floa
         if not isinstance(vector, dict):
             raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
         for term, weight in vector.items():
-            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {weight!r}",
+            try:
+                finite = (not isinstance(weight, bool) and isinstance(weight, (int, float))
+                          and math.isfinite(weight))
+            except OverflowError:  # an integer too large for a float
+                finite = False
+            if not finite:
+                shown = repr(weight)
+                shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
+                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {shown}",
+                                path=file, line=lineno)
+            if not term.isascii() and _SURROGATE.search(term):
+                raise DataError(f"doc {docid!r}: term {term!r} contains a lone surrogate (an unpaired \\u escape)",
                                 path=file, line=lineno)
             if weight < 0:
                 raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",
@@ -184,11 +248,40 @@ def load_queries(path: PathLike) -> dict[str, str]:
     return queries
 
 
+def load_query_file(path: PathLike) -> dict[str, str]:
+    """Queries from a BEIR queries.jsonl (.jsonl, .json, .jsonl.gz) or a TSV of ``qid<TAB>text`` lines.
+
+    TSV: blank lines are skipped; a UTF-8 BOM and CR/LF line ends are dropped; the text is
+    everything after the first TAB. A line without a TAB, an empty qid, a qid with whitespace
+    and a repeated qid are DataErrors.
+    """
+    file = Path(path)
+    if file.suffix in (".jsonl", ".json") or file.name.endswith(".jsonl.gz"):
+        return load_queries(file)
+    queries: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for lineno, line in _lines(file):
+        if not line.strip():
+            continue
+        qid, sep, text = line.partition("\t")
+        if not sep:
+            raise DataError("expected 'qid<TAB>text'", path=file, line=lineno)
+        problem = _id_problem(qid)
+        if problem:
+            raise DataError(f"query id {qid!r} {problem}", path=file, line=lineno)
+        if qid in lines:
+            raise DataError(f"duplicate query id {qid!r} (first on line {lines[qid]})", path=file, line=lineno)
+        lines[qid] = lineno
+        queries[qid] = text
+    return queries
+
+
 def load_qrels(path: PathLike) -> Qrels:
     """Read qrels into {qid: {docid: relevance}}.
 
     BEIR TSV (`query-id  corpus-id  score`, optional header) or TREC (`qid iter docid rel`).
-    The first non-blank line is a header when its score column is not an integer.
+    The first non-blank line is a header only when its score column, lowercased, is one of
+    QRELS_HEADER_SCORES ("score", "relevance", ...); any other non-integer score is an error.
     A repeated (qid, docid) keeps the last value, as BEIR's loader does.
     """
     file = Path(path)
@@ -208,13 +301,22 @@ def load_qrels(path: PathLike) -> Qrels:
             raise DataError(f"expected 3 (BEIR) or 4 (TREC) columns, got {len(cols)}", path=file, line=lineno)
         if first:
             first = False
-            if not _INT.fullmatch(score):
+            if score.lower() in QRELS_HEADER_SCORES:
                 continue  # header, e.g. "query-id  corpus-id  score"
         if not _INT.fullmatch(score):
             raise DataError(f"relevance {score!r} is not an integer", path=file, line=lineno)
+        rel = int(score) if len(score) <= 12 else None  # int() refuses over 4300 digits
+        if rel is None or abs(rel) > QRELS_MAX_RELEVANCE:
+            shown = score if len(score) <= 20 else f"{score[:12]}... ({len(score)} characters)"
+            raise DataError(f"relevance {shown} is out of range (at most {QRELS_MAX_RELEVANCE} either way)",
+                            path=file, line=lineno)
         if not qid or not docid:
             raise DataError("empty query or doc id", path=file, line=lineno)
-        qrels.setdefault(qid, {})[docid] = int(score)
+        for what, ident in (("query", qid), ("doc", docid)):
+            problem = _id_problem(ident, whitespace_ok=True)
+            if problem:
+                raise DataError(f"{what} id {ident!r} {problem}", path=file, line=lineno)
+        qrels.setdefault(qid, {})[docid] = rel
     return qrels
 
 
@@ -265,6 +367,24 @@ def check_qrels(qrels: Qrels, query_ids: Collection[str], doc_ids: Collection[st
     )
 
 
+def check_split_name(split: str) -> str:
+    """Return `split` if it is a plain name (``test``, ``dev``, ``train-2``); else raise ValueError.
+
+    A plain name is ASCII letters, digits, '_', '-' and '.', and does not start with '.', so
+    ``qrels/{split}.tsv`` cannot leave the qrels directory (``../qrels/test``) or name test.tsv
+    another way (``./test``), which would get past the guards that compare the name with "test".
+    """
+    if not isinstance(split, str) or not _SPLIT.fullmatch(split):
+        raise ValueError(f"bad split name {split!r}: expected a plain name like 'test' or 'dev' "
+                         "(letters, digits, '_', '-', '.'; not starting with '.')")
+    return split
+
+
+def is_test_split(split: str) -> bool:
+    """Whether `split` names the test split (checked with check_split_name, compared case-insensitively)."""
+    return check_split_name(split).lower() == "test"
+
+
 class BeirDataset:
     """A BEIR dataset directory: corpus.jsonl, queries.jsonl, qrels/{split}.tsv."""
 
@@ -303,11 +423,17 @@ class BeirDataset:
     def splits(self) -> list[str]:
         """Split names with a qrels/{split}.tsv, sorted."""
         qdir = self.root / "qrels"
-        return sorted(p.stem for p in qdir.glob("*.tsv") if p.is_file()) if qdir.is_dir() else []
+        if not qdir.is_dir():
+            return []
+        return sorted(p.stem for p in qdir.glob("*.tsv") if p.is_file() and _SPLIT.fullmatch(p.stem))
 
     def qrels(self, split: str) -> Qrels:
         """qrels/{split}.tsv (cached); a missing split names the available ones."""
         if split not in self._qrels:
+            try:
+                check_split_name(split)
+            except ValueError as e:
+                raise DataError(str(e), path=self.root / "qrels") from None
             file = self.root / "qrels" / f"{split}.tsv"
             if not file.is_file():
                 avail = ", ".join(self.splits()) or "none"

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from eval.beir import _lines
+from eval.beir import _id_problem, _lines
 from eval.errors import DataError
 
 Run = dict[str, dict[str, float]]
@@ -75,6 +75,11 @@ def read_run(path: str | os.PathLike[str]) -> Run:
             raise DataError(f"bad rank {rank!r} or score {score_text!r}", path=file, line=lineno) from None
         if not math.isfinite(score):
             raise DataError(f"score {score_text!r} is not finite", path=file, line=lineno)
+        if not (qid.isprintable() and docid.isprintable()):  # fast path; control characters are not
+            for what, ident in (("query", qid), ("doc", docid)):
+                problem = _id_problem(ident)
+                if problem:
+                    raise DataError(f"{what} id {ident!r} {problem}", path=file, line=lineno)
         hits = run.setdefault(qid, {})
         if docid in hits:
             first = _pair_line(file, qid, docid)

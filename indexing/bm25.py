@@ -12,6 +12,7 @@ separate BM25 fields and adds them, which is a sum of impacts per (term, documen
 
 from __future__ import annotations
 
+import math
 from array import array
 from pathlib import Path
 from collections import Counter
@@ -75,6 +76,10 @@ class BM25Params:
     def __post_init__(self) -> None:
         if self.fields not in ("flat", "multifield"):
             raise ValueError(f"fields must be 'flat' or 'multifield', not {self.fields!r}")
+        for name in ("k1", "b"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"BM25 {name} must be a finite number, got {value!r}")
         if self.k1 < 0 or not 0 <= self.b <= 1:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
 

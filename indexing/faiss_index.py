@@ -439,10 +439,11 @@ class DenseIndex:
         ``nprobe`` / ``ef_search`` override the defaults for this call only (passed to faiss as
         search parameters, nothing on the index changes); each is ignored by index kinds that do
         not have it. HNSW searches with ``max(ef_search, candidates)``, since faiss 1.15 returns
-        fewer than k results when efSearch < k. Rows shorter than ``k`` (k > ntotal, or an IVF
-        probe that found fewer) end in id -1 / score -inf. Equal scores are ordered by lower id.
+        fewer than k results when efSearch < k. ``k`` is clamped to ``ntotal`` before anything
+        is allocated, so rows have ``min(k, ntotal)`` columns; a row an IVF probe could not fill
+        ends in id -1 / score -inf. Equal scores are ordered by lower id.
         """
-        k = _positive("k", k)
+        k = min(_positive("k", k), self.ntotal)
         queries = np.asarray(queries)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (q, {self.dim}), got {queries.shape}")

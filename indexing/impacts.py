@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
@@ -16,8 +17,9 @@ QUANTIZE = {"float": np.float32, "uint8": np.uint8, "uint16": np.uint16}
 def check_quantization(quantize: str, scale: float) -> None:
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, not {quantize!r}")
-    if quantize != "float" and not scale > 0:
-        raise ValueError(f"a quantised index needs a positive scale, got {scale}")
+    if quantize != "float" and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                or not math.isfinite(scale) or not scale > 0):
+        raise ValueError(f"a quantised index needs a positive finite scale, got {scale!r}")
 
 
 def quantize_weights(weights: np.ndarray, quantize: str, scale: float) -> np.ndarray:

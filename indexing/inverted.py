@@ -31,6 +31,20 @@ POSTINGS_DOCS = "postings_docs.npy"
 POSTINGS_IMPACTS = "postings_impacts.npy"
 
 
+def _finite_float32(weights) -> np.ndarray:
+    """Weights as float32, refused (ValueError) unless each is a number finite in float32."""
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("query weights must be numbers") from None
+    with np.errstate(over="ignore"):
+        w32 = w.astype(np.float32)
+    bad = ~np.isfinite(w32)
+    if bad.any():
+        raise ValueError(f"query weight {w[np.flatnonzero(bad)[0]]!r} is not a finite float32 number")
+    return w32
+
+
 class InvertedIndex:
     def __init__(self, terms: list[str], offsets: np.ndarray, docs: np.ndarray,
                  impacts: np.ndarray, num_docs: int, scale: float | None = None) -> None:
@@ -139,35 +153,29 @@ class InvertedIndex:
     def encode(self, query: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Term ids and float32 weights of the query terms this index knows.
 
-        The one rule for query weights: a weight must be a finite number (else ValueError);
-        weights <= 0 are ignored (a term cannot lower a score), as are unknown terms.
+        The one rule for query weights: every weight must be a number finite in float32 (else
+        ValueError, whether or not the index knows its term); weights <= 0 are ignored (a term
+        cannot lower a score), as are unknown terms.
         """
-        ids, weights = [], []
-        for term, w in query.items():
-            tid = self.term_ids.get(term)
-            if tid is not None:
-                ids.append(tid)
-                weights.append(w)
-        return self._checked(np.array(ids, dtype=np.int32), weights, list(query))
+        known = [(self.term_ids.get(term, -1), w) for term, w in query.items()]
+        ids = np.array([t for t, _ in known], dtype=np.int64)
+        weights = [w for _, w in known]
+        _finite_float32(weights)
+        keep = ids >= 0
+        return self._checked(ids[keep], np.asarray(weights, dtype=np.float64)[keep] if weights else [])
 
-    def _checked(self, terms, weights, names=None) -> tuple[np.ndarray, np.ndarray]:
+    def _checked(self, terms, weights) -> tuple[np.ndarray, np.ndarray]:
         """(term ids, weights) validated: ids in range, weights finite; weights <= 0 dropped."""
         terms = np.asarray(terms)
-        try:
-            w = np.asarray(weights, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError("query weights must be numbers") from None
+        w = _finite_float32(weights)
         if terms.ndim != 1 or w.ndim != 1 or len(terms) != len(w):
             raise ValueError(f"term ids and weights must be two 1-D arrays of one length, "
                              f"got shapes {terms.shape} and {w.shape}")
         if len(terms) and (terms.dtype.kind not in "iu" or terms.min() < 0 or terms.max() >= len(self.terms)):
             raise ValueError(f"query term ids must be integers in [0, {len(self.terms)})")
-        w32 = w.astype(np.float32)
-        if not np.isfinite(w32).all():
-            where = int(np.flatnonzero(~np.isfinite(w32))[0])
-            raise ValueError(f"query weight {w[where]!r} is not a finite float32 number")
-        keep = w32 > 0
-        return terms[keep].astype(np.int32), w32[keep]
+        with np.errstate(over="ignore"):
+            keep = w > 0
+        return terms[keep].astype(np.int32), w[keep]
 
     def _scratch(self):
         local = self._local

@@ -70,6 +70,7 @@ class WriterLock:
     """An exclusive, non-blocking ``flock`` on ``OUT.lock``, held until :meth:`release`."""
 
     def __init__(self, out: Path) -> None:
+        self._fd: int | None = None
         self.path = lock_path(out)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -90,7 +91,7 @@ class WriterLock:
             os.close(fd)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd: int | None = fd
+        self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
@@ -383,8 +384,9 @@ def check_schema(manifest, where: str) -> None:
         raise IndexFormatError(f"{where}: field 'doc_count' must be >= 0")
     _check_fields(manifest, _SCHEMAS[key], where)
     for name, info in manifest["files"].items():
-        _check_fields({"f": info}, [("f", "dict"), ("f.bytes", "int"), ("f.sha256", "str")], where,
-                      prefix=f"files[{name!r}]/")
+        if not isinstance(info, dict):
+            raise IndexFormatError(f"{where}: field files[{name!r}] must be dict, got {json.dumps(info)[:60]}")
+        _check_fields(info, [("bytes", "int"), ("sha256", "str")], where, prefix=f"files[{name!r}].")
     for i, part in enumerate(manifest.get("components", [])):
         if not isinstance(part, dict):
             raise IndexFormatError(f"{where}: components[{i}] must be an object")

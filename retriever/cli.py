@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -14,25 +16,97 @@ KIND_NAMES = ("bm25", "sparse", "dense", "hybrid")  # kept in step with retrieve
 
 
 class _Group(click.Group):
-    """Turns the errors users cause (bad files, bad indexes, bad options) into one clean line."""
+    """Turns the errors users cause (bad files, bad indexes, bad options, unwritable paths) into
+    one clean line and exit status 1; ``--debug`` (or RETRIEVER_DEBUG=1) shows the traceback."""
 
     def invoke(self, ctx):
         from eval.errors import DataError
-        from indexing.manifest import IndexFormatError
+        from indexing.manifest import IndexBusyError, IndexFormatError
 
+        if ctx.params.get("debug"):
+            return super().invoke(ctx)
         try:
             return super().invoke(ctx)
-        except (DataError, IndexFormatError, FileExistsError, FileNotFoundError) as e:
+        except click.ClickException:
+            raise
+        except (DataError, IndexFormatError, IndexBusyError) as e:
             raise click.ClickException(str(e)) from None
-        except (ValueError, TypeError, ImportError) as e:
-            if isinstance(e, click.ClickException):
-                raise
-            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(_os_error(e)) from None
+        except (ValueError, TypeError, ImportError, KeyError) as e:
+            raise click.ClickException(str(e) if not isinstance(e, KeyError) else f"not found: {e}") from None
+
+
+def _os_error(e: OSError) -> str:
+    """``path: reason`` for an OSError (the target of a rename when there is one)."""
+    if isinstance(e, (FileExistsError, FileNotFoundError)) and e.filename is None:
+        return str(e)
+    path = e.filename2 if e.filename2 is not None else e.filename
+    reason = e.strerror or str(e)
+    return f"{path}: {reason}" if path is not None else reason
+
+
+class _Finite(click.ParamType):
+    """A finite float, optionally bounded (``retriever index --k1 nan`` is a usage error)."""
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, high: float | None = None, open_low: bool = False,
+                 open_high: bool = False) -> None:
+        self.low, self.high, self.open_low, self.open_high = low, high, open_low, open_high
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            x = value
+        else:
+            try:
+                x = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(x):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        if self.low is not None and (x < self.low or (self.open_low and x == self.low)):
+            self.fail(f"{x:g} must be {'>' if self.open_low else '>='} {self.low:g}", param, ctx)
+        if self.high is not None and (x > self.high or (self.open_high and x == self.high)):
+            self.fail(f"{x:g} must be {'<' if self.open_high else '<='} {self.high:g}", param, ctx)
+        return x
+
+
+FINITE = _Finite()
+NONNEG = _Finite(low=0.0)
+POSITIVE = _Finite(low=0.0, open_low=True)
+AT_LEAST_1 = click.IntRange(min=1)
+AT_LEAST_0 = click.IntRange(min=0)
+FRACTION = _Finite(0.0, 1.0, open_low=True, open_high=True)
+
+
+def _output_file(path: Path | None, what: str) -> None:
+    """Refuse an output file path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise click.UsageError(f"{what} {path} is a directory; give a file name")
+    parent = path.parent if str(path.parent) else Path(".")
+    here = parent
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
+        raise click.UsageError(f"{what} {path}: cannot write in {here}")
+
+
+def _split_guard(split: str, why: str) -> None:
+    """Refuse the test split, by its resolved name (``./test`` and ``../qrels/test`` too)."""
+    from eval.beir import is_test_split
+
+    if is_test_split(split):
+        raise click.UsageError(why)
 
 
 @click.group(cls=_Group)
 @click.version_option(package_name="retriever")
-def main() -> None:
+@click.option("--debug", is_flag=True, envvar="RETRIEVER_DEBUG",
+              help="Show the full traceback of an error (also RETRIEVER_DEBUG=1).")
+def main(debug) -> None:
     """Dense and learned-sparse retrieval with BEIR evaluation."""
 
 
@@ -48,20 +122,20 @@ def _dir_size(path: Path) -> int:
               help="native: our in-process index; lucene: Lucene through pyserini (pip extra 'lucene').")
 @click.option("--fields", type=click.Choice(["flat", "multifield"]), default=None,
               help="bm25: title and text in one field (flat, default) or scored separately.")
-@click.option("--k1", type=float, default=None, help="bm25: k1 (default 0.9, as Anserini).")
-@click.option("--b", type=float, default=None, help="bm25: b (default 0.4, as Anserini).")
+@click.option("--k1", type=NONNEG, default=None, help="bm25: k1 (default 0.9, as Anserini).")
+@click.option("--b", type=_Finite(0.0, 1.0), default=None, help="bm25: b (default 0.4, as Anserini).")
 @click.option("--model", default=None,
               help="sparse/dense: model (directory, pulled pack name, or hub id).")
 @click.option("--vectors", is_flag=True,
               help="sparse: CORPUS is an Anserini JsonVectorCollection ({id, contents, vector}) "
                    "of precomputed term weights.")
-@click.option("--doc-max-length", type=int, default=None, help="sparse: tokens per document (256).")
-@click.option("--query-max-length", type=int, default=None, help="sparse: tokens per query (64).")
-@click.option("--doc-top-k", type=int, default=None, help="sparse: keep the k heaviest terms per document.")
-@click.option("--query-top-k", type=int, default=None, help="sparse: keep the k heaviest terms per query.")
+@click.option("--doc-max-length", type=click.IntRange(min=2), default=None, help="sparse: tokens per document (256).")
+@click.option("--query-max-length", type=click.IntRange(min=2), default=None, help="sparse: tokens per query (64).")
+@click.option("--doc-top-k", type=AT_LEAST_0, default=None, help="sparse: keep the k heaviest terms per document.")
+@click.option("--query-top-k", type=AT_LEAST_0, default=None, help="sparse: keep the k heaviest terms per query.")
 @click.option("--quantize", type=click.Choice(["uint16", "uint8", "float"]), default=None,
               help="sparse: impact storage (default uint16 with --scale 100).")
-@click.option("--scale", type=float, default=None, help="sparse: stored impact = round(weight * scale).")
+@click.option("--scale", type=POSITIVE, default=None, help="sparse: stored impact = round(weight * scale).")
 @click.option("--query-mode", type=click.Choice(["model", "idf", "learned"]), default=None,
               help="sparse: encode queries with the model, or inference-free (IDF / learned weights).")
 @click.option("--query-weights", default=None, help="sparse: per-token weights (.npy or .json) for --query-mode learned.")
@@ -72,11 +146,11 @@ def _dir_size(path: Path) -> int:
 @click.option("--doc-prefix", default=None, help="dense: text put before every document.")
 @click.option("--faiss", default=None,
               help="dense: FAISS spec: Flat, IVF{n},Flat, IVF{n},PQ{m}[x{b}], OPQ{m},IVF{n},PQ{m}, HNSW{M}, auto.")
-@click.option("--nprobe", type=int, default=None, help="dense: IVF lists probed per query (stored default).")
-@click.option("--ef-search", type=int, default=None, help="dense: HNSW efSearch (stored default).")
+@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense: IVF lists probed per query (stored default).")
+@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense: HNSW efSearch (stored default).")
 @click.option("--refine", is_flag=True, default=None, help="dense: keep float16 vectors, re-rank candidates exactly.")
 @click.option("--int8", is_flag=True, default=None, help="dense: int8 dynamic quantisation of the model (CPU).")
-@click.option("--batch-size", type=int, default=None, help="sparse/dense: encoding batch size (32).")
+@click.option("--batch-size", type=AT_LEAST_1, default=None, help="sparse/dense: encoding batch size (32).")
 @click.option("--device", default=None, help="sparse/dense: auto | cpu | cuda[:N] (auto).")
 @click.option("--dense-model", default=None, help="hybrid: the dense component's model.")
 @click.option("--sparse", type=click.Choice(["bm25", "splade"]), default=None,
@@ -134,9 +208,12 @@ def models_list():
 
 def _floats(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",")]
+        values = [float(x) for x in text.split(",")]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise click.BadParameter(f"expected finite numbers, got {text!r}")
+    return values
 
 
 def _load_options(given: dict) -> dict:
@@ -152,41 +229,19 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _load_query_file(path: Path) -> dict[str, str]:
-    """Queries from a BEIR queries.jsonl or a TSV of ``qid<TAB>text`` lines."""
-    from eval.beir import load_queries
-    from eval.errors import DataError
-
-    if path.suffix in (".jsonl", ".json") or path.name.endswith(".jsonl.gz"):
-        return load_queries(path)
-    queries: dict[str, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            qid, sep, text = line.partition("\t")
-            if not sep:
-                raise DataError("expected 'qid<TAB>text'", path=path, line=lineno)
-            if qid in queries:
-                raise DataError(f"duplicate query id {qid!r}", path=path, line=lineno)
-            queries[qid] = text
-    return queries
-
-
 @main.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
 @click.argument("query", required=False)
-@click.option("-k", type=int, default=None, help="Hits per query (default 10, or 1000 with --queries).")
-@click.option("--queries", type=click.Path(exists=True, path_type=Path),
+@click.option("-k", type=AT_LEAST_1, default=None, help="Hits per query (default 10, or 1000 with --queries).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Search every query in a queries.jsonl or qid<TAB>text file.")
 @click.option("--run", "run_out", type=click.Path(path_type=Path), help="TREC run file to write.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
 @click.option("--tag", default="retriever", show_default=True, help="Run tag in the TREC file.")
 @click.option("--model", "query_model", default=None,
               help="Query model location, when the index's model has moved (must match it).")
-@click.option("--nprobe", type=int, default=None, help="dense IVF: lists probed per query.")
-@click.option("--ef-search", type=int, default=None, help="dense HNSW: candidate list size.")
+@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
 def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load):
     """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
@@ -196,6 +251,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
         raise click.UsageError("give either a QUERY or --queries FILE")
     if queries is not None and run_out is None:
         raise click.UsageError("--queries needs --run OUT.trec")
+    _output_file(run_out, "--run")
     r = Retriever.load(index_dir, **_load_options(load))
     if query is not None:
         hits = r.search(query, k=k or 10, explain=explain)
@@ -208,9 +264,10 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
                                   for name, p in h.parts.items())
                 click.echo(f"     {parts}")
         return
+    from eval.beir import load_query_file
     from eval.trec import write_run
 
-    qs = _load_query_file(queries)
+    qs = load_query_file(queries)
     start = time.perf_counter()
     run = r.search_batch(qs, k=k or 1000, threads=threads)
     took = time.perf_counter() - start
@@ -227,14 +284,14 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
 @click.option("--split", default="test", show_default=True)
 @click.option("--metrics", default=DEFAULT_METRICS, show_default=True,
               help="Comma-separated: ndcg@k, recall@k, mrr@k, map@k, p@k.")
-@click.option("-k", "--depth", type=int, default=1000, show_default=True, help="Hits per query.")
-@click.option("--threads", type=int, default=1, show_default=True)
+@click.option("-k", "--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits per query.")
+@click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
 @click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
 @click.option("--model", "query_model", default=None,
               help="Query model location, when the index's model has moved (must match it).")
-@click.option("--nprobe", type=int, default=None, help="dense IVF: lists probed per query.")
-@click.option("--ef-search", type=int, default=None, help="dense HNSW: candidate list size.")
+@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
 def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
     from eval.beir import BeirDataset, check_qrels
@@ -244,6 +301,8 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
 
     if (index_dir is None) == (run_file is None):
         raise click.UsageError("give exactly one of --index INDEX or --run RUN")
+    _output_file(json_out, "--json")
+    _output_file(save_run, "--save-run")
     names = [parse_metric(m).name for m in metrics.split(",") if m.strip()]
     ds = BeirDataset(dataset)
     qrels = ds.qrels(split)
@@ -281,8 +340,8 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
 @click.option("--weights", default="1,1", show_default=True, help="Sparse weight, dense weight.")
-@click.option("--depth", type=int, default=1000, show_default=True, help="Hits taken from each component.")
-@click.option("--rrf-k", type=int, default=60, show_default=True)
+@click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each component.")
+@click.option("--rrf-k", type=AT_LEAST_0, default=60, show_default=True)
 @click.option("--overwrite", is_flag=True)
 def hybrid(sparse_index, dense_index, out, method, weights, depth, rrf_k, overwrite):
     """Compose a hybrid index OUT from two existing indexes over the same corpus."""
@@ -298,7 +357,7 @@ def hybrid(sparse_index, dense_index, out, method, weights, depth, rrf_k, overwr
 @click.option("--dataset", required=True, type=click.Path(path_type=Path))
 @click.option("--split", default="dev", show_default=True,
               help="Tuning split; with --dev-fraction, the part of it carved out as dev. Never test.")
-@click.option("--dev-fraction", type=float, default=None,
+@click.option("--dev-fraction", type=FRACTION, default=None,
               help="Carve this fraction of --split's queries as dev (e.g. --split train --dev-fraction 0.2).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the dev carve.")
 @click.option("--metric", default="ndcg@10", show_default=True)
@@ -310,9 +369,8 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
     from retriever.api import Retriever
     from retriever.hybrid_index import store_fusion, tune
 
-    if split == "test":
-        raise click.UsageError("tuning on the test split would make its numbers meaningless; "
-                               "use a dev split (or --split train --dev-fraction 0.2)")
+    _split_guard(split, "tuning on the test split would make its numbers meaningless; "
+                        "use a dev split (or --split train --dev-fraction 0.2)")
     metric = parse_metric(metric).name
     ds = BeirDataset(dataset)
     qrels = ds.qrels(split)
@@ -338,9 +396,9 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
 @click.option("--weights", default=None, help="One weight per run (default all 1).")
-@click.option("--depth", type=int, default=1000, show_default=True, help="Hits taken from each run.")
-@click.option("--rrf-k", type=int, default=60, show_default=True)
-@click.option("-k", type=int, default=1000, show_default=True, help="Hits per query in the output.")
+@click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each run.")
+@click.option("--rrf-k", type=AT_LEAST_0, default=60, show_default=True)
+@click.option("-k", type=AT_LEAST_1, default=1000, show_default=True, help="Hits per query in the output.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--tag", default="fused", show_default=True)
 def fuse(runs, method, weights, depth, rrf_k, k, out, tag):
@@ -348,6 +406,7 @@ def fuse(runs, method, weights, depth, rrf_k, k, out, tag):
     from eval.trec import read_run, write_run
     from retriever.fusion import fuse as fuse_runs
 
+    _output_file(out, "--out")
     fused = fuse_runs([read_run(p) for p in runs], method, _floats(weights) if weights else None,
                       depth, rrf_k, k)
     write_run(fused, out, tag=tag)
@@ -359,11 +418,11 @@ def fuse(runs, method, weights, depth, rrf_k, k, out, tag):
 @click.option("--dataset", required=True, type=click.Path(path_type=Path))
 @click.option("--split", default="train", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="negatives.jsonl to write.")
-@click.option("--depth", type=int, default=200, show_default=True, help="Candidates retrieved per query.")
-@click.option("--skip-top", type=int, default=0, show_default=True, help="Skip the N best non-positive candidates.")
-@click.option("--max-negatives", type=int, default=32, show_default=True)
+@click.option("--depth", type=AT_LEAST_1, default=200, show_default=True, help="Candidates retrieved per query.")
+@click.option("--skip-top", type=AT_LEAST_0, default=0, show_default=True, help="Skip the N best non-positive candidates.")
+@click.option("--max-negatives", type=AT_LEAST_1, default=32, show_default=True)
 @click.option("--teacher", default=None, help="Dense model that scores query, positive and candidates.")
-@click.option("--margin", type=float, default=0.95, show_default=True,
+@click.option("--margin", type=FINITE, default=0.95, show_default=True,
               help="Drop a candidate whose teacher score exceeds margin x the positive's.")
 @click.option("--device", default="auto", show_default=True, help="Teacher device.")
 def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher, margin, device):
@@ -373,8 +432,8 @@ def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher
     from training.mining import mine as mine_negatives
     from training.mining import write_negatives
 
-    if split == "test":
-        raise click.UsageError("mining negatives from the test split would leak it into training")
+    _split_guard(split, "mining negatives from the test split would leak it into training")
+    _output_file(out, "--out")
     ds = BeirDataset(dataset)
     qrels = ds.qrels(split)
     queries = ds.split_queries(split)
@@ -402,10 +461,10 @@ def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher
               help="runs.yaml: {name: {index options, e.g. kind: bm25, fields: flat}}.")
 @click.option("--out", required=True, type=click.Path(path_type=Path))
 @click.option("--split", default="test", show_default=True)
-@click.option("-k", "--depth", type=int, default=1000, show_default=True)
+@click.option("-k", "--depth", type=AT_LEAST_1, default=1000, show_default=True)
 @click.option("--reference", type=click.Path(exists=True, path_type=Path),
               help="Published numbers {config: {dataset: {metric: value}}} to compare with.")
-@click.option("--tolerance", type=float, default=0.005, show_default=True)
+@click.option("--tolerance", type=NONNEG, default=0.005, show_default=True)
 @click.option("--no-plots", is_flag=True)
 def beir(root, datasets, config_file, out, split, depth, reference, tolerance, no_plots):
     """Run every configuration over every dataset: leaderboard tables, runs and plots in OUT."""
@@ -427,6 +486,11 @@ def beir(root, datasets, config_file, out, split, depth, reference, tolerance, n
     reused = sum(c["cached"] for c in cells)
     click.echo(f"{len(cells)} cells ({reused} reused) in {time.perf_counter() - start:.1f}s; "
                f"outputs in {out}")
+    bad = [c for c in cells if c["status"] != "ok"]
+    if bad:
+        raise click.ClickException(f"{len(bad)} of {len(cells)} cells did not run: " + "; ".join(
+            f"{c['dataset']}/{c['config']} {c['status']}" for c in bad[:5]) + ("; ..." if len(bad) > 5 else "")
+            + f" (the table in {out} shows the rest)")
 
 
 @main.command()
@@ -434,10 +498,15 @@ def beir(root, datasets, config_file, out, split, depth, reference, tolerance, n
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 @click.option("--verify", is_flag=True, help="Recompute every file checksum.")
 def info(index_dir, as_json, verify):
-    """Describe an index: kind, documents, settings, size."""
-    from indexing.manifest import read_manifest
+    """Describe an index: kind, documents, settings, size; --verify checks every byte."""
+    from indexing.manifest import is_locked, leftovers, read_manifest
 
-    m = read_manifest(index_dir, verify=verify)
+    m = read_manifest(index_dir, verify=False)
+    checked = []
+    if verify:
+        from retriever.api import verify_index
+
+        checked = verify_index(index_dir)
     if as_json:
         click.echo(json.dumps(m, indent=2, ensure_ascii=False))
         return
@@ -454,6 +523,15 @@ def info(index_dir, as_json, verify):
     click.echo(f"size       {size / 1e6:.2f} MB in {len(m.get('files', {}))} files")
     click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
     click.echo(f"created    {m.get('created')}")
+    if is_locked(index_dir):
+        click.echo("writer     a build of this index is running now")
+    else:
+        stale = leftovers(index_dir)
+        if stale:
+            click.echo(f"leftovers  {len(stale)} directories of interrupted builds "
+                       f"({', '.join(p.name for p in stale[:3])}); the next build of it removes them")
+    for line in checked:
+        click.echo(f"verified   {line}")
     if verify:
         click.echo("checksums  ok")
 

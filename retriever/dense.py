@@ -113,6 +113,8 @@ class DenseEncoder:
         self.model_name = model
         self.path = resolve_model(model)
         self.settings = settings or resolve_settings(self.path)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)

@@ -194,6 +194,8 @@ class LuceneSparseSearcher:
     def quantize(self, weights: Mapping[str, float]) -> dict[str, int]:
         out = {}
         for term, w in weights.items():
+            if not np.isfinite(np.float32(w)):
+                raise ValueError(f"query weight {w!r} of term {term!r} is not a finite float32 number")
             q = int(np.rint(float(w) * self.scale))
             if q > 0:
                 out[term] = q

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gzip
+import os
+import zlib
 from pathlib import Path
 
 import pytest
 
-from eval.beir import BeirDataset, Doc, check_qrels, iter_corpus, load_qrels, load_queries
+from eval.beir import (
+    QRELS_HEADER_SCORES, BeirDataset, Doc, check_qrels, check_split_name, is_test_split, iter_corpus,
+    iter_vector_collection, load_qrels, load_queries, load_query_file,
+)
 from eval.errors import DataError
 
 
@@ -177,17 +183,69 @@ def test_qrels_repeated_pair_keeps_last(tmp_path):
     ("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t1.5\n", 3, "relevance '1.5' is not an integer"),
     ("q1\td1\t1\n\nq1\td2\tscore\n", 3, "relevance 'score' is not an integer"),  # header only on line 1
     ("q1 0 d1 1\nq1 0 d2 1 extra\n", 2, "got 5"),
-    ("q1 0 d1 x\n", None, ""),  # first line: treated as a header, not an error (see below)
+    ("q1 0 d1 x\n", 1, "relevance 'x' is not an integer"),  # not a header: 'x' is no header name
     ("q1\t\t1\n", 1, "empty query or doc id"),
 ])
 def test_qrels_malformed_rows(tmp_path, body, line, fragment):
     f = write(tmp_path / "test.tsv", body)
-    if line is None:
-        assert load_qrels(f) == {}
-        return
     with pytest.raises(DataError) as exc:
         load_qrels(f)
     assert_data_error(exc, f, line, fragment)
+
+
+def test_qrels_first_row_with_a_bad_score_is_an_error_not_a_header(tmp_path):
+    # it used to be dropped silently as a "header", losing a judgement
+    f = write(tmp_path / "test.tsv", "q1\td1\tabc\nq2\td2\t1\n")
+    with pytest.raises(DataError) as exc:
+        load_qrels(f)
+    assert_data_error(exc, f, 1, "relevance 'abc' is not an integer")
+
+
+@pytest.mark.parametrize("header", [
+    "query-id\tcorpus-id\tscore",  # BEIR
+    "QUERY-ID\tCORPUS-ID\tSCORE",
+    "qid\tdocid\trelevance",
+    "query_id corpus_id label",
+    "qid iter docno rel",  # TREC-style, 4 columns
+    "qid\tQ0\tdocid\tJudgement",
+])
+def test_qrels_header_is_recognised_by_its_score_column(tmp_path, header):
+    f = write(tmp_path / "test.tsv", f"\n{header}\nq1\td1\t1\n")  # first non-blank line
+    assert load_qrels(f) == {"q1": {"d1": 1}}
+
+
+def test_qrels_header_names():
+    assert {"score", "relevance", "rel", "label", "grade", "judgment", "judgement"} <= QRELS_HEADER_SCORES
+
+
+@pytest.mark.parametrize("score", ["1001", "-1001", "2147483647", "99999999999999999999", "9" * 5000])
+def test_qrels_relevance_out_of_range(tmp_path, score):
+    # pytrec_eval takes minutes over a grade of 10**6 and crashes the interpreter at 2**31 - 1;
+    # 5000 digits made int() itself raise a bare ValueError
+    f = write(tmp_path / "test.tsv", f"q1\td1\t1\nq1\td2\t{score}\n")
+    with pytest.raises(DataError) as exc:
+        load_qrels(f)
+    assert_data_error(exc, f, 2, "out of range")
+    assert len(str(exc.value)) < 200
+
+
+def test_qrels_relevance_limits_accepted(tmp_path):
+    f = write(tmp_path / "test.tsv", "q1\td1\t1000\nq1\td2\t-1000\nq1\td3\t+0\n")
+    assert load_qrels(f) == {"q1": {"d1": 1000, "d2": -1000, "d3": 0}}
+
+
+@pytest.mark.parametrize("row", ["q\x001\td1\t1", "q1\td\x001\t1", "q1 0 d\x7f 1"])
+def test_qrels_control_characters_in_ids(tmp_path, row):
+    # pytrec_eval cuts ids at a NUL: "q\x001" would be judged as "q"
+    f = write(tmp_path / "test.tsv", f"q0\td0\t1\n{row}\n")
+    with pytest.raises(DataError) as exc:
+        load_qrels(f)
+    assert_data_error(exc, f, 2, "contains a control character")
+
+
+def test_qrels_ids_with_inner_spaces_still_read(tmp_path):
+    f = write(tmp_path / "test.tsv", "q 1\td 1\t1\n")
+    assert load_qrels(f) == {"q 1": {"d 1": 1}}
 
 
 def test_qrels_missing_file(tmp_path):
@@ -271,3 +329,201 @@ def test_check_qrels_clean_is_empty_string():
     report = check_qrels({"q1": {"d1": 1}}, {"q1"}, {"d1"})
     assert report.clean
     assert str(report) == ""
+
+
+# --- split names -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("split", ["test", "dev", "train", "TEST", "train-2", "cqa_android", "v1.0", "2024"])
+def test_check_split_name_accepts_plain_names(split):
+    assert check_split_name(split) == split
+
+
+@pytest.mark.parametrize("split", ["", ".", "..", ".test", "./test", "../qrels/test", "qrels/test", "a\\b",
+                                   "/abs/test", "te st", "test\n", "te\x00st", "t\u00e9st", "test/", None, 3])
+def test_check_split_name_refuses_paths_and_odd_names(split):
+    with pytest.raises(ValueError, match="bad split name") as exc:
+        check_split_name(split)
+    assert repr(split) in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_is_test_split():
+    assert is_test_split("test") and is_test_split("TEST") and is_test_split("Test")
+    assert not is_test_split("dev") and not is_test_split("test2") and not is_test_split("train")
+    for sneaky in ("../qrels/test", "./test", "test/"):
+        with pytest.raises(ValueError):
+            is_test_split(sneaky)
+
+
+@pytest.mark.parametrize("split", ["../qrels/test", "./test", "../toy/qrels/test", ".test", "test/../test"])
+def test_dataset_refuses_split_paths(dataset, split):
+    # "qrels/{split}.tsv" would reach test.tsv and get past guards that compare the name with "test"
+    ds = BeirDataset(dataset)
+    for method in (ds.qrels, ds.split_queries):
+        with pytest.raises(DataError) as exc:
+            method(split)
+        assert_data_error(exc, dataset / "qrels", None, "bad split name")
+        assert repr(split) in str(exc.value)
+
+
+def test_dataset_splits_lists_only_plain_names(dataset):
+    write(dataset / "qrels" / ".hidden.tsv", "q1\td1\t1\n")
+    assert BeirDataset(dataset).splits() == ["test", "train"]
+
+
+# --- load_query_file ---------------------------------------------------------------------------
+
+def test_query_file_tsv_bom_crlf_blank_lines(tmp_path):
+    f = write(tmp_path / "q.tsv", "\ufeffq1\tone\r\n\r\n  \r\nq2\ttwo\twith a tab\r\nq3\t\r\n")
+    assert load_query_file(f) == {"q1": "one", "q2": "two\twith a tab", "q3": ""}
+    assert list(load_query_file(f)) == ["q1", "q2", "q3"]
+
+
+@pytest.mark.parametrize("name", ["queries.jsonl", "queries.json", "queries.jsonl.gz"])
+def test_query_file_jsonl_goes_to_load_queries(tmp_path, name):
+    body = b'{"_id": "q1", "text": "one"}\n{"_id": "q2", "text": "two"}\n'
+    f = write(tmp_path / name, gzip.compress(body) if name.endswith(".gz") else body)
+    assert load_query_file(f) == {"q1": "one", "q2": "two"}
+
+
+def test_query_file_tsv_gz(tmp_path):
+    f = write(tmp_path / "q.tsv.gz", gzip.compress(b"q1\tone\n"))
+    assert load_query_file(f) == {"q1": "one"}
+
+
+@pytest.mark.parametrize("body, line, fragment", [
+    ("q1\tone\nno tab here\n", 2, "expected 'qid<TAB>text'"),
+    ("q1\tone\nq1\tagain\n", 2, "duplicate query id 'q1' (first on line 1)"),
+    ("q1\tone\n\ttext\n", 2, "query id '' is empty or contains whitespace"),
+    ("q1\tone\nq 2\ttext\n", 2, "query id 'q 2' is empty or contains whitespace"),
+    ("q1\tone\n q2\ttext\n", 2, "is empty or contains whitespace"),
+    ("q1\tone\nq\x002\ttext\n", 2, "contains a control character"),
+    (b"q1\tone\nq2\t\xff\n", 2, "invalid UTF-8"),
+])
+def test_query_file_tsv_bad_lines(tmp_path, body, line, fragment):
+    f = write(tmp_path / "q.tsv", body)
+    with pytest.raises(DataError) as exc:
+        load_query_file(f)
+    assert_data_error(exc, f, line, fragment)
+
+
+def test_query_file_directory_or_missing(tmp_path):
+    for path in (tmp_path, tmp_path / "queries.jsonl"):
+        path.mkdir(exist_ok=True)
+        with pytest.raises(DataError) as exc:
+            load_query_file(path)
+        assert_data_error(exc, path, None, "is a directory")
+    with pytest.raises(DataError) as exc:
+        load_query_file(tmp_path / "absent.tsv")
+    assert_data_error(exc, tmp_path / "absent.tsv", None, "cannot open")
+
+
+# --- directories, unreadable files, corrupt gzip -----------------------------------------------
+
+def test_readers_refuse_a_directory(tmp_path):
+    d = tmp_path / "dir.tsv"
+    d.mkdir()
+    for read in (load_queries, load_qrels, load_query_file):
+        with pytest.raises(DataError) as exc:
+            read(d)
+        assert_data_error(exc, d, None, "is a directory, expected a file")
+    gz = tmp_path / "corpus.jsonl.gz"
+    gz.mkdir()
+    with pytest.raises(DataError):
+        list(iter_corpus(gz))
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    f = write(tmp_path / "q.tsv", "q1\tone\n")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(f))
+
+    monkeypatch.setattr("eval.beir.open", denied, raising=False)
+    with pytest.raises(DataError) as exc:
+        load_query_file(f)
+    assert_data_error(exc, f, None, "cannot open: Permission denied")
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file_chmod(tmp_path):
+    f = write(tmp_path / "test.tsv", "q1\td1\t1\n")
+    f.chmod(0)
+    with pytest.raises(DataError, match="cannot open"):
+        load_qrels(f)
+
+
+GZ_CORPUS = b"".join(b'{"_id": "d%d", "text": "some text %d"}\n' % (i, i) for i in range(200))
+
+
+def _bad_gzip(kind: str) -> bytes:
+    good = gzip.compress(GZ_CORPUS, mtime=0)
+    if kind == "not gzip":
+        return GZ_CORPUS
+    if kind == "truncated":
+        return good[: len(good) // 2]
+    if kind == "bad crc":
+        return good[:-8] + bytes([good[-8] ^ 1]) + good[-7:]
+    if kind == "bad deflate data":  # a raw deflate block with an invalid block type
+        return good[:10] + b"\xff" * 16 + good[26:]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["not gzip", "truncated", "bad crc", "bad deflate data"])
+def test_corrupt_gzip_is_a_data_error(tmp_path, kind):
+    # gzip.BadGzipFile, EOFError and zlib.error used to escape while iterating
+    f = write(tmp_path / "corpus.jsonl.gz", _bad_gzip(kind))
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, None, "corrupt or truncated gzip data after line")
+
+
+def test_bad_deflate_data_really_is_a_zlib_error():
+    with pytest.raises(zlib.error):
+        gzip.decompress(_bad_gzip("bad deflate data"))
+
+
+# --- JSON the parser cannot take, lone surrogates, huge numbers --------------------------------
+
+@pytest.mark.parametrize("bad, fragment", [
+    ('{"_id": "d", "text": "a", "n": ' + "9" * 5000 + "}", "malformed JSON: Exceeds the limit"),
+    ("[" * 5000 + "]" * 5000, "malformed JSON: nested too deeply"),
+    ('{"_id": "d", "text": "a", "m": ' + '{"a": ' * 5000 + "1" + "}" * 5001, "nested too deeply"),
+    ('{"_id": "d\\ud800", "text": "a"}', "contains a lone surrogate"),
+    ('{"_id": "d", "text": "a\\udc00b"}', "field 'text' contains a lone surrogate"),
+    ('{"_id": "d", "title": "\\ud800", "text": "a"}', "field 'title' contains a lone surrogate"),
+    ('{"_id": "d\\u0000", "text": "a"}', "contains a control character"),
+])
+def test_corpus_json_crash_classes(tmp_path, bad, fragment):
+    # these used to raise ValueError / RecursionError, or yield strings that cannot be encoded
+    f = write(tmp_path / "corpus.jsonl", f"{GOOD}\n{bad}\n")
+    with pytest.raises(DataError) as exc:
+        list(iter_corpus(f))
+    assert_data_error(exc, f, 2, fragment)
+    assert len(str(exc.value)) < 300
+
+
+def test_surrogate_pairs_are_fine(tmp_path):
+    f = write(tmp_path / "corpus.jsonl", '{"_id": "d\\ud83d\\ude00", "text": "\\ud83d\\ude00"}\n')
+    assert list(iter_corpus(f)) == [Doc("d\U0001F600", "", "\U0001F600")]
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ('{"id": "x", "vector": {"a": ' + "9" * 400 + "}}", "must be a finite number, got 99999"),
+    ('{"id": "x", "vector": {"a": -' + "9" * 400 + "}}", "must be a finite number"),
+    ('{"id": "x", "vector": {"\\ud800": 1.0}}', "contains a lone surrogate"),
+])
+def test_vector_collection_crash_classes(tmp_path, bad, fragment):
+    # a 400-digit weight used to raise OverflowError from math.isfinite
+    f = write(tmp_path / "vectors.jsonl", '{"id": "ok", "vector": {"a": 1}}\n' + bad + "\n")
+    with pytest.raises(DataError) as exc:
+        list(iter_vector_collection(f))
+    assert_data_error(exc, f, 2, fragment)
+    assert len(str(exc.value)) < 200
+
+
+def test_queries_json_crash_classes(tmp_path):
+    f = write(tmp_path / "queries.jsonl", '{"_id": "q1", "text": "one"}\n' + "[" * 5000 + "\n")
+    with pytest.raises(DataError) as exc:
+        load_queries(f)
+    assert_data_error(exc, f, 2, "nested too deeply")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,36 @@ def test_read_bad_line_names_file_and_line(tmp_path, bad, fragment):
 def test_read_missing_file(tmp_path: Path):
     with pytest.raises(DataError, match="cannot open"):
         read_run(tmp_path / "absent.trec")
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ("q\x001 Q0 d9 1 2.0 t", "query id 'q\\x001' contains a control character"),
+    ("q1 Q0 d\x7f 1 2.0 t", "doc id 'd\\x7f' contains a control character"),
+    ("q1 Q0 d9 " + "9" * 5000 + " 2.0 t", "bad rank"),
+])
+def test_read_odd_ids_and_huge_rank(tmp_path, bad, fragment):
+    # a NUL in an id would be cut there by pytrec_eval ("q\x001" read as "q")
+    f = tmp_path / "r.trec"
+    f.write_text(f"q1 Q0 d1 1 3.0 t\n{bad}\n")
+    with pytest.raises(DataError) as exc:
+        read_run(f)
+    assert exc.value.line == 2
+    assert fragment in str(exc.value)
+
+
+def test_read_gzip_and_corrupt_gzip(tmp_path):
+    good = gzip.compress(b"q1 Q0 d1 1 3.0 t\n" * 1 + b"".join(b"q2 Q0 d%d %d 1.0 t\n" % (i, i) for i in range(300)))
+    f = tmp_path / "r.trec.gz"
+    f.write_bytes(good)
+    assert len(read_run(f)["q2"]) == 300
+    f.write_bytes(good[: len(good) // 2])  # truncated: used to raise EOFError
+    with pytest.raises(DataError, match="corrupt or truncated gzip data"):
+        read_run(f)
+    f.write_bytes(b"q1 Q0 d1 1 3.0 t\n")  # not gzip at all: used to raise gzip.BadGzipFile
+    with pytest.raises(DataError, match="corrupt or truncated gzip data after line 0"):
+        read_run(f)
+
+
+def test_read_directory(tmp_path: Path):
+    with pytest.raises(DataError, match="is a directory, expected a file"):
+        read_run(tmp_path)

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eval.beir import is_test_split
 from training import distributed
 from training.data import BatchPlan, Group, TrainingData
 from training.dev_eval import dev_metrics, embed
@@ -91,14 +92,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.distill not in DISTILL:
             raise ValueError(f"distill must be one of {', '.join(DISTILL)}, not {self.distill!r}")
-        for name in ("batch_size", "group_size", "accumulation", "max_length", "query_max_length", "log_every"):
+        for name in ("epochs", "lr", "weight_decay", "temperature", "max_grad_norm", "distill_weight",
+                     "contrastive_weight", "kl_temperature", "dev_fraction"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite number, got {value!r}")
+        for name in ("weight_decay", "max_grad_norm", "distill_weight", "contrastive_weight", "grad_cache_chunk",
+                     "dev_docs", "dev_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 0")
+        if not 0 <= self.dev_fraction < 1:
+            raise ValueError(f"dev-fraction must be in [0, 1), got {self.dev_fraction}")
+        for name in ("batch_size", "group_size", "accumulation", "max_length", "query_max_length", "log_every",
+                     "eval_batch_size", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError("lr and temperature must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max-steps must be at least 1")
-        if self.dev_split == "test":
+        if self.dev_split is not None and is_test_split(self.dev_split):
             raise ValueError("--dev-split test would select the model on the test queries; carve dev from "
                              "train (--dev-fraction) or name a dev split")
         if self.max_steps is None and not self.epochs > 0:

@@ -1,0 +1,237 @@
+"""Property tests: the impact kernel equals a numpy oracle for any weights and postings, and the
+index loader, given any edit of a manifest, loads or raises our error, and never opens a path
+outside the index. Seeded (derandomised) by default; ``-m slow`` runs many more examples."""
+
+import copy
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexing import kernels
+from indexing.inverted import InvertedIndex
+from indexing.manifest import CHECKSUM_KEY, IndexFormatError, manifest_digest, sha256_file
+from retriever import Retriever
+
+FAST = settings(derandomize=True, max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SLOW = settings(derandomize=False, max_examples=3000, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# -- the kernel against numpy -------------------------------------------------------------------
+
+SPECIAL = [0.0, 1e-45, 3e-45, 1e-40, 1e-38, 1e-30, 0.5, 1.0, 3.0, 1e30, 1e38, 3.4e38]
+IMPACT = st.one_of(st.just(0.0), st.sampled_from(SPECIAL), st.floats(0, 1e6, width=32))
+WEIGHT = st.one_of(st.sampled_from(SPECIAL + [-1.0, -0.0, 5e-324]),
+                   st.floats(-10, 1e6, width=32), st.floats(allow_nan=True, allow_infinity=True))
+
+
+@st.composite
+def impact_indexes(draw):
+    num_docs = draw(st.integers(1, 40))
+    num_terms = draw(st.integers(1, 16))
+    quantized = draw(st.sampled_from([None, np.uint8, np.uint16]))
+    # adversarial: mostly zero and denormal impacts, whose contributions leave scores at 0
+    impact = st.sampled_from([0.0, 0.0, 1e-45, 1.0]) if draw(st.booleans()) else IMPACT
+    offsets, docs, impacts = [0], [], []
+    for _ in range(num_terms):
+        ids = sorted(draw(st.sets(st.integers(0, num_docs - 1), max_size=num_docs)))
+        docs += ids
+        if quantized is None:
+            impacts += [draw(impact) for _ in ids]
+        else:
+            impacts += [draw(st.integers(0, np.iinfo(quantized).max)) for _ in ids]
+        offsets.append(len(docs))
+    dtype = quantized or np.float32
+    scale = None if quantized is None else draw(st.sampled_from([1.0, 10.0, 100.0, 1e-3]))
+    terms = [f"t{i}" for i in range(num_terms)]
+    return InvertedIndex(terms, np.array(offsets, np.int64), np.array(docs, np.int32),
+                         np.array(impacts, dtype), num_docs, scale)
+
+
+def oracle(index, query, k):
+    """Accumulate in float32, term by term in query order (the kernel's order); best k by raw
+    score then id; then divided by the scale, as the kernel does."""
+    acc = np.zeros(index.num_docs, np.float32)
+    for term, w in query.items():
+        w32 = np.float32(w)
+        if term not in index.term_ids or not w32 > 0:
+            continue
+        t = index.term_ids[term]
+        s, e = index.offsets[t], index.offsets[t + 1]
+        with np.errstate(over="ignore"):
+            acc[index.docs[s:e]] += w32 * index.impacts[s:e].astype(np.float32)
+    hits = sorted(np.flatnonzero(acc > 0).tolist(), key=lambda d: (-acc[d], d))[:k]
+    scores = acc[hits]
+    return hits, (scores / np.float32(index.scale) if index.scale else scores)
+
+
+def check_kernel(index, query, k):
+    with np.errstate(over="ignore"):
+        finite = all(np.isfinite(np.float32(w)) for w in query.values())
+    if not finite:
+        with pytest.raises(ValueError, match="finite"):
+            index.top_k(query, k)
+        return
+    with np.errstate(over="ignore"):
+        ids, scores = index.top_k(query, k)
+        want_ids, want_scores = oracle(index, query, k)
+    assert ids.tolist() == want_ids
+    assert scores.tobytes() == np.asarray(want_scores, np.float32).tobytes()  # bit for bit
+    check_buffers(index, query)
+
+
+GUARD = 8
+
+
+def check_buffers(index, query):
+    """Call the kernel on scratch buffers followed by sentinels: nothing may be written past
+    num_docs entries, and acc/seen must come back all zeros."""
+    n = index.num_docs
+    terms, weights = index.encode(query)
+    acc = np.zeros(n + GUARD, np.float32)
+    seen = np.zeros(n + GUARD, np.uint8)
+    touched = np.full(n + GUARD, -7, np.int32)
+    keys = np.full(n + GUARD, 7, np.uint64)
+    with np.errstate(over="ignore"):
+        hits = kernels.accumulate(index.offsets, index.docs, index.impacts, terms, weights,
+                                  acc[:n], seen[:n], touched[:n], keys[:n])
+    assert 0 <= hits <= n
+    assert (touched[n:] == -7).all() and (keys[n:] == 7).all(), "the kernel wrote past its buffers"
+    assert not acc.any() and not seen.any(), "scratch not left clean"
+
+
+QUERIES = st.dictionaries(st.sampled_from([f"t{i}" for i in range(12)] + ["unknown"]), WEIGHT, max_size=12)
+
+
+@FAST
+@given(impact_indexes(), QUERIES, st.integers(1, 50))
+def test_kernel_equals_the_oracle(index, query, k):
+    check_kernel(index, query, k)
+
+
+@pytest.mark.slow
+@SLOW
+@given(impact_indexes(), QUERIES, st.integers(1, 50))
+def test_kernel_equals_the_oracle_long(index, query, k):
+    check_kernel(index, query, k)
+
+
+# -- the manifest loader under random edits ---------------------------------------------------
+
+CANARY_NAME = "canary-outside-the-index.npy"
+_opened: list[str] = []
+
+
+def _audit(event, args):
+    if event == "open" and args and isinstance(args[0], (str, bytes)) and CANARY_NAME in str(args[0]):
+        _opened.append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # cannot be removed; records only opens of the canary file
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory):
+    from conftest import write_beir
+
+    root = tmp_path_factory.mktemp("fuzz-manifest")
+    beir = write_beir(root / "toy")
+    np.save(root / CANARY_NAME, np.arange(10, dtype=np.int32))
+    vectors = root / "vectors.jsonl"
+    vectors.write_text("".join(json.dumps({"id": f"v{i}", "contents": "x", "vector": {"a": i + 1.0, "b": 2.0}}) + "\n"
+                               for i in range(5)))
+    built = {"bm25": Retriever.build(beir, root / "bm25").path,
+             "multifield": Retriever.build(beir, root / "mf", fields="multifield").path,
+             "sparse": Retriever.build(vectors, root / "sparse", kind="sparse", vectors=True).path}
+    return root, built
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+ESCAPES = ["../" + CANARY_NAME, "../../" + CANARY_NAME, "/etc/passwd", "sub/../../" + CANARY_NAME, "..", "",
+           "/" + CANARY_NAME]
+JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=False),
+              st.sampled_from(ESCAPES + ["bm25", "sparse", "dense", "hybrid", "lucene", "native", "none",
+                                         "porter", "flat", "multifield", "model", "idf", "float", "uint8"]),
+              st.text(max_size=8)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+    max_leaves=6)
+
+
+@st.composite
+def edits(draw, manifest):
+    m = copy.deepcopy(manifest)
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(m) if p]
+        op = draw(st.sampled_from(["delete", "replace", "escape_file", "rename_file"]))
+        if op in ("delete", "replace") and paths:
+            path = draw(st.sampled_from(paths))
+            parent = m
+            for key in path[:-1]:
+                parent = parent[key]
+            if op == "delete":
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = draw(JSON_VALUES)
+        elif op == "escape_file" and isinstance(m.get("files"), dict):
+            m["files"][draw(st.sampled_from(ESCAPES))] = {"bytes": 40, "sha256": "0" * 64}
+        elif op == "rename_file" and isinstance(m.get("files"), dict) and m["files"]:
+            name = draw(st.sampled_from(sorted(m["files"])))
+            m["files"][draw(st.sampled_from(ESCAPES))] = m["files"].pop(name)
+    return m, draw(st.booleans())
+
+
+def check_loader(root, src, data):
+    manifest = json.loads((src / "manifest.json").read_text())
+    edited, reseal = data.draw(edits(manifest))
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        idx = Path(tmp) / "idx"
+        shutil.copytree(src, idx)
+        if reseal and isinstance(edited, dict):
+            files = edited.get("files")
+            for name, info in (files.items() if isinstance(files, dict) else []):
+                p = idx / str(name)
+                if isinstance(info, dict) and p.is_file() and p.resolve().is_relative_to(idx.resolve()):
+                    info.update(bytes=p.stat().st_size, sha256=sha256_file(p))
+            edited[CHECKSUM_KEY] = manifest_digest(edited)
+        (idx / "manifest.json").write_text(json.dumps(edited))
+        _opened.clear()
+        try:
+            r = Retriever.load(idx)
+            if r.searcher.encode_queries is not None:
+                r.search("vitamin coffee", k=3)
+            r.search_weights({"a": 1.0, "vitamin": 1.0}, k=3)
+        except (IndexFormatError, ValueError):
+            pass  # our errors; anything else (KeyError, TypeError, ...) fails the test
+        assert _opened == [], f"opened a file outside the index: {_opened}"
+
+
+@settings(FAST, max_examples=60)
+@given(data=st.data(), which=st.sampled_from(["bm25", "multifield", "sparse"]))
+def test_manifest_edits_load_or_raise_our_error(indexes, data, which):
+    root, built = indexes
+    check_loader(root, built[which], data)
+
+
+@pytest.mark.slow
+@settings(SLOW, max_examples=800)
+@given(data=st.data(), which=st.sampled_from(["bm25", "multifield", "sparse"]))
+def test_manifest_edits_long(indexes, data, which):
+    root, built = indexes
+    check_loader(root, built[which], data)
