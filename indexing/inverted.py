@@ -35,13 +35,13 @@ def _finite_float32(weights) -> np.ndarray:
     """Weights as float32, refused (ValueError) unless each is a number finite in float32."""
     try:
         w = np.asarray(weights, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError("query weights must be numbers") from None
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         w32 = w.astype(np.float32)
-    bad = ~np.isfinite(w32)
-    if bad.any():
-        raise ValueError(f"query weight {w[np.flatnonzero(bad)[0]]!r} is not a finite float32 number")
+    if not np.isfinite(w32).all():
+        bad = np.flatnonzero(~np.isfinite(w32))[0]
+        raise ValueError(f"query weight {w[bad]!r} is not a finite float32 number")
     return w32
 
 
@@ -157,12 +157,10 @@ class InvertedIndex:
         ValueError, whether or not the index knows its term); weights <= 0 are ignored (a term
         cannot lower a score), as are unknown terms.
         """
-        known = [(self.term_ids.get(term, -1), w) for term, w in query.items()]
-        ids = np.array([t for t, _ in known], dtype=np.int64)
-        weights = [w for _, w in known]
-        _finite_float32(weights)
-        keep = ids >= 0
-        return self._checked(ids[keep], np.asarray(weights, dtype=np.float64)[keep] if weights else [])
+        w = _finite_float32(list(query.values()))
+        ids = np.fromiter((self.term_ids.get(t, -1) for t in query), dtype=np.int32, count=len(query))
+        keep = (ids >= 0) & (w > 0)
+        return ids[keep], w[keep]
 
     def _checked(self, terms, weights) -> tuple[np.ndarray, np.ndarray]:
         """(term ids, weights) validated: ids in range, weights finite; weights <= 0 dropped."""
@@ -173,8 +171,7 @@ class InvertedIndex:
                              f"got shapes {terms.shape} and {w.shape}")
         if len(terms) and (terms.dtype.kind not in "iu" or terms.min() < 0 or terms.max() >= len(self.terms)):
             raise ValueError(f"query term ids must be integers in [0, {len(self.terms)})")
-        with np.errstate(over="ignore"):
-            keep = w > 0
+        keep = w > 0
         return terms[keep].astype(np.int32), w[keep]
 
     def _scratch(self):
@@ -192,11 +189,14 @@ class InvertedIndex:
         Order is score descending, then internal id ascending (Lucene's tie order). Documents
         that match no query term are never returned, so fewer than k may come back.
         """
-        return self.top_k_ids(*self.encode(query), k)
+        return self._top(*self.encode(query), k)
 
     def top_k_ids(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``top_k`` for a query given as term ids and weights (same weight rule as ``encode``)."""
-        terms, weights = self._checked(terms, weights)
+        return self._top(*self._checked(terms, weights), k)
+
+    def _top(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The kernel call: ``terms`` int32 in range, ``weights`` float32 finite and > 0."""
         s = self._scratch()
         n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights,
                                s.acc, s.seen, s.touched, s.keys)
