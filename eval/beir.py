@@ -1,21 +1,18 @@
-"""BEIR data: streamed corpus, queries, qrels (BEIR TSV or TREC), dataset layout checks."""
+"""BEIR data: queries, qrels (BEIR TSV or TREC), splits, dataset layout checks (the corpus is
+read by ``indexing.corpus``)."""
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import hashlib
-import json
-import math
 import os
 import re
-import zlib
 from collections.abc import Collection, Iterator, Mapping, Set
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from eval.errors import DataError
+from indexing.corpus import Doc, iter_corpus
+from indexing.errors import DataError
+from indexing.records import id_problem, read_jsonl, read_lines, record_id, string_field
 
 PathLike = str | os.PathLike[str]
 Qrels = dict[str, dict[str, int]]
@@ -34,213 +31,16 @@ QRELS_HEADER_SCORES = frozenset({"score", "relevance", "rel", "label", "grade", 
 QRELS_MAX_RELEVANCE = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Doc:
-    docid: str
-    title: str
-    text: str
-
-
-class CorpusFingerprint:
-    """sha256 over every document's id, title and text, fed one document at a time."""
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def add(self, doc: Doc) -> None:
-        for part in (doc.docid, doc.title, doc.text):
-            self._h.update(part.encode("utf-8"))
-            self._h.update(b"\x00")
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
-
-
-def doc_text(doc: Doc) -> str:
-    """What a neural encoder reads: title and text joined by a space (BEIR's convention)."""
-    return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
-
-
-def _id_problem(ident: str, *, whitespace_ok: bool = False) -> str | None:
-    """Why `ident` cannot be an id, or None: empty, whitespace, control characters, lone surrogates.
-
-    Control characters and lone surrogates would reach pytrec_eval, which cuts ids at a NUL and
-    crashes on surrogates.
-    """
-    if ident and ident.isprintable() and (whitespace_ok or " " not in ident):
-        return None  # fast path: whitespace other than " ", controls and surrogates are unprintable
-    if not ident or (not whitespace_ok and _SPACE.search(ident)):
-        return "is empty or contains whitespace"
-    if _CONTROL.search(ident):
-        return "contains a control character"
-    if _SURROGATE.search(ident):
-        return "contains a lone surrogate (an unpaired \\u escape)"
-    return None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its CR/LF); strips a UTF-8 BOM; reads .gz too.
-
-    Every failure is a DataError: a directory, an unreadable file, invalid UTF-8, a read error,
-    and for .gz files a corrupt or truncated stream (found only as it is read).
-    """
-    if path.is_dir():
-        raise DataError("is a directory, expected a file", path=path)
-    gz = path.suffix == ".gz"
-    opener: Any = gzip.open if gz else open
-    try:
-        f = opener(path, "rb")
-    except OSError as e:
-        raise DataError(f"cannot open: {e.strerror or e}", path=path) from None
-    except ValueError as e:  # e.g. a NUL byte in the path
-        raise DataError(f"cannot open: {e}", path=path) from None
-    lineno = 0
-    with f:
-        try:
-            for raw in f:
-                lineno += 1
-                if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                    raw = raw[len(codecs.BOM_UTF8):]
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise DataError(f"invalid UTF-8 at byte {e.start}", path=path, line=lineno) from None
-                yield lineno, line.rstrip("\r\n")
-        except (OSError, EOFError, zlib.error) as e:  # raised by the read, not by the consumer
-            if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile):
-                message = f"read error after line {lineno}: {e.strerror or e}"
-            else:  # BadGzipFile (not gzip, bad CRC), EOFError (truncated), zlib.error (bad data)
-                message = f"corrupt or truncated gzip data after line {lineno}: {e}"
-            raise DataError(message, path=path) from None
-
-
-def _json_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank JSONL line."""
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=lineno) from None
-        except ValueError as e:  # an integer over Python's digit limit
-            raise DataError(f"malformed JSON: {str(e).split(';')[0]}", path=path, line=lineno) from None
-        except RecursionError:
-            raise DataError("malformed JSON: nested too deeply", path=path, line=lineno) from None
-        if not isinstance(obj, dict):
-            raise DataError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
-        yield lineno, obj
-
-
-def _record_id(obj: dict[str, Any], what: str, path: Path, lineno: int) -> str:
-    key = "_id" if "_id" in obj else "id" if "id" in obj else None
-    if key is None:
-        raise DataError(f"missing {what} id ('_id' or 'id')", path=path, line=lineno)
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise DataError(f"{what} id {key!r} must be a string or integer, got {type(value).__name__}",
-                        path=path, line=lineno)
-    ident = str(value)
-    problem = _id_problem(ident)
-    if problem:
-        raise DataError(f"{what} id {ident!r} {problem}", path=path, line=lineno)
-    return ident
-
-
-def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise DataError(f"field {key!r} must be a string, got {type(value).__name__}", path=path, line=lineno)
-    if not value.isascii() and _SURROGATE.search(value):
-        raise DataError(f"field {key!r} contains a lone surrogate (an unpaired \\u escape)",
-                        path=path, line=lineno)
-    return value
-
-
-def _first_line(path: Path, what: str, ident: str) -> int:
-    """Line of the first record with this id (only used to report a duplicate)."""
-    for lineno, obj in _json_records(path):
-        if _record_id(obj, what, path, lineno) == ident:
-            return lineno
-    raise AssertionError("unreachable: duplicate id not found on rescan")
-
-
-def corpus_file(path: PathLike) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        p = p / "corpus.jsonl"
-    if not p.is_file():
-        raise DataError("no such corpus file", path=p)
-    return p
-
-
-def iter_corpus(path: PathLike) -> Iterator[Doc]:
-    """Stream docs from a JSONL corpus (or a BEIR dir's corpus.jsonl), validating each line.
-
-    Records: {"_id"|"id", "title"?, "text"|"contents"}; a missing title is "".
-    """
-    file = corpus_file(path)
-    seen: set[str] = set()
-    for lineno, obj in _json_records(file):
-        docid = _record_id(obj, "doc", file, lineno)
-        key = "text" if "text" in obj else "contents" if "contents" in obj else None
-        if key is None:
-            raise DataError(f"doc {docid!r} has no 'text' (or 'contents')", path=file, line=lineno)
-        text = _string_field(obj, key, file, lineno)
-        title = _string_field(obj, "title", file, lineno) if "title" in obj else ""
-        if docid in seen:
-            first = _first_line(file, "doc", docid)
-            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
-        seen.add(docid)
-        yield Doc(docid, title, text)
-
-
-def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, float]]]:
-    """Stream Anserini JsonVectorCollection records: {"id", "contents"?, "vector": {term: weight}}."""
-    file = corpus_file(path)
-    seen: set[str] = set()
-    for lineno, obj in _json_records(file):
-        docid = _record_id(obj, "doc", file, lineno)
-        vector = obj.get("vector")
-        if not isinstance(vector, dict):
-            raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
-        for term, weight in vector.items():
-            try:
-                finite = (not isinstance(weight, bool) and isinstance(weight, (int, float))
-                          and math.isfinite(weight))
-            except OverflowError:  # an integer too large for a float
-                finite = False
-            if not finite:
-                shown = repr(weight)
-                shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
-                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {shown}",
-                                path=file, line=lineno)
-            if not term.isascii() and _SURROGATE.search(term):
-                raise DataError(f"doc {docid!r}: term {term!r} contains a lone surrogate (an unpaired \\u escape)",
-                                path=file, line=lineno)
-            if weight < 0:
-                raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",
-                                path=file, line=lineno)
-        key = "contents" if "contents" in obj else "text" if "text" in obj else None
-        text = _string_field(obj, key, file, lineno) if key else ""
-        title = _string_field(obj, "title", file, lineno) if "title" in obj else ""
-        if docid in seen:
-            first = _first_line(file, "doc", docid)
-            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
-        seen.add(docid)
-        yield Doc(docid, title, text), vector
-
-
 def load_queries(path: PathLike) -> dict[str, str]:
     """Read queries.jsonl ({"_id"|"id", "text"}) into {qid: text}, in file order."""
     file = Path(path)
     queries: dict[str, str] = {}
     lines: dict[str, int] = {}
-    for lineno, obj in _json_records(file):
-        qid = _record_id(obj, "query", file, lineno)
+    for lineno, obj in read_jsonl(file):
+        qid = record_id(obj, "query", file, lineno)
         if "text" not in obj:
             raise DataError(f"query {qid!r} has no 'text'", path=file, line=lineno)
-        text = _string_field(obj, "text", file, lineno)
+        text = string_field(obj, "text", file, lineno)
         if qid in lines:
             raise DataError(f"duplicate query id {qid!r} (first on line {lines[qid]})", path=file, line=lineno)
         lines[qid] = lineno
@@ -260,13 +60,13 @@ def load_query_file(path: PathLike) -> dict[str, str]:
         return load_queries(file)
     queries: dict[str, str] = {}
     lines: dict[str, int] = {}
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         if not line.strip():
             continue
         qid, sep, text = line.partition("\t")
         if not sep:
             raise DataError("expected 'qid<TAB>text'", path=file, line=lineno)
-        problem = _id_problem(qid)
+        problem = id_problem(qid)
         if problem:
             raise DataError(f"query id {qid!r} {problem}", path=file, line=lineno)
         if qid in lines:
@@ -287,7 +87,7 @@ def load_qrels(path: PathLike) -> Qrels:
     file = Path(path)
     qrels: Qrels = {}
     first = True
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         if not line.strip():
             continue
         cols = [c.strip() for c in line.split("\t")]
@@ -313,7 +113,7 @@ def load_qrels(path: PathLike) -> Qrels:
         if not qid or not docid:
             raise DataError("empty query or doc id", path=file, line=lineno)
         for what, ident in (("query", qid), ("doc", docid)):
-            problem = _id_problem(ident, whitespace_ok=True)
+            problem = id_problem(ident, whitespace_ok=True)
             if problem:
                 raise DataError(f"{what} id {ident!r} {problem}", path=file, line=lineno)
         qrels.setdefault(qid, {})[docid] = rel

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from eval.report import md_table
+
 __all__ = ["write_leaderboard", "plot_leaderboard", "load_reference", "compare_reference"]
 
 _MB = 1_000_000
@@ -83,17 +85,7 @@ def _md_escape(text: str) -> str:
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
-    """Aligned Markdown table; the first `left` columns left-aligned, the rest right-aligned."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    widths = [max(w, 3) for w in widths]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":"
-                          for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+    return md_table(header, rows, left, min_width=3)
 
 
 def _fmt(v: float | None, spec: str, empty: str = "-") -> str:

@@ -7,20 +7,24 @@ from collections.abc import Mapping, Sequence
 from eval.metrics import parse_metric
 
 
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, min_width: int = 0) -> str:
+    """Aligned Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(min_width, *(len(str(r[i])) for r in [header, *rows])) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) if i < left else str(c).rjust(w)
+                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) if i < left else "-" * (w + 1) + ":"
+                          for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in rows)])
+
+
 def format_table(rows: Sequence[tuple[str, Mapping[str, float]]], metrics: Sequence[str]) -> str:
     """An aligned Markdown table `| name | ndcg@10 | ... |`, values to 4 decimals, "-" when missing."""
     names = [parse_metric(m).name for m in metrics]
-    header = ["name", *names]
     body = [[label, *(f"{vals[n]:.4f}" if n in vals else "-" for n in names)] for label, vals in rows]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":"
-                          for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
+    return md_table(["name", *names], body)
 
 
 def metrics_json(dataset: str, split: str, num_queries: int, metrics: Mapping[str, float]) -> dict:

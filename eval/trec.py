@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from eval.beir import _id_problem, _lines
-from eval.errors import DataError
+from indexing.io import atomic_open
+from indexing.records import id_problem, read_lines
+from indexing.errors import DataError
 
 Run = dict[str, dict[str, float]]
 
@@ -26,30 +26,22 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[st
     Scores are written with `repr(float(score))`, so float64 and float32 values round-trip exactly.
     """
     _check_token(tag, "tag")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for qid, hits in run.items():
-                _check_token(qid, "query id")
-                scored = [(float(s), d) for d, s in hits.items()]
-                for s, d in scored:
-                    _check_token(d, "doc id")
-                    if not math.isfinite(s):
-                        raise ValueError(f"query {qid!r}, doc {d!r}: score {s} is not finite")
-                scored.sort(key=lambda x: (-x[0], x[1]))
-                for rank, (s, d) in enumerate(scored, 1):
-                    f.write(f"{qid} Q0 {d} {rank} {s!r} {tag}\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        for qid, hits in run.items():
+            _check_token(qid, "query id")
+            scored = [(float(s), d) for d, s in hits.items()]
+            for s, d in scored:
+                _check_token(d, "doc id")
+                if not math.isfinite(s):
+                    raise ValueError(f"query {qid!r}, doc {d!r}: score {s} is not finite")
+            scored.sort(key=lambda x: (-x[0], x[1]))
+            for rank, (s, d) in enumerate(scored, 1):
+                f.write(f"{qid} Q0 {d} {rank} {s!r} {tag}\n")
 
 
 def _pair_line(path: Path, qid: str, docid: str) -> int:
     """Line of the first hit for (qid, docid); only used to report a duplicate."""
-    for lineno, line in _lines(path):
+    for lineno, line in read_lines(path):
         cols = line.split()
         if len(cols) == 6 and cols[0] == qid and cols[2] == docid:
             return lineno
@@ -60,7 +52,7 @@ def read_run(path: str | os.PathLike[str]) -> Run:
     """Read a TREC run into {qid: {docid: score}}; malformed lines and repeated hits are DataErrors."""
     file = Path(path)
     run: Run = {}
-    for lineno, line in _lines(file):
+    for lineno, line in read_lines(file):
         cols = line.split()
         if not cols:
             continue
@@ -77,7 +69,7 @@ def read_run(path: str | os.PathLike[str]) -> Run:
             raise DataError(f"score {score_text!r} is not finite", path=file, line=lineno)
         if not (qid.isprintable() and docid.isprintable()):  # fast path; control characters are not
             for what, ident in (("query", qid), ("doc", docid)):
-                problem = _id_problem(ident)
+                problem = id_problem(ident)
                 if problem:
                     raise DataError(f"{what} id {ident!r} {problem}", path=file, line=lineno)
         hits = run.setdefault(qid, {})

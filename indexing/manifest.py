@@ -37,6 +37,8 @@ from typing import Iterable
 
 import numpy as np
 
+from indexing.io import atomic_open
+
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no manifest checksum; composed hybrids by absolute path (refused)
 MANIFEST = "manifest.json"
@@ -272,27 +274,11 @@ def manifest_digest(manifest: dict) -> str:
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
     """Write ``root/manifest.json`` atomically (temp file, fsync, rename) with its checksum."""
-    root = Path(root)
     manifest = {**manifest, "format_version": FORMAT_VERSION}
     manifest[CHECKSUM_KEY] = manifest_digest(manifest)
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, root / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with atomic_open(Path(root) / MANIFEST) as f:
+        json.dump(manifest, f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
 
 def safe_join(root: str | os.PathLike, name, what: str = "file") -> Path:

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Callable, Mapping
 
-from eval.beir import Doc, corpus_file
-from eval.errors import DataError
+from indexing.corpus import Doc, corpus_file
+from indexing.errors import DataError
 from indexing.docstore import DocStore, DocStoreWriter
 from indexing.manifest import IndexFormatError, IndexWriter, is_locked, read_docids, read_manifest
 from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
@@ -19,12 +19,12 @@ from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
 # entries, and "module:opener" (root, manifest, docids, **load options) -> Searcher. Modules are
 # imported on use, so a kind's heavy dependencies (torch, pyserini) load only when needed.
 _KINDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("bm25", "native"): ("indexing.bm25:write_index", "indexing.bm25:open_index"),
-    ("sparse", "native"): ("retriever.sparse_index:write_index", "retriever.sparse_index:open_index"),
-    ("dense", "native"): ("retriever.dense_index:write_index", "retriever.dense_index:open_index"),
-    ("hybrid", "native"): ("retriever.hybrid_index:write_index", "retriever.hybrid_index:open_index"),
-    ("bm25", "lucene"): ("retriever.lucene_index:write_bm25", "retriever.lucene_index:open_bm25"),
-    ("sparse", "lucene"): ("retriever.lucene_index:write_sparse", "retriever.lucene_index:open_sparse"),
+    ("bm25", "native"): ("retriever.kinds.bm25:write_index", "retriever.kinds.bm25:open_index"),
+    ("sparse", "native"): ("retriever.kinds.sparse:write_index", "retriever.kinds.sparse:open_index"),
+    ("dense", "native"): ("retriever.kinds.dense:write_index", "retriever.kinds.dense:open_index"),
+    ("hybrid", "native"): ("retriever.kinds.hybrid:write_index", "retriever.kinds.hybrid:open_index"),
+    ("bm25", "lucene"): ("retriever.kinds.lucene:write_bm25", "retriever.kinds.lucene:open_bm25"),
+    ("sparse", "lucene"): ("retriever.kinds.lucene:write_sparse", "retriever.kinds.lucene:open_sparse"),
 }
 
 

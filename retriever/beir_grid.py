@@ -18,11 +18,11 @@ import traceback
 from pathlib import Path
 
 from eval.beir import BeirDataset
-from eval.metrics import evaluate
+from eval.metrics import DEFAULT_METRICS, evaluate
 from eval.trec import write_run
+from indexing.io import atomic_write_json, dir_size
 
 GRID_VERSION = 1
-DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
 def load_config(path: str | os.PathLike) -> dict[str, dict]:
@@ -53,10 +53,6 @@ def _corpus_key(ds: BeirDataset) -> dict:
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 def run_cell(root: Path, dataset: str, name: str, options: dict, out: Path, split: str, k: int,
@@ -99,12 +95,10 @@ def run_cell(root: Path, dataset: str, name: str, options: dict, out: Path, spli
         cell_dir.mkdir(parents=True, exist_ok=True)
         write_run(run, out / "runs" / f"{dataset}__{name}.trec", tag=name)
         (cell_dir / "per_query.json").write_text(json.dumps(result.per_query, indent=1) + "\n")
-        cell.update(metrics=result.metrics, index_bytes=_dir_bytes(index_dir),
+        cell.update(metrics=result.metrics, index_bytes=dir_size(index_dir),
                     latency_ms=1000 * search_s / max(len(queries), 1),
                     wall_s=time.perf_counter() - start, num_queries=result.num_queries)
-        tmp = result_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": result_key, "cell": cell}, indent=1) + "\n")
-        os.replace(tmp, result_file)
+        atomic_write_json(result_file, {"key": result_key, "cell": cell}, indent=1)
         return cell
     except Exception as e:  # a failing configuration must not stop the grid
         detail = "".join(traceback.format_exception_only(type(e), e)).strip()

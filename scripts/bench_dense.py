@@ -26,7 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import BeirDataset, iter_corpus  # noqa: E402
+from eval.beir import BeirDataset  # noqa: E402
+
+from indexing.corpus import iter_corpus
 from eval.metrics import evaluate  # noqa: E402
 from indexing.faiss_index import DenseIndex  # noqa: E402
 
@@ -63,9 +65,9 @@ def minilm_scifact(args, report: dict, cache: dict) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from retriever.dense import DenseEncoder
-    from eval.beir import doc_text
-    from retriever.models import resolve_model
+    from retriever.encoders.dense import DenseEncoder
+    from indexing.corpus import doc_text
+    from retriever.encoders.models import resolve_model
 
     torch.set_num_threads(args.threads)
     ds = BeirDataset(args.dataset)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from eval.beir import BeirDataset, carve_dev  # noqa: E402
 from eval.metrics import evaluate  # noqa: E402
 from retriever import Retriever  # noqa: E402
-from retriever.hybrid_index import FusionSettings, compose, tune  # noqa: E402
+from retriever.kinds.hybrid import FusionSettings, compose, tune  # noqa: E402
 
 METRICS = ["ndcg@10", "recall@100"]
 
@@ -74,7 +74,7 @@ def main() -> int:
         compose(parts[sparse].path, parts["minilm"].path, hpath, overwrite=True)
         h = Retriever.load(hpath, verify=False)
         runs = h.searcher.component_runs(test_q)  # test runs, used only to score fixed settings
-        from retriever.fusion import fuse
+        from eval.fusion import fuse
 
         def test_score(s: FusionSettings) -> dict:
             fused = fuse(runs, s.method, s.weights, s.depth, s.rrf_k, k=1000)
@@ -90,7 +90,7 @@ def main() -> int:
         best_any, dev_value = tuned[0]
         for label, s in (("minmax tuned", best_minmax), ("rrf tuned", best_rrf), ("best tuned", best_any)):
             rows[f"{sparse}+minilm {label}"] = {**test_score(s), "setting": f"{s.method} {s.weights} k={s.rrf_k}"}
-        from retriever.hybrid_index import store_fusion
+        from retriever.kinds.hybrid import store_fusion
 
         store_fusion(hpath, best_minmax)
         rows[f"{sparse}+minilm minmax tuned"]["latency_ms"] = latency_ms(Retriever.load(hpath, verify=False), texts)

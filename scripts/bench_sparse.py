@@ -31,7 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import BeirDataset, iter_corpus  # noqa: E402
+from eval.beir import BeirDataset  # noqa: E402
+
+from indexing.corpus import iter_corpus
 from eval.metrics import evaluate  # noqa: E402
 
 K = 1000
@@ -195,8 +197,8 @@ def splade_scifact(args, report: dict) -> None:
     import scipy.sparse as sp
 
     from retriever import Retriever
-    from retriever.splade import SpladeEncoder
-    from eval.beir import doc_text
+    from retriever.encoders.splade import SpladeEncoder
+    from indexing.corpus import doc_text
 
     ds = BeirDataset(args.dataset)
     qrels, queries = ds.qrels("test"), ds.split_queries("test")

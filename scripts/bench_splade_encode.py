@@ -37,9 +37,9 @@ def run_child(method: str, args, out: Path) -> dict:
 def child(method: str, out: Path, args) -> None:
     import torch
 
-    from eval.beir import iter_corpus
-    from retriever.splade import SpladeEncoder, SpladeSettings
-    from eval.beir import doc_text
+    from indexing.corpus import iter_corpus
+    from retriever.encoders.splade import SpladeEncoder, SpladeSettings
+    from indexing.corpus import doc_text
 
     torch.set_num_threads(args.threads)
     texts = [doc_text(d) for d in islice(iter_corpus(args.dataset), args.docs)]

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import doc_text, iter_corpus
+from indexing.corpus import doc_text, iter_corpus
 from training.encoders import MaxProjection, SpladeTrainEncoder, _projection_input
 
 

@@ -20,9 +20,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eval.beir import BeirDataset, doc_text, iter_corpus  # noqa: E402
+from eval.beir import BeirDataset  # noqa: E402
+
+from indexing.corpus import doc_text, iter_corpus
 from eval.metrics import evaluate  # noqa: E402
-from retriever.splade import SpladeEncoder  # noqa: E402
+from retriever.encoders.splade import SpladeEncoder  # noqa: E402
 
 
 def main() -> int:

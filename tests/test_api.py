@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from eval.errors import DataError
+from indexing.errors import DataError
 from indexing.manifest import IndexFormatError
 from retriever import Hit, Retriever
 

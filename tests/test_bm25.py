@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.beir import Doc
+from indexing.corpus import Doc
 from indexing.analysis import Analyzer
 from indexing.bm25 import (LENGTH_TABLE, BM25Params, build_bm25_index, byte_to_length,
                            length_to_byte, quantize_lengths, query_weights)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.beir import CorpusFingerprint, iter_corpus
+from indexing.corpus import CorpusFingerprint, iter_corpus
 from indexing.manifest import leftovers, lock_path, read_manifest
 from retriever import Retriever
 
@@ -61,6 +61,7 @@ def _kill_rebuilds(tmp_path: Path, seeds: range) -> None:
     prints = [fingerprint(c) for c in corpora]
     out = tmp_path / "idx"
     Retriever.build(corpora[0], out)
+    killed = 0
     for seed in seeds:
         before = tree_digest(out)
         target = seed % 2
@@ -68,12 +69,15 @@ def _kill_rebuilds(tmp_path: Path, seeds: range) -> None:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(random.Random(seed).uniform(0.2, 2.5))
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        code = proc.wait()
+        assert code in (0, -signal.SIGKILL), f"seed {seed}: the build failed by itself ({code})"
+        killed += code == -signal.SIGKILL
         # the previous index, byte for byte, or a complete new one: never anything in between
         m = read_manifest(out, verify=True)
         if tree_digest(out) != before:
             assert m["corpus"]["fingerprint"] == prints[target], f"seed {seed}: a mixed index"
         assert Retriever.load(out).search("w1 w2", k=3)
+    assert killed >= len(seeds) // 2  # most attempts really were killed mid-build
     res = subprocess.run(index_command(corpora[1], out), env=env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert read_manifest(out)["corpus"]["fingerprint"] == prints[1]

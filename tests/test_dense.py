@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from retriever.dense import DenseEncoder, DenseSettings, resolve_settings, sentence_transformers_settings
+from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings, sentence_transformers_settings
 
 TEXTS = ["vitamin d and bone fractures", "coffee", "", "sleep " * 200, "the search engine index works"]
 

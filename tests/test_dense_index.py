@@ -6,9 +6,9 @@ from click.testing import CliRunner
 
 from indexing.manifest import IndexFormatError
 from retriever import Retriever, cli
-from retriever.dense import DenseEncoder, DenseSettings
-from eval.beir import doc_text
-from eval.beir import iter_corpus
+from retriever.encoders.dense import DenseEncoder, DenseSettings
+from indexing.corpus import doc_text
+from indexing.corpus import iter_corpus
 
 QUERIES = {"a": "vitamin d fractures", "b": "coffee keeps people awake", "c": "inverted index"}
 

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from eval.beir import (
-    QRELS_HEADER_SCORES, BeirDataset, Doc, check_qrels, check_split_name, is_test_split, iter_corpus,
-    iter_vector_collection, load_qrels, load_queries, load_query_file,
-)
-from eval.errors import DataError
+from eval.beir import QRELS_HEADER_SCORES, BeirDataset, check_qrels, check_split_name, is_test_split, load_qrels, load_queries, load_query_file
+
+from indexing.corpus import Doc, iter_corpus, iter_vector_collection
+from indexing.errors import DataError
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -439,7 +438,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(f))
 
-    monkeypatch.setattr("eval.beir.open", denied, raising=False)
+    monkeypatch.setattr("indexing.records.open", denied, raising=False)
     with pytest.raises(DataError) as exc:
         load_query_file(f)
     assert_data_error(exc, f, None, "cannot open: Permission denied")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.errors import DataError
+from indexing.errors import DataError
 from eval.trec import read_run, write_run
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from retriever.fusion import Method, fuse, fuse_one
+from eval.fusion import Method, fuse, fuse_one
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "fusion_golden.json").read_text())
 

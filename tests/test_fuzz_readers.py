@@ -4,7 +4,7 @@ Each case starts from a small valid file and applies random corruptions: byte fl
 deletes, duplicated spans, truncation, special bytes (NUL, CR, BOM, invalid UTF-8), whole lines
 swapped for odd JSON (nested, non-object, huge numbers, lone surrogates) or odd TSV tokens.
 The property: the reader either returns normally (iterators fully consumed, results well formed)
-or raises eval.errors.DataError -- never any other exception.
+or raises indexing.errors.DataError -- never any other exception.
 
 Profiles: "ci" (derandomized, 100 examples per case) runs by default; the @slow variants run
 the same property with many more examples (`pytest -m slow tests/test_fuzz_readers.py`).
@@ -24,11 +24,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eval.beir import (
-    QRELS_MAX_RELEVANCE, BeirDataset, Doc, iter_corpus, iter_vector_collection, load_qrels, load_queries,
-    load_query_file,
-)
-from eval.errors import DataError
+from eval.beir import QRELS_MAX_RELEVANCE, BeirDataset, load_qrels, load_queries, load_query_file
+
+from indexing.corpus import Doc, iter_corpus, iter_vector_collection
+from indexing.errors import DataError
 from eval.trec import read_run
 
 settings.register_profile(

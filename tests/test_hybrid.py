@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from eval.beir import carve_dev
 from retriever import Retriever, cli
-from retriever.fusion import fuse_one
-from retriever.hybrid_index import FusionSettings, compose
+from eval.fusion import fuse_one
+from retriever.kinds.hybrid import FusionSettings, compose
 
 QUERIES = {"q1": "does vitamin D prevent fractures", "q2": "why does coffee keep you awake",
            "q3": "how does an inverted index work"}
@@ -84,7 +84,7 @@ def test_tune_fusion_stores_the_best_and_refuses_test(parts, beir_dir, tmp_path)
 
 def test_tuning_reads_only_the_dev_queries(parts, tmp_path, monkeypatch):
     """tune() sees only the queries it is given: spy on the component searches."""
-    from retriever.hybrid_index import tune
+    from retriever.kinds.hybrid import tune
 
     sparse, dense = parts
     h = Retriever.load(compose(sparse.path, dense.path, tmp_path / "h"))

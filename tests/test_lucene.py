@@ -10,7 +10,7 @@ import pytest
 
 import indexing.lucene as lucene
 from retriever import Hit, Retriever
-from retriever.splade import SpladeEncoder, SpladeSettings
+from retriever.encoders.splade import SpladeEncoder, SpladeSettings
 
 EXTRA_MESSAGE = "Lucene backend needs the 'lucene' extra: pip install 'retriever[lucene]'"
 QUERIES = {
@@ -35,7 +35,7 @@ def test_importing_starts_no_jvm_and_leaves_the_environment(monkeypatch):
     for name in [m for m in sys.modules if m.split(".")[0] in ours]:
         monkeypatch.delitem(sys.modules, name)  # put back after the test
     try:
-        for name in ("retriever", "retriever.api", "indexing.lucene", "retriever.lucene_index"):
+        for name in ("retriever", "retriever.api", "indexing.lucene", "retriever.kinds.lucene"):
             importlib.import_module(name)
         assert "jnius" not in sys.modules and "pyserini" not in sys.modules
         assert dict(os.environ) == env

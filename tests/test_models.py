@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from retriever import models
+from retriever.encoders import models
 
 
 def test_resolution_order_and_errors(tmp_path, monkeypatch):

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 
 from indexing.inverted import POSTINGS_DOCS, InvertedIndex
 from indexing.manifest import (CHECKSUM_KEY, IndexBusyError, IndexFormatError, IndexWriter, WriterLock,
-                               leftovers, manifest_digest, read_manifest, sha256_file, write_manifest)
+                               leftovers, manifest_digest, read_manifest, sha256_file)
 from oracles import dense_scores, top_k
 from retriever import Retriever, cli
 from retriever.api import verify_index
-from retriever.fusion import fuse_one
-from retriever.hybrid_index import compose
+from eval.fusion import fuse_one
+from retriever.kinds.hybrid import compose
 
 
 def run(*args):
@@ -239,7 +239,7 @@ def test_a_loaded_retriever_reads_its_own_generation(beir_dir, tmp_path):
 
 
 def test_store_fusion_takes_the_writer_lock(bm25, tmp_path, tiny_mlm, beir_dir, one_torch_thread):
-    from retriever.hybrid_index import FusionSettings, store_fusion
+    from retriever.kinds.hybrid import FusionSettings, store_fusion
 
     dense = Retriever.build(beir_dir, tmp_path / "dense", kind="dense", model=str(tiny_mlm),
                             faiss="Flat", device="cpu", doc_max_length=32)

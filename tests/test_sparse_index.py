@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 
-from eval.errors import DataError
+from indexing.errors import DataError
 from indexing.impacts import build_impact_index, quantize_weights
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexFormatError, IndexWriter
 from retriever import Retriever
-from retriever.models import fingerprint
-from retriever.splade import SpladeEncoder, SpladeSettings
+from retriever.encoders.models import fingerprint
+from retriever.encoders.splade import SpladeEncoder, SpladeSettings
 from tests.conftest import DOCS, TINY_VOCAB
 
 QUERY_TEXTS = {

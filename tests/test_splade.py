@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from retriever.models import fingerprint
-from retriever.splade import SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder, idf_weights
+from retriever.encoders.models import fingerprint
+from retriever.encoders.splade import SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder, idf_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

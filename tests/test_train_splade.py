@@ -43,7 +43,7 @@ def test_quadratic_warmup():
 
 
 def test_training_encoding_matches_the_index_encoder(tiny_mlm, one_torch_thread):
-    from retriever.splade import SpladeEncoder
+    from retriever.encoders.splade import SpladeEncoder
 
     texts = ["vitamin d bone fracture", "coffee keeps people awake late"]
     enc = SpladeTrainEncoder(str(tiny_mlm), max_length=32)

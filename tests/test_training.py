@@ -12,7 +12,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from eval.errors import DataError
+from indexing.errors import DataError
 from retriever import cli
 from training.data import BatchPlan, Group, TrainingData, read_negatives
 from training.encoders import DenseTrainEncoder
@@ -279,8 +279,8 @@ def test_cli_trains_keeps_the_best_dev_model_and_it_indexes(tiny_mlm, train_set,
     assert best_step == min(h["step"] for h in summary["history"] if h["dev_ndcg@10"] == best_score)
     resolved = json.loads((out / "training_config.json").read_text())
     assert resolved["total_steps"] == 4 and resolved["encoder"]["pooling"] == "cls"
-    # the output directory is a model: pooling and prefixes come back through retriever.dense
-    from retriever.dense import DenseEncoder
+    # the output directory is a model: pooling and prefixes come back through retriever.encoders.dense
+    from retriever.encoders.dense import DenseEncoder
 
     enc = DenseEncoder(str(out), device="cpu")
     assert enc.settings.pooling == "cls" and enc.settings.query_prefix == "query: "

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.beir import BeirDataset, carve_dev, doc_text, iter_corpus
-from eval.errors import DataError
+from eval.beir import BeirDataset, carve_dev
+
+from indexing.corpus import doc_text, iter_corpus
+from indexing.errors import DataError
 
 
 @dataclass

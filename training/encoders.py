@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from retriever.dense import DenseSettings, pool, resolve_settings
-from retriever.models import load_pretrained, quiet_loading, resolve_model
+from retriever.encoders.dense import DenseSettings, pool, resolve_settings
+from retriever.encoders.models import load_pretrained, quiet_loading, resolve_model
 
 
 class EncoderBase(nn.Module):
@@ -48,7 +48,7 @@ class EncoderBase(nn.Module):
 
 
 class DenseTrainEncoder(EncoderBase):
-    """A Hugging Face encoder with the pooling / normalisation / prefixes of ``retriever.dense``.
+    """A Hugging Face encoder with the pooling / normalisation / prefixes of ``retriever.encoders.dense``.
 
     Training lengths (``max_length`` for passages, ``query_max_length``) may be shorter than the
     inference lengths the saved model declares; those stay the source model's unless overridden.
@@ -78,7 +78,7 @@ class DenseTrainEncoder(EncoderBase):
 
     def save(self, out: str | Path) -> None:
         """Hugging Face weights + tokenizer + a sentence-transformers layout declaring pooling,
-        normalisation, max length and prefixes (read back by ``retriever.dense``, and by
+        normalisation, max length and prefixes (read back by ``retriever.encoders.dense``, and by
         sentence-transformers itself)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -308,8 +308,10 @@ def corpus_idf(model: str, dataset, max_length: int = 256) -> torch.Tensor:
     """IDF of each vocabulary token over a BEIR corpus, tokenised as documents are."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from eval.beir import BeirDataset, doc_text
-    from retriever.splade import idf_weights, token_document_frequencies
+    from eval.beir import BeirDataset
+
+    from indexing.corpus import doc_text
+    from retriever.encoders.splade import idf_weights, token_document_frequencies
 
     path = resolve_model(model)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from eval.beir import Doc, doc_text, iter_corpus
+from indexing.corpus import Doc, doc_text, iter_corpus
 
 
 class Teacher(Protocol):

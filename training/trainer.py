@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from eval.beir import is_test_split
+from indexing.io import atomic_write_json
 from training import distributed
 from training.data import BatchPlan, Group, TrainingData
 from training.dev_eval import dev_metrics, embed
@@ -121,7 +122,7 @@ class TrainConfig:
 class Trainer:
     def __init__(self, config: TrainConfig, make_encoder: Callable[[], torch.nn.Module],
                  on_step: Callable[[int], None] | None = None) -> None:
-        from retriever.device import resolve_device
+        from retriever.encoders.device import resolve_device
 
         self.config = c = config
         device = resolve_device(c.device)
@@ -276,7 +277,7 @@ class Trainer:
             raise FileExistsError(f"{self.out} holds a finished training run; choose another --out "
                                   "(nothing there was changed)")
         if self.dist.main:
-            _write_json(self.out / "training_config.json", self.resolved_config())
+            atomic_write_json(self.out / "training_config.json", self.resolved_config())
         log_file = self.out / "train_log.jsonl"
         started, window = time.perf_counter(), []
         if self.data.dev and self.step == 0:  # the starting model: the curve's origin and the bar to beat
@@ -322,7 +323,7 @@ class Trainer:
             self.model.save(self.out / "last")
             summary = {"steps": self.step, "best": self.best, "history": self.history,
                        "train_seconds": time.perf_counter() - started}
-            _write_json(self.out / "training_summary.json", summary)
+            atomic_write_json(self.out / "training_summary.json", summary)
         distributed.barrier(self.dist)
         return {"steps": self.step, "best": self.best, "history": self.history}
 
@@ -575,12 +576,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _append_json(path: Path, obj) -> None:

@@ -18,12 +18,12 @@ from typing import Mapping
 
 import numpy as np
 
-from eval.beir import doc_text, iter_corpus
+from indexing.corpus import doc_text, iter_corpus
 from indexing.faiss_index import DenseIndex
 from indexing.manifest import IndexWriter
 from indexing.searcher import Hit, Run
-from retriever.dense import DenseEncoder, DenseSettings, resolve_settings
-from retriever.models import matching_model, resolve_model
+from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
+from retriever.encoders.models import matching_model, resolve_model
 
 
 

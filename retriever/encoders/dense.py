@@ -16,8 +16,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from retriever.device import resolve_device
-from retriever.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
+from retriever.encoders.device import resolve_device
+from retriever.encoders.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")

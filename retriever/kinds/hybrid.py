@@ -19,7 +19,7 @@ from typing import Mapping, NamedTuple
 from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
                                write_manifest)
 from indexing.searcher import Hit, Run
-from retriever.fusion import check_fusion, fuse_one
+from eval.fusion import check_fusion, fuse_one
 
 
 @dataclass
@@ -67,7 +67,7 @@ def write_index(corpus, writer: IndexWriter, *, dense_model: str, sparse: str = 
     if s.docids != d.docids:
         raise IndexFormatError("components disagree on the corpus documents")  # cannot happen
     if on_doc is not None:
-        from eval.beir import iter_corpus
+        from indexing.corpus import iter_corpus
 
         for doc in iter_corpus(corpus):
             on_doc(doc)
@@ -224,7 +224,7 @@ def tune(searcher: HybridSearcher, qrels, queries: Mapping[str, str], metric: st
     Component runs are computed once; each setting only re-fuses them.
     """
     from eval.metrics import evaluate
-    from retriever.fusion import fuse
+    from eval.fusion import fuse
 
     runs = searcher.component_runs(queries, threads)
     results = []

@@ -16,13 +16,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from eval.beir import Doc, doc_text, iter_corpus, iter_vector_collection
+from indexing.corpus import Doc, doc_text, iter_corpus, iter_vector_collection
 from indexing.impacts import build_impact_index, check_quantization
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter, load_array
 from indexing.searcher import ImpactSearcher
-from retriever.models import matching_model
-from retriever.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
+from retriever.encoders.models import matching_model
+from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
                               idf_weights)
 
 QUERY_WEIGHTS = "query_weights.npy"
@@ -100,7 +100,7 @@ def declared_query_mode(model: str | None, query_mode: str | None, query_weights
     """(query_mode, query_weights): the given ones, else the model directory's declaration."""
     if query_mode is not None or model is None:
         return query_mode or "model", query_weights
-    from retriever.models import resolve_model
+    from retriever.encoders.models import resolve_model
 
     try:
         root = Path(resolve_model(model))

@@ -28,15 +28,15 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from eval.beir import CorpusFingerprint, Doc, iter_corpus, iter_vector_collection
+from indexing.corpus import CorpusFingerprint, Doc, iter_corpus, iter_vector_collection
 from indexing.bm25 import BM25Params, Fields
 from indexing.impacts import QUANTIZE, quantize_weights
 from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
 from indexing.manifest import IndexFormatError, IndexWriter
 from indexing.searcher import Hit, Run
-from retriever.sparse_index import (QUERY_WEIGHTS, check_options, encode_corpus, manifest_entries,
+from retriever.kinds.sparse import (QUERY_WEIGHTS, check_options, encode_corpus, manifest_entries,
                                     query_encoder, query_weight_table)
-from retriever.splade import SparseVector, SpladeEncoder, SpladeSettings
+from retriever.encoders.splade import SparseVector, SpladeEncoder, SpladeSettings
 
 LUCENE_DIR = "lucene"
 ANALYZER = {"name": "lucene-default", "stopwords": "lucene", "stemmer": "porter"}

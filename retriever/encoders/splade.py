@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from retriever.device import resolve_device
-from retriever.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
+from retriever.encoders.device import resolve_device
+from retriever.encoders.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
 
 log = logging.getLogger("retriever")
 SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending

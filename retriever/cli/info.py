@@ -1,0 +1,53 @@
+"""`retriever info`: describe and verify an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from retriever.cli.main import (main)
+
+
+@main.command()
+@click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+@click.option("--verify", is_flag=True, help="Recompute every file checksum.")
+def info(index_dir, as_json, verify):
+    """Describe an index: kind, documents, settings, size; --verify checks every byte."""
+    from indexing.manifest import is_locked, leftovers, read_manifest
+
+    m = read_manifest(index_dir, verify=False)
+    checked = []
+    if verify:
+        from retriever.api import verify_index
+
+        checked = verify_index(index_dir)
+    if as_json:
+        click.echo(json.dumps(m, indent=2, ensure_ascii=False))
+        return
+    size = sum(f["bytes"] for f in m.get("files", {}).values())
+    click.echo(f"index      {index_dir}")
+    click.echo(f"kind       {m['kind']} ({m.get('backend', 'native')}), format {m['format_version']}")
+    click.echo(f"documents  {m['doc_count']}")
+    for part in m.get("components", []):
+        click.echo(f"component  {part['name']}: {part['kind']} at {part['path']}")
+    for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query", "faiss", "fusion"):
+        if key in m:
+            if m[key]:
+                click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
+    click.echo(f"size       {size / 1e6:.2f} MB in {len(m.get('files', {}))} files")
+    click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
+    click.echo(f"created    {m.get('created')}")
+    if is_locked(index_dir):
+        click.echo("writer     a build of this index is running now")
+    else:
+        stale = leftovers(index_dir)
+        if stale:
+            click.echo(f"leftovers  {len(stale)} directories of interrupted builds "
+                       f"({', '.join(p.name for p in stale[:3])}); the next build of it removes them")
+    for line in checked:
+        click.echo(f"verified   {line}")
+    if verify:
+        click.echo("checksums  ok")

@@ -1,0 +1,128 @@
+"""`retriever search` and `retriever eval`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from retriever.cli.main import (AT_LEAST_1, _output_file, main)
+
+
+def _load_options(given: dict) -> dict:
+    """CLI load flags -> Retriever.load options (only those given)."""
+    names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search"}
+    return {names[k]: v for k, v in given.items() if v is not None}
+
+
+def _snippet(doc: dict | None, width: int = 90) -> str:
+    if not doc:
+        return ""
+    text = " ".join(f"{doc.get('title', '')} | {doc.get('text', '')}".split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@main.command()
+@click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
+@click.argument("query", required=False)
+@click.option("-k", type=AT_LEAST_1, default=None, help="Hits per query (default 10, or 1000 with --queries).")
+@click.option("--queries", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Search every query in a queries.jsonl or qid<TAB>text file.")
+@click.option("--run", "run_out", type=click.Path(path_type=Path), help="TREC run file to write.")
+@click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--tag", default="retriever", show_default=True, help="Run tag in the TREC file.")
+@click.option("--model", "query_model", default=None,
+              help="Query model location, when the index's model has moved (must match it).")
+@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
+@click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
+def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load):
+    """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
+    from retriever.api import Retriever
+
+    if (query is None) == (queries is None):
+        raise click.UsageError("give either a QUERY or --queries FILE")
+    if queries is not None and run_out is None:
+        raise click.UsageError("--queries needs --run OUT.trec")
+    _output_file(run_out, "--run")
+    r = Retriever.load(index_dir, **_load_options(load))
+    if query is not None:
+        hits = r.search(query, k=k or 10, explain=explain)
+        if not hits:
+            click.echo("no documents match")
+        for rank, h in enumerate(hits, 1):
+            click.echo(f"{rank:>3}  {h.docid:<16} {h.score:9.4f}  {_snippet(r.doc(h.docid))}")
+            if explain:
+                parts = "  ".join(f"{name}: " + (f"#{p['rank']} {p['score']:.4f}" if p["rank"] else "-")
+                                  for name, p in h.parts.items())
+                click.echo(f"     {parts}")
+        return
+    from eval.beir import load_query_file
+    from eval.trec import write_run
+
+    qs = load_query_file(queries)
+    start = time.perf_counter()
+    run = r.search_batch(qs, k=k or 1000, threads=threads)
+    took = time.perf_counter() - start
+    write_run(run, run_out, tag=tag)
+    click.echo(f"{len(qs)} queries in {took:.2f}s ({len(qs) / max(took, 1e-9):.0f} q/s); wrote {run_out}")
+
+
+@main.command("eval")
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Index to search.")
+@click.option("--run", "run_file", type=click.Path(exists=True, path_type=Path),
+              help="Existing TREC run to evaluate instead of searching.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+              help="BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--metrics", default="ndcg@10,recall@100,mrr@10", show_default=True,
+              help="Comma-separated: ndcg@k, recall@k, mrr@k, map@k, p@k.")
+@click.option("-k", "--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits per query.")
+@click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
+@click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
+@click.option("--model", "query_model", default=None,
+              help="Query model location, when the index's model has moved (must match it).")
+@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
+@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
+def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, **load):
+    """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
+    from eval.beir import BeirDataset, check_qrels
+    from eval.metrics import evaluate, parse_metric
+    from eval.report import format_table, metrics_json
+    from indexing.io import atomic_write_json
+    from eval.trec import read_run, write_run
+
+    if (index_dir is None) == (run_file is None):
+        raise click.UsageError("give exactly one of --index INDEX or --run RUN")
+    _output_file(json_out, "--json")
+    _output_file(save_run, "--save-run")
+    names = [parse_metric(m).name for m in metrics.split(",") if m.strip()]
+    ds = BeirDataset(dataset)
+    qrels = ds.qrels(split)
+    queries = ds.split_queries(split)
+    if index_dir is not None:
+        from retriever.api import Retriever
+
+        r = Retriever.load(index_dir, **_load_options(load))
+        report = check_qrels(qrels, ds.queries(), r.docids)
+        if str(report):
+            click.echo(f"note: {report}", err=True)
+        start = time.perf_counter()
+        run = r.search_batch(queries, k=depth, threads=threads)
+        took = time.perf_counter() - start
+        click.echo(f"searched {len(queries)} queries in {took:.2f}s "
+                   f"({len(queries) / max(took, 1e-9):.0f} q/s)", err=True)
+        name = f"{index_dir.name} ({r.kind})"
+        if save_run:
+            write_run(run, save_run)
+    else:
+        run = read_run(run_file)
+        name = run_file.name
+    result = evaluate(qrels, run, names)
+    click.echo(f"{ds.name} / {split}: {result.num_queries} queries")
+    click.echo(format_table([(name, result.metrics)], names))
+    if json_out:
+        payload = metrics_json(ds.name, split, result.num_queries, result.metrics)
+        atomic_write_json(json_out, payload)
