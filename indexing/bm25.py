@@ -21,7 +21,7 @@ from typing import Iterable, Literal
 
 import numpy as np
 
-from indexing.corpus import CorpusFingerprint, Doc
+from indexing.corpus import Doc
 from indexing.analysis import Analyzer
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
 from indexing.postings import NpyAppender, PostingsBuilder, read_rows
@@ -106,13 +106,12 @@ def _postings_slices(offsets: np.ndarray, step: int = 5_000_000):
 
 
 def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
-                     on_doc=None, chunk_postings: int = 10_000_000
-                     ) -> tuple[InvertedIndex, list[str], dict]:
+                     chunk_postings: int = 10_000_000) -> tuple[InvertedIndex, list[str], dict]:
     """Analyse a corpus into a BM25 impact index whose postings are written into ``out_dir``.
 
     Postings stream through :class:`PostingsBuilder` (bounded memory); term frequencies are
-    turned into Lucene BM25 impacts once the collection statistics are known. ``on_doc`` is
-    called with each Doc after it is indexed (progress bars, doc stores).
+    turned into Lucene BM25 impacts once the collection statistics are known. Returns the index,
+    the doc ids in order, and ``{"bm25": params, "field_stats": ...}`` for the manifest.
     """
     multifield = params.fields == "multifield"
     names = ("title", "text") if multifield else ("contents",)
@@ -121,7 +120,6 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
     lengths = [array("i") for _ in names]
     vocab: dict[str, int] = {}
     docids: list[str] = []
-    fingerprint = CorpusFingerprint()
 
     def ids(counter: Counter) -> list[int]:
         out = []
@@ -134,7 +132,6 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
 
     for i, doc in enumerate(docs):
         docids.append(doc.docid)
-        fingerprint.add(doc)
         if multifield:
             title, text = Counter(analyzer(doc.title)), Counter(analyzer(doc.text))
             lengths[0].append(sum(title.values()))
@@ -146,8 +143,6 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
             counts = Counter(tokens)
             lengths[0].append(len(tokens))
             builder.add(i, ids(counts), list(counts.values()))
-        if on_doc is not None:
-            on_doc(doc)
     terms = list(vocab)
     tf_file = out_dir / "tf.tmp.npy"
     offsets, post_docs, _ = builder.finish(len(terms), out_dir, POSTINGS_DOCS, tf_file.name)
@@ -176,7 +171,7 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
     tf_file.unlink()
     impacts = np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r")
     index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids))
-    info = {"bm25": asdict(params), "field_stats": stats, "corpus_fingerprint": fingerprint.hexdigest()}
+    info = {"bm25": asdict(params), "field_stats": stats}
     return index, docids, info
 
 

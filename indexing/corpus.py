@@ -7,7 +7,7 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from indexing.errors import DataError
@@ -21,6 +21,7 @@ class Doc:
     docid: str
     title: str
     text: str
+    vector: dict | None = field(default=None, compare=False, hash=False)  # precomputed {term: weight}
 
 
 class CorpusFingerprint:

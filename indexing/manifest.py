@@ -14,7 +14,8 @@ Writing. Every index kind writes through :class:`IndexWriter`, which
 Reading. :func:`read_manifest` refuses, with an :class:`IndexFormatError` naming the file and the
 field, a manifest that is not JSON, of an unknown version, edited by hand (its own checksum,
 ``manifest_sha256``, no longer matches), missing a field or holding one of the wrong type, or
-naming a file outside its directory (absolute paths, ``..``, symlinks). File sizes are always
+naming a file outside its directory (absolute paths, ``..``, symlinks). The fields a kind
+needs are checked by the kind (``retriever.kinds``). File sizes are always
 checked; ``verify`` also recomputes every file's sha256.
 """
 
@@ -316,34 +317,12 @@ def _type_ok(value, kind: str) -> bool:
 
 _COMMON = [("format_version", "int"), ("kind", "str"), ("backend", "str"), ("doc_count", "int"),
            ("files", "dict")]
-_SCHEMAS: dict[tuple[str, str], list[tuple[str, str]]] = {
-    ("bm25", "native"): [("analyzer", "dict"), ("analyzer.stopwords", "str"), ("analyzer.stemmer", "str"),
-                         ("analyzer.lowercase", "bool"), ("analyzer.possessive", "bool"), ("bm25", "dict"),
-                         ("bm25.k1", "number"), ("bm25.b", "number"), ("bm25.fields", "str")],
-    ("bm25", "lucene"): [("analyzer", "dict"), ("analyzer.name", "str"), ("bm25", "dict"),
-                         ("bm25.k1", "number"), ("bm25.b", "number"), ("bm25.fields", "str")],
-    ("sparse", "native"): [("impacts", "dict"), ("impacts.scale", "number|null"), ("query", "dict"),
-                           ("query.mode", "str"), ("query.max_length", "int"), ("vocabulary", "str"),
-                           ("encoder", "dict|null")],
-    ("sparse", "lucene"): [("impacts", "dict"), ("impacts.scale", "number"), ("query", "dict"),
-                           ("query.mode", "str"), ("query.max_length", "int"), ("vocabulary", "str"),
-                           ("encoder", "dict|null")],
-    ("dense", "native"): [("encoder", "dict"), ("encoder.model", "str"), ("faiss", "dict"),
-                          ("faiss.factory", "str"), ("faiss.dim", "int"), ("faiss.ntotal", "int"),
-                          ("faiss.refine", "bool")],
-    ("hybrid", "native"): [("components", "list"), ("fusion", "dict"), ("fusion.method", "str"),
-                           ("fusion.weights", "list"), ("fusion.depth", "int"), ("fusion.rrf_k", "int")],
-}
 _COMPONENT = [("name", "str"), ("path", "str"), ("kind", "str")]
 
 
-def register_schema(kind: str, backend: str, fields: list[tuple[str, str]]) -> None:
-    """Declare the manifest fields (dotted path, ``int|number|str|bool|dict|list`` joined by
-    ``|``, ``null`` allowed) an index kind needs; :func:`read_manifest` checks them."""
-    _SCHEMAS[kind, backend] = list(fields)
-
-
-def _check_fields(obj: dict, fields: list[tuple[str, str]], where: str, prefix: str = "") -> None:
+def check_fields(obj: dict, fields: list[tuple[str, str]], where: str, prefix: str = "") -> None:
+    """Each (dotted path, ``int|number|str|bool|dict|list|null`` alternatives joined by ``|``)
+    present with its type; the first fault is an IndexFormatError naming the field."""
     for dotted, kinds in fields:
         value, here = obj, obj
         for key in dotted.split("."):
@@ -356,27 +335,25 @@ def _check_fields(obj: dict, fields: list[tuple[str, str]], where: str, prefix: 
 
 
 def check_schema(manifest, where: str) -> None:
-    """One IndexFormatError per missing or mistyped field (the first found)."""
+    """The fields every manifest has (the kind checks its own, ``retriever.kinds``): one
+    IndexFormatError per missing or mistyped field (the first found)."""
     if not isinstance(manifest, dict):
         raise IndexFormatError(f"{where}: expected a JSON object")
     manifest.setdefault("backend", "native")  # manifests before the Lucene backend had none
-    _check_fields(manifest, _COMMON, where)
-    key = (manifest["kind"], manifest["backend"])
-    if key not in _SCHEMAS:
-        known = ", ".join(f"{k}/{b}" for k, b in sorted(_SCHEMAS))
-        raise IndexFormatError(f"{where}: unknown index kind {manifest['kind']!r} with backend "
-                               f"{manifest['backend']!r} (known: {known})")
+    check_fields(manifest, _COMMON, where)
     if manifest["doc_count"] < 0:
         raise IndexFormatError(f"{where}: field 'doc_count' must be >= 0")
-    _check_fields(manifest, _SCHEMAS[key], where)
     for name, info in manifest["files"].items():
         if not isinstance(info, dict):
             raise IndexFormatError(f"{where}: field files[{name!r}] must be dict, got {json.dumps(info)[:60]}")
-        _check_fields(info, [("bytes", "int"), ("sha256", "str")], where, prefix=f"files[{name!r}].")
-    for i, part in enumerate(manifest.get("components", [])):
+        check_fields(info, [("bytes", "int"), ("sha256", "str")], where, prefix=f"files[{name!r}].")
+    components = manifest.get("components", [])
+    if not isinstance(components, list):
+        raise IndexFormatError(f"{where}: field 'components' must be list")
+    for i, part in enumerate(components):
         if not isinstance(part, dict):
             raise IndexFormatError(f"{where}: components[{i}] must be an object")
-        _check_fields(part, _COMPONENT, where, prefix=f"components[{i}].")
+        check_fields(part, _COMPONENT, where, prefix=f"components[{i}].")
 
 
 def read_manifest(path: str | os.PathLike, verify: bool = True) -> dict:

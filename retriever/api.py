@@ -2,58 +2,31 @@
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Mapping
 
-from indexing.corpus import Doc, corpus_file
-from indexing.errors import DataError
-from indexing.docstore import DocStore, DocStoreWriter
-from indexing.manifest import IndexFormatError, IndexWriter, is_locked, read_docids, read_manifest
+from indexing.corpus import corpus_file
+from indexing.docstore import DocStore
+from indexing.manifest import IndexFormatError, is_locked, read_manifest
 from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
-
-# Index kinds by (kind, backend): "module:writer" (corpus, IndexWriter, **options) -> manifest
-# entries, and "module:opener" (root, manifest, docids, **load options) -> Searcher. Modules are
-# imported on use, so a kind's heavy dependencies (torch, pyserini) load only when needed.
-_KINDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("bm25", "native"): ("retriever.kinds.bm25:write_index", "retriever.kinds.bm25:open_index"),
-    ("sparse", "native"): ("retriever.kinds.sparse:write_index", "retriever.kinds.sparse:open_index"),
-    ("dense", "native"): ("retriever.kinds.dense:write_index", "retriever.kinds.dense:open_index"),
-    ("hybrid", "native"): ("retriever.kinds.hybrid:write_index", "retriever.kinds.hybrid:open_index"),
-    ("bm25", "lucene"): ("retriever.kinds.lucene:write_bm25", "retriever.kinds.lucene:open_bm25"),
-    ("sparse", "lucene"): ("retriever.kinds.lucene:write_sparse", "retriever.kinds.lucene:open_sparse"),
-}
+from retriever import kinds as _kinds
 
 
 def kinds() -> list[str]:
-    return sorted({k for k, _ in _KINDS})
+    """Index kinds ``Retriever.build`` knows."""
+    return _kinds.names()
 
 
 def backends(kind: str) -> list[str]:
-    return sorted(b for k, b in _KINDS if k == kind)
-
-
-def _function(spec: str) -> Callable:
-    module, name = spec.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _kind(kind: str, backend: str = "native") -> tuple[Callable, Callable]:
-    if kind not in kinds():
-        raise ValueError(f"unknown index kind {kind!r}; available: {', '.join(kinds())}")
-    if (kind, backend) not in _KINDS:
-        raise ValueError(f"kind {kind!r} has no backend {backend!r}; available: {', '.join(backends(kind))}")
-    writer, opener = _KINDS[kind, backend]
-    return _function(writer), _function(opener)
+    return _kinds.backends(kind)
 
 
 def kind_options(kind: str, backend: str = "native") -> list[str]:
-    """The options ``Retriever.build`` accepts for an index kind."""
-    params = inspect.signature(_kind(kind, backend)[0]).parameters.values()
-    return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name != "on_doc"]
+    """The options ``Retriever.build`` accepts for an index kind (its Settings fields)."""
+    return [f.name for f in dataclasses.fields(_kinds.get(kind, backend).settings)]
 
 
 _LOAD_ATTEMPTS = 20
@@ -107,46 +80,36 @@ class Retriever:
     @classmethod
     def build(cls, corpus: str | os.PathLike, out: str | os.PathLike, kind: str = "bm25", *,
               backend: str = "native", overwrite: bool = False, progress: bool = False,
-              store_docs: bool = True, **options) -> "Retriever":
+              store_docs: bool = True, settings: Any = None, **options) -> "Retriever":
         """Index a corpus (BEIR directory or JSONL file) into ``out`` and return it loaded.
 
-        ``options`` are the kind's settings (``kind_options(kind)`` lists them; for bm25:
-        fields, k1, b, stopwords, stemmer; for sparse: model, vectors, max lengths, top-k,
-        quantize, scale, query_mode, ...; for dense: model, pooling, normalize, prefixes,
-        faiss, nprobe, ef_search, refine, int8, device).
-        The directory appears only once complete; an existing index is replaced only with
-        ``overwrite=True``.
+        The kind's settings are given as ``settings`` (its Settings dataclass, e.g.
+        ``retriever.kinds.bm25.Settings(k1=1.2)``) or as keyword ``options`` (``kind_options(kind)``
+        lists them; for bm25: fields, k1, b, stopwords, stemmer; for sparse: model, vectors, max
+        lengths, top-k, quantize, scale, query_mode, ...; for dense: model, pooling, normalize,
+        prefixes, faiss, nprobe, ef_search, refine, int8, device; for hybrid: dense_model, sparse,
+        sparse_model, method, weights, depth, rrf_k). The corpus is read once: ids, fingerprint
+        and stored text are recorded as it streams to the kind. The directory appears only once
+        complete; an existing index is replaced only with ``overwrite=True``.
         """
-        writer_fn = _kind(kind, backend)[0]
-        allowed = kind_options(kind, backend)
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise TypeError(f"unknown option(s) for kind {kind!r}: {', '.join(unknown)}; "
-                            f"accepted: {', '.join(allowed)}")
+        k = _kinds.get(kind, backend)
+        if settings is not None and options:
+            raise TypeError("give the kind's settings either as settings= or as keyword options, not both")
+        if settings is None:
+            settings = k.make_settings(**options)
+        elif not isinstance(settings, k.settings):
+            raise TypeError(f"settings for kind {kind!r} must be {k.settings.__module__}.Settings")
         bar = None
         if progress:
             from tqdm import tqdm
 
             bar = tqdm(total=_count_lines(corpus_file(corpus)), unit="doc", desc=f"index {kind}")
-        with IndexWriter(out, overwrite=overwrite) as writer:
-            store = DocStoreWriter(writer) if store_docs else None
-
-            def on_doc(doc: Doc) -> None:
-                if store is not None:
-                    store.add(doc.title, doc.text)
-                if bar is not None:
-                    bar.update()
-
-            entries = writer_fn(corpus, writer, on_doc=on_doc, **options)
+        try:
+            _kinds.build(k, corpus, out, settings, overwrite=overwrite, store_docs=store_docs,
+                         on_doc=(lambda doc: bar.update()) if bar is not None else None)
+        finally:
             if bar is not None:
                 bar.close()
-            if entries["doc_count"] == 0:
-                raise DataError("the corpus has no documents", path=os.fspath(corpus))
-            if store is not None:
-                store.close()
-            entries["corpus"] = {"path": os.fspath(Path(corpus).absolute()),
-                                 "fingerprint": entries.pop("corpus_fingerprint", None)}
-            writer.finish(entries)
         return cls.load(out)
 
     @classmethod
@@ -179,27 +142,11 @@ class Retriever:
 
     @classmethod
     def _load_once(cls, root: Path, verify: bool, options: dict) -> "Retriever":
-        manifest = read_manifest(root, verify=verify)
-        docids = read_docids(root)
-        if len(docids) != manifest["doc_count"]:
-            raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says "
-                                   f"{manifest['doc_count']}")
-        opener = _kind(manifest["kind"], manifest["backend"])[1]
-        accepted = list(inspect.signature(opener).parameters)[3:]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown:
-            raise ValueError(f"a {manifest['kind']} index takes no load option(s) {', '.join(unknown)}; "
-                             f"it accepts: {', '.join(accepted) or 'none'}")
-        try:
-            searcher = opener(root, manifest, docids, **options)
-        except (KeyError, TypeError, AttributeError, IndexError) as e:
-            # the schema check covers the fields every kind needs; this covers the rest
-            raise IndexFormatError(f"{root}/manifest.json: does not describe a usable "
-                                   f"{manifest['kind']} index ({type(e).__name__}: {e})") from None
-        r = cls(root, manifest, searcher, docids)
-        if r._store is not None and len(r._store) != len(docids):
+        opened = _kinds.open_dir(root, verify=verify, **options)
+        r = cls(root, opened.manifest, opened.searcher, opened.docids)
+        if r._store is not None and len(r._store) != len(opened.docids):
             raise IndexFormatError(f"{root}/docs.jsonl: {len(r._store)} stored documents, "
-                                   f"{len(docids)} ids")
+                                   f"{len(opened.docids)} ids")
         return r
 
     @property

@@ -88,8 +88,9 @@ def test_bm25_parameters_are_used(beir_dir, tmp_path):
     native = Retriever.build(beir_dir, tmp_path / "native", kind="bm25", k1=1.2, b=0.75)
     luc = Retriever.build(beir_dir, tmp_path / "lucene", kind="bm25", backend="lucene", k1=1.2, b=0.75)
     assert_same_top(luc.search(QUERIES["q4"], k=3), native.search(QUERIES["q4"], k=3), atol=1e-3)
-    with pytest.raises(TypeError, match="stemmer"):
+    with pytest.raises(ValueError, match="Lucene's English analyzer"):
         Retriever.build(beir_dir, tmp_path / "x", kind="bm25", backend="lucene", stemmer="none")
+    assert not (tmp_path / "x").exists()
 
 
 def test_sparse_matches_the_native_backend(tiny_mlm, beir_dir, tmp_path):

@@ -1,4 +1,10 @@
-"""`retriever index`: a corpus into an index directory."""
+"""`retriever index`: a corpus into an index directory.
+
+The kind flags are not written here: they come from each kind's Settings dataclass
+(``retriever.kinds``), so a kind's defaults, types, bounds and help live in one place. The
+command shows them grouped by kind (only the chosen kind's with ``--kind K --help``), and a flag
+given for another kind is refused with the chosen kind's flags listed.
+"""
 
 from __future__ import annotations
 
@@ -6,71 +12,141 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from indexing.io import dir_size
-from retriever.cli.main import (AT_LEAST_0, AT_LEAST_1, KIND_NAMES, NONNEG, POSITIVE, _Finite,
-                                _floats, main)
+from retriever import kinds
+from retriever.cli.main import _Finite, _floats, main
+
+GENERAL = ("kind", "backend", "overwrite", "no_store_docs", "quiet")
 
 
-@main.command()
+class _KindChoice(click.Choice):
+    """``--kind``: the kinds registered when the command runs."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    @property
+    def choices(self):
+        return tuple(kinds.names())
+
+    @choices.setter
+    def choices(self, value) -> None:
+        pass
+
+
+def _kind_specs() -> dict[str, list[kinds.FieldSpec]]:
+    """{kind name: its CLI settings}, over every backend of every kind (backends share Settings)."""
+    out: dict[str, list] = {}
+    for name in kinds.names():
+        seen = {}
+        for backend in kinds.backends(name):
+            for spec in kinds.fields_of(kinds.get(name, backend).settings):
+                if spec.cli:
+                    seen.setdefault(spec.name, spec)
+        out[name] = list(seen.values())
+    return out
+
+
+def _param_type(spec: kinds.FieldSpec):
+    if spec.choices is not None:
+        return click.Choice([str(c) for c in spec.choices])
+    if spec.base is int:
+        return click.IntRange(min=spec.min, max=spec.max, min_open=spec.min_open)
+    if spec.base is float:
+        return _Finite(spec.min, spec.max, open_low=spec.min_open)
+    return str  # str, and list (comma-separated numbers, parsed in the command)
+
+
+def _option(spec: kinds.FieldSpec) -> click.Option:
+    decl = [spec.flag, spec.name]
+    if spec.base is bool and spec.optional:
+        decl = [f"{spec.flag}/--no-{spec.flag[2:]}", spec.name]
+        return click.Option(decl, default=None, help=spec.help)
+    if spec.base is bool:
+        return click.Option(decl, is_flag=True, default=None, help=spec.help)
+    return click.Option(decl, type=_param_type(spec), default=None, help=spec.help)
+
+
+def _shown_default(spec: kinds.FieldSpec) -> str:
+    if spec.default is None or spec.base is bool:
+        return ""
+    value = ",".join(f"{v:g}" for v in spec.default) if spec.base is list else spec.default
+    return f"  [default: {value}]"
+
+
+class IndexCommand(click.Command):
+    """Adds the kinds' settings as flags when parsing, and groups them by kind in ``--help``."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        have = {p.name for p in params}
+        for specs in _kind_specs().values():
+            for spec in specs:
+                if spec.name not in have:
+                    params.insert(-1, _option(spec))  # before --help
+                    have.add(spec.name)
+        return params
+
+    def parse_args(self, ctx, args):
+        for i, arg in enumerate(args):  # which kind --help should show, before --help exits
+            if arg == "--kind" and i + 1 < len(args):
+                ctx.meta["index_kind"] = args[i + 1]
+            elif arg.startswith("--kind="):
+                ctx.meta["index_kind"] = arg.split("=", 1)[1]
+        return super().parse_args(ctx, args)
+
+    def format_options(self, ctx, formatter):
+        general = [p.get_help_record(ctx) for p in super().get_params(ctx) if isinstance(p, click.Option)]
+        with formatter.section("Options"):
+            formatter.write_dl([r for r in general if r])
+        shown = ctx.meta.get("index_kind")
+        for name, specs in _kind_specs().items():
+            if shown and name != shown:
+                continue
+            rows = []
+            for spec in specs:
+                opt = _option(spec)
+                flags, _ = opt.get_help_record(ctx)
+                rows.append((flags, spec.help + _shown_default(spec)))
+            backends = kinds.backends(name)
+            title = f"--kind {name} ({', '.join(backends)})" if len(backends) > 1 else f"--kind {name}"
+            with formatter.section(title):
+                if rows:
+                    formatter.write_dl(rows)
+                else:
+                    formatter.write_text("(no settings)")
+
+
+@main.command(cls=IndexCommand)
 @click.argument("corpus", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--kind", type=click.Choice(KIND_NAMES), default="bm25", show_default=True)
+@click.option("--kind", type=_KindChoice(), default="bm25", show_default=True,
+              help="Index kind; `retriever index --kind K --help` shows its settings.")
 @click.option("--backend", type=click.Choice(["native", "lucene"]), default="native", show_default=True,
               help="native: our in-process index; lucene: Lucene through pyserini (pip extra 'lucene').")
-@click.option("--fields", type=click.Choice(["flat", "multifield"]), default=None,
-              help="bm25: title and text in one field (flat, default) or scored separately.")
-@click.option("--k1", type=NONNEG, default=None, help="bm25: k1 (default 0.9, as Anserini).")
-@click.option("--b", type=_Finite(0.0, 1.0), default=None, help="bm25: b (default 0.4, as Anserini).")
-@click.option("--model", default=None,
-              help="sparse/dense: model (directory, pulled pack name, or hub id).")
-@click.option("--vectors", is_flag=True,
-              help="sparse: CORPUS is an Anserini JsonVectorCollection ({id, contents, vector}) "
-                   "of precomputed term weights.")
-@click.option("--doc-max-length", type=click.IntRange(min=2), default=None, help="sparse: tokens per document (256).")
-@click.option("--query-max-length", type=click.IntRange(min=2), default=None, help="sparse: tokens per query (64).")
-@click.option("--doc-top-k", type=AT_LEAST_0, default=None, help="sparse: keep the k heaviest terms per document.")
-@click.option("--query-top-k", type=AT_LEAST_0, default=None, help="sparse: keep the k heaviest terms per query.")
-@click.option("--quantize", type=click.Choice(["uint16", "uint8", "float"]), default=None,
-              help="sparse: impact storage (default uint16 with --scale 100).")
-@click.option("--scale", type=POSITIVE, default=None, help="sparse: stored impact = round(weight * scale).")
-@click.option("--query-mode", type=click.Choice(["model", "idf", "learned"]), default=None,
-              help="sparse: encode queries with the model, or inference-free (IDF / learned weights).")
-@click.option("--query-weights", default=None, help="sparse: per-token weights (.npy or .json) for --query-mode learned.")
-@click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
-              help="dense: pooling (default: the model's sentence-transformers config, else mean).")
-@click.option("--normalize/--no-normalize", default=None, help="dense: L2-normalise vectors.")
-@click.option("--query-prefix", default=None, help="dense: text put before every query.")
-@click.option("--doc-prefix", default=None, help="dense: text put before every document.")
-@click.option("--faiss", default=None,
-              help="dense: FAISS spec: Flat, IVF{n},Flat, IVF{n},PQ{m}[x{b}], OPQ{m},IVF{n},PQ{m}, HNSW{M}, auto.")
-@click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense: IVF lists probed per query (stored default).")
-@click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense: HNSW efSearch (stored default).")
-@click.option("--refine", is_flag=True, default=None, help="dense: keep float16 vectors, re-rank candidates exactly.")
-@click.option("--int8", is_flag=True, default=None, help="dense: int8 dynamic quantisation of the model (CPU).")
-@click.option("--batch-size", type=AT_LEAST_1, default=None, help="sparse/dense: encoding batch size (32).")
-@click.option("--device", default=None, help="sparse/dense: auto | cpu | cuda[:N] (auto).")
-@click.option("--dense-model", default=None, help="hybrid: the dense component's model.")
-@click.option("--sparse", type=click.Choice(["bm25", "splade"]), default=None,
-              help="hybrid: the sparse component (bm25 default).")
-@click.option("--sparse-model", default=None, help="hybrid: the SPLADE model for --sparse splade.")
-@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default=None,
-              help="hybrid: fusion method (rrf default; tune it with tune-fusion).")
-@click.option("--weights", default=None, help="hybrid: two comma-separated weights, sparse then dense.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def index(corpus, out, kind, backend, overwrite, no_store_docs, quiet, vectors, **settings):
+@click.pass_context
+def index(ctx, corpus, out, kind, backend, overwrite, no_store_docs, quiet, **given):
     """Index CORPUS (a BEIR directory or a JSONL file) into the directory OUT."""
     from retriever.api import Retriever
 
-    options = {k: v for k, v in settings.items() if v is not None and v is not False}
-    if "weights" in options:
-        options["weights"] = _floats(options["weights"])
-    if settings.get("normalize") is False:
-        options["normalize"] = False  # --no-normalize is a choice, not an absence
-    if vectors:
-        options["vectors"] = True
+    k = kinds.get(kind, backend)
+    accepted = {s.name: s for s in kinds.fields_of(k.settings) if s.cli}
+    explicit = {name: value for name, value in given.items()
+                if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    misplaced = [name for name in explicit if name not in accepted]
+    if misplaced:
+        flags = {s.name: s.flag for specs in _kind_specs().values() for s in specs}
+        raise click.UsageError(
+            f"{', '.join(flags[n] for n in misplaced)} do{'es' if len(misplaced) == 1 else ''} not apply to "
+            f"--kind {kind}; it takes: {', '.join(s.flag for s in accepted.values()) or 'no settings'}")
+    options = {}
+    for name, value in explicit.items():
+        options[name] = _floats(value) if accepted[name].base is list else value
     start = time.perf_counter()
     r = Retriever.build(corpus, out, kind=kind, backend=backend, overwrite=overwrite,
                         progress=not quiet, store_docs=not no_store_docs, **options)

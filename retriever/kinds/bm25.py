@@ -2,35 +2,57 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
 from indexing.analysis import Analyzer
-from indexing.bm25 import BM25Params, Fields, build_bm25_index, query_weights
-from indexing.corpus import iter_corpus
+from indexing.bm25 import BM25Params, build_bm25_index
+from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter
 from indexing.searcher import ImpactSearcher
+from retriever.encoders.bm25 import BM25QueryEncoder
+from retriever.kinds import Kind, check_settings, option, register
 
 
-def write_index(corpus, writer: IndexWriter, *, fields: Fields = "flat",
-                k1: float = 0.9, b: float = 0.4, stopwords: str = "lucene",
-                stemmer: str = "porter", on_doc=None) -> dict:
-    """Build a BM25 index into ``writer``; returns the manifest entries it needs to be searched."""
-    analyzer = Analyzer(stopwords=stopwords, stemmer=stemmer)
-    params = BM25Params(k1=k1, b=b, fields=fields)
-    index, docids, info = build_bm25_index(iter_corpus(corpus), analyzer, params, writer.tmp, on_doc)
+@dataclass(frozen=True)
+class Settings:
+    fields: Literal["flat", "multifield"] = option(
+        "flat", "title + text in one field (flat), or title and text scored as separate fields")
+    k1: float = option(0.9, "BM25 k1 (Anserini's default)", min=0)
+    b: float = option(0.4, "BM25 b (Anserini's default)", min=0, max=1)
+    stopwords: Literal["lucene", "none"] = option("lucene", "Lucene's 33 English stop words, or none")
+    stemmer: Literal["porter", "none"] = option("porter", "Porter stemming (Lucene's), or none")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def params(self) -> BM25Params:
+        return BM25Params(k1=self.k1, b=self.b, fields=self.fields)
+
+    def analyzer(self) -> Analyzer:
+        return Analyzer(stopwords=self.stopwords, stemmer=self.stemmer)
+
+
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
+    """Analyse the documents into BM25 impacts; returns the manifest entries searching needs."""
+    analyzer = settings.analyzer()
+    index, _, info = build_bm25_index(docs, analyzer, settings.params(), writer.tmp)
     index.save(writer)
-    writer.write_docids(docids)
-    return {
-        "kind": "bm25",
-        "backend": "native",
-        "doc_count": len(docids),
-        "analyzer": analyzer.config(),
-        **info,
-        "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32"},
-    }
+    return {"analyzer": analyzer.config(), **info,
+            "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32"}}
 
 
 def open_index(root, manifest: dict, docids: list[str]) -> ImpactSearcher:
     """Search a BM25 index; queries are analysed with the analyzer its manifest records."""
-    analyzer = Analyzer.from_config(manifest["analyzer"])
     index = InvertedIndex.load(root, num_docs=len(docids))
-    return ImpactSearcher(index, docids, lambda texts: [query_weights(analyzer, t) for t in texts])
+    encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
+    return ImpactSearcher(index, docids, encoder.encode_queries)
+
+
+KIND = register(Kind(
+    "bm25", "native", Settings, write, open_index,
+    schema=(("analyzer", "dict"), ("analyzer.stopwords", "str"), ("analyzer.stemmer", "str"),
+            ("analyzer.lowercase", "bool"), ("analyzer.possessive", "bool"), ("bm25", "dict"),
+            ("bm25.k1", "number"), ("bm25.b", "number"), ("bm25.fields", "str")),
+    help="BM25 over our own inverted index (scores equal Lucene's)"))

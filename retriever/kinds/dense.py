@@ -1,8 +1,8 @@
 """The ``dense`` index kind: a transformer encoder's document vectors in a FAISS index.
 
 Documents are encoded in blocks, each block saved under ``OUT.encoding/`` as it completes; an
-interrupted build run again with the same settings reuses the saved blocks and encodes only the
-rest. The cache is removed once the index is written. The manifest records every setting that
+interrupted build run again with the same settings reuses the saved blocks whose documents (ids
+and texts) are unchanged and encodes only the rest. The cache is removed once the index is written. The manifest records every setting that
 changes the vectors and the model's fingerprint; a query encoder that does not match is refused.
 """
 
@@ -12,18 +12,48 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Literal, Mapping
 
 import numpy as np
 
-from indexing.corpus import doc_text, iter_corpus
+from indexing.corpus import Doc, doc_text
 from indexing.faiss_index import DenseIndex
 from indexing.manifest import IndexWriter
 from indexing.searcher import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
 from retriever.encoders.models import matching_model, resolve_model
+from retriever.kinds import Kind, check_settings, option, register
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = option(None, "encoder: a directory, a pulled pack name, or a hub id")
+    pooling: Literal["cls", "mean", "last"] | None = option(
+        None, "pooling (default: the model's sentence-transformers config, else mean)")
+    normalize: bool | None = option(None, "L2-normalise vectors (default: the model's config)")
+    query_prefix: str | None = option(None, "text put before every query (default: the model's prompt)")
+    doc_prefix: str | None = option(None, "text put before every document (default: the model's prompt)")
+    doc_max_length: int | None = option(None, f"tokens per document (default: the model's, else "
+                                              f"{DenseSettings.doc_max_length})", min=2)
+    query_max_length: int | None = option(None, f"tokens per query (default: the model's, else "
+                                                f"{DenseSettings.query_max_length})", min=2)
+    faiss: str = option("auto", "FAISS spec: Flat, IVF{n},Flat, IVF{n},PQ{m}[x{b}], OPQ{m},IVF{n},PQ{m}, "
+                                "HNSW{M}, auto")
+    nprobe: int | None = option(None, "IVF lists probed per query (stored default)", min=1)
+    ef_search: int | None = option(None, "HNSW efSearch (stored default)", min=1)
+    refine: bool = option(False, "keep float16 vectors and re-rank candidates exactly")
+    int8: bool = option(False, "int8 dynamic quantisation of the model (CPU)")
+    batch_size: int = option(32, "encoding batch size", min=1)
+    device: str = option("auto", "auto | cpu | cuda[:N]")
+    encode_block: int = option(4096, "documents per resumable encoding block", min=1, cli=False)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.model is None:
+            raise ValueError("a dense index needs --model")
 
 
 
@@ -34,7 +64,7 @@ class EncodingCache:
         self.dir = out.with_name(out.name + ".encoding")
         self.key = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
         meta = self.dir / "meta.json"
-        if self.dir.is_dir() and (not meta.is_file() or json.loads(meta.read_text())["key"] != self.key):
+        if self.dir.is_dir() and _cache_key(meta) != self.key:
             shutil.rmtree(self.dir)  # left by a build with other settings: useless
         self.dir.mkdir(parents=True, exist_ok=True)
         meta.write_text(json.dumps({"key": self.key}))
@@ -42,67 +72,74 @@ class EncodingCache:
     def _paths(self, block: int) -> tuple[Path, Path]:
         return self.dir / f"block-{block:06d}.npy", self.dir / f"block-{block:06d}.ids"
 
-    def load(self, block: int, docids: list[str]) -> np.ndarray | None:
+    def load(self, block: int, docs: list[Doc]) -> np.ndarray | None:
         vec_path, ids_path = self._paths(block)
         if not (vec_path.is_file() and ids_path.is_file()):
             return None
-        if ids_path.read_text(encoding="utf-8").split("\n") != docids:
-            return None  # the corpus changed under this block
-        return np.load(vec_path)
+        try:
+            if ids_path.read_text(encoding="utf-8") != _block_key(docs):
+                return None  # the corpus changed under this block
+            vectors = np.load(vec_path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None  # damaged: encode again
+        return vectors if vectors.shape[0] == len(docs) else None
 
-    def save(self, block: int, docids: list[str], vectors: np.ndarray) -> None:
+    def save(self, block: int, docs: list[Doc], vectors: np.ndarray) -> None:
         vec_path, ids_path = self._paths(block)
         tmp = vec_path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        ids_path.write_text("\n".join(docids), encoding="utf-8")
+        np.save(tmp, vectors, allow_pickle=False)
+        ids_path.write_text(_block_key(docs), encoding="utf-8")
         os.replace(tmp, vec_path)  # the vectors file appears last: its presence means complete
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def write_index(corpus, writer: IndexWriter, *, model: str, pooling: str | None = None,
-                normalize: bool | None = None, query_prefix: str | None = None,
-                doc_prefix: str | None = None, doc_max_length: int | None = None,
-                query_max_length: int | None = None, faiss: str = "auto", nprobe: int | None = None,
-                ef_search: int | None = None, refine: bool = False, int8: bool = False,
-                batch_size: int = 32, device: str = "auto", encode_block: int = 4096,
-                on_doc=None) -> dict:
-    """Encode a corpus and index its vectors with FAISS (``faiss`` is a factory string or auto)."""
-    path = resolve_model(model)
-    settings = resolve_settings(path, pooling=pooling, normalize=normalize, query_prefix=query_prefix,
-                                doc_prefix=doc_prefix, doc_max_length=doc_max_length,
-                                query_max_length=query_max_length)
-    encoder = DenseEncoder(path, settings=settings, batch_size=batch_size, device=device,
-                           quantize_int8=int8)
-    cache = EncodingCache(writer.out, {"encoder": encoder.config(), "block": encode_block,
-                                       "corpus": os.fspath(Path(corpus).absolute())})
-    docids: list[str] = []
+def _cache_key(meta: Path) -> str | None:
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _block_key(docs: list[Doc]) -> str:
+    """The ids of a block's documents and a digest of their texts."""
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(doc_text(d).encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest() + "\n" + "\n".join(d.docid for d in docs)
+
+
+def make_encoder(settings: Settings) -> DenseEncoder:
+    path = resolve_model(settings.model)
+    resolved = resolve_settings(path, pooling=settings.pooling, normalize=settings.normalize,
+                                query_prefix=settings.query_prefix, doc_prefix=settings.doc_prefix,
+                                doc_max_length=settings.doc_max_length, query_max_length=settings.query_max_length)
+    return DenseEncoder(path, settings=resolved, batch_size=settings.batch_size, device=settings.device,
+                        quantize_int8=settings.int8)
+
+
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
+    """Encode the documents and index their vectors with FAISS (``faiss`` is a factory string or auto)."""
+    encoder = make_encoder(settings)
+    cache = EncodingCache(writer.out, {"encoder": encoder.config(), "block": settings.encode_block})
     blocks: list[np.ndarray] = []
-    docs = iter_corpus(corpus)
-    while chunk := list(islice(docs, encode_block)):
-        ids = [d.docid for d in chunk]
-        vectors = cache.load(len(blocks), ids)
+    while chunk := list(islice(docs, settings.encode_block)):
+        vectors = cache.load(len(blocks), chunk)
         if vectors is None:
             vectors = encoder.encode_documents([doc_text(d) for d in chunk])
-            cache.save(len(blocks), ids, vectors)
+            cache.save(len(blocks), chunk, vectors)
         blocks.append(vectors)
-        docids.extend(ids)
-        if on_doc is not None:
-            for d in chunk:
-                on_doc(d)
-    if not docids:
+    if not blocks:
         cache.remove()
-        return {"kind": "dense", "backend": "native", "doc_count": 0}
-    vectors = np.concatenate(blocks)
+        return {}
     faiss_device = "cuda" if encoder.device.startswith("cuda") else "cpu"
-    index = DenseIndex.build(vectors, faiss, nprobe=nprobe, ef_search=ef_search, refine=refine,
-                             device=faiss_device)
+    index = DenseIndex.build(np.concatenate(blocks), settings.faiss, nprobe=settings.nprobe,
+                             ef_search=settings.ef_search, refine=settings.refine, device=faiss_device)
     faiss_settings = index.save(writer.tmp)
-    writer.write_docids(docids)
     cache.remove()
-    return {"kind": "dense", "backend": "native", "doc_count": len(docids),
-            "encoder": encoder.config(), "faiss": faiss_settings}
+    return {"encoder": encoder.config(), "faiss": faiss_settings}
 
 
 class DenseSearcher:
@@ -129,7 +166,8 @@ class DenseSearcher:
         if not qids:
             return {}
         vectors = self.encoder.encode_queries([queries[q] for q in qids])
-        return {q: dict(zip(*hits)) for q, hits in zip(qids, self.search_vectors(vectors, k, **params))}
+        found = self.search_vectors(vectors, k, threads=threads, **params)  # FAISS's own threads
+        return {q: dict(zip(*hits)) for q, hits in zip(qids, found)}
 
 
 def open_index(root, manifest: dict, docids: list[str], model: str | None = None,
@@ -145,3 +183,10 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
         faiss_settings["ef_search"] = ef_search
     index = DenseIndex.load(Path(root), faiss_settings, device=device)
     return DenseSearcher(index, docids, encoder)
+
+
+KIND = register(Kind(
+    "dense", "native", Settings, write, open_index,
+    schema=(("encoder", "dict"), ("encoder.model", "str"), ("faiss", "dict"), ("faiss.factory", "str"),
+            ("faiss.dim", "int"), ("faiss.ntotal", "int"), ("faiss.refine", "bool")),
+    help="a transformer encoder's vectors in a FAISS index (Flat, IVF, PQ, HNSW)"))

@@ -11,15 +11,20 @@ tune-fusion`` searches them on a dev split and rewrites that part of the manifes
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple
 
+from eval.fusion import Method, check_fusion, fuse_one
+from indexing.corpus import Doc
 from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
                                write_manifest)
 from indexing.searcher import Hit, Run
-from eval.fusion import check_fusion, fuse_one
+from retriever import kinds
+from retriever.kinds import Kind, check_settings, option, register
 
 
 @dataclass
@@ -46,36 +51,123 @@ def _fusion(method, weights, depth, rrf_k) -> FusionSettings:
                           depth=depth, rrf_k=rrf_k)
 
 
-def write_index(corpus, writer: IndexWriter, *, dense_model: str, sparse: str = "bm25",
-                sparse_model: str | None = None, method: str = "rrf", weights: list[float] | None = None,
-                depth: int = 1000, rrf_k: int = 60, device: str = "auto", on_doc=None) -> dict:
-    """Build a sparse (bm25 or splade) and a dense component from one corpus."""
-    from retriever.api import Retriever
+@dataclass(frozen=True)
+class Settings:
+    dense_model: str | None = option(None, "the dense component's model")
+    sparse: Literal["bm25", "splade"] = option("bm25", "the sparse component: BM25, or SPLADE with --sparse-model")
+    sparse_model: str | None = option(None, "the SPLADE model of --sparse splade")
+    method: str = option("rrf", "fusion method (tune it with tune-fusion)", choices=[m.value for m in Method])
+    weights: list[float] = option([1.0, 1.0], "fusion weights: sparse, dense")
+    depth: int = option(1000, "hits taken from each component", min=1)
+    rrf_k: int = option(60, "RRF constant", min=0)
+    device: str = option("auto", "auto | cpu | cuda[:N]")
 
-    fusion = _fusion(method, weights, depth, rrf_k)
-    if sparse not in ("bm25", "splade"):
-        raise ValueError(f"sparse must be 'bm25' or 'splade', not {sparse!r}")
-    if sparse == "splade":
-        if not sparse_model:
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.dense_model is None:
+            raise ValueError("a hybrid index needs --dense-model")
+        if self.sparse == "splade" and not self.sparse_model:
             raise ValueError("--sparse splade needs --sparse-model")
-        s = Retriever.build(corpus, writer.tmp / "sparse", kind="sparse", model=sparse_model,
-                            device=device, store_docs=False)
-    else:
-        s = Retriever.build(corpus, writer.tmp / "sparse", kind="bm25", store_docs=False)
-    d = Retriever.build(corpus, writer.tmp / "dense", kind="dense", model=dense_model, device=device,
-                        store_docs=False)
-    if s.docids != d.docids:
-        raise IndexFormatError("components disagree on the corpus documents")  # cannot happen
-    if on_doc is not None:
-        from indexing.corpus import iter_corpus
+        self.fusion()  # checks the fusion settings
 
-        for doc in iter_corpus(corpus):
-            on_doc(doc)
-    writer.write_docids(d.docids)
-    return {"kind": "hybrid", "backend": "native", "doc_count": len(d.docids),
-            "components": [{"name": "sparse", "path": "sparse", "kind": s.kind},
-                           {"name": "dense", "path": "dense", "kind": d.kind}],
-            "fusion": asdict(fusion)}
+    def fusion(self) -> FusionSettings:
+        return _fusion(self.method, self.weights, self.depth, self.rrf_k)
+
+    def components(self) -> list[tuple[str, Kind, Any]]:
+        """(slot, kind, settings) of the two components."""
+        if self.sparse == "splade":
+            sparse = kinds.get("sparse")
+            sparse_settings = sparse.make_settings(model=self.sparse_model, device=self.device)
+        else:
+            sparse = kinds.get("bm25")
+            sparse_settings = sparse.make_settings()
+        dense = kinds.get("dense")
+        return [("sparse", sparse, sparse_settings),
+                ("dense", dense, dense.make_settings(model=self.dense_model, device=self.device))]
+
+
+_END = object()
+
+
+def fan_out(items: Iterable, consumers: list[Callable[[Iterator], Any]], buffer: int = 1024) -> list:
+    """Feed one pass over ``items`` to several consumers running in threads (each gets every
+    item, in order, through a bounded queue); returns their results. The first consumer error
+    stops the others and is raised."""
+    queues = [queue.Queue(maxsize=buffer) for _ in consumers]
+    results: list = [None] * len(consumers)
+    errors: list = []
+    stop = threading.Event()
+    done = [False] * len(consumers)
+
+    def drain(q: queue.Queue) -> Iterator:
+        while True:
+            try:
+                item = q.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    raise RuntimeError("stopped: another consumer failed") from None
+                continue
+            if item is _END:
+                return
+            yield item
+
+    def run(i: int) -> None:
+        try:
+            results[i] = consumers[i](drain(queues[i]))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors.append(e)
+            stop.set()
+        finally:
+            done[i] = True
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(consumers))]
+    for t in threads:
+        t.start()
+
+    def put(i: int, item) -> None:
+        while not done[i] and not stop.is_set():
+            try:
+                queues[i].put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    try:
+        for item in items:
+            if stop.is_set():
+                break
+            for i in range(len(queues)):
+                put(i, item)
+        for i in range(len(queues)):
+            put(i, _END)
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
+    """Build the sparse and the dense component (sub-indexes ``sparse/`` and ``dense/``) from one
+    pass over the documents, each in its own thread."""
+    parts = settings.components()
+
+    def builder(slot: str, kind: Kind, part_settings):
+        def consume(stream: Iterator[Doc]) -> dict:
+            with IndexWriter(writer.tmp / slot) as sub:
+                entries = kinds.write_kind(kind, stream, sub, part_settings, store_docs=False)
+                sub.finish(entries)
+            return entries
+        return consume
+
+    built = fan_out(docs, [builder(*p) for p in parts])
+    return {"components": [{"name": slot, "path": slot, "kind": entries["kind"]}
+                           for (slot, _, _), entries in zip(parts, built)],
+            "fusion": asdict(settings.fusion())}
 
 
 # the index kinds each component slot takes
@@ -112,9 +204,11 @@ def compose(sparse_index: str | os.PathLike, dense_index: str | os.PathLike, out
     sources = {"sparse": Path(sparse_index), "dense": Path(dense_index)}
     parts = []
     docids = None
+    corpus = None
     for name, path in sources.items():
         m = read_manifest(path, verify=False)
         _check_slot(name, m["kind"], path)
+        corpus = corpus or m.get("corpus")
         ids = (path / "docids.txt").read_text(encoding="utf-8")
         if docids is not None and ids != docids:
             raise ValueError(f"{sparse_index} and {dense_index} index different documents; "
@@ -126,13 +220,14 @@ def compose(sparse_index: str | os.PathLike, dense_index: str | os.PathLike, out
             link_tree(path, writer.tmp / name)
         (writer.tmp / "docids.txt").write_text(docids, encoding="utf-8")
         writer.finish({"kind": "hybrid", "backend": "native", "doc_count": docids.count("\n"),
-                       "components": parts, "fusion": asdict(fusion)})
+                       "components": parts, "fusion": asdict(fusion), "corpus": corpus,
+                       "settings": {"composed": True, **asdict(fusion)}})
     return Path(out)
 
 
 class HybridSearcher:
     def __init__(self, components: list[tuple[str, object]], fusion: FusionSettings) -> None:
-        self.components = components  # [(name, Retriever)]
+        self.components = components  # [(name, searcher)]
         self.fusion = fusion
 
     def _fuse(self, rankings: list[Mapping[str, float]], k: int) -> dict[str, float]:
@@ -159,8 +254,6 @@ class HybridSearcher:
 
 
 def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> HybridSearcher:
-    from retriever.api import Retriever
-
     components = []
     names = [part["name"] for part in manifest["components"]]
     if sorted(names) != sorted(SLOTS):
@@ -176,13 +269,13 @@ def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> 
         if not path.is_dir():
             raise IndexFormatError(f"{root}: component {part['name']} index {path} is missing")
         _check_slot(part["name"], part["kind"], path)
-        r = Retriever.load(path, **({"device": device} if part["kind"] == "dense" else {}))
-        if r.kind != part["kind"]:
-            raise IndexFormatError(f"{root}: component {path} is a {r.kind} index, the manifest "
-                                   f"says {part['kind']}")
-        if r.docids != docids:
+        opened = kinds.open_dir(path, verify=False, **({"device": device} if part["kind"] == "dense" else {}))
+        if opened.manifest["kind"] != part["kind"]:
+            raise IndexFormatError(f"{root}: component {path} is a {opened.manifest['kind']} index, "
+                                   f"the manifest says {part['kind']}")
+        if opened.docids != docids:
             raise IndexFormatError(f"{root}: component {path} no longer indexes the same documents")
-        components.append((part["name"], r))
+        components.append((part["name"], opened.searcher))
     order = {name: i for i, name in enumerate(SLOTS)}
     components.sort(key=lambda c: order[c[0]])  # weights are (sparse, dense)
     try:
@@ -232,3 +325,10 @@ def tune(searcher: HybridSearcher, qrels, queries: Mapping[str, str], metric: st
         fused = fuse(runs, setting.method, setting.weights, setting.depth, setting.rrf_k, k=setting.depth)
         results.append((setting, evaluate(qrels, fused, [metric]).metrics[metric]))
     return sorted(results, key=lambda x: -x[1])
+
+
+KIND = register(Kind(
+    "hybrid", "native", Settings, write, open_index,
+    schema=(("components", "list"), ("fusion", "dict"), ("fusion.method", "str"), ("fusion.weights", "list"),
+            ("fusion.depth", "int"), ("fusion.rrf_k", "int")),
+    help="a sparse (BM25 or SPLADE) and a dense index, fused (RRF, min-max, z-score, sum)"))

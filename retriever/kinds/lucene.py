@@ -28,15 +28,16 @@ from typing import Callable, Iterator, Mapping
 
 import numpy as np
 
-from indexing.corpus import CorpusFingerprint, Doc, iter_corpus, iter_vector_collection
-from indexing.bm25 import BM25Params, Fields
+from indexing.corpus import Doc
 from indexing.impacts import QUANTIZE, quantize_weights
 from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
 from indexing.manifest import IndexFormatError, IndexWriter
 from indexing.searcher import Hit, Run
-from retriever.kinds.sparse import (QUERY_WEIGHTS, check_options, encode_corpus, manifest_entries,
-                                    query_encoder, query_weight_table)
-from retriever.encoders.splade import SparseVector, SpladeEncoder, SpladeSettings
+from retriever.encoders.splade import SparseVector
+from retriever.kinds import Kind, register
+from retriever.kinds import bm25 as native_bm25
+from retriever.kinds import sparse as native_sparse
+from retriever.kinds.sparse import QUERY_WEIGHTS, encode_docs, make_encoder, manifest_entries, query_encoder, query_weight_table
 
 LUCENE_DIR = "lucene"
 ANALYZER = {"name": "lucene-default", "stopwords": "lucene", "stemmer": "porter"}
@@ -58,40 +59,29 @@ def _check_counts(counts: dict[str, int], num_docs: int) -> None:
 
 # -- bm25 -------------------------------------------------------------------------------------
 
-def write_bm25(corpus, writer: IndexWriter, *, fields: Fields = "flat", k1: float = 0.9, b: float = 0.4,
-               on_doc=None) -> dict:
-    """Build a Lucene BM25 index of the corpus under ``writer``; returns its manifest entries."""
-    params = BM25Params(k1=k1, b=b, fields=fields)
+def write_bm25(docs: Iterator[Doc], writer: IndexWriter, settings: native_bm25.Settings) -> dict:
+    """Build a Lucene BM25 index of the documents under ``writer``; returns its manifest entries."""
+    if (settings.stopwords, settings.stemmer) != (ANALYZER["stopwords"], ANALYZER["stemmer"]):
+        raise ValueError("the Lucene backend analyses with Lucene's English analyzer: stopwords "
+                         f"{ANALYZER['stopwords']}, stemmer {ANALYZER['stemmer']}")
     ensure_lucene()  # fail before reading the corpus when the extra is missing
-    docids: list[str] = []
-    fingerprint = CorpusFingerprint()
+    seen = 0
 
     def records() -> Iterator[dict]:
-        for doc in iter_corpus(corpus):
-            docids.append(doc.docid)
-            fingerprint.add(doc)
-            if fields == "flat":
+        nonlocal seen
+        for doc in docs:
+            seen += 1
+            if settings.fields == "flat":
                 yield {"id": doc.docid, "contents": f"{doc.title}\n{doc.text}"}
             else:
                 yield {"id": doc.docid, "contents": doc.text, "title": doc.title}
-            if on_doc is not None:
-                on_doc(doc)
 
     with tempfile.TemporaryDirectory(prefix="collection-", dir=writer.tmp) as tmp:
         _jsonl(Path(tmp) / "docs.jsonl", records())
         counts = build_index(tmp, writer.tmp / LUCENE_DIR, collection="JsonCollection",
-                             fields=("title",) if fields == "multifield" else ())
-    _check_counts(counts, len(docids))
-    writer.write_docids(docids)
-    return {
-        "kind": "bm25",
-        "backend": "lucene",
-        "doc_count": len(docids),
-        "analyzer": dict(ANALYZER),
-        "bm25": asdict(params),
-        "corpus_fingerprint": fingerprint.hexdigest(),
-        "lucene": {**versions(), **counts},
-    }
+                             fields=("title",) if settings.fields == "multifield" else ())
+    _check_counts(counts, seen)
+    return {"analyzer": dict(ANALYZER), "bm25": asdict(settings.params()), "lucene": {**versions(), **counts}}
 
 
 def open_bm25(root, manifest: dict, docids: list[str]) -> LuceneBM25Searcher:
@@ -110,29 +100,25 @@ def _check_term(term: str) -> None:
         raise ValueError(f"term {term!r} cannot be a Lucene impact term (empty, or contains whitespace)")
 
 
-def write_sparse(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
-                 doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
-                 query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
-                 query_mode: str = "model", query_weights: str | None = None, batch_size: int = 32,
-                 device: str = "auto", on_doc=None) -> dict:
-    """Encode (or read) sparse document vectors, quantise them, and build a Lucene impact index."""
-    check_options(model, vectors, quantize, scale, query_mode, query_weights)
-    if quantize == "float":
+def write_sparse(docs: Iterator[Doc], writer: IndexWriter, settings: native_sparse.Settings) -> dict:
+    """Encode (or read) sparse document vectors, quantise them, and build a Lucene impact index.
+    ``settings`` come resolved by ``retriever.kinds.sparse.prepare``, as for the native backend."""
+    if settings.quantize == "float":
         raise ValueError("the Lucene backend stores integer impacts: quantize uint8 or uint16 (with a scale)")
     ensure_lucene()
-    settings = SpladeSettings(doc_max_length, query_max_length, doc_top_k, query_top_k)
-    encoder = SpladeEncoder(model, settings=settings, batch_size=batch_size, device=device) if model else None
+    encoder = make_encoder(settings)
+    quantize, scale = settings.quantize, settings.scale
     top = np.iinfo(QUANTIZE[quantize]).max
-    docids: list[str] = []
     seen_terms: set[str] = set()
     df = None
-    totals = {"postings": 0, "clipped": 0}
+    totals = {"docs": 0, "postings": 0, "clipped": 0}
 
     def weighted() -> Iterator[tuple[Doc, np.ndarray, np.ndarray]]:
         """(doc, terms, float weights) in corpus order."""
         nonlocal df
-        if vectors:
-            for doc, vec in iter_vector_collection(corpus):
+        if settings.vectors:
+            for doc in docs:
+                vec = doc.vector
                 for term in vec:
                     if term not in seen_terms:
                         _check_term(term)
@@ -141,39 +127,36 @@ def write_sparse(corpus, writer: IndexWriter, *, model: str | None = None, vecto
             return
         vocab = np.array(encoder.vocab, dtype=object)
         if len(set(encoder.vocab)) != len(vocab):
-            raise ValueError(f"model {model}: two token ids share a token string; a Lucene index "
+            raise ValueError(f"model {settings.model}: two token ids share a token string; a Lucene index "
                              "keys terms by string")
         for term in encoder.vocab:
             _check_term(term)
         df = np.zeros(len(vocab), dtype=np.int64)
-        for doc, (ids, weights) in encode_corpus(corpus, encoder):
+        for doc, (ids, weights) in encode_docs(docs, encoder):
             kept = ids[quantize_weights(weights, quantize, scale) > 0]
             df[kept] += 1
             yield doc, vocab[ids], weights
 
     def records() -> Iterator[dict]:
         for doc, terms, weights in weighted():
-            docids.append(doc.docid)
+            totals["docs"] += 1
             q = quantize_weights(weights, quantize, scale)
             totals["clipped"] += int(np.count_nonzero(np.rint(np.asarray(weights, np.float64) * scale) > top))
             keep = q > 0
             totals["postings"] += int(keep.sum())
             yield {"id": doc.docid, "contents": "", "vector": dict(zip(terms[keep].tolist(), q[keep].tolist()))}
-            if on_doc is not None:
-                on_doc(doc)
 
     with tempfile.TemporaryDirectory(prefix="collection-", dir=writer.tmp) as tmp:
         _jsonl(Path(tmp) / "vectors.jsonl", records())
         counts = build_index(tmp, writer.tmp / LUCENE_DIR, collection="JsonVectorCollection", impact=True)
-    _check_counts(counts, len(docids))
-    writer.write_docids(docids)
-    if query_mode != "model":
-        writer.save_array(QUERY_WEIGHTS, query_weight_table(query_mode, query_weights, encoder, vectors,
-                                                            df, len(docids)))
+    num_docs = totals["docs"]
+    _check_counts(counts, num_docs)
+    if settings.query_mode != "model":
+        writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, df, num_docs))
     stats = {"quantize": quantize, "scale": float(scale),
-             "terms": len(seen_terms) if vectors else len(encoder.vocab), "postings": totals["postings"],
-             "mean_doc_terms": totals["postings"] / max(len(docids), 1), "clipped_weights": totals["clipped"]}
-    entries = manifest_entries("lucene", len(docids), encoder, vectors, query_mode, query_max_length, stats)
+             "terms": len(seen_terms) if settings.vectors else len(encoder.vocab), "postings": totals["postings"],
+             "mean_doc_terms": totals["postings"] / max(num_docs, 1), "clipped_weights": totals["clipped"]}
+    entries = manifest_entries(settings, encoder, stats)
     entries["lucene"] = {**versions(), **counts}
     return entries
 
@@ -231,3 +214,13 @@ def open_sparse(root, manifest: dict, docids: list[str], model: str | None = Non
     encoder = query_encoder(root, manifest, model)
     return LuceneSparseSearcher(LuceneImpactSearcher(Path(root) / LUCENE_DIR, divide_by=scale * scale),
                                 scale, encoder)
+
+
+register(Kind("bm25", "lucene", native_bm25.Settings, write_bm25, open_bm25,
+              schema=(("analyzer", "dict"), ("analyzer.name", "str"), ("bm25", "dict"), ("bm25.k1", "number"),
+                      ("bm25.b", "number"), ("bm25.fields", "str")),
+              help="BM25 in Lucene through pyserini (pip extra 'lucene')"))
+register(Kind("sparse", "lucene", native_sparse.Settings, write_sparse, open_sparse,
+              schema=native_sparse.SCHEMA[:1] + (("impacts.scale", "number"),) + native_sparse.SCHEMA[2:],
+              read=native_sparse.read, prepare=native_sparse.prepare,
+              help="learned sparse impacts in Lucene through pyserini (pip extra 'lucene')"))

@@ -4,15 +4,17 @@ With a model, the index vocabulary is the model's (term id == token id) and quer
 by the same model — or, in the inference-free modes, only tokenised and weighted by IDF over the
 indexed documents (``idf``) or by learned per-token weights (``learned``). Every setting that
 changes the vectors is in the manifest, with the model's fingerprint; a query encoder that does
-not match is refused.
+not match is refused. The Lucene backend (``retriever.kinds.lucene``) shares these Settings and
+their resolution (:func:`prepare`), so a model's declared query mode is honoured by both.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import numpy as np
 
@@ -23,7 +25,8 @@ from indexing.manifest import IndexWriter, load_array
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
 from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
-                              idf_weights)
+                                       idf_weights)
+from retriever.kinds import Kind, check_settings, option, register
 
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
@@ -48,49 +51,86 @@ def _load_learned_weights(path: str, vocab: list[str]) -> np.ndarray:
     return w
 
 
-def check_options(model: str | None, vectors: bool, quantize: str, scale: float, query_mode: str,
-                  query_weights: str | None) -> None:
-    """Refuse settings no sparse index can be built with (shared by the native and Lucene backends)."""
-    check_quantization(quantize, scale)
-    if query_mode not in QUERY_MODES:
-        raise ValueError(f"query_mode must be one of {', '.join(QUERY_MODES)}, not {query_mode!r}")
-    if query_mode == "learned" and not query_weights:
-        raise ValueError("query_mode 'learned' needs query_weights (a .npy or token->weight .json)")
-    if not vectors and model is None:
-        raise ValueError("a sparse index needs --model (or --vectors for precomputed vectors)")
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = option(None, "SPLADE model: a directory, a pulled pack name, or a hub id")
+    vectors: bool = option(False, "CORPUS is an Anserini JsonVectorCollection ({id, contents, vector}) "
+                                  "of precomputed term weights")
+    doc_max_length: int = option(SpladeSettings.doc_max_length, "tokens per document", min=2)
+    query_max_length: int = option(SpladeSettings.query_max_length, "tokens per query", min=2)
+    doc_top_k: int = option(SpladeSettings.doc_top_k, "keep the k heaviest terms per document (0: all)", min=0)
+    query_top_k: int = option(SpladeSettings.query_top_k, "keep the k heaviest terms per query (0: all)", min=0)
+    quantize: Literal["uint16", "uint8", "float"] = option("uint16", "impact storage")
+    scale: float = option(100.0, "stored impact = round(weight x scale)", min=0, min_open=True)
+    query_mode: Literal["model", "idf", "learned"] | None = option(
+        None, "queries encoded by the model, or inference-free (idf / learned weights); "
+              "default: what the model directory declares, else model")
+    query_weights: str | None = option(None, "per-token weights (.npy or .json) for --query-mode learned")
+    batch_size: int = option(32, "encoding batch size", min=1)
+    device: str = option("auto", "auto | cpu | cuda[:N]")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_quantization(self.quantize, self.scale)
+        if self.query_mode == "learned" and not self.query_weights:
+            raise ValueError("query_mode 'learned' needs query_weights (a .npy or token->weight .json)")
+        if not self.vectors and self.model is None:
+            raise ValueError("a sparse index needs --model (or --vectors for precomputed vectors)")
+        if self.query_mode in ("idf", "learned") and self.model is None:
+            raise ValueError(f"query_mode {self.query_mode!r} needs --model for its tokenizer")
+        if self.query_mode in ("idf", "learned") and self.vectors:
+            raise ValueError("inference-free query modes need an index built with --model")
+
+    def encoder_settings(self) -> SpladeSettings:
+        return SpladeSettings(self.doc_max_length, self.query_max_length, self.doc_top_k, self.query_top_k)
 
 
-def encode_corpus(corpus, encoder: SpladeEncoder, block: int = 2048) -> Iterator[tuple[Doc, SparseVector]]:
-    """(doc, its SPLADE vector) for every document of a corpus, in corpus order, encoded in blocks."""
-    docs = iter_corpus(corpus)
+def prepare(settings: Settings) -> Settings:
+    """The settings with the query mode resolved: the given one, else the model directory's
+    declaration (a model trained with ``retriever train splade --inference-free`` names its learned
+    query weights), else "model". Both backends build from these."""
+    mode, weights = declared_query_mode(settings.model, settings.query_mode, settings.query_weights)
+    if settings.vectors and settings.query_mode is None:
+        mode = "model"
+    return replace(settings, query_mode=mode, query_weights=weights)
+
+
+def read(corpus, settings: Settings) -> Iterator[Doc]:
+    """Documents, with their precomputed ``vector`` when the corpus is a vector collection."""
+    if settings.vectors:
+        return (replace(doc, vector=vector) for doc, vector in iter_vector_collection(corpus))
+    return iter_corpus(corpus)
+
+
+def encode_docs(docs: Iterator[Doc], encoder: SpladeEncoder, block: int = 2048
+                ) -> Iterator[tuple[Doc, SparseVector]]:
+    """(doc, its SPLADE vector) for every document, in order, encoded in blocks."""
     while chunk := list(islice(docs, block)):
         yield from zip(chunk, encoder.encode_documents([doc_text(d) for d in chunk]))
 
 
-def query_weight_table(query_mode: str, query_weights: str | None, encoder: SpladeEncoder | None,
-                       vectors: bool, df: np.ndarray, num_docs: int) -> np.ndarray:
+def query_weight_table(settings: Settings, encoder: SpladeEncoder, df: np.ndarray, num_docs: int) -> np.ndarray:
     """Per-token query weights of an inference-free mode: IDF over the indexed documents (``df``:
     documents per token id) or the learned table in ``query_weights``."""
-    if encoder is None:
-        raise ValueError(f"query_mode {query_mode!r} needs --model for its tokenizer")
-    if vectors:
-        raise ValueError("inference-free query modes need an index built with --model")
-    if query_mode == "idf":
+    if settings.query_mode == "idf":
         return idf_weights(df, num_docs)
-    return _load_learned_weights(query_weights, encoder.vocab)
+    return _load_learned_weights(settings.query_weights, encoder.vocab)
 
 
-def manifest_entries(backend: str, num_docs: int, encoder: SpladeEncoder | None, vectors: bool,
-                     query_mode: str, query_max_length: int, impacts: dict) -> dict:
+def manifest_entries(settings: Settings, encoder: SpladeEncoder | None, impacts: dict) -> dict:
     return {
-        "kind": "sparse",
-        "backend": backend,
-        "doc_count": num_docs,
         "encoder": encoder.config() if encoder else None,
-        "vocabulary": "collection" if vectors else "model",
-        "query": {"mode": query_mode if encoder else "none", "max_length": query_max_length},
+        "vocabulary": "collection" if settings.vectors else "model",
+        "query": {"mode": settings.query_mode if encoder else "none", "max_length": settings.query_max_length},
         "impacts": impacts,
     }
+
+
+def make_encoder(settings: Settings) -> SpladeEncoder | None:
+    if settings.model is None:
+        return None
+    return SpladeEncoder(settings.model, settings=settings.encoder_settings(), batch_size=settings.batch_size,
+                         device=settings.device)
 
 
 MODEL_SPARSE_CONFIG = "retriever_sparse.json"
@@ -116,50 +156,30 @@ def declared_query_mode(model: str | None, query_mode: str | None, query_weights
     return mode, query_weights
 
 
-def write_index(corpus, writer: IndexWriter, *, model: str | None = None, vectors: bool = False,
-                doc_max_length: int = 256, query_max_length: int = 64, doc_top_k: int = 0,
-                query_top_k: int = 0, quantize: str = "uint16", scale: float = 100.0,
-                query_mode: str | None = None, query_weights: str | None = None, batch_size: int = 32,
-                device: str = "auto", on_doc=None) -> dict:
-    """Encode (or read) sparse document vectors and write the impact index.
-
-    ``query_mode`` None: what the model directory declares (an inference-free model trained by
-    ``retriever train splade --inference-free`` names its learned query weights), else "model".
-    """
-    query_mode, query_weights = declared_query_mode(model, query_mode, query_weights)
-    check_options(model, vectors, quantize, scale, query_mode, query_weights)
-    settings = SpladeSettings(doc_max_length, query_max_length, doc_top_k, query_top_k)
-    encoder = SpladeEncoder(model, settings=settings, batch_size=batch_size, device=device) if model else None
-    docids: list[str] = []
-
-    if vectors:
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
+    """Encode (or read) sparse document vectors and write the impact index."""
+    encoder = make_encoder(settings)
+    if settings.vectors:
         vocab: dict[str, int] = {}
 
         def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for doc, vec in iter_vector_collection(corpus):
-                docids.append(doc.docid)
+            for doc in docs:
+                vec = doc.vector
                 ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in vec), dtype=np.int32, count=len(vec))
                 yield ids, np.fromiter(vec.values(), dtype=np.float64, count=len(vec))
-                if on_doc is not None:
-                    on_doc(doc)
 
         terms = lambda: list(vocab)  # noqa: E731 - the vocabulary is known after the stream
     else:
         def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for doc, vec in encode_corpus(corpus, encoder):
-                docids.append(doc.docid)
+            for _, vec in encode_docs(docs, encoder):
                 yield vec
-                if on_doc is not None:
-                    on_doc(doc)
 
         terms = encoder.vocab
-    index, stats = build_impact_index(stream(), writer, terms, quantize, scale)
+    index, stats = build_impact_index(stream(), writer, terms, settings.quantize, settings.scale)
     index.save(writer)
-    writer.write_docids(docids)
-    if query_mode != "model":
-        writer.save_array(QUERY_WEIGHTS, query_weight_table(query_mode, query_weights, encoder, vectors,
-                                                            np.diff(index.offsets), len(docids)))
-    return manifest_entries("native", len(docids), encoder, vectors, query_mode, query_max_length, stats)
+    if settings.query_mode != "model":
+        writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, np.diff(index.offsets), index.num_docs))
+    return manifest_entries(settings, encoder, stats)
 
 
 def query_encoder(root, manifest: dict, model: str | None = None
@@ -203,3 +223,10 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
         return [{vocab[i]: float(w) for i, w in zip(*v)} for v in encode(texts)]
 
     return ImpactSearcher(index, docids, encode_terms)
+
+
+SCHEMA = (("impacts", "dict"), ("impacts.scale", "number|null"), ("query", "dict"), ("query.mode", "str"),
+          ("query.max_length", "int"), ("vocabulary", "str"), ("encoder", "dict|null"))
+
+KIND = register(Kind("sparse", "native", Settings, write, open_index, schema=SCHEMA, read=read, prepare=prepare,
+                     help="SPLADE-style learned sparse vectors (from a model or precomputed) in our inverted index"))
