@@ -18,7 +18,8 @@ import math
 from enum import Enum
 from typing import Mapping, Sequence
 
-Run = dict[str, dict[str, float]]
+from indexing.results import Run
+
 Ranking = Mapping[str, float]
 
 

@@ -7,11 +7,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from indexing.errors import DataError
 from indexing.io import atomic_open
 from indexing.records import id_problem, read_lines
-from indexing.errors import DataError
-
-Run = dict[str, dict[str, float]]
+from indexing.results import Run
 
 
 def _check_token(value: str, what: str) -> None:

@@ -2,7 +2,7 @@
 
 Every index uses inner product (``faiss.METRIC_INNER_PRODUCT``); normalise the vectors first for
 cosine. Row ``i`` of the vectors given to :meth:`DenseIndex.build` gets id ``i``; a missing result
-(fewer hits than ``k``) is id ``-1`` with score ``-inf``, and :func:`to_hits` drops those.
+(fewer hits than ``k``) is id ``-1`` with score ``-inf``; searchers drop those.
 
 Accepted specs (faiss factory strings, validated by :func:`resolve_spec`)::
 
@@ -238,12 +238,6 @@ def _positive(name: str, value) -> int:
 
 
 # -- results ---------------------------------------------------------------------------------
-
-def to_hits(ids: np.ndarray, scores: np.ndarray) -> list[list[tuple[int, float]]]:
-    """Per query row, the ``(id, score)`` pairs of a search result, missing (-1) ids dropped."""
-    return [[(int(i), float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]
-            for row_ids, row_scores in zip(ids, scores)]
-
 
 def _tidy(ids: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Missing results get score -inf; rows holding equal scores are ordered by lower id."""

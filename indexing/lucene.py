@@ -27,7 +27,7 @@ import threading
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from indexing.searcher import Hit, Run
+from indexing.results import Hit, Run
 
 LUCENE_EXTRA = "Lucene backend needs the 'lucene' extra: pip install 'retriever[lucene]'"
 INT_MAX = 2**31 - 1

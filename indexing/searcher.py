@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Mapping, NamedTuple, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
 from indexing.inverted import InvertedIndex
-
-Run = dict[str, dict[str, float]]
-
-
-class Hit(NamedTuple):
-    docid: str
-    score: float
+from indexing.results import Hit, Run
 
 
 def check_k(k, num_docs: int | None = None, what: str = "k") -> int:

@@ -16,7 +16,7 @@ def __getattr__(name: str):
 
         return Retriever
     if name == "Hit":
-        from indexing.searcher import Hit
+        from indexing.results import Hit
 
         return Hit
     raise AttributeError(f"module 'retriever' has no attribute {name!r}")

@@ -93,20 +93,42 @@ def test_sigkill_mid_build_many_seeds(tmp_path):
     _kill_rebuilds(tmp_path, range(4, 24))
 
 
+SLOW_WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from indexing.corpus import Doc
+    from retriever import kinds
+    out, ready, go = sys.argv[1:4]
+
+    def docs():  # a build that pauses half way until the test says go
+        for i in range(2000):
+            if i == 1000:
+                Path(ready).touch()
+                while not Path(go).exists():
+                    time.sleep(0.01)
+            yield Doc(f"d{i}", "", f"word{i % 97} word{i % 13}")
+
+    kind = kinds.get("bm25")
+    kinds.build(kind, docs(), out, kind.make_settings(), overwrite=True)
+""")
+
+
 def test_two_writers_one_fails_clearly(tmp_path):
-    corpus = write_corpus(tmp_path / "c.jsonl", 20000, seed=3)
+    corpus = write_corpus(tmp_path / "c.jsonl", 500, seed=3)
     out = tmp_path / "idx"
-    first = subprocess.Popen(index_command(corpus, out), env=env(), stdout=subprocess.PIPE,
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, str(out), str(ready), str(go)], env=env(),
                              stderr=subprocess.PIPE, text=True)
-    lock = lock_path(out.absolute())
-    deadline = time.time() + 30
-    while not lock.exists() and time.time() < deadline:
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.02)
+    assert ready.exists(), first.stderr.read() if first.poll() is not None else "the first writer never started"
     second = subprocess.run(index_command(corpus, out), env=env(), capture_output=True, text=True)
+    go.touch()
     assert first.wait() == 0, first.stderr.read()
     assert second.returncode == 1
     assert "another process" in second.stderr and "Traceback" not in second.stderr
-    assert len(Retriever.load(out)) == 20000
+    assert len(Retriever.load(out)) == 2000  # the first writer's index, complete
 
 
 REBUILDER = textwrap.dedent("""

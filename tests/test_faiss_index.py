@@ -12,7 +12,7 @@ faiss = pytest.importorskip("faiss")
 
 from indexing.faiss_index import (  # noqa: E402
     DEFAULT_REFINE_FACTOR,
-    ACCEPTED_SPECS, INDEX_FILE, REFINE_FILE, DenseIndex, resolve_spec, to_hits,
+    ACCEPTED_SPECS, INDEX_FILE, REFINE_FILE, DenseIndex, resolve_spec,
 )
 
 N, DIM, K = 3000, 32, 10
@@ -330,18 +330,16 @@ def test_k_larger_than_n(data, spec, refine):
     assert ids.shape == scores.shape == (5, 50)  # k clamped to the collection before allocating
     assert (ids >= 0).all()
     assert all(sorted(row[:50]) == list(range(50)) for row in ids.tolist())
-    hits = to_hits(ids, scores)
-    assert [len(h) for h in hits] == [50] * 5
-    assert hits[0][0] == (int(ids[0, 0]), float(scores[0, 0]))
+    assert np.isfinite(scores).all()
 
 
 def test_empty_query_batch_and_empty_index(data):
     x, _ = data
     ids, scores = build(x, "Flat").search(np.zeros((0, DIM), np.float32), K)
-    assert ids.shape == scores.shape == (0, K) and to_hits(ids, scores) == []
+    assert ids.shape == scores.shape == (0, K)
     empty = DenseIndex.build(np.zeros((0, DIM), np.float32), "auto")
     ids, scores = empty.search(x[:2], 2**31)  # nothing allocated for hits that cannot exist
-    assert ids.shape == (2, 0) and to_hits(ids, scores) == [[], []]
+    assert ids.shape == scores.shape == (2, 0)
 
 
 def test_refine_on_tiny_index_scores_everything(data):

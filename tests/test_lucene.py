@@ -142,3 +142,24 @@ def test_sparse_from_vectors(beir_dir, tmp_path):
     with pytest.raises(ValueError, match="integer impacts"):
         Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True, quantize="float")
     assert not (tmp_path / "bad").exists()
+
+
+def test_lucene_honours_a_models_declared_query_mode(tiny_mlm, beir_dir, tmp_path):
+    """A model trained for inference-free queries declares it (retriever_sparse.json); both
+    backends must index it in that mode without being told (the Lucene one used not to)."""
+    import shutil
+
+    model = tmp_path / "if-model"
+    shutil.copytree(tiny_mlm, model)
+    vocab = len((model / "vocab.txt").read_text().split())
+    np.save(model / "query_weights.npy", np.random.default_rng(0).random(vocab).astype(np.float32) + 0.1)
+    (model / "retriever_sparse.json").write_text(json.dumps({"query_mode": "learned",
+                                                             "query_weights": "query_weights.npy"}))
+    native = Retriever.build(beir_dir, tmp_path / "native", kind="sparse", model=str(model), **SPARSE)
+    luc = Retriever.build(beir_dir, tmp_path / "lucene", kind="sparse", backend="lucene", model=str(model), **SPARSE)
+    for r in (native, luc):
+        assert r.manifest["query"]["mode"] == "learned"
+        assert r.manifest["settings"]["query_mode"] == "learned"
+        assert np.load(r.path / "query_weights.npy").shape == (vocab,)
+    for text in QUERIES.values():
+        assert_same_top(luc.search(text, k=3), native.search(text, k=3), atol=0.05)

@@ -84,7 +84,7 @@ def test_negatives_file_errors_name_the_line(tmp_path):
     with pytest.raises(DataError, match=r":1: neg_scores has 2 entries for 1 ids"):
         read_negatives(bad)
     bad.write_text('{"qid": "a", "pos": ["x"], "neg": []}\nnot json\n')
-    with pytest.raises(DataError, match=r":2: not valid JSON"):
+    with pytest.raises(DataError, match=r":2: malformed JSON"):
         read_negatives(bad)
     # retrieval scores are not teacher scores; a teacher record has both sides and a name
     bad.write_text('{"qid": "a", "pos": ["x"], "neg": ["y"], "neg_scores": [3.0]}\n')

@@ -10,7 +10,7 @@ computes the same global batch and takes its own slice of it.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from eval.beir import BeirDataset, carve_dev
-
 from indexing.corpus import doc_text, iter_corpus
 from indexing.errors import DataError
+from indexing.records import read_jsonl, record_id
 
 
 @dataclass
@@ -30,6 +30,20 @@ class Example:
     neg: list[str]
     neg_scores: list[float] | None = None   # teacher scores of ``neg`` (distillation)
     pos_scores: list[float] | None = None   # teacher scores of ``pos``
+
+
+def _ids(value, key: str, path: Path, lineno: int) -> list[str]:
+    if not isinstance(value, list):
+        raise DataError(f'"{key}" must be a list of doc ids', path=path, line=lineno)
+    return [record_id({"id": d}, "doc", path, lineno) for d in value]
+
+
+def _scores(value, name: str, n: int, path: Path, lineno: int) -> None:
+    if not isinstance(value, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
+        raise DataError(f"{name} must be a list of finite numbers", path=path, line=lineno)
+    if len(value) != n:
+        raise DataError(f"{name} has {len(value)} entries for {n} ids", path=path, line=lineno)
 
 
 def read_negatives(path: str | os.PathLike) -> tuple[list[Example], bool]:
@@ -43,32 +57,24 @@ def read_negatives(path: str | os.PathLike) -> tuple[list[Example], bool]:
         raise DataError("negatives file does not exist", path=path)
     out, teacher_lines = [], 0
     seen: set[str] = set()
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON ({e.msg})", path=path, line=lineno) from None
-            if not isinstance(obj, dict) or "qid" not in obj or "pos" not in obj or "neg" not in obj:
-                raise DataError('expected an object with "qid", "pos" and "neg"', path=path, line=lineno)
-            qid = str(obj["qid"])
-            if qid in seen:
-                raise DataError(f"query {qid!r} appears twice", path=path, line=lineno)
-            seen.add(qid)
-            pos, neg = [str(d) for d in obj["pos"]], [str(d) for d in obj["neg"]]
-            if not pos:
-                raise DataError(f"query {qid!r} has no positive", path=path, line=lineno)
-            neg_scores, pos_scores = obj.get("neg_scores"), obj.get("pos_scores")
-            for name, scores, ids in (("neg_scores", neg_scores, neg), ("pos_scores", pos_scores, pos)):
-                if scores is not None and len(scores) != len(ids):
-                    raise DataError(f"{name} has {len(scores)} entries for {len(ids)} ids",
-                                    path=path, line=lineno)
-            teacher = obj.get("teacher") is not None and pos_scores is not None and neg_scores is not None
-            teacher_lines += teacher
-            out.append(Example(qid, pos, neg, [float(s) for s in neg_scores] if teacher else None,
-                               [float(s) for s in pos_scores] if teacher else None))
+    for lineno, obj in read_jsonl(path):
+        if "qid" not in obj or "pos" not in obj or "neg" not in obj:
+            raise DataError('expected an object with "qid", "pos" and "neg"', path=path, line=lineno)
+        qid = record_id({"id": obj["qid"]}, "query", path, lineno)
+        if qid in seen:
+            raise DataError(f"query {qid!r} appears twice", path=path, line=lineno)
+        seen.add(qid)
+        pos, neg = (_ids(obj[key], key, path, lineno) for key in ("pos", "neg"))
+        if not pos:
+            raise DataError(f"query {qid!r} has no positive", path=path, line=lineno)
+        neg_scores, pos_scores = obj.get("neg_scores"), obj.get("pos_scores")
+        for name, scores, ids in (("neg_scores", neg_scores, neg), ("pos_scores", pos_scores, pos)):
+            if scores is not None:
+                _scores(scores, name, len(ids), path, lineno)
+        teacher = obj.get("teacher") is not None and pos_scores is not None and neg_scores is not None
+        teacher_lines += teacher
+        out.append(Example(qid, pos, neg, [float(s) for s in neg_scores] if teacher else None,
+                           [float(s) for s in pos_scores] if teacher else None))
     if not out:
         raise DataError("no queries in the negatives file", path=path)
     return out, teacher_lines == len(out)

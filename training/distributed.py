@@ -64,10 +64,3 @@ def barrier(d: Dist) -> None:
     if d.enabled:
         dist.barrier()
 
-
-def broadcast_object(obj, d: Dist):
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

@@ -22,7 +22,7 @@ import numpy as np
 from indexing.corpus import Doc, doc_text
 from indexing.faiss_index import DenseIndex
 from indexing.manifest import IndexWriter
-from indexing.searcher import Hit, Run
+from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
 from retriever.encoders.models import matching_model, resolve_model
 from retriever.kinds import Kind, check_settings, option, register

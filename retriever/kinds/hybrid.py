@@ -22,7 +22,7 @@ from eval.fusion import Method, check_fusion, fuse_one
 from indexing.corpus import Doc
 from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
                                write_manifest)
-from indexing.searcher import Hit, Run
+from indexing.results import Hit, Run
 from retriever import kinds
 from retriever.kinds import Kind, check_settings, option, register
 

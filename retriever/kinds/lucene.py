@@ -32,7 +32,7 @@ from indexing.corpus import Doc
 from indexing.impacts import QUANTIZE, quantize_weights
 from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
 from indexing.manifest import IndexFormatError, IndexWriter
-from indexing.searcher import Hit, Run
+from indexing.results import Hit, Run
 from retriever.encoders.splade import SparseVector
 from retriever.kinds import Kind, register
 from retriever.kinds import bm25 as native_bm25
