@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import (AT_LEAST_1, NONNEG, main)
+from retriever.cli.main import AT_LEAST_1, NONNEG, main
 
 
 @main.command()

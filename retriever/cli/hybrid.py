@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import (AT_LEAST_0, AT_LEAST_1, FRACTION, _floats, _output_file, _split_guard, main)
+from eval.fusion import Method
+from retriever.cli.main import AT_LEAST_0, AT_LEAST_1, FRACTION, _floats, _output_file, _split_guard, main
+
+METHODS = [m.value for m in Method]
 
 
 @main.command()
 @click.argument("sparse_index", type=click.Path(exists=True, path_type=Path))
 @click.argument("dense_index", type=click.Path(exists=True, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True)
 @click.option("--weights", default="1,1", show_default=True, help="Sparse weight, dense weight.")
 @click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each component.")
 @click.option("--rrf-k", type=AT_LEAST_0, default=60, show_default=True)
@@ -69,7 +72,7 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
 
 @main.command()
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--method", type=click.Choice(["rrf", "minmax", "zscore", "sum"]), default="rrf", show_default=True)
+@click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True)
 @click.option("--weights", default=None, help="One weight per run (default all 1).")
 @click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each run.")
 @click.option("--rrf-k", type=AT_LEAST_0, default=60, show_default=True)
@@ -78,8 +81,8 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
 @click.option("--tag", default="fused", show_default=True)
 def fuse(runs, method, weights, depth, rrf_k, k, out, tag):
     """Fuse TREC run files into one."""
-    from eval.trec import read_run, write_run
     from eval.fusion import fuse as fuse_runs
+    from eval.trec import read_run, write_run
 
     _output_file(out, "--out")
     fused = fuse_runs([read_run(p) for p in runs], method, _floats(weights) if weights else None,

@@ -124,7 +124,8 @@ class IndexCommand(click.Command):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--kind", type=_KindChoice(), default="bm25", show_default=True,
               help="Index kind; `retriever index --kind K --help` shows its settings.")
-@click.option("--backend", type=click.Choice(["native", "lucene"]), default="native", show_default=True,
+@click.option("--backend", type=click.Choice(sorted({b for n in kinds.names() for b in kinds.backends(n)})),
+              default="native", show_default=True,
               help="native: our in-process index; lucene: Lucene through pyserini (pip extra 'lucene').")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import (main)
+from retriever.cli.main import main
 
 
 @main.command()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import (AT_LEAST_0, AT_LEAST_1, FINITE, _output_file, _split_guard, main)
+from retriever.cli.main import AT_LEAST_0, AT_LEAST_1, FINITE, _output_file, _split_guard, main
 
 
 @main.command()

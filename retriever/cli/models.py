@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
 
-from retriever.cli.main import (main)
+from retriever.cli.main import main
 
 
 @main.group()

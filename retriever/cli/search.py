@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import (AT_LEAST_1, _output_file, main)
+from retriever.cli.main import AT_LEAST_1, _output_file, main
 
 
 def _load_options(given: dict) -> dict:
@@ -91,8 +91,8 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
     from eval.beir import BeirDataset, check_qrels
     from eval.metrics import evaluate, parse_metric
     from eval.report import format_table, metrics_json
-    from indexing.io import atomic_write_json
     from eval.trec import read_run, write_run
+    from indexing.io import atomic_write_json
 
     if (index_dir is None) == (run_file is None):
         raise click.UsageError("give exactly one of --index INDEX or --run RUN")
