@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from eval.fusion import Method
-from retriever.cli.main import AT_LEAST_0, AT_LEAST_1, FRACTION, _floats, _output_file, _split_guard, main
+from retriever.cli.main import (AT_LEAST_0, AT_LEAST_1, DATASET, FRACTION, _floats, _output_file, _split_guard,
+                                main)
 
 METHODS = [m.value for m in Method]
 
@@ -32,7 +33,7 @@ def hybrid(sparse_index, dense_index, out, method, weights, depth, rrf_k, overwr
 
 @main.command("tune-fusion")
 @click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
-@click.option("--dataset", required=True, type=click.Path(path_type=Path))
+@click.option("--dataset", required=True, type=DATASET, help="BEIR directory or dataset name.")
 @click.option("--split", default="dev", show_default=True,
               help="Tuning split; with --dev-fraction, the part of it carved out as dev. Never test.")
 @click.option("--dev-fraction", type=FRACTION, default=None,

@@ -16,7 +16,7 @@ from click.core import ParameterSource
 
 from indexing.io import dir_size
 from retriever import kinds
-from retriever.cli.main import _Finite, _floats, main
+from retriever.cli.main import CORPUS, _Finite, _floats, main
 
 GENERAL = ("kind", "backend", "overwrite", "no_store_docs", "quiet")
 
@@ -120,7 +120,7 @@ class IndexCommand(click.Command):
 
 
 @main.command(cls=IndexCommand)
-@click.argument("corpus", type=click.Path(exists=True, path_type=Path))
+@click.argument("corpus", type=CORPUS)
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--kind", type=_KindChoice(), default="bm25", show_default=True,
               help="Index kind; `retriever index --kind K --help` shows its settings.")

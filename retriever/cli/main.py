@@ -92,6 +92,36 @@ def _output_file(path: Path | None, what: str) -> None:
         raise click.UsageError(f"{what} {path}: cannot write in {here}")
 
 
+class _Dataset(click.ParamType):
+    """A BEIR dataset directory, or a dataset name (``beir/scifact``, ``irds:ID``) resolved and
+    materialised once through ir_datasets (``eval.datasets``); ``files`` also accepts a JSONL file."""
+
+    name = "dataset"
+
+    def __init__(self, files: bool = False) -> None:
+        self.files = files
+
+    def convert(self, value, param, ctx):
+        from eval.datasets import resolve
+        from indexing.errors import DataError
+
+        if isinstance(value, Path):
+            return value
+        try:
+            path = resolve(value)
+        except DataError as e:
+            self.fail(str(e), param, ctx)
+        if not path.exists():
+            self.fail(f"{value}: no such directory or dataset name (see `retriever datasets list`)", param, ctx)
+        if path.is_file() and not self.files:
+            self.fail(f"{value}: expected a BEIR dataset directory or a dataset name", param, ctx)
+        return path
+
+
+DATASET = _Dataset()
+CORPUS = _Dataset(files=True)
+
+
 def _split_guard(split: str, why: str) -> None:
     """Refuse the test split, by its resolved name (``./test`` and ``../qrels/test`` too)."""
     from eval.beir import is_test_split

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import AT_LEAST_0, AT_LEAST_1, FINITE, _output_file, _split_guard, main
+from retriever.cli.main import AT_LEAST_0, AT_LEAST_1, DATASET, FINITE, _output_file, _split_guard, main
 
 
 @main.command()
 @click.argument("index_dir", metavar="INDEX", type=click.Path(path_type=Path))
-@click.option("--dataset", required=True, type=click.Path(path_type=Path))
+@click.option("--dataset", required=True, type=DATASET, help="BEIR directory or dataset name.")
 @click.option("--split", default="train", show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="negatives.jsonl to write.")
 @click.option("--depth", type=AT_LEAST_1, default=200, show_default=True, help="Candidates retrieved per query.")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import AT_LEAST_1, _output_file, main
+from retriever.cli.main import AT_LEAST_1, DATASET, _output_file, main
 
 
 def _load_options(given: dict) -> dict:
@@ -73,7 +73,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Index to search.")
 @click.option("--run", "run_file", type=click.Path(exists=True, path_type=Path),
               help="Existing TREC run to evaluate instead of searching.")
-@click.option("--dataset", required=True, type=click.Path(path_type=Path),
+@click.option("--dataset", required=True, type=DATASET,
               help="BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--metrics", default="ndcg@10,recall@100,mrr@10", show_default=True,

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from retriever.cli.main import DATASET
+
 _TRAINER_OPTIONS = [
     click.option("--model", required=True, help="Starting model (directory, pulled pack name, or hub id)."),
-    click.option("--dataset", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+    click.option("--dataset", required=True, type=DATASET,
                  help="BEIR dataset directory (texts of queries and documents)."),
     click.option("--negatives", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
                  help="negatives.jsonl from `retriever mine`."),

@@ -1,0 +1,112 @@
+"""Datasets by name, offline: a prepared ir_datasets cache stands in for the network (the zip
+ir_datasets would download, at the path it caches it), and a dead proxy makes any real download
+fail at once."""
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eval.datasets import cache_path, is_materialised, known, pull, resolve
+from indexing.errors import DataError
+from retriever import Retriever, cli
+
+ROOT = Path(__file__).resolve().parent.parent
+TINYFACTS = ROOT / "scripts" / "data" / "tinyfacts"
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """RETRIEVER_HOME and IR_DATASETS_HOME in tmp; downloads go to a closed port."""
+    monkeypatch.setenv("RETRIEVER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "irds"))
+    monkeypatch.setenv("IR_DATASETS_DL_TRIES", "1")
+    monkeypatch.setenv("IR_DATASETS_DL_TIMEOUT", "2")
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    return tmp_path
+
+
+def stand_in(tmp_path: Path, name: str = "scifact", source: Path = TINYFACTS) -> None:
+    """Put a BEIR zip where ir_datasets caches the download of beir/NAME."""
+    target = tmp_path / "irds" / "beir" / name / "source.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(target, "w") as z:
+        for p in sorted(source.rglob("*")):
+            if p.is_file() and p.suffix in (".jsonl", ".tsv"):
+                z.write(p, f"{name}/{p.relative_to(source).as_posix()}")
+
+
+def run(*args):
+    return CliRunner().invoke(cli.main, [str(a) for a in args])
+
+
+def test_known_names_cover_beir_and_msmarco():
+    names = known()
+    assert len([n for n in names if n.startswith("beir/cqadupstack/")]) == 12
+    beir = [n for n in names if n.startswith("beir/") and "cqadupstack" not in n]
+    assert len(beir) == 18  # with CQADupStack as its forums: the 19 BEIR sets incl. MS MARCO
+    assert "msmarco-passage/dev/small" in names
+
+
+def test_a_name_materialises_once_into_beir_layout(offline):
+    stand_in(offline)
+    path = pull("beir/scifact")
+    assert path == cache_path("beir/scifact") and is_materialised("beir/scifact")
+    assert sorted(p.name for p in (path / "qrels").iterdir()) == ["test.tsv", "train.tsv"]
+    source = json.loads((path / "source.json").read_text())
+    assert source["documents"] == 60 and source["qrels"]["test"] == 22
+    before = (path / "corpus.jsonl").stat().st_mtime_ns
+    assert pull("beir/scifact") == path and (path / "corpus.jsonl").stat().st_mtime_ns == before
+    assert resolve("beir/scifact") == path and resolve(str(TINYFACTS)) == TINYFACTS
+
+
+def test_eval_by_name_equals_eval_by_directory(offline):
+    stand_in(offline)
+    idx = offline / "idx"
+    assert run("index", "beir/scifact", idx, "--quiet").exit_code == 0
+    by_name = run("eval", "--index", idx, "--dataset", "beir/scifact", "--split", "test",
+                  "--json", offline / "a.json")
+    by_dir = run("eval", "--index", idx, "--dataset", cache_path("beir/scifact"), "--split", "test",
+                 "--json", offline / "b.json")
+    assert by_name.exit_code == 0 and by_dir.exit_code == 0, by_name.output
+    a, b = (json.loads((offline / f).read_text())["metrics"] for f in ("a.json", "b.json"))
+    assert a == b and a["ndcg@10"] > 0
+    # and the same as the bundled files the stand-in was made of
+    ref = Retriever.build(TINYFACTS, offline / "ref").search_batch({"x": "vitamin D"}, k=5)
+    assert Retriever.load(idx).search_batch({"x": "vitamin D"}, k=5) == ref
+
+
+def test_irds_prefix_and_the_list(offline):
+    stand_in(offline)
+    path = pull("irds:beir/scifact/test")
+    assert [p.name for p in (path / "qrels").iterdir()] == ["test.tsv"]
+    res = run("datasets", "pull", "beir/scifact")
+    assert res.exit_code == 0 and str(cache_path("beir/scifact")) in res.output
+    listed = run("datasets", "list").output
+    line = next(row for row in listed.splitlines() if row.startswith("beir/scifact "))
+    assert "MB" in line and "beir/nfcorpus" in listed
+
+
+def test_offline_error_names_the_dataset_and_the_path(offline):
+    with pytest.raises(DataError) as err:
+        pull("beir/nfcorpus")
+    message = str(err.value)
+    assert "beir/nfcorpus" in message and str(cache_path("beir/nfcorpus")) in message
+    assert not cache_path("beir/nfcorpus").exists()  # nothing half-written is left
+    (offline / "r.trec").write_text("q Q0 d 1 1.0 t\n")
+    res = run("eval", "--run", offline / "r.trec", "--dataset", "beir/nfcorpus")
+    assert res.exit_code == 2 and "beir/nfcorpus" in res.output and "Traceback" not in res.output
+
+
+def test_files_put_by_hand_are_used(offline):
+    with pytest.raises(DataError, match="not publicly downloadable"):
+        pull("beir/robust04")
+    shutil.copytree(TINYFACTS, cache_path("beir/robust04"))
+    assert resolve("beir/robust04") == cache_path("beir/robust04")
+    assert run("index", "beir/robust04", offline / "i", "--quiet").exit_code == 0
