@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytrec_eval
 
+from eval.trec import adjust_ties
+
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 # our name -> (trec_eval measure, result key); "{k}" is the cutoff. mrr@k is recip_rank on a top-k run.
@@ -65,12 +67,14 @@ def _trec_order(hits: dict[str, float]) -> list[tuple[str, float]]:
 
 def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]],
              metrics: Iterable[str] = DEFAULT_METRICS, *, ignore_identical_ids: bool = True,
-             per_query: bool = False) -> Result:
+             per_query: bool = False, ties: str = "anserini") -> Result:
     """Score `run` against `qrels`; returns a Result.
 
     Averages over every qrels query with a judgement > 0; such a query missing from the run (or
     left with no hits) scores 0. With `ignore_identical_ids`, hits whose docid equals the qid are
-    dropped first (BEIR convention). Run queries absent from the qrels are ignored.
+    dropped first (BEIR convention). Run queries absent from the qrels are ignored. ``ties``:
+    the tie rule of ``eval.trec`` ("anserini": the order the engine returned, as Pyserini
+    evaluates; "trec": trec_eval's own re-sort of tied scores).
     """
     parsed = list(dict.fromkeys(parse_metric(m) for m in metrics))
     if not parsed:
@@ -83,6 +87,11 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
     clean: dict[str, dict[str, float]] = {}
     for qid in judged:
         hits = {str(d): float(s) for d, s in run.get(qid, {}).items()}
+        bad = next((d for d, s in hits.items() if math.isnan(s)), None)
+        if bad is not None:
+            raise ValueError(f"query {qid!r}, doc {bad!r}: score is NaN")
+        if ties != "trec":
+            hits = adjust_ties({qid: hits}, ties)[qid]
         if ignore_identical_ids:
             hits.pop(qid, None)
         bad = next((d for d, s in hits.items() if math.isnan(s)), None)

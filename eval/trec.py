@@ -1,4 +1,13 @@
-"""TREC run files: `qid Q0 docid rank score tag`, one hit per line."""
+"""TREC run files: `qid Q0 docid rank score tag`, one hit per line, and the tie rule.
+
+Every searcher returns hits by score descending, then doc id (string) ascending. trec_eval
+re-sorts a run by score and breaks ties by doc id DEScending, so a run with tied scores would be
+evaluated in another order than the engine returned. ``ties="anserini"`` (the default, as
+Anserini/Pyserini write runs) rounds each score to 4 decimals in float32 and lowers every score
+tied with the one before it by 1e-6 per position (Anserini's ScoreTiesAdjusterReranker), so the
+scores are strictly decreasing in the engine's order and every evaluator keeps it; published
+Pyserini numbers are computed this way. ``ties="trec"`` keeps the raw scores (trec_eval's rule).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +16,48 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
+
 from indexing.errors import DataError
 from indexing.io import atomic_open
 from indexing.records import id_problem, read_lines
 from indexing.results import Run
+
+
+TIES = ("anserini", "trec")
+
+
+def ranked(hits: Mapping[str, float]) -> list[tuple[str, float]]:
+    """Hits in the engine's order: score descending, then doc id ascending."""
+    return sorted(hits.items(), key=lambda x: (-x[1], x[0]))
+
+
+def anserini_scores(ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Anserini's tie adjustment of a ranking (in order): float32 scores rounded to 1e-4, and each
+    score within 1e-4 of the previous (adjusted) one lowered by 1e-6 x its run of ties."""
+    out = []
+    previous = None
+    dup = 0
+    e4, e6 = np.float32(1e4), np.float32(1e-6)
+    for docid, score in ranking:
+        s = np.float32(np.floor(np.float32(score) * e4 + np.float32(0.5)) / e4)  # Math.round(x * 1e4f) / 1e4f
+        if previous is None or previous - s > np.float32(1e-4):
+            dup = 0
+        else:
+            dup += 1
+            s = np.float32(s - e6 * np.float32(dup))
+        previous = s
+        out.append((docid, float(s)))
+    return out
+
+
+def adjust_ties(run: Mapping[str, Mapping[str, float]], ties: str = "anserini") -> dict[str, dict[str, float]]:
+    """The run as it is written and evaluated under a tie rule (see the module docstring)."""
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
+    if ties == "trec":
+        return {q: dict(hits) for q, hits in run.items()}
+    return {q: dict(anserini_scores(ranked(hits))) for q, hits in run.items()}
 
 
 def _check_token(value: str, what: str) -> None:
@@ -19,12 +66,18 @@ def _check_token(value: str, what: str) -> None:
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str],
-              tag: str = "retriever") -> None:
-    """Write `run` atomically; per query, hits go by score descending, ties by docid ascending.
+              tag: str = "retriever", ties: str = "anserini") -> None:
+    """Write `run` atomically; per query, hits go by score descending, ties by docid ascending,
+    with scores adjusted by the tie rule ``ties`` so that evaluators keep that order.
 
     Scores are written with `repr(float(score))`, so float64 and float32 values round-trip exactly.
     """
     _check_token(tag, "tag")
+    for qid, hits in run.items():
+        for d, s in hits.items():
+            if not math.isfinite(float(s)):
+                raise ValueError(f"query {qid!r}, doc {d!r}: score {float(s)} is not finite")
+    run = adjust_ties(run, ties)
     with atomic_open(path) as f:
         for qid, hits in run.items():
             _check_token(qid, "query id")

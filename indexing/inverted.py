@@ -56,6 +56,20 @@ class InvertedIndex:
         self.num_docs = num_docs
         self.scale = scale
         self._local = threading.local()
+        self.set_tie_order(None)
+
+    def set_tie_order(self, order: np.ndarray | None) -> None:
+        """How equal scores are ordered: ``order`` lists internal ids from first to last (the ids
+        sorted by their external doc id string, :func:`indexing.manifest.read_docid_order`);
+        None: by internal id."""
+        if order is None:
+            self.tie_order = np.arange(self.num_docs, dtype=np.int32)
+            self.tie_rank = self.tie_order
+            return
+        order = np.asarray(order, dtype=np.int32)
+        rank = np.empty(self.num_docs, dtype=np.int32)
+        rank[order] = np.arange(self.num_docs, dtype=np.int32)
+        self.tie_order, self.tie_rank = order, rank
 
     @classmethod
     def from_postings(cls, terms: list[str], term_ids: np.ndarray, doc_ids: np.ndarray,
@@ -186,8 +200,9 @@ class InvertedIndex:
     def top_k(self, query: dict[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
         """Internal ids and scores of the k best matching documents.
 
-        Order is score descending, then internal id ascending (Lucene's tie order). Documents
-        that match no query term are never returned, so fewer than k may come back.
+        Order is score descending, then the tie order (:meth:`set_tie_order`: the external doc
+        id ascending in a loaded index, the internal id by default). Documents that match no
+        query term are never returned, so fewer than k may come back.
         """
         return self._top(*self.encode(query), k)
 
@@ -198,12 +213,13 @@ class InvertedIndex:
     def _top(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The kernel call: ``terms`` int32 in range, ``weights`` float32 finite and > 0."""
         s = self._scratch()
-        n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights,
+        n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights, self.tie_rank,
                                s.acc, s.seen, s.touched, s.keys)
         if n < 0:
             raise IndexFormatError("corrupt postings: a doc id outside the collection "
                                    "(run `retriever info INDEX --verify`)")
-        ids, scores = kernels.top_keys(s.keys[:n], min(k, n))
+        ranks, scores = kernels.top_keys(s.keys[:n], min(k, n))
+        ids = self.tie_order[ranks]
         if self.scale:
             scores = scores / np.float32(self.scale)
         return ids, scores

@@ -19,8 +19,12 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
     HAVE_NUMBA = False
 
 
-def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, seen, touched, keys):
+def _accumulate(offsets, docs, impacts, q_terms, q_weights, tie_rank, acc, seen, touched, keys):
     """Score one query; pack each hit into ``keys``; return the number of hits (-1: bad doc id).
+
+    A key is (score bits << 32) | (2**32 - 1 - tie_rank[doc]): ``tie_rank`` orders equal scores
+    (the rank of each document's external id among all ids sorted as strings, so ties go to the
+    smaller doc id; ``arange`` for the internal order).
 
     ``acc`` (float32, zeros), ``seen`` (uint8, zeros), ``touched`` (int32) and ``keys`` (uint64)
     are scratch of length num_docs; ``acc`` and ``seen`` are all zeros again on return. A
@@ -53,7 +57,7 @@ def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, seen, touched, 
     for i in range(n_touched):
         d = touched[i]
         if acc[d] > 0.0:
-            keys[n] = (np.uint64(bits[d]) << np.uint64(32)) | (low - np.uint64(d))
+            keys[n] = (np.uint64(bits[d]) << np.uint64(32)) | (low - np.uint64(tie_rank[d]))
             n += 1
         acc[d] = 0.0
         seen[d] = 0
@@ -61,10 +65,10 @@ def _accumulate(offsets, docs, impacts, q_terms, q_weights, acc, seen, touched, 
 
 
 def top_keys(keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Decode the k largest packed keys into (doc ids, scores), best first.
+    """Decode the k largest packed keys into (tie ranks, scores), best first.
 
-    A key is (score bits << 32) | (2**32 - 1 - doc): positive float32 bit patterns order like
-    the numbers, so the largest keys are the best hits, ties going to the lower doc id.
+    A key is (score bits << 32) | (2**32 - 1 - tie rank): positive float32 bit patterns order
+    like the numbers, so the largest keys are the best hits, ties going to the lower tie rank.
     """
     n = len(keys)
     if k <= 0 or n == 0:

@@ -44,6 +44,7 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: no manifest checksum; composed hybrids by absolute path (refused)
 MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
+DOCID_ORDER = "docid_order.npy"  # internal ids sorted by external doc id: the tie order of searches
 CHECKSUM_KEY = "manifest_sha256"
 
 
@@ -404,6 +405,25 @@ def read_docids(path: str | os.PathLike) -> list[str]:
             return f.read().split("\n")[:-1]
     except UnicodeDecodeError:
         raise IndexFormatError(f"{file}: not UTF-8; the index is corrupt") from None
+
+
+def docid_order(docids: list[str]) -> np.ndarray:
+    """Internal ids sorted by their external id (string order = UTF-8 byte order, trec_eval's)."""
+    return np.array(sorted(range(len(docids)), key=docids.__getitem__), dtype=np.int32)
+
+
+def read_docid_order(root: str | os.PathLike, docids: list[str]) -> np.ndarray:
+    """The index's ``docid_order.npy`` (checked to be a permutation), or computed from the ids
+    for indexes written before it existed."""
+    path = Path(root) / DOCID_ORDER
+    if not path.is_file():
+        return docid_order(docids)
+    order = load_array(root, DOCID_ORDER, mmap=False)
+    n = len(docids)
+    if order.shape != (n,) or order.dtype.kind not in "iu" or (n and (order.min() < 0 or order.max() >= n)) \
+            or (n and np.bincount(order, minlength=n).max() != 1):
+        raise IndexFormatError(f"{path}: not a permutation of the {n} documents; the index is corrupt")
+    return order.astype(np.int32, copy=False)
 
 
 def load_array(root: str | os.PathLike, name: str, mmap: bool = True) -> np.ndarray:

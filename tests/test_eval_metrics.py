@@ -77,8 +77,18 @@ def test_mrr_tie_broken_like_trec_eval():
     # d1 and d2 tie; trec_eval orders ties by docid *descending*: d2 (rank 1), d1 (rank 2)
     qrels = {"q": {"d1": 1}}
     run = {"q": {"d1": 1.0, "d2": 1.0, "d0": 0.5}}
-    res = evaluate(qrels, run, ["mrr@1", "mrr@2", "mrr@10"])
+    res = evaluate(qrels, run, ["mrr@1", "mrr@2", "mrr@10"], ties="trec")
     assert res.metrics == {"mrr@1": 0.0, "mrr@2": 0.5, "mrr@10": 0.5}
+
+
+def test_ties_evaluated_in_the_engines_order_by_default():
+    # the engine (and Anserini) order ties by docid *ascending*: d1 (rank 1), d2 (rank 2)
+    qrels = {"q": {"d1": 1}}
+    run = {"q": {"d1": 1.0, "d2": 1.0, "d0": 0.5}}
+    assert evaluate(qrels, run, ["mrr@1", "mrr@10"]).metrics == {"mrr@1": 1.0, "mrr@10": 1.0}
+    # scores equal after rounding to 4 decimals tie too, kept in score order
+    run = {"q": {"d2": 1.00003, "d1": 1.00001}}
+    assert evaluate(qrels, run, ["mrr@1"]).metrics == {"mrr@1": 0.0}
 
 
 def test_ignore_identical_ids():

@@ -14,13 +14,29 @@ from eval.trec import read_run, write_run
 
 def test_write_order_ranks_and_tag(tmp_path):
     out = tmp_path / "sub" / "run.trec"  # parent directory is created
-    write_run({"q2": {"b": 0.5, "a": 0.5, "c": 2.0}, "q1": {"x": -1.0}}, out, tag="bm25")
+    write_run({"q2": {"b": 0.5, "a": 0.5, "c": 2.0}, "q1": {"x": -1.0}}, out, tag="bm25", ties="trec")
     assert out.read_text().splitlines() == [
         "q2 Q0 c 1 2.0 bm25",
         "q2 Q0 a 2 0.5 bm25",  # tie: docid ascending
         "q2 Q0 b 3 0.5 bm25",
         "q1 Q0 x 1 -1.0 bm25",
     ]
+
+
+def test_anserini_tie_adjustment(tmp_path):
+    """Rounded to 1e-4 (float32), then 1e-6 less per tie, as Anserini writes runs."""
+    from eval.trec import adjust_ties
+
+    run = {"q": {"docA": 23.439316, "docT": 22.087432, "docS": 22.087432, "docZ": 21.602508, "docW": 21.60248}}
+    adjusted = adjust_ties(run)["q"]
+    assert list(adjusted) == ["docA", "docS", "docT", "docZ", "docW"]
+    f32 = np.float32
+    assert adjusted["docA"] == float(f32(23.4393)) and adjusted["docS"] == float(f32(22.0874))
+    assert adjusted["docT"] == float(f32(f32(22.0874) - f32(1e-6)))
+    assert adjusted["docW"] == float(f32(f32(21.6025) - f32(1e-6)))  # a tie after rounding
+    write_run(run, tmp_path / "r.trec")
+    back = read_run(tmp_path / "r.trec")["q"]
+    assert sorted(back, key=lambda d: -back[d]) == list(adjusted)  # strictly decreasing: any tool keeps it
 
 
 def test_float32_scores_round_trip_exactly(tmp_path):
@@ -30,7 +46,7 @@ def test_float32_scores_round_trip_exactly(tmp_path):
     scores[7] = np.float32(0.1)  # %.6g would print 0.1 for a value that is not 0.1
     scores[8] = np.float32(123456.789)  # %.6g would lose digits
     run = {"q1": {f"d{i}": s for i, s in enumerate(scores)}}
-    write_run(run, tmp_path / "r.trec")
+    write_run(run, tmp_path / "r.trec", ties="trec")
     back = read_run(tmp_path / "r.trec")
     assert set(back["q1"]) == set(run["q1"])
     for d, s in run["q1"].items():
@@ -40,7 +56,7 @@ def test_float32_scores_round_trip_exactly(tmp_path):
 
 def test_float64_scores_round_trip_exactly(tmp_path):
     run = {"q": {"a": 1 / 3, "b": 1e-300, "c": 123456789.123456789, "d": 1 / 61 + 1 / 62}}
-    write_run(run, tmp_path / "r.trec")
+    write_run(run, tmp_path / "r.trec", ties="trec")
     assert read_run(tmp_path / "r.trec") == run
 
 

@@ -100,7 +100,7 @@ def check_buffers(index, query):
     touched = np.full(n + GUARD, -7, np.int32)
     keys = np.full(n + GUARD, 7, np.uint64)
     with np.errstate(over="ignore"):
-        hits = kernels.accumulate(index.offsets, index.docs, index.impacts, terms, weights,
+        hits = kernels.accumulate(index.offsets, index.docs, index.impacts, terms, weights, index.tie_rank,
                                   acc[:n], seen[:n], touched[:n], keys[:n])
     assert 0 <= hits <= n
     assert (touched[n:] == -7).all() and (keys[n:] == 7).all(), "the kernel wrote past its buffers"

@@ -80,7 +80,7 @@ def test_plain_python_fallback_equals_the_compiled_kernel(seed):
             seen = np.zeros(n_docs, np.uint8)
             touched = np.empty(n_docs, np.int32)
             keys = np.empty(n_docs, np.uint64)
-            n = fn(index.offsets, index.docs, index.impacts, q_terms, q_weights, acc, seen, touched, keys)
+            n = fn(index.offsets, index.docs, index.impacts, q_terms, q_weights, index.tie_rank, acc, seen, touched, keys)
             assert not acc.any() and not seen.any()  # scratch is left clean
             results.append(kernels.top_keys(keys[:n], 50))
         assert results[0][0].tolist() == results[1][0].tolist()

@@ -163,3 +163,39 @@ def test_lucene_honours_a_models_declared_query_mode(tiny_mlm, beir_dir, tmp_pat
         assert np.load(r.path / "query_weights.npy").shape == (vocab,)
     for text in QUERIES.values():
         assert_same_top(luc.search(text, k=3), native.search(text, k=3), atol=0.05)
+
+
+def test_ties_are_ordered_and_evaluated_as_lucene_does(tmp_path):
+    """A corpus full of duplicates (equal BM25 scores): both backends order ties by doc id,
+    write the same run, and evaluate to the same nDCG@10; trec_eval's own rule would differ."""
+    from eval.metrics import evaluate
+    from eval.trec import read_run, write_run
+
+    rng = np.random.default_rng(7)
+    templates = ["vitamin d bone fracture risk", "coffee caffeine sleep", "inverted index search engine",
+                 "vitamin d sunlight skin", "sleep hours adults"]
+    ids = [f"doc{n}" for n in rng.permutation(600)[:300]]  # ids in no sorted order
+    corpus = tmp_path / "dups.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d, "title": "", "text": templates[i % 5]}) + "\n"
+                              for i, d in enumerate(ids)))
+    queries = {"a": "vitamin d", "b": "sleep", "c": "search index", "d": "coffee sleep"}
+    qrels = {q: {d: 1 for d in rng.choice(ids, 20, replace=False)} for q in queries}
+    native = Retriever.build(corpus, tmp_path / "native").search_batch(queries, k=100)
+    luc = Retriever.build(corpus, tmp_path / "lucene", backend="lucene").search_batch(queries, k=100)
+    for q in queries:
+        assert list(native[q]) == list(luc[q])  # same ids, same order
+        hits = list(native[q])
+        assert hits == sorted(hits, key=lambda d: (-native[q][d], d))
+    write_run(native, tmp_path / "native.trec")
+    write_run(luc, tmp_path / "lucene.trec")  # Anserini already adjusted these; the order stays
+
+    def ranks(path):
+        return [line.split()[:4] for line in path.read_text().splitlines()]
+
+    assert ranks(tmp_path / "native.trec") == ranks(tmp_path / "lucene.trec")
+    for run in (read_run(tmp_path / "native.trec"), read_run(tmp_path / "lucene.trec")):
+        for q, hits in run.items():  # strictly decreasing scores: any evaluator keeps this order
+            assert list(hits) == sorted(hits, key=lambda d: -hits[d]) == list(native[q])
+    ours = evaluate(qrels, native, ["ndcg@10", "mrr@10"]).metrics
+    assert ours == evaluate(qrels, luc, ["ndcg@10", "mrr@10"]).metrics
+    assert ours != evaluate(qrels, native, ["ndcg@10", "mrr@10"], ties="trec").metrics

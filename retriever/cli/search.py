@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eval.trec import TIES
 from retriever.cli.main import AT_LEAST_1, DATASET, _output_file, main
 
 
@@ -37,7 +38,10 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
-def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load):
+@click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
+              help="Scores in --run: anserini (rounded to 1e-4, ties lowered by 1e-6 so every evaluator "
+                   "keeps the engine's order) or trec (raw scores; trec_eval re-sorts ties).")
+def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, **load):
     """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
     from retriever.api import Retriever
 
@@ -65,7 +69,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
     start = time.perf_counter()
     run = r.search_batch(qs, k=k or 1000, threads=threads)
     took = time.perf_counter() - start
-    write_run(run, run_out, tag=tag)
+    write_run(run, run_out, tag=tag, ties=ties)
     click.echo(f"{len(qs)} queries in {took:.2f}s ({len(qs) / max(took, 1e-9):.0f} q/s); wrote {run_out}")
 
 
@@ -82,11 +86,14 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, **load)
 @click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
 @click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
+@click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
+              help="anserini: evaluate (and save) the engine's order, as Pyserini does; trec: raw scores, "
+                   "trec_eval breaks ties by doc id descending.")
 @click.option("--model", "query_model", default=None,
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
-def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, **load):
+def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
     from eval.beir import BeirDataset, check_qrels
     from eval.metrics import evaluate, parse_metric
@@ -116,11 +123,11 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
                    f"({len(queries) / max(took, 1e-9):.0f} q/s)", err=True)
         name = f"{index_dir.name} ({r.kind})"
         if save_run:
-            write_run(run, save_run)
+            write_run(run, save_run, ties=ties)
     else:
         run = read_run(run_file)
         name = run_file.name
-    result = evaluate(qrels, run, names)
+    result = evaluate(qrels, run, names, ties=ties)
     click.echo(f"{ds.name} / {split}: {result.num_queries} queries")
     click.echo(format_table([(name, result.metrics)], names))
     if json_out:

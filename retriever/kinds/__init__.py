@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple
 from indexing.corpus import CorpusFingerprint, Doc, iter_corpus
 from indexing.docstore import DocStoreWriter
 from indexing.errors import DataError
-from indexing.manifest import IndexFormatError, IndexWriter, check_fields, read_docids, read_manifest
+from indexing.manifest import (DOCID_ORDER, IndexFormatError, IndexWriter, check_fields, docid_order, read_docids,
+                               read_manifest)
 
 # (kind, backend) -> the module that registers it
 BUILTIN: dict[tuple[str, str], str] = {
@@ -264,6 +265,7 @@ def write_kind(kind: Kind, corpus, writer: IndexWriter, settings, *, store_docs:
     if store is not None:
         store.close()
     writer.write_docids(ids)
+    writer.save_array(DOCID_ORDER, docid_order(ids))
     path = os.fspath(Path(corpus).absolute()) if isinstance(corpus, (str, os.PathLike)) else None
     return {**entries, "kind": kind.name, "backend": kind.backend, "doc_count": len(ids),
             "settings": dataclasses.asdict(settings),

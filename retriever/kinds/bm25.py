@@ -9,7 +9,7 @@ from indexing.analysis import Analyzer
 from indexing.bm25 import BM25Params, build_bm25_index
 from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
-from indexing.manifest import IndexWriter
+from indexing.manifest import IndexWriter, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.bm25 import BM25QueryEncoder
 from retriever.kinds import Kind, check_settings, option, register
@@ -46,6 +46,7 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
 def open_index(root, manifest: dict, docids: list[str]) -> ImpactSearcher:
     """Search a BM25 index; queries are analysed with the analyzer its manifest records."""
     index = InvertedIndex.load(root, num_docs=len(docids))
+    index.set_tie_order(read_docid_order(root, docids))
     encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
     return ImpactSearcher(index, docids, encoder.encode_queries)
 

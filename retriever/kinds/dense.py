@@ -21,7 +21,7 @@ import numpy as np
 
 from indexing.corpus import Doc, doc_text
 from indexing.faiss_index import DenseIndex
-from indexing.manifest import IndexWriter
+from indexing.manifest import IndexWriter, read_docid_order
 from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
 from retriever.encoders.models import matching_model, resolve_model
@@ -143,19 +143,40 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
 
 
 class DenseSearcher:
-    def __init__(self, index: DenseIndex, docids: list[str], encoder: DenseEncoder) -> None:
+    """Dense search; equal scores are ordered by external doc id (``tie_order``, internal ids
+    sorted by doc id), like every other searcher."""
+
+    def __init__(self, index: DenseIndex, docids: list[str], encoder: DenseEncoder,
+                 tie_order: np.ndarray | None = None) -> None:
         self.index = index
         self.docids = docids
         self._docids = np.array(docids, dtype=object)
         self.encoder = encoder
+        order = np.arange(len(docids)) if tie_order is None else np.asarray(tie_order)
+        self._rank = np.empty(len(docids), dtype=np.int64)
+        self._rank[order] = np.arange(len(docids))
 
     def search_vectors(self, vectors: np.ndarray, k: int, **params) -> list[tuple[list[str], list[float]]]:
-        ids, scores = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k, **params)
-        out = []
-        for row_ids, row_scores in zip(ids, scores):
-            keep = row_ids >= 0
-            out.append((self._docids[row_ids[keep]].tolist(), row_scores[keep].tolist()))
-        return out
+        """Top k per row, ties by doc id. FAISS breaks ties its own way, so a few more than k
+        are fetched and re-sorted; when ties run past them, more are fetched."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        n = self.index.ntotal
+        want, extra = min(k, n), 16
+        while True:
+            fetch = min(n, want + extra)
+            ids, scores = self.index.search(vectors, fetch, **params)
+            out, open_ties = [], False
+            for row_ids, row_scores in zip(ids, scores):
+                keep = row_ids >= 0
+                row_ids, row_scores = row_ids[keep], row_scores[keep]
+                order = np.lexsort((self._rank[row_ids], -row_scores))
+                row_ids, row_scores = row_ids[order], row_scores[order]
+                if fetch < n and len(row_scores) > want and row_scores[want - 1] == row_scores[-1]:
+                    open_ties = True  # the tie at the cut may go on beyond what was fetched
+                out.append((self._docids[row_ids[:want]].tolist(), row_scores[:want].tolist()))
+            if not open_ties or fetch == n:
+                return out
+            extra *= 8
 
     def search(self, text: str, k: int = 10, **params) -> list[Hit]:
         docs, scores = self.search_vectors(self.encoder.encode_queries([text]), k, **params)[0]
@@ -182,7 +203,7 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
     if ef_search is not None:
         faiss_settings["ef_search"] = ef_search
     index = DenseIndex.load(Path(root), faiss_settings, device=device)
-    return DenseSearcher(index, docids, encoder)
+    return DenseSearcher(index, docids, encoder, read_docid_order(root, docids))
 
 
 KIND = register(Kind(

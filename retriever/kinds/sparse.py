@@ -21,7 +21,7 @@ import numpy as np
 from indexing.corpus import Doc, doc_text, iter_corpus, iter_vector_collection
 from indexing.impacts import build_impact_index, check_quantization
 from indexing.inverted import InvertedIndex
-from indexing.manifest import IndexWriter, load_array
+from indexing.manifest import IndexWriter, load_array, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
 from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
@@ -212,6 +212,7 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
     """Load the impact index and the query encoder its manifest describes."""
     stats = manifest["impacts"]
     index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"])
+    index.set_tie_order(read_docid_order(root, docids))
     found = query_encoder(root, manifest, model)
     if found is None:
         return ImpactSearcher(index, docids, None)
