@@ -51,8 +51,11 @@ def impact_indexes(draw):
     dtype = quantized or np.float32
     scale = None if quantized is None else draw(st.sampled_from([1.0, 10.0, 100.0, 1e-3]))
     terms = [f"t{i}" for i in range(num_terms)]
-    return InvertedIndex(terms, np.array(offsets, np.int64), np.array(docs, np.int32),
-                         np.array(impacts, dtype), num_docs, scale)
+    index = InvertedIndex(terms, np.array(offsets, np.int64), np.array(docs, np.int32),
+                          np.array(impacts, dtype), num_docs, scale)
+    if draw(st.booleans()):  # ties by another order (as doc id strings order them)
+        index.set_tie_order(np.array(draw(st.permutations(range(num_docs))), dtype=np.int32))
+    return index
 
 
 def oracle(index, query, k):
@@ -67,7 +70,7 @@ def oracle(index, query, k):
         s, e = index.offsets[t], index.offsets[t + 1]
         with np.errstate(over="ignore"):
             acc[index.docs[s:e]] += w32 * index.impacts[s:e].astype(np.float32)
-    hits = sorted(np.flatnonzero(acc > 0).tolist(), key=lambda d: (-acc[d], d))[:k]
+    hits = sorted(np.flatnonzero(acc > 0).tolist(), key=lambda d: (-acc[d], index.tie_rank[d]))[:k]
     scores = acc[hits]
     return hits, (scores / np.float32(index.scale) if index.scale else scores)
 
