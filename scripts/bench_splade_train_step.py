@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from indexing.corpus import doc_text, iter_corpus
-from training.encoders import MaxProjection, SpladeTrainEncoder, _projection_input
+from retriever.encoders.splade import MaxProjection, projection_input
+from training.encoders import SpladeTrainEncoder
 
 
 def plain(enc, batch):
@@ -32,7 +33,7 @@ def plain(enc, batch):
 
 
 def fast(enc, batch):
-    hidden = _projection_input(enc.model, batch)
+    hidden = projection_input(enc.model, batch)
     proj = enc.model.get_output_embeddings()
     return torch.log1p(torch.relu(MaxProjection.apply(hidden, batch["attention_mask"].bool(), proj.weight, proj.bias)))
 

@@ -66,7 +66,7 @@ def test_special_tokens_count_like_every_attended_token(tiny_mlm, text):
     ids = enc.tokenizer(text, return_tensors="pt")["input_ids"]
     assert ids[0, 0] == enc.tokenizer.cls_token_id and ids[0, -1] == enc.tokenizer.sep_token_id
     with torch.inference_mode():
-        logits = enc.model(input_ids=ids).logits[0]  # (tokens, vocab), no padding at all
+        logits = enc.model.model(input_ids=ids).logits[0]  # (tokens, vocab), no padding at all
     all_tokens = torch.log1p(torch.relu(logits)).amax(dim=0)
     got = dense(enc.encode_documents([text]), enc.vocab_size)[0]
     torch.testing.assert_close(got, all_tokens, atol=1e-5, rtol=0)

@@ -143,7 +143,7 @@ def test_cli_trains_inference_free_splade_and_it_indexes(tiny_mlm, tmp_path, one
 
 
 def test_max_projection_matches_autograd_of_the_plain_formula():
-    from training.encoders import MaxProjection
+    from retriever.encoders.splade import MaxProjection
 
     g = torch.Generator().manual_seed(0)
     hidden = torch.randn(3, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)

@@ -42,6 +42,7 @@ from training.losses import (
     MarginMSELoss,
     group_targets,
 )
+from training.model_card import write_model_card
 
 log = logging.getLogger("retriever")
 DISTILL = ("none", "margin-mse", "kl")
@@ -324,6 +325,7 @@ class Trainer:
             summary = {"steps": self.step, "best": self.best, "history": self.history,
                        "train_seconds": time.perf_counter() - started}
             atomic_write_json(self.out / "training_summary.json", summary)
+            write_model_card(self.out, device=self.device)
         distributed.barrier(self.dist)
         return {"steps": self.step, "best": self.best, "history": self.history}
 

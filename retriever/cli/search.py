@@ -86,6 +86,8 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
 @click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write metrics as JSON.")
 @click.option("--save-run", type=click.Path(path_type=Path), help="Also write the run (TREC).")
+@click.option("--model-card", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A model directory from `retriever train`: record these metrics in its README.md.")
 @click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
               help="anserini: evaluate (and save) the engine's order, as Pyserini does; trec: raw scores, "
                    "trec_eval breaks ties by doc id descending.")
@@ -93,7 +95,8 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
-def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, **load):
+def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, model_card,
+             **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""
     from eval.beir import BeirDataset, check_qrels
     from eval.metrics import evaluate, parse_metric
@@ -130,6 +133,11 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
     result = evaluate(qrels, run, names, ties=ties)
     click.echo(f"{ds.name} / {split}: {result.num_queries} queries")
     click.echo(format_table([(name, result.metrics)], names))
+    if model_card:
+        from training.model_card import add_results
+
+        add_results(model_card, ds.name, split, result.metrics, str(index_dir) if index_dir else None)
+        click.echo(f"recorded in {model_card / 'README.md'}", err=True)
     if json_out:
         payload = metrics_json(ds.name, split, result.num_queries, result.metrics)
         atomic_write_json(json_out, payload)

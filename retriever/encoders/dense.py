@@ -1,10 +1,13 @@
 """Dense (bi-encoder) embeddings with any Hugging Face encoder model.
 
-Settings that change the vectors — pooling (cls | mean | last), L2 normalisation, query and
-document prefixes, max lengths — come from explicit arguments, else from a sentence-transformers
-directory (``modules.json``, ``1_Pooling/config.json``, a Normalize module,
-``sentence_bert_config.json``, prompts), else defaults. Texts are sorted by length so batches
-carry little padding; on a GPU the forward pass runs under bf16 autocast.
+``DenseModel`` is the one dense model: training fine-tunes it (``training.encoders``) and
+``DenseEncoder`` wraps it for indexing and search. Settings that change the vectors — pooling
+(cls | mean | last), L2 normalisation, query and document prefixes, max lengths — come from
+explicit arguments, else from a sentence-transformers directory (``modules.json``,
+``1_Pooling/config.json``, a Normalize module, ``sentence_bert_config.json``, prompts), else
+defaults; ``DenseModel.save`` writes them back in that layout. At inference texts are sorted by
+length so batches carry little padding; on a GPU the transformer runs under bf16 autocast and
+pooling in float32.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
+import torch
 
+from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, check_kind, inference_batches
 from retriever.encoders.device import resolve_device
-from retriever.encoders.models import fingerprint, length_sorted_batches, load_pretrained, resolve_model
+from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")
@@ -88,9 +93,7 @@ def resolve_settings(path: str, **overrides) -> DenseSettings:
 
 def pool(hidden, mask, pooling: str, normalize: bool):
     """One vector per text from token states: cls | mean over real tokens | last real token
-    (either padding side), as float32, optionally L2-normalised. Used by inference and training."""
-    import torch
-
+    (either padding side), as float32, optionally L2-normalised."""
     if pooling == "cls":
         out = hidden[:, 0]
     elif pooling == "mean":
@@ -104,60 +107,127 @@ def pool(hidden, mask, pooling: str, normalize: bool):
     return torch.nn.functional.normalize(out, p=2, dim=-1) if normalize else out
 
 
-class DenseEncoder:
-    def __init__(self, model: str, *, settings: DenseSettings | None = None, batch_size: int = 32,
-                 device: str = "auto", quantize_int8: bool = False) -> None:
-        import torch
+class DenseModel(EncoderModel):
+    """A Hugging Face encoder with the pooling, normalisation and prefixes of ``DenseSettings``.
+
+    ``model``: a directory, a pulled pack or a hub id. ``settings``: explicit settings, else the
+    model directory's with ``overrides`` (pooling=..., normalize=..., None ignored) on top.
+    ``tokenize`` cuts at ``doc_max_length`` / ``query_max_length``, the settings' lengths unless
+    lowered (training does); ``save`` writes the settings, not those limits.
+    """
+
+    def __init__(self, model: str, *, settings: DenseSettings | None = None, **overrides) -> None:
+        super().__init__()
         from transformers import AutoModel
 
         self.model_name = model
         self.path = resolve_model(model)
-        self.settings = settings or resolve_settings(self.path)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        self.batch_size = batch_size
-        self.device = resolve_device(device)
+        self.settings = settings or resolve_settings(self.path, **overrides)
         self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
+        self.doc_max_length = self.settings.doc_max_length
+        self.query_max_length = self.settings.query_max_length
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def prefix(self, kind: str) -> str:
+        return self.settings.query_prefix if check_kind(kind) == "query" else self.settings.doc_prefix
+
+    def hidden_states(self, batch: dict) -> torch.Tensor:
+        """The transformer's last token states, (texts x tokens x dim)."""
+        return self.model(**batch).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One float32 vector per text from its token states (see ``pool``)."""
+        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
+
+    def encode(self, batch: dict, kind: str) -> torch.Tensor:
+        return self.pool(self.hidden_states(batch), batch["attention_mask"])
+
+    def config(self) -> dict:
+        return {"kind": "dense", "source": self.model_name, **asdict(self.settings)}
+
+    def save(self, out: str | Path) -> None:
+        """Hugging Face weights + tokenizer + a sentence-transformers layout declaring pooling,
+        normalisation, max length and prefixes (read back by ``resolve_settings``, and by
+        sentence-transformers itself)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        with quiet_loading():
+            self.model.save_pretrained(out)
+            self.tokenizer.save_pretrained(out)
+        s = self.settings
+        modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                   {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if s.normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
+            (out / "2_Normalize").mkdir(exist_ok=True)
+        _write_json(out / "modules.json", modules)
+        (out / "1_Pooling").mkdir(exist_ok=True)
+        _write_json(out / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": self.dim,
+            "pooling_mode_cls_token": s.pooling == "cls", "pooling_mode_mean_tokens": s.pooling == "mean",
+            "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_lasttoken": s.pooling == "last"})
+        _write_json(out / "sentence_bert_config.json", {"max_seq_length": s.doc_max_length, "do_lower_case": False})
+        prompts = {k: v for k, v in (("query", s.query_prefix), ("document", s.doc_prefix)) if v}
+        _write_json(out / "config_sentence_transformers.json", {"prompts": prompts, "default_prompt_name": None})
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+class DenseEncoder:
+    """Indexing and search with a ``DenseModel``: float32 numpy vectors, one row per text.
+
+    Batches are length-sorted and run under ``torch.inference_mode``; on CUDA the transformer
+    runs under bf16 autocast. ``quantize_int8``: dynamic int8 quantisation of the linear layers
+    (CPU only). ``config()`` is what an index manifest records (model path and fingerprint, dim,
+    int8, settings).
+    """
+
+    def __init__(self, model: str, *, settings: DenseSettings | None = None, batch_size: int = 32,
+                 device: str = "auto", quantize_int8: bool = False) -> None:
+        self.batch_size = check_batch_size(batch_size)
+        self.device = resolve_device(device)
+        if quantize_int8 and self.device != "cpu":
+            raise ValueError("int8 dynamic quantisation is a CPU path; use device='cpu'")
+        self.model = DenseModel(model, settings=settings)
         self.model.eval().to(self.device)
+        self.model_name, self.path, self.settings = model, self.model.path, self.model.settings
+        self.tokenizer = self.model.tokenizer
         self.quantize_int8 = quantize_int8
         if quantize_int8:
-            if self.device != "cpu":
-                raise ValueError("int8 dynamic quantisation is a CPU path; use device='cpu'")
             # per-channel weight scales: per-tensor int8 cost all-MiniLM-L6-v2 0.0096 nDCG@10 on
             # SciFact, per-channel 0.0042 (scripts/bench_dense.py)
             from torch.ao.quantization import per_channel_dynamic_qconfig
 
-            self.model = torch.ao.quantization.quantize_dynamic(
-                self.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        self.dim = int(self.model.config.hidden_size)
-        self._torch = torch
+            self.model.model = torch.ao.quantization.quantize_dynamic(
+                self.model.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        self.dim = self.model.dim
 
     def config(self) -> dict:
         return {"model": self.path, "fingerprint": fingerprint(self.path), "dim": self.dim,
                 "int8": self.quantize_int8, **asdict(self.settings)}
 
-    def _pool(self, hidden, mask):
-        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
-
-    def _encode(self, texts: Sequence[str], max_length: int, prefix: str, progress: bool = False) -> np.ndarray:
-        torch = self._torch
+    def _encode(self, texts: Sequence[str], kind: str, progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not len(texts):
             return out
-        batches = length_sorted_batches(self.tokenizer, [prefix + t for t in texts], max_length,
-                                        self.batch_size, self.device, "encode dense" if progress else None)
+        batches = inference_batches(self.model, texts, kind, self.batch_size, self.device,
+                                    "encode dense" if progress else None)
         with torch.inference_mode():
             for rows, batch in batches:
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
-                                    enabled=self.device.startswith("cuda")):
-                    hidden = self.model(**batch).last_hidden_state
-                out[rows] = self._pool(hidden, batch["attention_mask"]).cpu().numpy()
+                with bf16_autocast(self.device):
+                    hidden = self.model.hidden_states(batch)
+                out[rows] = self.model.pool(hidden, batch["attention_mask"]).cpu().numpy()
         return out
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        s = self.settings
-        return self._encode(texts, s.doc_max_length, s.doc_prefix, progress)
+        return self._encode(texts, "doc", progress)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        s = self.settings
-        return self._encode(texts, s.query_max_length, s.query_prefix)
+        return self._encode(texts, "query")

@@ -1,0 +1,58 @@
+"""A trained model directory carries a README.md model card (hub layout) naming its base model,
+data, flags, hardware, dev curve, and the test metrics `retriever eval --model-card` adds."""
+
+import json
+
+from click.testing import CliRunner
+
+from retriever import cli
+from test_training import write_train_set
+
+
+def front_matter(text: str) -> str:
+    assert text.startswith("---\n")
+    return text.split("---\n")[1]
+
+
+def test_train_writes_a_card_and_eval_adds_metrics(tiny_mlm, tmp_path, one_torch_thread):
+    ds, negatives = write_train_set(tmp_path / "ds")
+    out = tmp_path / "model"
+    res = CliRunner().invoke(cli.main, [
+        "train", "dense", "--model", str(tiny_mlm), "--dataset", str(ds), "--negatives", str(negatives),
+        "--out", str(out), "--batch-size", "3", "--group-size", "3", "--max-steps", "4", "--lr", "1e-3",
+        "--max-length", "32", "--dev-fraction", "0.3", "--dev-every", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    card = (out / "README.md").read_text()
+    meta = front_matter(card)
+    assert f"base_model: {json.dumps(str(tiny_mlm))}" in meta and "library_name: sentence-transformers" in meta
+    assert "- \"ds\"" in meta and "model-index" not in meta  # no test metrics yet
+    assert str(negatives) in card and "`--lr 0.001`" in card and "`--max-steps 4`" in card
+    assert "contrastive (temperature 0.05" in card and "hardware: device cpu" in card
+    assert "| 0 |" in card and "| 4 |" in card  # the dev curve, from step 0
+    assert "retriever index CORPUS INDEX --kind dense" in card
+
+    idx = tmp_path / "idx"
+    assert CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--kind", "dense", "--model", str(out),
+                                         "--quiet", "--device", "cpu"]).exit_code == 0
+    res = CliRunner().invoke(cli.main, ["eval", "--index", str(idx), "--dataset", str(ds), "--split", "test",
+                                        "--model-card", str(out), "--json", str(tmp_path / "m.json")])
+    assert res.exit_code == 0, res.output
+    ndcg = json.loads((tmp_path / "m.json").read_text())["metrics"]["ndcg@10"]
+    card = (out / "README.md").read_text()
+    meta = front_matter(card)
+    assert "model-index:" in meta and "type: ndcg_at_10" in meta and f"value: {ndcg:.4f}" in meta
+    assert "## Evaluation" in card and f"| ds | test | {ndcg:.4f}" in card
+    # a second evaluation of the same split replaces the first, another split is added
+    CliRunner().invoke(cli.main, ["eval", "--index", str(idx), "--dataset", str(ds), "--split", "test",
+                                  "--model-card", str(out)])
+    assert len(json.loads((out / "eval_results.json").read_text())) == 1
+
+
+def test_model_card_refuses_a_directory_that_is_not_a_trained_model(tmp_path, beir_dir):
+    from retriever import Retriever
+
+    idx = tmp_path / "idx"
+    Retriever.build(beir_dir, idx)
+    res = CliRunner().invoke(cli.main, ["eval", "--index", str(idx), "--dataset", str(beir_dir),
+                                        "--model-card", str(tmp_path)])
+    assert res.exit_code == 1 and "training_config.json" in res.output
