@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,lucene]"
+	$(BIN)/python -m pip install -q -e ".[dev,lucene,datasets,serve]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

@@ -7,6 +7,7 @@ Pure rendering over a list of *cells*, one per (config, dataset):
      "latency_ms": float | None, "cached": bool}
 
 A (config, dataset) pair that has no cell at all is rendered as ``missing``.
+``eval.leaderboard_html`` renders the same cells as one self-contained HTML page.
 """
 
 from __future__ import annotations

@@ -32,13 +32,15 @@ def kind_options(kind: str, backend: str = "native") -> list[str]:
 _LOAD_ATTEMPTS = 20
 
 
-def _identity(root: Path) -> tuple[int, int] | None:
-    """Which directory ``root`` names right now (device, inode); None when there is none."""
+def _identity(root: Path) -> tuple[int, int, int] | None:
+    """Which directory ``root`` names right now (device, inode, inode change time: a rebuild
+    swapped in later may reuse a deleted generation's inode number, never its ctime); None when
+    there is none."""
     try:
         st = os.stat(root)
     except OSError:
         return None
-    return st.st_dev, st.st_ino
+    return st.st_dev, st.st_ino, st.st_ctime_ns
 
 
 def _count_lines(path: Path) -> int:

@@ -1,12 +1,15 @@
 """The BEIR grid: two tiny datasets x configurations, failures isolated, cache reuse and invalidation."""
 
 import json
+import shlex
+from pathlib import Path
 
 import pytest
 
-from retriever.beir_grid import load_config, run_grid
+from retriever.beir_grid import index_argv, load_config, reproduce_commands, run_grid
 from tests.conftest import DOCS, write_beir
 
+REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"bm25-flat": {"kind": "bm25", "fields": "flat"},
            "bm25-mf": {"kind": "bm25", "fields": "multifield", "k1": 1.2}}
 
@@ -63,3 +66,53 @@ def test_config_file_checks(tmp_path):
     bad.write_text("x: [1, 2\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+
+
+# -- the commands that reproduce a cell (shown in leaderboard.html) -------------------------------
+
+def test_index_argv_maps_options_to_flags():
+    argv, notes = index_argv({}, "C", "O")
+    assert argv == ["retriever", "index", "C", "O", "--kind", "bm25", "--overwrite", "--no-store-docs"]
+    assert notes == []
+    argv, notes = index_argv({"kind": "dense", "model": "m", "normalize": False, "refine": True, "int8": False,
+                              "pooling": None, "query_prefix": "-q: ", "doc_max_length": 64,
+                              "encode_block": 2}, "C", "O")
+    assert argv[4:] == ["--kind", "dense", "--overwrite", "--no-store-docs", "--model", "m", "--no-normalize",
+                        "--refine", "--query-prefix=-q: ", "--doc-max-length", "64"]
+    assert notes == ["encode_block=2 has no retriever index flag; the command uses the default"]
+    argv, _ = index_argv({"kind": "dense", "normalize": True}, "C", "O")
+    assert argv[-1] == "--normalize"
+    argv, _ = index_argv({"kind": "hybrid", "dense_model": "m", "weights": [0.55, 0.45]}, "C", "O")
+    assert argv[-4:] == ["--dense-model", "m", "--weights", "0.55,0.45"]
+    argv, _ = index_argv({"kind": "bm25", "backend": "lucene", "k1": 1.2}, "C", "O")
+    assert argv[4:] == ["--kind", "bm25", "--backend", "lucene", "--overwrite", "--no-store-docs", "--k1", "1.2"]
+    argv, _ = index_argv({"kind": "no-such-kind", "some_option": 3, "a_flag": True}, "C", "O")
+    assert argv[-3:] == ["--some-option", "3", "--a-flag"]  # the CLI will refuse it, as the grid did
+
+
+def test_shipped_configs_give_commands_the_cli_accepts(tmp_path):
+    from click.testing import CliRunner
+
+    from retriever import cli
+
+    configs = load_config(REPO / "scripts" / "data" / "runs" / "beir-leaderboard.yaml")
+    commands = reproduce_commands("ROOT", ["scifact"], configs, "OUT", split="test", k=100,
+                                  metrics=["ndcg@10", "recall@100"])
+    assert list(commands) == list(configs)
+    for name, per_dataset in commands.items():
+        index_line, eval_line = per_dataset["scifact"].splitlines()
+        assert shlex.split(index_line)[:4] == ["retriever", "index", "ROOT/scifact", f"OUT/reproduce/scifact/{name}"]
+        assert shlex.split(eval_line) == ["retriever", "eval", "--index", f"OUT/reproduce/scifact/{name}",
+                                          "--dataset", "ROOT/scifact", "--split", "test", "-k", "100",
+                                          "--metrics", "ndcg@10,recall@100"]
+        # every flag exists (an unknown one is a usage error before --help is handled)
+        res = CliRunner().invoke(cli.main, [*shlex.split(index_line)[1:], "--help"])
+        assert res.exit_code == 0, res.output
+    assert "--weights 0.55,0.45" in commands["bm25+minilm"]["scifact"]
+
+
+def test_notes_become_shell_comments():
+    text = reproduce_commands("R", ["d"], {"x": {"kind": "dense", "model": "m", "encode_block": 8}}, "O")["x"]["d"]
+    lines = text.splitlines()
+    assert lines[0].startswith("# encode_block=8") and lines[1].startswith("retriever index ")
+    assert lines[2].endswith("--metrics ndcg@10,recall@100,mrr@10")

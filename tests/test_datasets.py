@@ -110,3 +110,20 @@ def test_files_put_by_hand_are_used(offline):
     shutil.copytree(TINYFACTS, cache_path("beir/robust04"))
     assert resolve("beir/robust04") == cache_path("beir/robust04")
     assert run("index", "beir/robust04", offline / "i", "--quiet").exit_code == 0
+
+
+def test_the_beir_grid_takes_names(offline):
+    stand_in(offline)
+    config = offline / "runs.yaml"
+    config.write_text("bm25: {kind: bm25}\n")
+    res = run("beir", "--datasets", "beir/scifact", "--config", config, "--out", offline / "lb", "--no-plots")
+    assert res.exit_code == 0, res.output
+    cell = json.loads((offline / "lb" / "leaderboard.json").read_text())["cells"][0]
+    assert cell["status"] == "ok" and cell["dataset"] == "beir/scifact"
+    idx = offline / "idx"
+    run("index", "beir/scifact", idx, "--quiet")
+    run("eval", "--index", idx, "--dataset", "beir/scifact", "--json", offline / "m.json",
+        "--metrics", "ndcg@10,recall@100")
+    by_eval = json.loads((offline / "m.json").read_text())["metrics"]
+    assert {m: cell["metrics"][m] for m in by_eval} == by_eval
+    assert "retriever index beir/scifact" in (offline / "lb" / "leaderboard.html").read_text()

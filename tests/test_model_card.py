@@ -47,6 +47,17 @@ def test_train_writes_a_card_and_eval_adds_metrics(tiny_mlm, tmp_path, one_torch
                                   "--model-card", str(out)])
     assert len(json.loads((out / "eval_results.json").read_text())) == 1
 
+    # the BEIR grid records its cells in the cards of the trained models it runs (--model-cards)
+    config = tmp_path / "runs.yaml"
+    config.write_text(json.dumps({"trained": {"kind": "dense", "model": str(out), "faiss": "Flat", "device": "cpu"}}))
+    res = CliRunner().invoke(cli.main, ["beir", "--root", str(ds.parent), "--datasets", "ds", "--split", "train",
+                                        "--config", str(config), "--out", str(tmp_path / "lb"), "--no-plots",
+                                        "--model-cards"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "eval_results.json").read_text())
+    assert [(r["dataset"], r["split"]) for r in results] == [("ds", "test"), ("ds", "train")]
+    assert "| ds | train |" in (out / "README.md").read_text()
+
 
 def test_model_card_refuses_a_directory_that_is_not_a_trained_model(tmp_path, beir_dir):
     from retriever import Retriever
