@@ -7,8 +7,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import pytrec_eval
-
 from eval.trec import adjust_ties
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10")
@@ -99,6 +97,8 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
             raise ValueError(f"query {qid!r}, doc {bad!r}: score is NaN")
         if hits:
             clean[qid] = hits
+
+    import pytrec_eval  # on use: the CLI imports this module for its defaults
 
     evaluator = pytrec_eval.RelevanceEvaluator(judged, {m.measure for m in parsed})
     full = evaluator.evaluate(clean) if clean else {}

@@ -16,11 +16,11 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from indexing.io import atomic_open
 from indexing.corpus import Doc, doc_text, iter_corpus
 
 
@@ -123,9 +123,5 @@ def _filter_with_teacher(plans, teacher: Teacher, queries, docs: dict[str, Doc],
 
 def write_negatives(records: list[dict], path: str | os.PathLike) -> None:
     """JSONL, one query per line, written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    os.replace(tmp, path)

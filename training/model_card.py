@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 from indexing.io import atomic_write_json, atomic_write_text
+from indexing.records import read_jsonl
 
 CARD = "README.md"
 RESULTS = "eval_results.json"
@@ -72,8 +73,7 @@ def write_model_card(model_dir: str | os.PathLike, device: str | None = None) ->
     curve = []
     log = root / "train_log.jsonl"
     if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line) if line.strip() else {}
+        for _, row in read_jsonl(log):
             if "dev_ndcg@10" in row:
                 curve.append((row["step"], row["dev_ndcg@10"], row.get("dev_recall@100")))
     atomic_write_text(root / CARD, render(root.name, config, summary, results, hw, curve))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from eval.metrics import DEFAULT_METRICS
 from eval.trec import TIES
 from retriever.cli.main import AT_LEAST_1, DATASET, _output_file, main
 
@@ -80,7 +81,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
 @click.option("--dataset", required=True, type=DATASET,
               help="BEIR dataset directory (corpus.jsonl, queries.jsonl, qrels/).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--metrics", default="ndcg@10,recall@100,mrr@10", show_default=True,
+@click.option("--metrics", default=",".join(DEFAULT_METRICS), show_default=True,
               help="Comma-separated: ndcg@k, recall@k, mrr@k, map@k, p@k.")
 @click.option("-k", "--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits per query.")
 @click.option("--threads", type=AT_LEAST_1, default=1, show_default=True)
