@@ -4,8 +4,14 @@ BM25 and SPLADE indexes are both impact indexes: the score of a document for a q
 ``sum(query_weight[t] * impact[t, d])`` over the query's terms. Postings are stored in CSR
 layout by term (``offsets``, ``postings_docs``, ``postings_impacts``) as ``.npy`` files that are
 memory-mapped on load. Impacts are float32, or integers (uint8/uint16) with a ``scale`` such
-that ``impact ~= value / scale``. Search is exact: every posting of every query term is scored
-(compiled kernel in ``indexing.kernels``).
+that ``impact ~= value / scale``. Each term also has a block-max list (``bm_*.npy``: the blocks
+of ``2**shift`` documents it occurs in, its largest impact there, where its postings for that
+block start), written with the index and computed on load for indexes that predate it.
+
+Search strategies (compiled kernels in ``indexing.kernels``): ``pruned`` (the default) skips
+blocks whose upper bound cannot reach the top k and returns exactly what ``exhaustive`` (every
+posting of every query term) returns; ``approx`` prunes more (``approx`` factor < 1) and may
+miss documents. Batches run in threads with every per-query step compiled.
 
 Opening an index checks its arrays' shapes, types and offsets (cheap: one pass over the
 vocabulary); :meth:`InvertedIndex.verify` also scans every posting (doc ids in range and
@@ -24,11 +30,14 @@ import numpy as np
 
 from indexing import kernels
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
+from indexing.results import STRATEGIES
 
 TERMS = "terms.json"
 OFFSETS = "offsets.npy"
 POSTINGS_DOCS = "postings_docs.npy"
 POSTINGS_IMPACTS = "postings_impacts.npy"
+BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
+BLOCK_SHIFT = 6  # 64 documents per block
 
 
 def _finite_float32(weights) -> np.ndarray:
@@ -57,6 +66,8 @@ class InvertedIndex:
         self.scale = scale
         self._local = threading.local()
         self.set_tie_order(None)
+        self.blockmax: tuple | None = None  # (ptr, block, max, start), see ensure_blockmax
+        self.shift = BLOCK_SHIFT
 
     def set_tie_order(self, order: np.ndarray | None) -> None:
         """How equal scores are ordered: ``order`` lists internal ids from first to last (the ids
@@ -91,12 +102,21 @@ class InvertedIndex:
         return cls(terms, offsets, d, impacts, num_docs, scale)
 
     def save(self, writer: IndexWriter) -> None:
-        """Write terms and offsets (and the postings, unless already written into ``writer``)."""
+        """Write terms and offsets (and the postings, unless already written into ``writer``),
+        and the block-max lists."""
         writer.write_json(TERMS, self.terms)
         writer.save_array(OFFSETS, self.offsets)
         if not isinstance(self.docs, np.memmap) or Path(self.docs.filename).parent != writer.tmp:
             writer.save_array(POSTINGS_DOCS, self.docs)
             writer.save_array(POSTINGS_IMPACTS, self.impacts)
+        for name, array in zip(BLOCKMAX, self.ensure_blockmax()):
+            writer.save_array(name, array)
+
+    def ensure_blockmax(self) -> tuple:
+        """The block-max lists, computed from the postings if the index has none yet."""
+        if self.blockmax is None:
+            self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
+        return self.blockmax
 
     @classmethod
     def load(cls, root: str | Path, num_docs: int, scale: float | None = None,
@@ -111,7 +131,18 @@ class InvertedIndex:
         index = cls(terms, load_array(root, OFFSETS, mmap), load_array(root, POSTINGS_DOCS, mmap),
                     load_array(root, POSTINGS_IMPACTS, mmap), num_docs, scale)
         index.check(root)
+        if all((root / name).is_file() for name in BLOCKMAX):
+            index.blockmax = tuple(load_array(root, name, mmap) for name in BLOCKMAX)
+            index.check_blockmax(root)
         return index
+
+    def check_blockmax(self, where: str | Path = "index") -> None:
+        """Cheap checks of the block-max lists (O(vocabulary)); the kernel checks the rest."""
+        ptr, block, bmax, start = self.blockmax
+        if ptr.shape != self.offsets.shape or ptr.dtype.kind not in "iu" or int(ptr[0]) != 0 \
+                or int(ptr[-1]) != len(block) or len(bmax) != len(block) or len(start) != len(block) \
+                or (len(ptr) > 1 and not (np.diff(ptr) >= 0).all()) or bmax.dtype != self.impacts.dtype:
+            raise IndexFormatError(f"{where}: corrupt block-max lists (bm_*.npy)")
 
     def check(self, where: str | Path = "index") -> None:
         """Cheap structural checks (O(vocabulary)): shapes, dtypes, offsets from 0, non-decreasing,
@@ -188,38 +219,96 @@ class InvertedIndex:
         keep = w > 0
         return terms[keep].astype(np.int32), w[keep]
 
-    def _scratch(self):
+    def _scratch(self, k: int):
         local = self._local
         if getattr(local, "acc", None) is None:
+            n_blocks = (self.num_docs >> self.shift) + 1
+            width = 1 << self.shift
             local.acc = np.zeros(self.num_docs, dtype=np.float32)
             local.seen = np.zeros(self.num_docs, dtype=np.uint8)
             local.touched = np.empty(self.num_docs, dtype=np.int32)
-            local.keys = np.empty(self.num_docs, dtype=np.uint64)
+            local.ub = np.zeros(n_blocks, dtype=np.float32)
+            local.ub_seen = np.zeros(n_blocks, dtype=np.uint8)
+            local.cand = np.empty(n_blocks, dtype=np.int64)
+            local.order = np.empty(n_blocks, dtype=np.uint64)
+            local.loc_acc = np.zeros(width, dtype=np.float32)
+            local.loc_seen = np.zeros(width, dtype=np.uint8)
+            local.loc_list = np.empty(width, dtype=np.int32)
+        if getattr(local, "heap", None) is None or len(local.heap) < k:
+            local.heap = np.empty(max(k, 16), dtype=np.uint64)
         return local
 
-    def top_k(self, query: dict[str, float], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_k(self, query: dict[str, float], k: int, strategy: str = "pruned",
+              approx: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Internal ids and scores of the k best matching documents.
 
         Order is score descending, then the tie order (:meth:`set_tie_order`: the external doc
         id ascending in a loaded index, the internal id by default). Documents that match no
         query term are never returned, so fewer than k may come back.
         """
-        return self._top(*self.encode(query), k)
+        return self.search_many([self.encode(query)], k, strategy, approx, checked=True)[0]
 
-    def top_k_ids(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def top_k_ids(self, terms: np.ndarray, weights: np.ndarray, k: int, strategy: str = "pruned",
+                  approx: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """``top_k`` for a query given as term ids and weights (same weight rule as ``encode``)."""
-        return self._top(*self._checked(terms, weights), k)
+        return self.search_many([(terms, weights)], k, strategy, approx)[0]
 
-    def _top(self, terms: np.ndarray, weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The kernel call: ``terms`` int32 in range, ``weights`` float32 finite and > 0."""
-        s = self._scratch()
-        n = kernels.accumulate(self.offsets, self.docs, self.impacts, terms, weights, self.tie_rank,
-                               s.acc, s.seen, s.touched, s.keys)
-        if n < 0:
-            raise IndexFormatError("corrupt postings: a doc id outside the collection "
+    def search_many(self, queries: list, k: int, strategy: str = "pruned", approx: float = 1.0,
+                    threads: int = 1, checked: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(internal ids, scores) of the k best documents for each ``(term ids, weights)`` query.
+
+        ``strategy``: ``pruned`` (exact, block-max), ``exhaustive``, or ``approx`` (block-max
+        stopping when ``approx * bound < threshold``; ``approx`` in (0, 1]). ``threads``: queries
+        are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
+        """
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
+        if strategy == "approx":
+            if not (isinstance(approx, (int, float)) and 0 < approx <= 1):
+                raise ValueError(f"approx must be in (0, 1], got {approx!r}")
+        else:
+            approx = 1.0
+        if not checked:
+            queries = [self._checked(t, w) for t, w in queries]
+        k = min(int(k), self.num_docs)
+        n = len(queries)
+        if n == 0 or k < 1:
+            return [(np.empty(0, np.int32), np.empty(0, np.float32)) for _ in range(n)]
+        q_ptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum([len(t) for t, _ in queries], out=q_ptr[1:])
+        q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
+        q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
+        mode = 0 if strategy == "exhaustive" else 1
+        bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                                                  np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
+        out_keys = np.zeros((n, k), dtype=np.uint64)
+        out_counts = np.zeros(n, dtype=np.int64)
+        self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
+
+        def run(lo: int, hi: int) -> None:
+            s = self._scratch(k)
+            kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx), self.offsets,
+                                   self.docs, self.impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
+                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen, s.loc_list,
+                                   s.heap, out_keys, out_counts, out_scored)
+
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        parts = np.linspace(0, n, min(threads, n) + 1).astype(int)
+        if len(parts) == 2:
+            run(0, n)
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(parts) - 1) as pool:
+                list(pool.map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
+        if (out_counts < 0).any():
+            raise IndexFormatError("corrupt postings: a doc id outside the collection or its block "
                                    "(run `retriever info INDEX --verify`)")
-        ranks, scores = kernels.top_keys(s.keys[:n], min(k, n))
-        ids = self.tie_order[ranks]
-        if self.scale:
-            scores = scores / np.float32(self.scale)
-        return ids, scores
+        out = []
+        for q in range(n):
+            ranks, scores = kernels.decode_keys(out_keys[q, :out_counts[q]])
+            if self.scale:
+                scores = scores / np.float32(self.scale)
+            out.append((self.tie_order[ranks], scores))
+        return out

@@ -56,18 +56,23 @@ Query = dict[str, float] | tuple[np.ndarray, np.ndarray]
 
 
 class ImpactSearcher:
-    """Exact search over an impact index.
+    """Search over an impact index (``strategy``: pruned, exact by default; ``exhaustive``;
+    ``approx`` with its factor; see ``indexing.inverted``).
 
     ``encode_queries`` turns a list of texts into queries, each either ``{term: weight}`` or
-    ``(term ids, weights)`` already in the index's term-id space; batches are encoded at once.
+    ``(term ids, weights)`` already in the index's term-id space; batches are encoded at once and
+    searched by the compiled kernel in ``threads`` threads, results turned into dicts at the end.
     """
 
     def __init__(self, index: InvertedIndex, docids: list[str],
-                 encode_queries: Callable[[list[str]], list[Query]] | None) -> None:
+                 encode_queries: Callable[[list[str]], list[Query]] | None,
+                 strategy: str = "pruned", approx: float = 1.0) -> None:
         self.index = index
         self.docids = docids
         self._docids = np.array(docids, dtype=object)
         self.encode_queries = encode_queries
+        self.strategy, self.approx = strategy, approx
+        index.search_many([], 1, strategy, approx)  # checks the strategy and factor now
 
     def _encode(self, texts: list[str]) -> list[Query]:
         if self.encode_queries is None:
@@ -75,22 +80,24 @@ class ImpactSearcher:
                              "without --model); search it with search_weights({term: weight})")
         return self.encode_queries(texts)
 
-    def _top(self, query: Query, k: int) -> tuple[list[str], list[float]]:
-        if isinstance(query, tuple):
-            ids, scores = self.index.top_k_ids(query[0], query[1], k)
-        else:
-            ids, scores = self.index.top_k(query, k)
-        return self._docids[ids].tolist(), scores.tolist()
+    def _ids(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.encode(query) if isinstance(query, dict) else self.index._checked(*query)
+
+    def _search(self, queries: list[Query], k: int, threads: int = 1) -> list[tuple[list[str], list[float]]]:
+        found = self.index.search_many([self._ids(q) for q in queries], k, self.strategy, self.approx,
+                                       threads=threads, checked=True)
+        return [(self._docids[ids].tolist(), scores.tolist()) for ids, scores in found]
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
-        return [Hit(d, s) for d, s in zip(*self._top(self._encode([text])[0], k))]
+        return [Hit(d, s) for d, s in zip(*self._search(self._encode([text]), k)[0])]
 
     def search_weights(self, weights: dict[str, float], k: int = 10) -> list[Hit]:
         """Search with an explicit weighted bag of index terms."""
-        return [Hit(d, s) for d, s in zip(*self._top(weights, k))]
+        return [Hit(d, s) for d, s in zip(*self._search([weights], k)[0])]
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         qids = list(queries)
-        encoded = dict(zip(qids, self._encode([queries[q] for q in qids])))
-        return batch_with_threads(lambda qid, k: dict(zip(*self._top(encoded[qid], k))),
-                                  {q: q for q in qids}, k, threads)
+        found = self._search(self._encode([queries[q] for q in qids]), k, threads)
+        return {q: dict(zip(*hits)) for q, hits in zip(qids, found)}

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from oracles import dense_scores, guarded_search
 
 from indexing import kernels
 from indexing.inverted import InvertedIndex
-from oracles import dense_scores
 
 
 def _random_index(seed, num_docs=300, num_terms=50, density=0.05, ties=False):
@@ -66,28 +66,22 @@ def test_ties_at_the_cutoff_keep_the_lowest_ids():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_plain_python_fallback_equals_the_compiled_kernel(seed):
-    """Without numba the same kernel runs as plain Python; both must pack identical keys."""
+@pytest.mark.parametrize("mode", [0, 1])
+def test_plain_python_driver_equals_the_compiled_kernel(seed, mode):
+    """The batch driver in plain Python and compiled pack identical keys (exhaustive and
+    block-max), leave scratch clean, and rank as the brute force does."""
     index, matrix, terms = _random_index(seed, ties=True)
     rng = np.random.default_rng(seed)
-    n_docs = index.num_docs
-    for _ in range(10):
-        query = {terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 4, replace=False)}
-        q_terms, q_weights = index.encode(query)
-        results = []
-        for fn in (kernels.accumulate, kernels._accumulate):
-            acc = np.zeros(n_docs, np.float32)
-            seen = np.zeros(n_docs, np.uint8)
-            touched = np.empty(n_docs, np.int32)
-            keys = np.empty(n_docs, np.uint64)
-            n = fn(index.offsets, index.docs, index.impacts, q_terms, q_weights, index.tie_rank, acc, seen, touched, keys)
-            assert not acc.any() and not seen.any()  # scratch is left clean
-            results.append(kernels.top_keys(keys[:n], 50))
-        assert results[0][0].tolist() == results[1][0].tolist()
-        assert results[0][1].tolist() == results[1][1].tolist()
-        ids, scores = index.top_k(query, 50)
-        want, oracle = _oracle(matrix, terms, query, 50)
-        assert ids.tolist() == want
+    queries = [index.encode({terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 4, replace=False)})
+               for _ in range(10)]
+    compiled, counts, _ = guarded_search(index, queries, 50, mode)
+    python, _, _ = guarded_search(index, queries, 50, mode, fn=kernels._search_queries)
+    assert [k.tolist() for k in compiled] == [k.tolist() for k in python]
+    for q, keys in zip(queries, compiled):
+        query = {terms[t]: float(w) for t, w in zip(*q)}
+        want, _ = _oracle(matrix, terms, query, 50)
+        ranks, _ = kernels.decode_keys(keys)
+        assert index.tie_order[ranks].tolist() == want
 
 
 @pytest.mark.parametrize("dtype, scale", [(np.uint8, 10.0), (np.uint16, 100.0)])

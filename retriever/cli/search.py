@@ -8,13 +8,15 @@ from pathlib import Path
 import click
 
 from eval.metrics import DEFAULT_METRICS
+from indexing.results import STRATEGIES
 from eval.trec import TIES
-from retriever.cli.main import AT_LEAST_1, DATASET, _output_file, main
+from retriever.cli.main import AT_LEAST_1, DATASET, _Finite, _output_file, main
 
 
 def _load_options(given: dict) -> dict:
     """CLI load flags -> Retriever.load options (only those given)."""
-    names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search"}
+    names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search", "strategy": "strategy",
+             "approx": "approx"}
     return {names[k]: v for k, v in given.items() if v is not None}
 
 
@@ -38,6 +40,10 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
+@click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
+              help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
 @click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
               help="Scores in --run: anserini (rounded to 1e-4, ties lowered by 1e-6 so every evaluator "
@@ -96,6 +102,10 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
+@click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
+              help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
 def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, model_card,
              **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""

@@ -156,9 +156,10 @@ def declared_query_mode(model: str | None, query_mode: str | None, query_weights
     return mode, query_weights
 
 
-def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
-    """Encode (or read) sparse document vectors and write the impact index."""
-    encoder = make_encoder(settings)
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder: SpladeEncoder | None = None) -> dict:
+    """Encode (or read) sparse document vectors and write the impact index (``encoder``: one
+    already loaded for these settings, e.g. by a shard worker)."""
+    encoder = encoder if encoder is not None else make_encoder(settings)
     if settings.vectors:
         vocab: dict[str, int] = {}
 
@@ -208,22 +209,23 @@ def query_encoder(root, manifest: dict, model: str | None = None
     return qenc.encode_queries, tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
 
 
-def open_index(root, manifest: dict, docids: list[str], model: str | None = None) -> ImpactSearcher:
+def open_index(root, manifest: dict, docids: list[str], model: str | None = None, strategy: str = "pruned",
+               approx: float = 1.0) -> ImpactSearcher:
     """Load the impact index and the query encoder its manifest describes."""
     stats = manifest["impacts"]
     index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"])
     index.set_tie_order(read_docid_order(root, docids))
     found = query_encoder(root, manifest, model)
     if found is None:
-        return ImpactSearcher(index, docids, None)
+        return ImpactSearcher(index, docids, None, strategy, approx)
     encode, vocab = found
     if manifest["vocabulary"] == "model":
-        return ImpactSearcher(index, docids, encode)
+        return ImpactSearcher(index, docids, encode, strategy, approx)
 
     def encode_terms(texts):
         return [{vocab[i]: float(w) for i, w in zip(*v)} for v in encode(texts)]
 
-    return ImpactSearcher(index, docids, encode_terms)
+    return ImpactSearcher(index, docids, encode_terms, strategy, approx)
 
 
 SCHEMA = (("impacts", "dict"), ("impacts.scale", "number|null"), ("query", "dict"), ("query.mode", "str"),
