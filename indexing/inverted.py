@@ -36,7 +36,8 @@ TERMS = "terms.json"
 OFFSETS = "offsets.npy"
 POSTINGS_DOCS = "postings_docs.npy"
 POSTINGS_IMPACTS = "postings_impacts.npy"
-BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
+BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy",  # per block of 64 documents
+            "sb_ptr.npy", "sb_id.npy", "sb_max.npy", "sb_first.npy")    # per superblock of 16 blocks
 BLOCK_SHIFT = 6  # 64 documents per block
 
 
@@ -66,8 +67,9 @@ class InvertedIndex:
         self.scale = scale
         self._local = threading.local()
         self.set_tie_order(None)
-        self.blockmax: tuple | None = None  # (ptr, block, max, start), see ensure_blockmax
+        self.blockmax: tuple | None = None  # block and superblock lists, see ensure_blockmax
         self.shift = BLOCK_SHIFT
+        self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
 
     def set_tie_order(self, order: np.ndarray | None) -> None:
         """How equal scores are ordered: ``order`` lists internal ids from first to last (the ids
@@ -115,7 +117,8 @@ class InvertedIndex:
     def ensure_blockmax(self) -> tuple:
         """The block-max lists, computed from the postings if the index has none yet."""
         if self.blockmax is None:
-            self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
+            blocks = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
+            self.blockmax = blocks + kernels.build_superblocks(*blocks[:3])
         return self.blockmax
 
     @classmethod
@@ -138,11 +141,11 @@ class InvertedIndex:
 
     def check_blockmax(self, where: str | Path = "index") -> None:
         """Cheap checks of the block-max lists (O(vocabulary)); the kernel checks the rest."""
-        ptr, block, bmax, start = self.blockmax
-        if ptr.shape != self.offsets.shape or ptr.dtype.kind not in "iu" or int(ptr[0]) != 0 \
-                or int(ptr[-1]) != len(block) or len(bmax) != len(block) or len(start) != len(block) \
-                or (len(ptr) > 1 and not (np.diff(ptr) >= 0).all()) or bmax.dtype != self.impacts.dtype:
-            raise IndexFormatError(f"{where}: corrupt block-max lists (bm_*.npy)")
+        for ptr, ids, top, first in (self.blockmax[:4], self.blockmax[4:]):
+            if ptr.shape != self.offsets.shape or ptr.dtype.kind not in "iu" or int(ptr[0]) != 0 \
+                    or int(ptr[-1]) != len(ids) or len(top) != len(ids) or len(first) != len(ids) \
+                    or (len(ptr) > 1 and not (np.diff(ptr) >= 0).all()) or top.dtype != self.impacts.dtype:
+                raise IndexFormatError(f"{where}: corrupt block-max lists (bm_*.npy, sb_*.npy)")
 
     def check(self, where: str | Path = "index") -> None:
         """Cheap structural checks (O(vocabulary)): shapes, dtypes, offsets from 0, non-decreasing,
@@ -222,7 +225,7 @@ class InvertedIndex:
     def _scratch(self, k: int):
         local = self._local
         if getattr(local, "acc", None) is None:
-            n_blocks = (self.num_docs >> self.shift) + 1
+            n_blocks = (self.num_docs >> (self.shift + kernels.SUPER_SHIFT)) + 1  # superblocks
             width = 1 << self.shift
             local.acc = np.zeros(self.num_docs, dtype=np.float32)
             local.seen = np.zeros(self.num_docs, dtype=np.uint8)
@@ -231,6 +234,7 @@ class InvertedIndex:
             local.ub_seen = np.zeros(n_blocks, dtype=np.uint8)
             local.cand = np.empty(n_blocks, dtype=np.int64)
             local.order = np.empty(n_blocks, dtype=np.uint64)
+            local.blocks = np.empty((self.num_docs >> self.shift) + 1, dtype=np.uint64)
             local.loc_acc = np.zeros(width, dtype=np.float32)
             local.loc_seen = np.zeros(width, dtype=np.uint8)
             local.loc_list = np.empty(width, dtype=np.int32)
@@ -279,17 +283,19 @@ class InvertedIndex:
         q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
         q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
         mode = 0 if strategy == "exhaustive" else 1
-        bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                                                  np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
+        bm = self.ensure_blockmax() if mode else 2 * (np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                                                      np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
 
         def run(lo: int, hi: int) -> None:
             s = self._scratch(k)
-            kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx), self.offsets,
+            kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
+                                   np.float64(self.block_cost), self.offsets,
                                    self.docs, self.impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
-                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen, s.loc_list,
+                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.blocks, s.loc_acc, s.loc_seen,
+                                   s.loc_list,
                                    s.heap, out_keys, out_counts, out_scored)
 
         if threads < 1:

@@ -45,7 +45,10 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
     HAVE_NUMBA = False
 
 _LOW = np.uint64(0xFFFFFFFF)
-SCORED_FIRST = 8  # blocks scored before the threshold is used
+SCORED_FIRST = 4  # superblocks whose blocks are looked at first, for a threshold
+SCORED_FIRST_BLOCKS = 8  # of those blocks, the best scored before the threshold is used
+BLOCK_COST = 32  # postings' worth of work to score one block for one query term (binary search, setup)
+SUPER_SHIFT = 4  # 16 blocks per superblock
 
 
 def _build_counts(offsets, docs, shift, counts):
@@ -75,6 +78,34 @@ def _build_fill(offsets, docs, impacts, shift, ptr, block, bmax, start):
                 last = b
             elif impacts[p] > bmax[q]:
                 bmax[q] = impacts[p]
+
+
+def _super_counts(bm_ptr, bm_block, counts):
+    for t in range(bm_ptr.shape[0] - 1):
+        last = -1
+        c = 0
+        for p in range(bm_ptr[t], bm_ptr[t + 1]):
+            s = bm_block[p] >> SUPER_SHIFT
+            if s != last:
+                c += 1
+                last = s
+        counts[t] = c
+
+
+def _super_fill(bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_max, sb_first):
+    for t in range(bm_ptr.shape[0] - 1):
+        q = sb_ptr[t] - 1
+        last = -1
+        for p in range(bm_ptr[t], bm_ptr[t + 1]):
+            s = bm_block[p] >> SUPER_SHIFT
+            if s != last:
+                q += 1
+                sb_id[q] = s
+                sb_max[q] = bm_max[p]
+                sb_first[q] = p - bm_ptr[t]
+                last = s
+            elif bm_max[p] > sb_max[q]:
+                sb_max[q] = bm_max[p]
 
 
 def _heap_push(heap, size, cap, key):
@@ -140,31 +171,39 @@ def _exhaustive(offsets, docs, impacts, q_terms, q_weights, tie_rank, k, acc, se
     return size
 
 
-def _find_block(bm_block, lo, hi, b):
-    """Index of block ``b`` in ``bm_block[lo:hi]`` (ascending), or -1."""
+def _find(ids, lo, hi, v):
+    """Index of ``v`` in the ascending ``ids[lo:hi]``, or -1."""
     while lo < hi:
         mid = (lo + hi) >> 1
-        v = bm_block[mid]
-        if v < b:
+        x = ids[mid]
+        if x < v:
             lo = mid + 1
-        elif v > b:
+        elif x > v:
             hi = mid
         else:
             return mid
     return -1
 
 
-def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms, q_weights,
-                 tie_rank, k, heap, size, loc_acc, loc_seen, loc_list):
-    """Score the documents of block ``b`` exactly and push them into the heap; returns the new
-    heap size, or -1 when the block-max data does not describe the postings (a corrupt index)."""
+def _threshold(heap, size, k):
+    """The k-th best score so far (0 until k documents matched)."""
+    if size < k:
+        return np.float32(0.0)
+    return np.uint32(heap[0] >> np.uint64(32)).view(np.float32)
+
+
+def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms, q_weights, tie_rank, k,
+                 heap, size, loc_acc, loc_seen, loc_list):
+    """Score the documents of block ``b`` exactly (each query term's entry for the block found
+    by binary search in its block list) and push them into the heap; returns the new heap size,
+    or -1 when the block-max data does not describe the postings (a corrupt index)."""
     base = b << shift
     width = loc_acc.shape[0]
     n_loc = 0
     status = 0
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
-        p = _find_block(bm_block, bm_ptr[t], bm_ptr[t + 1], b)
+        p = _find(bm_block, bm_ptr[t], bm_ptr[t + 1], b)
         if p < 0:
             continue
         start = offsets[t] + bm_start[p]
@@ -196,91 +235,149 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
     return size if status == 0 else -1
 
 
-def _threshold(heap, size, k):
-    """The k-th best score so far (0 until k documents matched)."""
-    if size < k:
-        return np.float32(0.0)
-    return np.uint32(heap[0] >> np.uint64(32)).view(np.float32)
+def _expand(sb, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl, blocks, n_blocks):
+    """Append the blocks of superblock ``sb`` that any query term occurs in to ``blocks``, each
+    as a key (bound bits << 32 | block id); returns the new count (-1: a corrupt block list)."""
+    per = ubl.shape[0]
+    first_block = sb * per
+    for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        q = _find(sb_id, sb_ptr[t], sb_ptr[t + 1], sb)
+        if q < 0:
+            continue
+        lo = bm_ptr[t] + sb_first[q]
+        hi = bm_ptr[t] + sb_first[q + 1] if q + 1 < sb_ptr[t + 1] else bm_ptr[t + 1]
+        if lo > hi or hi > bm_ptr[t + 1]:
+            return -1
+        w = q_weights[j]
+        for p in range(lo, hi):
+            bl = np.int64(bm_block[p]) - first_block
+            if bl < 0 or bl >= per:
+                return -1
+            ubl[bl] += w * np.float32(bm_max[p])
+    bits = ubl.view(np.uint32)
+    for bl in range(per):
+        if ubl[bl] > 0.0:
+            blocks[n_blocks] = (np.uint64(bits[bl]) << np.uint64(32)) | np.uint64(first_block + bl)
+            n_blocks += 1
+        ubl[bl] = 0.0
+    return n_blocks
 
 
-def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q_terms, q_weights,
-            tie_rank, k, approx, ub, ub_seen, cand, order, heap, loc_acc, loc_seen, loc_list):
-    """Block-max search of one query (module docstring); the k best keys left in ``heap``.
-    Returns (heap size or -1, blocks scored). ``ub`` (float32, zeros) and ``ub_seen`` (uint8,
-    zeros) have one entry per block and come back zeroed; ``cand`` and ``order`` hold block
-    ids / packed keys (one per block), ``loc_acc``/``loc_seen``/``loc_list`` one per document of a
-    block (zeroed)."""
+def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id, sb_max, sb_first, shift,
+            q_terms, q_weights, tie_rank, k, approx, block_cost, ub, ub_seen, cand, order, blocks, heap, loc_acc,
+            loc_seen, loc_list):
+    """Block-max search of one query (module docstring), on two levels: superblock bounds for
+    every superblock a query term occurs in, block bounds only inside the superblocks whose bound
+    can still reach the top k, and blocks scored best bound first. The k best keys are left in
+    ``heap``; returns (heap size or -1, blocks scored). ``ub``/``ub_seen`` (zeroed), ``cand`` and
+    ``order`` have one entry per superblock, ``blocks`` one per block, ``loc_*`` one per document
+    of a block."""
     n_cand = 0
-    n_blocks = ub.shape[0]
+    n_super = ub.shape[0]
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         w = q_weights[j]
-        for p in range(bm_ptr[t], bm_ptr[t + 1]):
-            b = bm_block[p]
-            if b >= n_blocks:
+        for p in range(sb_ptr[t], sb_ptr[t + 1]):
+            s = sb_id[p]
+            if s >= n_super:
                 for i in range(n_cand):
                     ub[cand[i]] = 0.0
                     ub_seen[cand[i]] = 0
                 return -1, 0
-            if ub_seen[b] == 0:
-                ub_seen[b] = 1
-                cand[n_cand] = b
+            if ub_seen[s] == 0:
+                ub_seen[s] = 1
+                cand[n_cand] = s
                 n_cand += 1
-            ub[b] += w * np.float32(bm_max[p])
+            ub[s] += w * np.float32(sb_max[p])
     ub_bits = ub.view(np.uint32)
-    # 1. the few best bounds first, to get a threshold
+    ubl = np.zeros(1 << SUPER_SHIFT, dtype=np.float32)
+    status = 0
+    size = 0
+    scored = 0
+    # 1. the best few superblocks' blocks, best first, for a first threshold
     first = min(SCORED_FIRST, n_cand)
     n_first = 0
     for i in range(n_cand):
-        b = cand[i]
-        n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
-    size = 0
-    scored = 0
-    status = 0
+        s = cand[i]
+        n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[s]) << np.uint64(32)) | np.uint64(s))
+    n_blocks = 0
     for i in range(n_first):
-        b = np.int64(order[i] & _LOW)
-        ub_seen[b] = 2  # scored
-        size = _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms, q_weights,
-                            tie_rank, k, heap, size, loc_acc, loc_seen, loc_list)
-        scored += 1
-        if size < 0:
+        s = np.int64(order[i] & _LOW)
+        ub_seen[s] = 2
+        n_blocks = _expand(s, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl, blocks,
+                           n_blocks)
+        if n_blocks < 0:
             status = -1
             break
     if status == 0:
-        # 2. the blocks that may still hold a top-k document, best bound first
+        best = np.sort(blocks[:n_blocks])
+        n_done = min(SCORED_FIRST_BLOCKS, n_blocks)
+        for i in range(n_done):
+            size = _score_block(np.int64(best[n_blocks - 1 - i] & _LOW), offsets, docs, impacts, bm_ptr, bm_block,
+                                bm_start, shift, q_terms, q_weights, tie_rank, k, heap, size, loc_acc, loc_seen,
+                                loc_list)
+            scored += 1
+            if size < 0:
+                status = -1
+                break
+        n_blocks -= n_done
+        blocks[:n_blocks] = best[:n_blocks]  # the ones not scored yet
+    if status == 0:
+        # 2. every other superblock that can still reach the top k, then all their blocks best first
         theta = _threshold(heap, size, k)
-        n_left = 0
         for i in range(n_cand):
-            b = cand[i]
-            if ub_seen[b] == 1 and approx * ub[b] >= theta and ub[b] > 0.0:
-                order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
-                n_left += 1
-        left = np.sort(order[:n_left])
-        for i in range(n_left - 1, -1, -1):
+            s = cand[i]
+            if ub_seen[s] == 1 and approx * ub[s] >= theta:
+                n_blocks = _expand(s, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl,
+                                   blocks, n_blocks)
+                if n_blocks < 0:
+                    status = -1
+                    break
+    if status == 0:
+        left = np.sort(blocks[:n_blocks])
+        n_live = 0  # blocks the bound cannot rule out yet
+        theta = _threshold(heap, size, k)
+        for i in range(n_blocks):
+            if approx * np.uint32(left[i] >> np.uint64(32)).view(np.float32) >= theta:
+                n_live += 1
+        postings = 0
+        for j in range(q_terms.shape[0]):
+            postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
+        if block_cost > 0 and n_live * q_terms.shape[0] * block_cost > postings:
+            status = 1  # every block would cost more than reading all the postings: read them
+    if status == 0:
+        for i in range(n_blocks - 1, -1, -1):
             key = left[i]
-            b = np.int64(key & _LOW)
             bound = np.uint32(key >> np.uint64(32)).view(np.float32)
             if approx * bound < _threshold(heap, size, k):
                 break
-            size = _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms,
-                                q_weights, tie_rank, k, heap, size, loc_acc, loc_seen, loc_list)
+            size = _score_block(np.int64(key & _LOW), offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift,
+                                q_terms, q_weights, tie_rank, k, heap, size, loc_acc, loc_seen, loc_list)
             scored += 1
             if size < 0:
                 status = -1
                 break
     for i in range(n_cand):
-        b = cand[i]
-        ub[b] = 0.0
-        ub_seen[b] = 0
+        s = cand[i]
+        ub[s] = 0.0
+        ub_seen[s] = 0
+    if status == 1:
+        return -2, scored
     return (size if status == 0 else -1), scored
 
 
-def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, offsets, docs, impacts, tie_rank,
-                    bm_ptr, bm_block, bm_max, bm_start, shift, acc, seen, touched, ub, ub_seen, cand, order,
-                    loc_acc, loc_seen, loc_list, heap, out_keys, out_counts, out_scored):
+def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, offsets, docs, impacts,
+                    tie_rank,
+                    bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id, sb_max, sb_first, shift, acc, seen, touched,
+                    ub, ub_seen, cand, order, blocks, loc_acc, loc_seen, loc_list, heap, out_keys, out_counts,
+                    out_scored):
     """Queries ``lo..hi-1`` of a batch (CSR ``q_ptr``/``q_terms``/``q_weights``); strategy 0:
-    exhaustive, 1: block-max (``approx`` 1.0 exact). Each query's keys, best first, go to row q
-    of ``out_keys`` (its count to ``out_counts[q]``, -1 for a corrupt index)."""
+    exhaustive, 1: block-max (``approx`` 1.0 exact; a query whose surviving blocks would cost more
+    than its postings, counting ``block_cost`` postings per block and term, is read exhaustively
+    instead, as exact; 0: never). Each query's keys, best first, go to row q of ``out_keys``
+    (its count to ``out_counts[q]``, -1 for a corrupt index; ``out_scored[q]``: blocks scored,
+    -1 when read exhaustively)."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
@@ -288,9 +385,12 @@ def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, offs
             size = _exhaustive(offsets, docs, impacts, terms, weights, tie_rank, k, acc, seen, touched, heap)
             scored = 0
         else:
-            size, scored = _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, terms,
-                                   weights, tie_rank, k, approx, ub, ub_seen, cand, order, heap, loc_acc, loc_seen,
-                                   loc_list)
+            size, scored = _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id,
+                                   sb_max, sb_first, shift, terms, weights, tie_rank, k, approx, block_cost, ub,
+                                   ub_seen, cand, order, blocks, heap, loc_acc, loc_seen, loc_list)
+            if size == -2:  # exact either way: the postings are cheaper to read than the blocks
+                size = _exhaustive(offsets, docs, impacts, terms, weights, tie_rank, k, acc, seen, touched, heap)
+                scored = -1
         out_counts[q] = size
         out_scored[q] = scored
         if size > 0:
@@ -301,16 +401,20 @@ def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, offs
 
 if HAVE_NUMBA:
     _heap_push = njit(nogil=True, cache=True)(_heap_push)
-    _find_block = njit(nogil=True, cache=True)(_find_block)
+    _find = njit(nogil=True, cache=True)(_find)
     _threshold = njit(nogil=True, cache=True)(_threshold)
     _exhaustive = njit(nogil=True, cache=True)(_exhaustive)
     _score_block = njit(nogil=True, cache=True)(_score_block)
+    _expand = njit(nogil=True, cache=True)(_expand)
     _pruned = njit(nogil=True, cache=True)(_pruned)
     search_queries = njit(nogil=True, cache=True)(_search_queries)
     build_counts = njit(nogil=True, cache=True)(_build_counts)
     build_fill = njit(nogil=True, cache=True)(_build_fill)
+    super_counts = njit(nogil=True, cache=True)(_super_counts)
+    super_fill = njit(nogil=True, cache=True)(_super_fill)
 else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
+    super_counts, super_fill = _super_counts, _super_fill
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):
@@ -327,6 +431,22 @@ def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, s
     start = np.empty(total, dtype=np.uint32)
     build_fill(offsets, docs, impacts, shift, ptr, block, bmax, start)
     return ptr, block, bmax, start
+
+
+def build_superblocks(bm_ptr: np.ndarray, bm_block: np.ndarray, bm_max: np.ndarray):
+    """(ptr int64[terms+1], superblock uint32, max, first uint32 = index of its first block
+    entry relative to the term's block list): each term's superblock list (16 blocks each)."""
+    n_terms = len(bm_ptr) - 1
+    counts = np.zeros(n_terms, dtype=np.int64)
+    super_counts(bm_ptr, bm_block, counts)
+    ptr = np.zeros(n_terms + 1, dtype=np.int64)
+    np.cumsum(counts, out=ptr[1:])
+    total = int(ptr[-1])
+    ids = np.empty(total, dtype=np.uint32)
+    smax = np.empty(total, dtype=bm_max.dtype)
+    first = np.empty(total, dtype=np.uint32)
+    super_fill(bm_ptr, bm_block, bm_max, ptr, ids, smax, first)
+    return ptr, ids, smax, first
 
 
 def decode_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

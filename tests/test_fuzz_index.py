@@ -58,6 +58,7 @@ def impact_indexes(draw):
     terms = [f"t{i}" for i in range(num_terms)]
     index = InvertedIndex(terms, np.array(offsets, np.int64), np.array(docs, np.int32),
                           np.array(impacts, dtype), num_docs, scale)
+    index.block_cost = draw(st.sampled_from([0.0, 32.0]))  # 0: always the block-max kernel, never the fallback
     if draw(st.booleans()):  # ties by another order (as doc id strings order them)
         index.set_tie_order(np.array(draw(st.permutations(range(num_docs))), dtype=np.int32))
     return index
