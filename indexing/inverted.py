@@ -36,8 +36,7 @@ TERMS = "terms.json"
 OFFSETS = "offsets.npy"
 POSTINGS_DOCS = "postings_docs.npy"
 POSTINGS_IMPACTS = "postings_impacts.npy"
-BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy",  # per block of 64 documents
-            "sb_ptr.npy", "sb_id.npy", "sb_max.npy", "sb_first.npy")    # per superblock of 16 blocks
+BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
 BLOCK_SHIFT = 6  # 64 documents per block
 
 
@@ -67,7 +66,7 @@ class InvertedIndex:
         self.scale = scale
         self._local = threading.local()
         self.set_tie_order(None)
-        self.blockmax: tuple | None = None  # block and superblock lists, see ensure_blockmax
+        self.blockmax: tuple | None = None  # the block-max lists, see ensure_blockmax
         self.shift = BLOCK_SHIFT
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
 
@@ -117,8 +116,7 @@ class InvertedIndex:
     def ensure_blockmax(self) -> tuple:
         """The block-max lists, computed from the postings if the index has none yet."""
         if self.blockmax is None:
-            blocks = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
-            self.blockmax = blocks + kernels.build_superblocks(*blocks[:3])
+            self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
         return self.blockmax
 
     @classmethod
@@ -141,11 +139,11 @@ class InvertedIndex:
 
     def check_blockmax(self, where: str | Path = "index") -> None:
         """Cheap checks of the block-max lists (O(vocabulary)); the kernel checks the rest."""
-        for ptr, ids, top, first in (self.blockmax[:4], self.blockmax[4:]):
+        for ptr, ids, top, first in (self.blockmax,):
             if ptr.shape != self.offsets.shape or ptr.dtype.kind not in "iu" or int(ptr[0]) != 0 \
                     or int(ptr[-1]) != len(ids) or len(top) != len(ids) or len(first) != len(ids) \
                     or (len(ptr) > 1 and not (np.diff(ptr) >= 0).all()) or top.dtype != self.impacts.dtype:
-                raise IndexFormatError(f"{where}: corrupt block-max lists (bm_*.npy, sb_*.npy)")
+                raise IndexFormatError(f"{where}: corrupt block-max lists (bm_*.npy)")
 
     def check(self, where: str | Path = "index") -> None:
         """Cheap structural checks (O(vocabulary)): shapes, dtypes, offsets from 0, non-decreasing,
@@ -225,7 +223,7 @@ class InvertedIndex:
     def _scratch(self, k: int):
         local = self._local
         if getattr(local, "acc", None) is None:
-            n_blocks = (self.num_docs >> (self.shift + kernels.SUPER_SHIFT)) + 1  # superblocks
+            n_blocks = (self.num_docs >> self.shift) + 1
             width = 1 << self.shift
             local.acc = np.zeros(self.num_docs, dtype=np.float32)
             local.seen = np.zeros(self.num_docs, dtype=np.uint8)
@@ -234,7 +232,6 @@ class InvertedIndex:
             local.ub_seen = np.zeros(n_blocks, dtype=np.uint8)
             local.cand = np.empty(n_blocks, dtype=np.int64)
             local.order = np.empty(n_blocks, dtype=np.uint64)
-            local.blocks = np.empty((self.num_docs >> self.shift) + 1, dtype=np.uint64)
             local.loc_acc = np.zeros(width, dtype=np.float32)
             local.loc_seen = np.zeros(width, dtype=np.uint8)
             local.loc_list = np.empty(width, dtype=np.int32)
@@ -283,8 +280,8 @@ class InvertedIndex:
         q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
         q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
         mode = 0 if strategy == "exhaustive" else 1
-        bm = self.ensure_blockmax() if mode else 2 * (np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                                                      np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
+        bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                                                  np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
@@ -294,8 +291,7 @@ class InvertedIndex:
             kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
                                    np.float64(self.block_cost), self.offsets,
                                    self.docs, self.impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
-                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.blocks, s.loc_acc, s.loc_seen,
-                                   s.loc_list,
+                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen, s.loc_list,
                                    s.heap, out_keys, out_counts, out_scored)
 
         if threads < 1:

@@ -27,10 +27,14 @@ A query (terms ``t_j``, weights ``w_j > 0``) is searched exactly as follows:
    order (``tie_rank``) is kept. The result equals the exhaustive one: same documents, same
    scores, same order.
 
+When the blocks left would cost more than reading every posting of the query (few documents
+per block for its terms, or a large k), the query is read exhaustively instead: exact either way.
+
 ``approx = a`` in (0, 1] stops when ``a * UB < theta`` instead (``a = 1`` is exact); smaller
 values skip blocks that are unlikely, not impossible, to hold a top-k document.
 
-Keys pack (float32 score bits << 32) | (2**32 - 1 - tie rank), as in ``indexing.kernels``.
+Keys pack (float32 score bits << 32) | (2**32 - 1 - tie rank): positive float32 bit patterns
+order like the numbers, so the largest keys are the best hits, ties going to the lower rank.
 """
 
 from __future__ import annotations
@@ -45,10 +49,8 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
     HAVE_NUMBA = False
 
 _LOW = np.uint64(0xFFFFFFFF)
-SCORED_FIRST = 4  # superblocks whose blocks are looked at first, for a threshold
-SCORED_FIRST_BLOCKS = 8  # of those blocks, the best scored before the threshold is used
+SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 32  # postings' worth of work to score one block for one query term (binary search, setup)
-SUPER_SHIFT = 4  # 16 blocks per superblock
 
 
 def _build_counts(offsets, docs, shift, counts):
@@ -78,34 +80,6 @@ def _build_fill(offsets, docs, impacts, shift, ptr, block, bmax, start):
                 last = b
             elif impacts[p] > bmax[q]:
                 bmax[q] = impacts[p]
-
-
-def _super_counts(bm_ptr, bm_block, counts):
-    for t in range(bm_ptr.shape[0] - 1):
-        last = -1
-        c = 0
-        for p in range(bm_ptr[t], bm_ptr[t + 1]):
-            s = bm_block[p] >> SUPER_SHIFT
-            if s != last:
-                c += 1
-                last = s
-        counts[t] = c
-
-
-def _super_fill(bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_max, sb_first):
-    for t in range(bm_ptr.shape[0] - 1):
-        q = sb_ptr[t] - 1
-        last = -1
-        for p in range(bm_ptr[t], bm_ptr[t + 1]):
-            s = bm_block[p] >> SUPER_SHIFT
-            if s != last:
-                q += 1
-                sb_id[q] = s
-                sb_max[q] = bm_max[p]
-                sb_first[q] = p - bm_ptr[t]
-                last = s
-            elif bm_max[p] > sb_max[q]:
-                sb_max[q] = bm_max[p]
 
 
 def _heap_push(heap, size, cap, key):
@@ -235,122 +209,72 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
     return size if status == 0 else -1
 
 
-def _expand(sb, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl, blocks, n_blocks):
-    """Append the blocks of superblock ``sb`` that any query term occurs in to ``blocks``, each
-    as a key (bound bits << 32 | block id); returns the new count (-1: a corrupt block list)."""
-    per = ubl.shape[0]
-    first_block = sb * per
-    for j in range(q_terms.shape[0]):
-        t = q_terms[j]
-        q = _find(sb_id, sb_ptr[t], sb_ptr[t + 1], sb)
-        if q < 0:
-            continue
-        lo = bm_ptr[t] + sb_first[q]
-        hi = bm_ptr[t] + sb_first[q + 1] if q + 1 < sb_ptr[t + 1] else bm_ptr[t + 1]
-        if lo > hi or hi > bm_ptr[t + 1]:
-            return -1
-        w = q_weights[j]
-        for p in range(lo, hi):
-            bl = np.int64(bm_block[p]) - first_block
-            if bl < 0 or bl >= per:
-                return -1
-            ubl[bl] += w * np.float32(bm_max[p])
-    bits = ubl.view(np.uint32)
-    for bl in range(per):
-        if ubl[bl] > 0.0:
-            blocks[n_blocks] = (np.uint64(bits[bl]) << np.uint64(32)) | np.uint64(first_block + bl)
-            n_blocks += 1
-        ubl[bl] = 0.0
-    return n_blocks
+def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q_terms, q_weights, tie_rank, k,
+            approx, block_cost, ub, ub_seen, cand, order, heap, loc_acc, loc_seen, loc_list):
+    """Block-max search of one query (module docstring); the k best keys are left in ``heap``.
 
-
-def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id, sb_max, sb_first, shift,
-            q_terms, q_weights, tie_rank, k, approx, block_cost, ub, ub_seen, cand, order, blocks, heap, loc_acc,
-            loc_seen, loc_list):
-    """Block-max search of one query (module docstring), on two levels: superblock bounds for
-    every superblock a query term occurs in, block bounds only inside the superblocks whose bound
-    can still reach the top k, and blocks scored best bound first. The k best keys are left in
-    ``heap``; returns (heap size or -1, blocks scored). ``ub``/``ub_seen`` (zeroed), ``cand`` and
-    ``order`` have one entry per superblock, ``blocks`` one per block, ``loc_*`` one per document
-    of a block."""
+    Returns (heap size, blocks scored): size -1 for a corrupt index, -2 when the blocks scored
+    so far cost more than reading every posting of the query would (``block_cost`` postings per
+    block and term; 0: never; the caller then reads them). ``ub`` (float32, zeros) and
+    ``ub_seen`` (uint8, zeros) have one entry per block and come back zeroed; ``cand`` and
+    ``order`` hold block ids / packed keys (one per block); ``loc_*`` one per document of a
+    block (zeroed)."""
     n_cand = 0
-    n_super = ub.shape[0]
+    n_blocks = ub.shape[0]
     for j in range(q_terms.shape[0]):
         t = q_terms[j]
         w = q_weights[j]
-        for p in range(sb_ptr[t], sb_ptr[t + 1]):
-            s = sb_id[p]
-            if s >= n_super:
+        for p in range(bm_ptr[t], bm_ptr[t + 1]):
+            b = bm_block[p]
+            if b >= n_blocks:
                 for i in range(n_cand):
                     ub[cand[i]] = 0.0
                     ub_seen[cand[i]] = 0
                 return -1, 0
-            if ub_seen[s] == 0:
-                ub_seen[s] = 1
-                cand[n_cand] = s
+            if ub_seen[b] == 0:
+                ub_seen[b] = 1
+                cand[n_cand] = b
                 n_cand += 1
-            ub[s] += w * np.float32(sb_max[p])
+            ub[b] += w * np.float32(bm_max[p])
+    postings = 0
+    for j in range(q_terms.shape[0]):
+        postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
+    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
     ub_bits = ub.view(np.uint32)
-    ubl = np.zeros(1 << SUPER_SHIFT, dtype=np.float32)
-    status = 0
-    size = 0
-    scored = 0
-    # 1. the best few superblocks' blocks, best first, for a first threshold
+    # 1. the blocks with the best few bounds first, for a threshold
     first = min(SCORED_FIRST, n_cand)
     n_first = 0
     for i in range(n_cand):
-        s = cand[i]
-        n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[s]) << np.uint64(32)) | np.uint64(s))
-    n_blocks = 0
+        b = cand[i]
+        n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+    size = 0
+    scored = 0
+    status = 0
     for i in range(n_first):
-        s = np.int64(order[i] & _LOW)
-        ub_seen[s] = 2
-        n_blocks = _expand(s, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl, blocks,
-                           n_blocks)
-        if n_blocks < 0:
+        b = np.int64(order[i] & _LOW)
+        ub_seen[b] = 2  # scored
+        size = _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms, q_weights,
+                            tie_rank, k, heap, size, loc_acc, loc_seen, loc_list)
+        scored += 1
+        if size < 0:
             status = -1
             break
     if status == 0:
-        best = np.sort(blocks[:n_blocks])
-        n_done = min(SCORED_FIRST_BLOCKS, n_blocks)
-        for i in range(n_done):
-            size = _score_block(np.int64(best[n_blocks - 1 - i] & _LOW), offsets, docs, impacts, bm_ptr, bm_block,
-                                bm_start, shift, q_terms, q_weights, tie_rank, k, heap, size, loc_acc, loc_seen,
-                                loc_list)
-            scored += 1
-            if size < 0:
-                status = -1
-                break
-        n_blocks -= n_done
-        blocks[:n_blocks] = best[:n_blocks]  # the ones not scored yet
-    if status == 0:
-        # 2. every other superblock that can still reach the top k, then all their blocks best first
+        # 2. the blocks that may still hold a top-k document, best bound first, while one may
         theta = _threshold(heap, size, k)
+        n_left = 0
         for i in range(n_cand):
-            s = cand[i]
-            if ub_seen[s] == 1 and approx * ub[s] >= theta:
-                n_blocks = _expand(s, bm_ptr, bm_block, bm_max, sb_ptr, sb_id, sb_first, q_terms, q_weights, ubl,
-                                   blocks, n_blocks)
-                if n_blocks < 0:
-                    status = -1
-                    break
-    if status == 0:
-        left = np.sort(blocks[:n_blocks])
-        n_live = 0  # blocks the bound cannot rule out yet
-        theta = _threshold(heap, size, k)
-        for i in range(n_blocks):
-            if approx * np.uint32(left[i] >> np.uint64(32)).view(np.float32) >= theta:
-                n_live += 1
-        postings = 0
-        for j in range(q_terms.shape[0]):
-            postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
-        if block_cost > 0 and n_live * q_terms.shape[0] * block_cost > postings:
-            status = 1  # every block would cost more than reading all the postings: read them
-    if status == 0:
-        for i in range(n_blocks - 1, -1, -1):
+            b = cand[i]
+            if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
+                order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
+                n_left += 1
+        left = np.sort(order[:n_left])
+        for i in range(n_left - 1, -1, -1):
             key = left[i]
-            bound = np.uint32(key >> np.uint64(32)).view(np.float32)
-            if approx * bound < _threshold(heap, size, k):
+            if approx * np.uint32(key >> np.uint64(32)).view(np.float32) < _threshold(heap, size, k):
+                break
+            if budget >= 0 and scored >= budget:
+                status = -2
                 break
             size = _score_block(np.int64(key & _LOW), offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift,
                                 q_terms, q_weights, tie_rank, k, heap, size, loc_acc, loc_seen, loc_list)
@@ -359,19 +283,15 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, sb_ptr, 
                 status = -1
                 break
     for i in range(n_cand):
-        s = cand[i]
-        ub[s] = 0.0
-        ub_seen[s] = 0
-    if status == 1:
-        return -2, scored
-    return (size if status == 0 else -1), scored
+        b = cand[i]
+        ub[b] = 0.0
+        ub_seen[b] = 0
+    return (size if status == 0 else status), scored
 
 
 def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, offsets, docs, impacts,
-                    tie_rank,
-                    bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id, sb_max, sb_first, shift, acc, seen, touched,
-                    ub, ub_seen, cand, order, blocks, loc_acc, loc_seen, loc_list, heap, out_keys, out_counts,
-                    out_scored):
+                    tie_rank, bm_ptr, bm_block, bm_max, bm_start, shift, acc, seen, touched, ub, ub_seen, cand,
+                    order, loc_acc, loc_seen, loc_list, heap, out_keys, out_counts, out_scored):
     """Queries ``lo..hi-1`` of a batch (CSR ``q_ptr``/``q_terms``/``q_weights``); strategy 0:
     exhaustive, 1: block-max (``approx`` 1.0 exact; a query whose surviving blocks would cost more
     than its postings, counting ``block_cost`` postings per block and term, is read exhaustively
@@ -385,9 +305,9 @@ def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, bloc
             size = _exhaustive(offsets, docs, impacts, terms, weights, tie_rank, k, acc, seen, touched, heap)
             scored = 0
         else:
-            size, scored = _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, sb_ptr, sb_id,
-                                   sb_max, sb_first, shift, terms, weights, tie_rank, k, approx, block_cost, ub,
-                                   ub_seen, cand, order, blocks, heap, loc_acc, loc_seen, loc_list)
+            size, scored = _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, terms, weights,
+                                   tie_rank, k, approx, block_cost, ub, ub_seen, cand, order, heap, loc_acc, loc_seen,
+                                   loc_list)
             if size == -2:  # exact either way: the postings are cheaper to read than the blocks
                 size = _exhaustive(offsets, docs, impacts, terms, weights, tie_rank, k, acc, seen, touched, heap)
                 scored = -1
@@ -405,16 +325,12 @@ if HAVE_NUMBA:
     _threshold = njit(nogil=True, cache=True)(_threshold)
     _exhaustive = njit(nogil=True, cache=True)(_exhaustive)
     _score_block = njit(nogil=True, cache=True)(_score_block)
-    _expand = njit(nogil=True, cache=True)(_expand)
     _pruned = njit(nogil=True, cache=True)(_pruned)
     search_queries = njit(nogil=True, cache=True)(_search_queries)
     build_counts = njit(nogil=True, cache=True)(_build_counts)
     build_fill = njit(nogil=True, cache=True)(_build_fill)
-    super_counts = njit(nogil=True, cache=True)(_super_counts)
-    super_fill = njit(nogil=True, cache=True)(_super_fill)
 else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
-    super_counts, super_fill = _super_counts, _super_fill
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):
@@ -431,22 +347,6 @@ def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, s
     start = np.empty(total, dtype=np.uint32)
     build_fill(offsets, docs, impacts, shift, ptr, block, bmax, start)
     return ptr, block, bmax, start
-
-
-def build_superblocks(bm_ptr: np.ndarray, bm_block: np.ndarray, bm_max: np.ndarray):
-    """(ptr int64[terms+1], superblock uint32, max, first uint32 = index of its first block
-    entry relative to the term's block list): each term's superblock list (16 blocks each)."""
-    n_terms = len(bm_ptr) - 1
-    counts = np.zeros(n_terms, dtype=np.int64)
-    super_counts(bm_ptr, bm_block, counts)
-    ptr = np.zeros(n_terms + 1, dtype=np.int64)
-    np.cumsum(counts, out=ptr[1:])
-    total = int(ptr[-1])
-    ids = np.empty(total, dtype=np.uint32)
-    smax = np.empty(total, dtype=bm_max.dtype)
-    first = np.empty(total, dtype=np.uint32)
-    super_fill(bm_ptr, bm_block, bm_max, ptr, ids, smax, first)
-    return ptr, ids, smax, first
 
 
 def decode_keys(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

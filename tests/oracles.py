@@ -32,7 +32,7 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
 
     fn = fn or kernels.search_queries
     n, shift = index.num_docs, index.shift
-    n_blocks, width = (n >> (shift + kernels.SUPER_SHIFT)) + 1, 1 << shift
+    n_blocks, width = (n >> shift) + 1, 1 << shift
 
     def buf(size, dtype, fill):
         return np.full(size + GUARD, fill, dtype=dtype)
@@ -40,7 +40,6 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
     acc, seen, touched = buf(n, np.float32, 0), buf(n, np.uint8, 0), buf(n, np.int32, -7)
     ub, ub_seen = buf(n_blocks, np.float32, 0), buf(n_blocks, np.uint8, 0)
     cand, order = buf(n_blocks, np.int64, -7), buf(n_blocks, np.uint64, 7)
-    blocks = buf((n >> shift) + 1, np.uint64, 7)
     loc_acc, loc_seen, loc_list = buf(width, np.float32, 0), buf(width, np.uint8, 0), buf(width, np.int32, -7)
     heap = buf(k, np.uint64, 7)
     checked = [index._checked(t, w) for t, w in queries]
@@ -55,10 +54,9 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
         fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
            index.offsets, index.docs,
            index.impacts, index.tie_rank, *index.ensure_blockmax(), shift, acc[:n], seen[:n], touched[:n],
-           ub[:n_blocks], ub_seen[:n_blocks], cand[:n_blocks], order[:n_blocks], blocks[:(n >> shift) + 1],
-           loc_acc[:width], loc_seen[:width],
+           ub[:n_blocks], ub_seen[:n_blocks], cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width],
            loc_list[:width], heap[:k], out_keys, counts, scored)
-    for name, array, fill in (("touched", touched, -7), ("cand", cand, -7), ("order", order, 7), ("blocks", blocks, 7),
+    for name, array, fill in (("touched", touched, -7), ("cand", cand, -7), ("order", order, 7),
                               ("loc_list", loc_list, -7), ("heap", heap, 7)):
         assert (array[len(array) - GUARD:] == fill).all(), f"the kernel wrote past {name}"
     for name, array in (("acc", acc), ("seen", seen), ("ub", ub), ("ub_seen", ub_seen), ("loc_acc", loc_acc),
