@@ -15,7 +15,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,lucene,datasets,serve]"
+	$(BIN)/python -m pip install -q -e ".[dev,lucene,datasets,serve,ray]"
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

@@ -82,10 +82,17 @@ class BM25Params:
             raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={self.k1}, b={self.b})")
 
 
-def _field_weights(df: np.ndarray, lengths: np.ndarray, k1: float, b: float):
-    """Per-term idf and per-document 1 / (k1 * (1 - b + b * dl / avgdl)) for one field, float32."""
-    doc_count = int((lengths > 0).sum())
-    total = int(lengths.sum(dtype=np.int64))
+def _field_weights(df: np.ndarray, lengths: np.ndarray, k1: float, b: float,
+                   collection: tuple[int, int] | None = None):
+    """Per-term idf and per-document 1 / (k1 * (1 - b + b * dl / avgdl)) for one field, float32.
+
+    ``collection`` = (doc_count, sum of lengths) of the whole collection when these documents
+    are a part of it (``df`` is then the collection's too); default: these documents'."""
+    if collection is None:
+        doc_count = int((lengths > 0).sum())
+        total = int(lengths.sum(dtype=np.int64))
+    else:
+        doc_count, total = int(collection[0]), int(collection[1])
     stats = {"doc_count": doc_count, "sum_total_term_freq": total, "avgdl": 0.0}
     if doc_count == 0:
         return np.zeros(len(df), np.float32), np.zeros(len(lengths), np.float32), stats
@@ -106,12 +113,18 @@ def _postings_slices(offsets: np.ndarray, step: int = 5_000_000):
 
 
 def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
-                     chunk_postings: int = 10_000_000) -> tuple[InvertedIndex, list[str], dict]:
+                     chunk_postings: int = 10_000_000, collection: CollectionStats | None = None,
+                     ) -> tuple[InvertedIndex, list[str], dict]:
     """Analyse a corpus into a BM25 impact index whose postings are written into ``out_dir``.
 
     Postings stream through :class:`PostingsBuilder` (bounded memory); term frequencies are
     turned into Lucene BM25 impacts once the collection statistics are known. Returns the index,
     the doc ids in order, and ``{"bm25": params, "field_stats": ...}`` for the manifest.
+
+    ``collection``: statistics of a whole collection these documents are one part of (a shard),
+    from :func:`collection_statistics` over every part, merged; the impacts are then exactly
+    those an index of the whole collection holds for these documents. Every term of ``docs``
+    must be in it (ValueError otherwise).
     """
     multifield = params.fields == "multifield"
     names = ("title", "text") if multifield else ("contents",)
@@ -146,15 +159,19 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
     terms = list(vocab)
     tf_file = out_dir / "tf.tmp.npy"
     offsets, post_docs, _ = builder.finish(len(terms), out_dir, POSTINGS_DOCS, tf_file.name)
-    df = np.zeros((len(names), len(terms)), dtype=np.float64)
-    for p0, p1, t in _postings_slices(offsets):
-        tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
-        for f in range(len(names)):
-            df[f] += np.bincount(t[tfs[:, f] > 0], minlength=len(terms))
+    if collection is None:
+        df = np.zeros((len(names), len(terms)), dtype=np.float64)
+        for p0, p1, t in _postings_slices(offsets):
+            tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
+            for f in range(len(names)):
+                df[f] += np.bincount(t[tfs[:, f] > 0], minlength=len(terms))
+    else:
+        df = collection.df_of(terms, names)
     weights, stats = [], {}
     for f, name in enumerate(names):
         idf, doc_norm, stats[name] = _field_weights(
-            df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b)
+            df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b,
+            None if collection is None else collection.field(name))
         weights.append((idf, doc_norm))
     out = NpyAppender(out_dir / POSTINGS_IMPACTS, np.float32, (int(offsets[-1]),))
     f32 = np.float32
@@ -173,6 +190,97 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
     index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids))
     info = {"bm25": asdict(params), "field_stats": stats}
     return index, docids, info
+
+
+@dataclass
+class CollectionStats:
+    """BM25 collection statistics: per field, the documents where it has tokens and the sum of
+    its lengths, and per term its document frequency in each field.
+
+    ``fields`` names the fields (``contents``; or ``title``, ``text``), ``df`` is (fields, terms)
+    int64. Partial statistics of disjoint parts of a collection add up with :meth:`merge`.
+    """
+
+    fields: tuple[str, ...]
+    terms: list[str]
+    df: np.ndarray
+    doc_count: list[int]
+    total: list[int]
+    num_docs: int = 0
+
+    def field(self, name: str) -> tuple[int, int]:
+        f = self.fields.index(name)
+        return self.doc_count[f], self.total[f]
+
+    def df_of(self, terms: list[str], names: tuple[str, ...]) -> np.ndarray:
+        """Document frequencies (float64, fields x ``terms``) of the given terms."""
+        if tuple(names) != self.fields:
+            raise ValueError(f"collection statistics are for fields {self.fields}, not {tuple(names)}")
+        where = {t: i for i, t in enumerate(self.terms)}
+        try:
+            rows = np.fromiter((where[t] for t in terms), dtype=np.int64, count=len(terms))
+        except KeyError as e:
+            raise ValueError(f"term {e.args[0]!r} is not in the collection statistics "
+                             "(computed over other documents?)") from None
+        return self.df[:, rows].astype(np.float64)
+
+    @classmethod
+    def merge(cls, parts: list["CollectionStats"]) -> "CollectionStats":
+        """The statistics of the union of disjoint parts (terms in first-seen order)."""
+        if not parts:
+            raise ValueError("no statistics to merge")
+        fields = parts[0].fields
+        if any(p.fields != fields for p in parts):
+            raise ValueError("statistics of different field layouts cannot be merged")
+        where: dict[str, int] = {}
+        for p in parts:
+            for t in p.terms:
+                where.setdefault(t, len(where))
+        df = np.zeros((len(fields), len(where)), dtype=np.int64)
+        for p in parts:
+            if p.terms:
+                rows = np.fromiter((where[t] for t in p.terms), dtype=np.int64, count=len(p.terms))
+                df[:, rows] += p.df
+        return cls(fields, list(where), df, [sum(p.doc_count[f] for p in parts) for f in range(len(fields))],
+                   [sum(p.total[f] for p in parts) for f in range(len(fields))],
+                   sum(p.num_docs for p in parts))
+
+
+def collection_statistics(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params) -> CollectionStats:
+    """The statistics :func:`build_bm25_index` computes, for these documents alone (analysed as
+    it analyses them: ``title + "\\n" + text`` flat, or title and text as two fields)."""
+    multifield = params.fields == "multifield"
+    names = ("title", "text") if multifield else ("contents",)
+    where: dict[str, int] = {}
+    counts = [array("q") for _ in names]
+    doc_count = [0] * len(names)
+    total = [0] * len(names)
+    num_docs = 0
+
+    def count(f: int, terms, length: int) -> None:
+        if length > 0:
+            doc_count[f] += 1
+            total[f] += length
+        c = counts[f]
+        for term in terms:
+            i = where.get(term)
+            if i is None:
+                i = where[term] = len(where)
+                for other in counts:
+                    other.append(0)
+            c[i] += 1
+
+    for doc in docs:
+        num_docs += 1
+        if multifield:
+            title, text = Counter(analyzer(doc.title)), Counter(analyzer(doc.text))
+            count(0, title, sum(title.values()))
+            count(1, text, sum(text.values()))
+        else:
+            tokens = analyzer(f"{doc.title}\n{doc.text}")
+            count(0, set(tokens), len(tokens))
+    df = np.array([np.frombuffer(c, dtype=np.int64) for c in counts], dtype=np.int64).reshape(len(names), len(where))
+    return CollectionStats(names, list(where), df, doc_count, total, num_docs)
 
 
 def query_weights(analyzer: Analyzer, text: str) -> dict[str, float]:

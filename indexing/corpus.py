@@ -61,17 +61,23 @@ def iter_corpus(path: PathLike) -> Iterator[Doc]:
     file = corpus_file(path)
     seen: set[str] = set()
     for lineno, obj in read_jsonl(file):
-        docid = record_id(obj, "doc", file, lineno)
-        key = "text" if "text" in obj else "contents" if "contents" in obj else None
-        if key is None:
-            raise DataError(f"doc {docid!r} has no 'text' (or 'contents')", path=file, line=lineno)
-        text = string_field(obj, key, file, lineno)
-        title = string_field(obj, "title", file, lineno) if "title" in obj else ""
-        if docid in seen:
-            first = first_line(file, "doc", docid)
-            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
-        seen.add(docid)
-        yield Doc(docid, title, text)
+        doc = doc_from_record(obj, file, lineno)
+        if doc.docid in seen:
+            first = first_line(file, "doc", doc.docid)
+            raise DataError(f"duplicate doc id {doc.docid!r} (first on line {first})", path=file, line=lineno)
+        seen.add(doc.docid)
+        yield doc
+
+
+def doc_from_record(obj: dict, file: Path, lineno: int) -> Doc:
+    """One corpus record as a Doc, checked (DataError naming ``file:lineno``)."""
+    docid = record_id(obj, "doc", file, lineno)
+    key = "text" if "text" in obj else "contents" if "contents" in obj else None
+    if key is None:
+        raise DataError(f"doc {docid!r} has no 'text' (or 'contents')", path=file, line=lineno)
+    text = string_field(obj, key, file, lineno)
+    title = string_field(obj, "title", file, lineno) if "title" in obj else ""
+    return Doc(docid, title, text)
 
 
 def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, float]]]:
@@ -79,32 +85,38 @@ def iter_vector_collection(path: PathLike) -> Iterator[tuple[Doc, dict[str, floa
     file = corpus_file(path)
     seen: set[str] = set()
     for lineno, obj in read_jsonl(file):
-        docid = record_id(obj, "doc", file, lineno)
-        vector = obj.get("vector")
-        if not isinstance(vector, dict):
-            raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
-        for term, weight in vector.items():
-            try:
-                finite = (not isinstance(weight, bool) and isinstance(weight, (int, float))
-                          and math.isfinite(weight))
-            except OverflowError:  # an integer too large for a float
-                finite = False
-            if not finite:
-                shown = repr(weight)
-                shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
-                raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {shown}",
-                                path=file, line=lineno)
-            if not term.isascii() and _SURROGATE.search(term):
-                raise DataError(f"doc {docid!r}: term {term!r} contains a lone surrogate (an unpaired \\u escape)",
-                                path=file, line=lineno)
-            if weight < 0:
-                raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",
-                                path=file, line=lineno)
-        key = "contents" if "contents" in obj else "text" if "text" in obj else None
-        text = string_field(obj, key, file, lineno) if key else ""
-        title = string_field(obj, "title", file, lineno) if "title" in obj else ""
-        if docid in seen:
-            first = first_line(file, "doc", docid)
-            raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=lineno)
-        seen.add(docid)
-        yield Doc(docid, title, text), vector
+        doc, vector = vector_record(obj, file, lineno)
+        if doc.docid in seen:
+            first = first_line(file, "doc", doc.docid)
+            raise DataError(f"duplicate doc id {doc.docid!r} (first on line {first})", path=file, line=lineno)
+        seen.add(doc.docid)
+        yield doc, vector
+
+
+def vector_record(obj: dict, file: Path, lineno: int) -> tuple[Doc, dict[str, float]]:
+    """One JsonVectorCollection record as (Doc, {term: weight}), checked (DataError naming ``file:lineno``)."""
+    docid = record_id(obj, "doc", file, lineno)
+    vector = obj.get("vector")
+    if not isinstance(vector, dict):
+        raise DataError(f"doc {docid!r} has no 'vector' object of term weights", path=file, line=lineno)
+    for term, weight in vector.items():
+        try:
+            finite = (not isinstance(weight, bool) and isinstance(weight, (int, float))
+                      and math.isfinite(weight))
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            shown = repr(weight)
+            shown = shown if len(shown) <= 40 else f"{shown[:20]}... ({len(shown)} characters)"
+            raise DataError(f"doc {docid!r}: weight of term {term!r} must be a finite number, got {shown}",
+                            path=file, line=lineno)
+        if not term.isascii() and _SURROGATE.search(term):
+            raise DataError(f"doc {docid!r}: term {term!r} contains a lone surrogate (an unpaired \\u escape)",
+                            path=file, line=lineno)
+        if weight < 0:
+            raise DataError(f"doc {docid!r}: weight of term {term!r} is negative ({weight})",
+                            path=file, line=lineno)
+    key = "contents" if "contents" in obj else "text" if "text" in obj else None
+    text = string_field(obj, key, file, lineno) if key else ""
+    title = string_field(obj, "title", file, lineno) if "title" in obj else ""
+    return Doc(docid, title, text), vector

@@ -29,9 +29,24 @@ class DocStoreWriter:
         self._f.write(line)
         self._offsets.append(self._offsets[-1] + len(line))
 
-    def close(self) -> None:
+    def close(self, order=None) -> None:
+        """Finish the store; ``order`` (new row i = added document ``order[i]``) rewrites it in
+        another order (an index that renumbered its documents)."""
         self._f.close()
-        self._writer.save_array(OFFSETS, np.asarray(self._offsets, dtype=np.int64))
+        offsets = np.asarray(self._offsets, dtype=np.int64)
+        if order is not None:
+            path = self._writer.path(DOCS)
+            tmp = path.with_name(path.name + ".tmp")
+            new = [0]
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                for i in np.asarray(order):
+                    start, end = int(offsets[i]), int(offsets[i + 1])
+                    src.seek(start)
+                    dst.write(src.read(end - start))
+                    new.append(new[-1] + end - start)
+            os.replace(tmp, path)
+            offsets = np.asarray(new, dtype=np.int64)
+        self._writer.save_array(OFFSETS, offsets)
 
 
 class DocStore:

@@ -312,7 +312,7 @@ class DenseIndex:
               ef_search: int | None = None, refine: bool = False,
               refine_factor: int = DEFAULT_REFINE_FACTOR, train_size: int | None = None,
               device: str = "cpu", seed: int = 0, threads: int | None = None,
-              chunk_size: int = ADD_CHUNK) -> DenseIndex:
+              chunk_size: int = ADD_CHUNK, trained=None) -> DenseIndex:
         """Index ``vectors`` (n, dim); row i gets id i.
 
         Trains (IVF, PQ, OPQ) on ``train_size`` rows drawn with ``seed`` (default: 40 per IVF
@@ -326,6 +326,9 @@ class DenseIndex:
         a PQ that faiss's GPU code lacks) means CPU, with one line on the "retriever" logger
         saying why (WARNING; INFO for auto). ``threads`` sets faiss's OpenMP threads for this
         call only; without it the global setting is left alone.
+
+        ``trained``: a trained empty index of the same spec (:func:`train_empty`, e.g. shared by
+        the shards of one collection); a copy of it is filled and nothing is trained.
         """
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
@@ -337,11 +340,18 @@ class DenseIndex:
         refine_factor = _positive("refine_factor", refine_factor)
         chunk_size = _positive("chunk_size", chunk_size)
         gpus, reason = _gpu_ids(device)
-        parsed = _resolve(spec, n, dim, bool(gpus))
+        # with a trained index, a part of a collection may hold fewer vectors than lists
+        parsed = _resolve(spec, n, dim, bool(gpus)) if trained is None else _parse(spec, None, dim)
         if gpus and parsed.kind == "hnsw":
             gpus, reason = [], "faiss has no GPU HNSW"
         nprobe, ef_search = cls._defaults(parsed, nprobe, ef_search)
-        if parsed.is_ivf:
+        if trained is not None:
+            if not parsed.is_ivf or trained.d != dim or not trained.is_trained or trained.ntotal != 0 \
+                    or _faiss().extract_index_ivf(trained).nlist != parsed.nlist:
+                raise ValueError(f"the trained index given is not a trained empty {parsed.factory} "
+                                 f"of dimension {dim}")
+            size = 0  # nothing to train here
+        elif parsed.is_ivf:
             size = min(n, parsed.default_train_size()) if train_size is None else min(
                 n, _positive("train_size", train_size))
             if size < parsed.min_train():
@@ -351,13 +361,13 @@ class DenseIndex:
             size = 0
 
         with _omp_threads(threads):
-            index = _new_index(parsed, dim)
+            index = _new_index(parsed, dim) if trained is None else _faiss().clone_index(trained)
             if gpus:
                 try:
                     index = cls._build_gpu(index, vectors, parsed, size, seed, gpus, chunk_size)
                 except RuntimeError as error:
                     gpus, reason = [], f"faiss's GPU code cannot run {parsed.factory} ({error})"
-                    index = _new_index(parsed, dim)
+                    index = _new_index(parsed, dim) if trained is None else _faiss().clone_index(trained)
             if not gpus:
                 if size:
                     index.train(_sample(vectors, size, seed))
@@ -373,7 +383,8 @@ class DenseIndex:
                 refine_vectors[start:start + chunk_size] = vectors[start:start + chunk_size]
         return cls(index, spec=spec, parsed=parsed, dim=dim, nprobe=nprobe, ef_search=ef_search,
                    refine_vectors=refine_vectors, refine_factor=refine_factor, gpus=gpus,
-                   device=_device_name(gpus, device), train_size=size, seed=seed)
+                   device=_device_name(gpus, device),
+                   train_size=size if trained is None else int(train_size or 0), seed=seed)
 
     @staticmethod
     def _defaults(parsed: _Spec, nprobe, ef_search) -> tuple[int | None, int | None]:
@@ -622,13 +633,65 @@ def _new_index(parsed: _Spec, dim: int):
     return index
 
 
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """The rows :meth:`DenseIndex.build` trains on: ``size`` distinct rows of ``n`` drawn with
+    ``seed``, ascending (all rows when ``size >= n``)."""
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+
+
 def _sample(vectors: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` distinct rows drawn with ``seed`` (in row order), as contiguous float32."""
     n = vectors.shape[0]
     if size >= n:
         return np.ascontiguousarray(vectors, dtype=np.float32)
-    rows = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
+    return np.ascontiguousarray(vectors[sample_rows(n, size, seed)], dtype=np.float32)
+
+
+# -- one trained quantizer for many indexes (shards) ----------------------------------------------
+
+def training_plan(spec: str, n: int, dim: int, train_size: int | None = None) -> tuple[str, int]:
+    """(factory, rows to train on) for ``n`` vectors of dimension ``dim``, as :meth:`DenseIndex.build`
+    resolves them (``auto`` by ``n``); 0 rows for specs that need no training."""
+    parsed = _resolve(spec, n, dim, False)
+    if not parsed.is_ivf:
+        return parsed.factory, 0
+    size = min(n, parsed.default_train_size()) if train_size is None else min(n, _positive("train_size", train_size))
+    if size < parsed.min_train():
+        raise ValueError(f"{parsed.factory} needs at least {parsed.min_train()} training vectors, "
+                         f"train_size gives {size}")
+    return parsed.factory, size
+
+
+def train_empty(sample: np.ndarray, factory: str, threads: int | None = None):
+    """A trained, empty faiss index (coarse quantizer, PQ codebook, OPQ rotation) for ``factory``,
+    trained on ``sample`` (CPU). Shards built from copies of it (``DenseIndex.build(trained=)``)
+    assign every vector to the same lists with the same codes as one index would."""
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    parsed = _parse(factory, None, sample.shape[1])
+    if not parsed.is_ivf:
+        raise ValueError(f"{factory} has nothing to train")
+    with _omp_threads(threads):
+        index = _new_index(parsed, sample.shape[1])
+        index.train(sample)
+    return index
+
+
+def write_trained(index, path: Path) -> None:
+    """Save a trained empty index (faiss's own format)."""
+    _faiss().write_index(index, str(path))
+
+
+def read_trained(path: Path, factory: str, dim: int):
+    """A trained empty index written by :func:`write_trained`, checked against ``factory``/``dim``."""
+    faiss = _faiss()
+    index = faiss.read_index(str(path))
+    parsed = _parse(factory, None, dim)
+    ivf = faiss.extract_index_ivf(index) if parsed.is_ivf else None
+    if index.d != dim or index.ntotal != 0 or not index.is_trained or ivf is None or ivf.nlist != parsed.nlist:
+        raise ValueError(f"{path} is not a trained empty {factory} index of dimension {dim}")
+    return index
 
 
 def _device_name(gpus: list[int], requested: str) -> str:

@@ -23,6 +23,7 @@ its buffers: the query fails with :class:`IndexFormatError` instead.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -112,6 +113,48 @@ class InvertedIndex:
             writer.save_array(POSTINGS_IMPACTS, self.impacts)
         for name, array in zip(BLOCKMAX, self.ensure_blockmax()):
             writer.save_array(name, array)
+
+    def renumbered(self, order: np.ndarray, out_dir: Path, chunk_postings: int = 20_000_000) -> "InvertedIndex":
+        """This index with its documents in another internal order: new id ``i`` is old id
+        ``order[i]``. The postings are rewritten into ``out_dir`` (``postings_docs.npy``,
+        ``postings_impacts.npy``, replaced atomically; a term range at a time, so memory stays
+        bounded) and the result maps them."""
+        from indexing.postings import NpyAppender
+
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (self.num_docs,) or not np.array_equal(np.sort(order), np.arange(self.num_docs)):
+            raise ValueError("order must be a permutation of the documents")
+        rank = np.empty(self.num_docs, dtype=np.int32)
+        rank[order] = np.arange(self.num_docs, dtype=np.int32)
+        out_dir = Path(out_dir)
+        total = self.num_postings
+        docs_out = NpyAppender(out_dir / (POSTINGS_DOCS + ".tmp"), np.int32, (total,))
+        imps_out = NpyAppender(out_dir / (POSTINGS_IMPACTS + ".tmp"), self.impacts.dtype, (total,))
+        n_terms, t0 = len(self.terms), 0
+        while t0 < n_terms:
+            t1 = int(np.searchsorted(self.offsets, self.offsets[t0] + chunk_postings, side="right")) - 1
+            t1 = min(max(t1, t0 + 1), n_terms)
+            lo, hi = int(self.offsets[t0]), int(self.offsets[t1])
+            new_docs = rank[np.asarray(self.docs[lo:hi])]
+            term_of = np.repeat(np.arange(t0, t1, dtype=np.int64), np.diff(self.offsets[t0:t1 + 1]))
+            sort = np.lexsort((new_docs, term_of))
+            docs_out.append(new_docs[sort])
+            imps_out.append(np.asarray(self.impacts[lo:hi])[sort])
+            t0 = t1
+        docs_out.close()
+        imps_out.close()
+        for name in (POSTINGS_DOCS, POSTINGS_IMPACTS):
+            os.replace(out_dir / (name + ".tmp"), out_dir / name)
+        return InvertedIndex(self.terms, self.offsets, np.load(out_dir / POSTINGS_DOCS, mmap_mode="r"),
+                             np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r"), self.num_docs, self.scale)
+
+    def bp_order(self) -> np.ndarray:
+        """An order of the documents that puts similar ones together (recursive graph bisection,
+        ``indexing.reorder``): tighter block maxima, smaller gaps between postings."""
+        from indexing.reorder import bisect_order, doc_term_csr
+
+        indptr, indices = doc_term_csr(self.offsets, self.docs, self.num_docs)
+        return bisect_order(indptr, indices, len(self.terms))
 
     def ensure_blockmax(self) -> tuple:
         """The block-max lists, computed from the postings if the index has none yet."""

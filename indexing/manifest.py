@@ -224,13 +224,19 @@ class IndexWriter:
         with open(self.tmp / name, "w", encoding="utf-8") as f:
             json.dump(obj, f, ensure_ascii=False)
 
-    def finish(self, manifest: dict) -> None:
+    def finish(self, manifest: dict, sealed: tuple[str, ...] = ()) -> None:
+        """Write the manifest (listing every file with its size and sha256) and swap the new
+        directory into place. ``sealed``: sub-directories that are indexes of their own (the
+        shards of a sharded index), whose files their own manifests list; ``manifest`` records
+        those manifests' checksums instead."""
         files = {}
         for p in sorted(self.tmp.rglob("*")):
             if p.is_symlink():
                 raise IndexFormatError(f"{p}: an index may not hold symbolic links")
             if p.is_file():
                 rel = p.relative_to(self.tmp).as_posix()
+                if any(rel.startswith(s + "/") for s in sealed):
+                    continue
                 files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         manifest = {
             "format_version": FORMAT_VERSION,

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from indexing.corpus import corpus_file
 from indexing.docstore import DocStore
-from indexing.manifest import IndexFormatError, is_locked, read_manifest
+from indexing.manifest import IndexFormatError, is_locked, read_docids, read_manifest
 from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
 from retriever import kinds as _kinds
 
@@ -58,6 +58,8 @@ def verify_index(path: str | os.PathLike) -> list[str]:
     root = Path(path)
     manifest = read_manifest(root, verify=True)
     checked = [f"{root}: {len(manifest['files'])} files match their checksums"]
+    for entry in manifest.get("shards", []):  # a sharded index: each shard's postings too
+        checked += verify_index(safe_join(root, entry["path"], "shard"))
     if manifest["backend"] == "native" and manifest["kind"] in ("bm25", "sparse"):
         scale = manifest["impacts"]["scale"] if manifest["kind"] == "sparse" else None
         index = InvertedIndex.load(root, num_docs=manifest["doc_count"], scale=scale)
@@ -76,13 +78,15 @@ class Retriever:
         self.manifest = manifest
         self.searcher = searcher
         self.docids = docids
-        self._store = DocStore(path) if DocStore.exists(path) else None
+        self._store = getattr(searcher, "doc_store", None) or (DocStore(path) if DocStore.exists(path) else None)
         self._row: dict[str, int] | None = None
 
     @classmethod
     def build(cls, corpus: str | os.PathLike, out: str | os.PathLike, kind: str = "bm25", *,
               backend: str = "native", overwrite: bool = False, progress: bool = False,
-              store_docs: bool = True, settings: Any = None, **options) -> "Retriever":
+              store_docs: bool = True, settings: Any = None, shards: int | None = None, workers: int = 1,
+              ray: str | None = None, gpus_per_worker: float = 0.0, resume: bool = False,
+              **options) -> "Retriever":
         """Index a corpus (BEIR directory or JSONL file) into ``out`` and return it loaded.
 
         The kind's settings are given as ``settings`` (its Settings dataclass, e.g.
@@ -93,7 +97,17 @@ class Retriever:
         sparse_model, method, weights, depth, rrf_k). The corpus is read once: ids, fingerprint
         and stored text are recorded as it streams to the kind. The directory appears only once
         complete; an existing index is replaced only with ``overwrite=True``.
+
+        ``shards=N`` builds a sharded index (bm25, sparse, dense; ``retriever.shards``): the
+        corpus read in N byte ranges by ``workers`` local processes, or by ``workers`` Ray actors
+        with ``ray="auto"|ADDRESS|"local"`` (``gpus_per_worker`` GPUs each); ``resume=True``
+        keeps the finished shards of an interrupted build of the same plan.
         """
+        sharding = shards is not None
+        if not sharding and (workers != 1 or ray is not None or resume or gpus_per_worker):
+            raise ValueError("workers, ray, gpus_per_worker and resume apply to sharded builds (shards=N)")
+        if sharding and backend != "native":
+            raise ValueError(f"sharded builds use the native backend, not {backend!r}")
         k = _kinds.get(kind, backend)
         if settings is not None and options:
             raise TypeError("give the kind's settings either as settings= or as keyword options, not both")
@@ -105,8 +119,16 @@ class Retriever:
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=_count_lines(corpus_file(corpus)), unit="doc", desc=f"index {kind}")
+            bar = tqdm(total=_count_lines(corpus_file(corpus)), unit="doc",
+                       desc=f"index {kind}" + (f" in {shards} shards" if sharding else ""))
         try:
+            if sharding:
+                from retriever.shards.build import build_sharded
+
+                build_sharded(kind, corpus, out, settings, shards=shards, workers=workers, ray=ray,
+                              gpus_per_worker=gpus_per_worker, resume=resume, overwrite=overwrite,
+                              store_docs=store_docs, progress=bar.update if bar is not None else None)
+                return cls.load(out)
             _kinds.build(k, corpus, out, settings, overwrite=overwrite, store_docs=store_docs,
                          on_doc=(lambda doc: bar.update()) if bar is not None else None)
         finally:
@@ -115,11 +137,16 @@ class Retriever:
         return cls.load(out)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, verify: bool = True, **options) -> "Retriever":
+    def load(cls, path: str | os.PathLike, verify: bool = True, *, ray: str | None = None, replicas: int = 1,
+             groups: int | None = None, **options) -> "Retriever":
         """Open an index directory; ``verify`` checks every file against its manifest checksum.
 
         ``options`` go to the kind's opener, e.g. ``model=PATH`` when a sparse index's model has
         moved (its fingerprint must still match).
+
+        A sharded index opens every shard here and searches them in threads; with
+        ``ray="auto"|ADDRESS|"local"`` its shards are served by Ray actors instead (``groups``
+        groups of shards, default one per shard, ``replicas`` actors each), with the same results.
 
         The result reads one generation of the index: if the directory is rebuilt (swapped by
         rename) while it is being opened, the load starts again on the new one; once loaded,
@@ -132,7 +159,7 @@ class Retriever:
                 time.sleep(0.05)  # a writer without atomic exchange is between its two renames
                 continue
             try:
-                loaded = cls._load_once(root, verify, options)
+                loaded = cls._load_once(root, verify, options, ray, replicas, groups)
             except Exception:
                 if _identity(root) != before:
                     continue  # swapped while we read it: start again on the new generation
@@ -143,7 +170,18 @@ class Retriever:
                                "opened; try again when it is not being rebuilt")
 
     @classmethod
-    def _load_once(cls, root: Path, verify: bool, options: dict) -> "Retriever":
+    def _load_once(cls, root: Path, verify: bool, options: dict, ray: str | None = None, replicas: int = 1,
+                   groups: int | None = None) -> "Retriever":
+        if ray is not None:
+            from retriever.shards.ray_search import open_on_ray
+
+            manifest = read_manifest(root, verify=verify)
+            docids = read_docids(root)
+            searcher = open_on_ray(root, manifest, docids, ray, replicas=replicas, groups=groups, options=options,
+                                   verify=verify)
+            return cls(root, manifest, searcher, docids)
+        if replicas != 1 or groups is not None:
+            raise ValueError("replicas and groups place shards on Ray actors; they need ray=")
         opened = _kinds.open_dir(root, verify=verify, **options)
         r = cls(root, opened.manifest, opened.searcher, opened.docids)
         if r._store is not None and len(r._store) != len(opened.docids):

@@ -86,10 +86,12 @@ def _record_in_cards(options: dict, dataset: str, split: str, metrics: dict, ind
 
 
 def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Path, split: str, k: int,
-             metrics: tuple[str, ...], model_cards: bool = False) -> dict:
+             metrics: tuple[str, ...], model_cards: bool = False, ray: str | None = None,
+             replicas: int = 1) -> dict:
     """One (dataset, config) cell: index (cached), search, evaluate; never raises. With
     ``model_cards``, the metrics are also recorded in the card of every trained model the
-    configuration names (``retriever train`` output directories)."""
+    configuration names (``retriever train`` output directories). With ``ray``, sharded
+    configurations (``shards: N``) are built and searched on that Ray cluster."""
     from indexing.errors import DataError
     from retriever.api import Retriever
 
@@ -119,8 +121,11 @@ def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Pat
         if key_file.is_file() and key_file.read_text() == index_key and (index_dir / "manifest.json").is_file():
             r = Retriever.load(index_dir, verify=False)
         else:
-            r = Retriever.build(ds_dir, index_dir, kind=kind, overwrite=True, store_docs=False, **opts)
+            on_ray = {"ray": ray} if ray is not None and opts.get("shards") else {}
+            r = Retriever.build(ds_dir, index_dir, kind=kind, overwrite=True, store_docs=False, **on_ray, **opts)
             key_file.write_text(index_key)
+        if ray is not None and r.manifest.get("backend") == "sharded":
+            r = Retriever.load(index_dir, verify=False, ray=ray, replicas=replicas)
         qrels = ds.qrels(split)
         queries = ds.split_queries(split)
         r.search_batch(dict(list(queries.items())[:1]), k=k)  # warm-up: compiled kernels, caches
@@ -146,7 +151,7 @@ def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Pat
 def run_grid(root: str | os.PathLike | None, datasets: list[str], configs: dict[str, dict],
              out: str | os.PathLike, split: str = "test", k: int = 1000,
              metrics: tuple[str, ...] = DEFAULT_METRICS, progress: bool = True,
-             model_cards: bool = False) -> list[dict]:
+             model_cards: bool = False, ray: str | None = None, replicas: int = 1) -> list[dict]:
     root, out = (Path(root) if root is not None else None), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cells = []
@@ -159,7 +164,7 @@ def run_grid(root: str | os.PathLike | None, datasets: list[str], configs: dict[
         for name, options in configs.items():
             if bar is not None:
                 bar.set_postfix_str(f"{dataset} / {name}")
-            cell = run_cell(root, dataset, name, options, out, split, k, metrics, model_cards)
+            cell = run_cell(root, dataset, name, options, out, split, k, metrics, model_cards, ray, replicas)
             cells.append(cell)
             if bar is not None:
                 bar.update()

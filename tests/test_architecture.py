@@ -25,10 +25,11 @@ ALLOWED = {
     "retriever.encoders": {"retriever.encoders", "indexing"},
     "training": {"training", "retriever.encoders", "indexing", "eval"},
     "retriever.kinds": {"retriever.kinds", "retriever.encoders", "indexing", "eval"},
-    "retriever.api": {"retriever.api", "retriever.kinds", "retriever.encoders", "indexing", "eval"},
+    "retriever.shards": {"retriever.shards", "retriever.kinds", "retriever.encoders", "indexing", "eval"},
+    "retriever.api": {"retriever.api", "retriever.shards", "retriever.kinds", "retriever.encoders", "indexing", "eval"},
     "retriever.beir_grid": {"retriever.beir_grid", "retriever.api", "retriever.kinds", "training", "indexing", "eval"},
     "retriever.service": {"retriever.service", "retriever.api", "retriever.kinds", "indexing", "eval"},
-    "retriever.cli": {"retriever.cli", "retriever.beir_grid", "retriever.service", "retriever.api",
+    "retriever.cli": {"retriever.cli", "retriever.beir_grid", "retriever.service", "retriever.api", "retriever.shards",
                       "retriever.kinds", "retriever.encoders", "training", "indexing", "eval"},
 }
 ALIASES = {"retriever": "retriever.api"}  # the package exports Retriever (the API)

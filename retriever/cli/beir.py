@@ -47,8 +47,12 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--no-plots", is_flag=True, help="No PNG plots (and none inlined in leaderboard.html).")
 @click.option("--model-cards", is_flag=True,
               help="Record each cell's metrics in the README.md of the trained models its configuration names.")
+@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS|local",
+              help="Build sharded configurations (shards: N) on this Ray cluster and search them on its actors.")
+@click.option("--replicas", type=AT_LEAST_1, default=1, show_default=True, help="--ray: actors per shard group.")
 @click.pass_context
-def beir(ctx, root, datasets, config_file, out, split, depth, reference, tolerance, no_plots, model_cards):
+def beir(ctx, root, datasets, config_file, out, split, depth, reference, tolerance, no_plots, model_cards,
+         ray_address, replicas):
     """Run every configuration over every dataset; write the leaderboard into OUT.
 
     OUT gets leaderboard.md / .csv / .json, leaderboard.html (one self-contained page: sortable
@@ -64,7 +68,8 @@ def beir(ctx, root, datasets, config_file, out, split, depth, reference, toleran
     ref = load_reference(reference) if reference else None
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     start = time.perf_counter()
-    cells = run_grid(root, names, configs, out, split=split, k=depth, model_cards=model_cards)
+    cells = run_grid(root, names, configs, out, split=split, k=depth, model_cards=model_cards, ray=ray_address,
+                     replicas=replicas)
     write_leaderboard(cells, out, metrics=LEADERBOARD_METRICS, reference=ref, tolerance=tolerance)
     images = []
     if not no_plots:

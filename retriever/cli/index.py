@@ -18,7 +18,8 @@ from indexing.io import dir_size
 from retriever import kinds
 from retriever.cli.main import CORPUS, _Finite, _floats, main
 
-GENERAL = ("kind", "backend", "overwrite", "no_store_docs", "quiet")
+GENERAL = ("kind", "backend", "overwrite", "no_store_docs", "quiet", "shards", "workers", "ray", "gpus_per_worker",
+           "resume")
 
 
 class _KindChoice(click.Choice):
@@ -124,16 +125,34 @@ class IndexCommand(click.Command):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--kind", type=_KindChoice(), default="bm25", show_default=True,
               help="Index kind; `retriever index --kind K --help` shows its settings.")
-@click.option("--backend", type=click.Choice(sorted({b for n in kinds.names() for b in kinds.backends(n)})),
+@click.option("--backend", type=click.Choice(sorted({b for n in kinds.names() for b in kinds.backends(n)} - {"sharded"})),
               default="native", show_default=True,
               help="native: our in-process index; lucene: Lucene through pyserini (pip extra 'lucene').")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an existing index.")
 @click.option("--no-store-docs", is_flag=True, help="Do not keep document text in the index.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--shards", type=click.IntRange(min=1), default=None,
+              help="Split the index in N shards (bm25, sparse, dense), searched as one.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="--shards: build with W local processes (or W Ray actors with --ray).  [default: 1]")
+@click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS|local",
+              help="--shards: build on a Ray cluster (pip extra 'ray'); OUT must be on a filesystem "
+                   "every node shares. local: start one on this machine.")
+@click.option("--gpus-per-worker", type=_Finite(0.0), default=None, help="--ray: GPUs each worker asks Ray for.")
+@click.option("--resume", is_flag=True, help="--shards: keep the shards an interrupted build of the same "
+                                            "settings finished; build only the rest.")
 @click.pass_context
-def index(ctx, corpus, out, kind, backend, overwrite, no_store_docs, quiet, **given):
+def index(ctx, corpus, out, kind, backend, overwrite, no_store_docs, quiet, shards, workers, ray_address,
+          gpus_per_worker, resume, **given):
     """Index CORPUS (a BEIR directory or a JSONL file) into the directory OUT."""
     from retriever.api import Retriever
+
+    if shards is None and (workers or ray_address or gpus_per_worker or resume):
+        raise click.UsageError("--workers, --ray, --gpus-per-worker and --resume need --shards N")
+    if gpus_per_worker and ray_address is None:
+        raise click.UsageError("--gpus-per-worker needs --ray")
+    sharding = {} if shards is None else {"shards": shards, "workers": workers or 1, "ray": ray_address,
+                                          "gpus_per_worker": gpus_per_worker or 0.0, "resume": resume}
 
     k = kinds.get(kind, backend)
     accepted = {s.name: s for s in kinds.fields_of(k.settings) if s.cli}
@@ -150,7 +169,8 @@ def index(ctx, corpus, out, kind, backend, overwrite, no_store_docs, quiet, **gi
         options[name] = _floats(value) if accepted[name].base is list else value
     start = time.perf_counter()
     r = Retriever.build(corpus, out, kind=kind, backend=backend, overwrite=overwrite,
-                        progress=not quiet, store_docs=not no_store_docs, **options)
+                        progress=not quiet, store_docs=not no_store_docs, **sharding, **options)
     took = time.perf_counter() - start
-    click.echo(f"indexed {len(r)} documents into {out} ({kind}, {backend}) in {took:.1f}s, "
+    where = f"{backend}" if shards is None else f"{backend}, {shards} shards"
+    click.echo(f"indexed {len(r)} documents into {out} ({kind}, {where}) in {took:.1f}s, "
                f"{dir_size(r.path) / 1e6:.1f} MB")

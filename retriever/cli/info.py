@@ -33,6 +33,14 @@ def info(index_dir, as_json, verify):
     click.echo(f"documents  {m['doc_count']}")
     for part in m.get("components", []):
         click.echo(f"component  {part['name']}: {part['kind']} at {part['path']}")
+    if m.get("shards"):
+        from indexing.io import dir_size
+
+        counts = [e["doc_count"] for e in m["shards"]]
+        size = dir_size(index_dir)
+        shared = ", ".join(k for k in m.get("shared", {}) if k != "path") or "nothing"
+        click.echo(f"shards     {len(counts)} under shards/ ({min(counts)}-{max(counts)} documents each); "
+                   f"shared: {shared}")
     for key in ("bm25", "analyzer", "postings", "impacts", "encoder", "query", "faiss", "fusion"):
         if key in m:
             if m[key]:

@@ -16,8 +16,19 @@ from retriever.cli.main import AT_LEAST_1, DATASET, _Finite, _output_file, main
 def _load_options(given: dict) -> dict:
     """CLI load flags -> Retriever.load options (only those given)."""
     names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search", "strategy": "strategy",
-             "approx": "approx"}
+             "approx": "approx", "ray_address": "ray", "replicas": "replicas"}
+    if given.get("replicas") is not None and given.get("ray_address") is None:
+        raise click.UsageError("--replicas places shard groups on Ray actors; it needs --ray")
     return {names[k]: v for k, v in given.items() if v is not None}
+
+
+def ray_options(f):
+    """--ray and --replicas: search a sharded index on Ray actors."""
+    f = click.option("--replicas", type=AT_LEAST_1, default=None,
+                     help="--ray: actors serving each shard group (batches go round robin).")(f)
+    return click.option("--ray", "ray_address", default=None, metavar="auto|ADDRESS|local",
+                        help="Sharded index: serve its shard groups from Ray actors (pip extra 'ray'); "
+                             "results equal in-process search.")(f)
 
 
 def _snippet(doc: dict | None, width: int = 90) -> str:
@@ -44,6 +55,7 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
               help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
 @click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
               help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
+@ray_options
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
 @click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
               help="Scores in --run: anserini (rounded to 1e-4, ties lowered by 1e-6 so every evaluator "
@@ -106,6 +118,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
               help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
 @click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
               help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
+@ray_options
 def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, model_card,
              **load):
     """Evaluate an index (or a run) on a BEIR split: nDCG@10, Recall@100, MRR@10, ..."""

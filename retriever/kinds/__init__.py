@@ -43,6 +43,10 @@ BUILTIN: dict[tuple[str, str], str] = {
     ("hybrid", "native"): "retriever.kinds.hybrid",
     ("bm25", "lucene"): "retriever.kinds.lucene",
     ("sparse", "lucene"): "retriever.kinds.lucene",
+    # a native index split in shards (shards/NNN/), built by retriever.shards
+    ("bm25", "sharded"): "retriever.kinds.sharded",
+    ("sparse", "sharded"): "retriever.kinds.sharded",
+    ("dense", "sharded"): "retriever.kinds.sharded",
 }
 
 
@@ -207,7 +211,10 @@ def open_dir(root, verify: bool = True, **options) -> Opened:
         raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says {manifest['doc_count']}")
     kind = open_manifest_kind(manifest, f"{root / 'manifest.json'}")
     accepted = list(inspect.signature(kind.open).parameters)[3:]
-    unknown = sorted(set(options) - set(accepted))
+    if "verify" in accepted:  # an index of sub-indexes with their own checksums (sharded)
+        accepted.remove("verify")
+        options = {**options, "verify": verify}
+    unknown = sorted(set(options) - set(accepted) - {"verify"})
     if unknown:
         raise ValueError(f"a {kind.name} index takes no load option(s) {', '.join(unknown)}; "
                          f"it accepts: {', '.join(accepted) or 'none'}")
@@ -230,12 +237,16 @@ def open_manifest_kind(manifest: dict, where: str) -> Kind:
     return kind
 
 
+DOC_ORDER = "_doc_order"  # what a kind's write returns when it renumbered the documents: new row i = doc order[i]
+
+
 def write_kind(kind: Kind, corpus, writer: IndexWriter, settings, *, store_docs: bool = True,
-               on_doc: Callable[[Doc], None] | None = None) -> dict:
+               on_doc: Callable[[Doc], None] | None = None, write_options: dict | None = None) -> dict:
     """The one pass over a corpus: documents stream to ``kind.write`` while their ids, the corpus
     fingerprint and (``store_docs``) their text are recorded; returns the manifest entries
     (the kind's, plus kind, backend, doc_count, settings, corpus). ``corpus`` is a path (read
-    with the kind's reader) or an iterable of Docs."""
+    with the kind's reader) or an iterable of Docs. ``write_options`` go to ``kind.write`` as
+    keywords (what a shard takes from its build: an encoder already loaded, shared statistics)."""
     settings = kind.prepare(settings)
     docs = kind.read(corpus, settings) if isinstance(corpus, (str, os.PathLike)) else iter(corpus)
     store = DocStoreWriter(writer) if store_docs else None
@@ -256,14 +267,17 @@ def write_kind(kind: Kind, corpus, writer: IndexWriter, settings, *, store_docs:
         finished = True
 
     source = stream()
-    entries = kind.write(source, writer, settings)
+    entries = dict(kind.write(source, writer, settings, **(write_options or {})))
+    order = entries.pop(DOC_ORDER, None)  # the kind renumbered the documents (e.g. reordered them)
     if not finished and next(source, None) is not None:
         raise RuntimeError(f"kind {kind.name!r} did not read every document")
     where = os.fspath(corpus) if isinstance(corpus, (str, os.PathLike)) else "the document stream"
     if not ids:
         raise DataError("the corpus has no documents", path=where)
+    if order is not None:
+        ids = [ids[i] for i in order]
     if store is not None:
-        store.close()
+        store.close(order)
     writer.write_docids(ids)
     writer.save_array(DOCID_ORDER, docid_order(ids))
     path = os.fspath(Path(corpus).absolute()) if isinstance(corpus, (str, os.PathLike)) else None

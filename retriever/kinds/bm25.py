@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Iterator, Literal
 
 from indexing.analysis import Analyzer
-from indexing.bm25 import BM25Params, build_bm25_index
+from indexing.bm25 import BM25Params, CollectionStats, build_bm25_index
 from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.bm25 import BM25QueryEncoder
-from retriever.kinds import Kind, check_settings, option, register
+from retriever.kinds import DOC_ORDER, Kind, check_settings, option, register
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class Settings:
     b: float = option(0.4, "BM25 b (Anserini's default)", min=0, max=1)
     stopwords: Literal["lucene", "none"] = option("lucene", "Lucene's 33 English stop words, or none")
     stemmer: Literal["porter", "none"] = option("porter", "Porter stemming (Lucene's), or none")
+    reorder: Literal["none", "bp"] = option("none", "renumber documents so similar ones are adjacent "
+                                                    "(bp: recursive graph bisection): faster pruned search")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -34,21 +36,30 @@ class Settings:
         return Analyzer(stopwords=self.stopwords, stemmer=self.stemmer)
 
 
-def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
-    """Analyse the documents into BM25 impacts; returns the manifest entries searching needs."""
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
+          collection: CollectionStats | None = None) -> dict:
+    """Analyse the documents into BM25 impacts; returns the manifest entries searching needs.
+    ``collection``: statistics of the whole collection when these documents are one shard of it."""
     analyzer = settings.analyzer()
-    index, _, info = build_bm25_index(docs, analyzer, settings.params(), writer.tmp)
+    index, _, info = build_bm25_index(docs, analyzer, settings.params(), writer.tmp, collection=collection)
+    entries = {}
+    if settings.reorder == "bp":
+        order = index.bp_order()
+        index = index.renumbered(order, writer.tmp)
+        entries[DOC_ORDER] = order
     index.save(writer)
-    return {"analyzer": analyzer.config(), **info,
+    return {**entries, "analyzer": analyzer.config(), **info,
             "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32"}}
 
 
-def open_index(root, manifest: dict, docids: list[str]) -> ImpactSearcher:
-    """Search a BM25 index; queries are analysed with the analyzer its manifest records."""
+def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned",
+               approx: float = 1.0) -> ImpactSearcher:
+    """Search a BM25 index; queries are analysed with the analyzer its manifest records.
+    ``strategy``: pruned (exact, default), exhaustive, or approx (with factor ``approx``)."""
     index = InvertedIndex.load(root, num_docs=len(docids))
     index.set_tie_order(read_docid_order(root, docids))
     encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
-    return ImpactSearcher(index, docids, encoder.encode_queries)
+    return ImpactSearcher(index, docids, encoder.encode_queries, strategy, approx)
 
 
 KIND = register(Kind(

@@ -43,6 +43,8 @@ class Settings:
     faiss: str = option("auto", "FAISS spec: Flat, IVF{n},Flat, IVF{n},PQ{m}[x{b}], OPQ{m},IVF{n},PQ{m}, "
                                 "HNSW{M}, auto")
     nprobe: int | None = option(None, "IVF lists probed per query (stored default)", min=1)
+    train_size: int | None = option(None, "vectors sampled to train IVF/PQ (default: 40 per list, "
+                                          "256 per PQ centroid)", min=1)
     ef_search: int | None = option(None, "HNSW efSearch (stored default)", min=1)
     refine: bool = option(False, "keep float16 vectors and re-rank candidates exactly")
     int8: bool = option(False, "int8 dynamic quantisation of the model (CPU)")
@@ -120,9 +122,14 @@ def make_encoder(settings: Settings) -> DenseEncoder:
                         quantize_int8=settings.int8)
 
 
-def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
-    """Encode the documents and index their vectors with FAISS (``faiss`` is a factory string or auto)."""
-    encoder = make_encoder(settings)
+def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder: DenseEncoder | None = None,
+          trained=None) -> dict:
+    """Encode the documents and index their vectors with FAISS (``faiss`` is a factory string or auto).
+
+    ``encoder``: one already loaded for these settings (a shard worker's); ``trained``: a trained
+    empty faiss index of the ``faiss`` spec shared by every shard of a collection (nothing is
+    trained here then)."""
+    encoder = encoder if encoder is not None else make_encoder(settings)
     cache = EncodingCache(writer.out, {"encoder": encoder.config(), "block": settings.encode_block})
     blocks: list[np.ndarray] = []
     while chunk := list(islice(docs, settings.encode_block)):
@@ -136,7 +143,8 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings) -> dict:
         return {}
     faiss_device = "cuda" if encoder.device.startswith("cuda") else "cpu"
     index = DenseIndex.build(np.concatenate(blocks), settings.faiss, nprobe=settings.nprobe,
-                             ef_search=settings.ef_search, refine=settings.refine, device=faiss_device)
+                             ef_search=settings.ef_search, refine=settings.refine, device=faiss_device,
+                             train_size=settings.train_size, trained=trained)
     faiss_settings = index.save(writer.tmp)
     cache.remove()
     return {"encoder": encoder.config(), "faiss": faiss_settings}
@@ -191,12 +199,26 @@ class DenseSearcher:
         return {q: dict(zip(*hits)) for q, hits in zip(qids, found)}
 
 
-def open_index(root, manifest: dict, docids: list[str], model: str | None = None,
-               device: str = "cpu", nprobe: int | None = None, ef_search: int | None = None) -> DenseSearcher:
+def query_encoder(root, manifest: dict, model: str | None = None, device: str = "cpu") -> DenseEncoder:
+    """The query encoder a dense index's manifest describes (its model must match the fingerprint)."""
     enc = manifest["encoder"]
     path = matching_model(root, enc, model)
     settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
-    encoder = DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False))
+    return DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False))
+
+
+def open_index(root, manifest: dict, docids: list[str], model: str | None = None,
+               device: str = "cpu", nprobe: int | None = None, ef_search: int | None = None,
+               encoder: DenseEncoder | None = None) -> DenseSearcher:
+    """Open a dense index; ``encoder``: a query encoder already loaded for an index of the same
+    encoder settings (the shards of one index share one)."""
+    if encoder is None:
+        encoder = query_encoder(root, manifest, model, device)
+    else:
+        enc = manifest["encoder"]
+        given = {"dim": encoder.dim, **{k: getattr(encoder.settings, k) for k in DenseSettings.__dataclass_fields__}}
+        if any(enc.get(k) != v for k, v in given.items()):
+            raise ValueError(f"{root}: the query encoder given has other settings than this index's")
     faiss_settings = dict(manifest["faiss"])
     if nprobe is not None:
         faiss_settings["nprobe"] = nprobe

@@ -273,7 +273,7 @@ def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> 
         if opened.manifest["kind"] != part["kind"]:
             raise IndexFormatError(f"{root}: component {path} is a {opened.manifest['kind']} index, "
                                    f"the manifest says {part['kind']}")
-        if opened.docids != docids:
+        if opened.docids != docids and set(opened.docids) != set(docids):  # (a component may be reordered)
             raise IndexFormatError(f"{root}: component {path} no longer indexes the same documents")
         components.append((part["name"], opened.searcher))
     order = {name: i for i, name in enumerate(SLOTS)}

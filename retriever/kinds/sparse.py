@@ -26,7 +26,7 @@ from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
 from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
                                        idf_weights)
-from retriever.kinds import Kind, check_settings, option, register
+from retriever.kinds import DOC_ORDER, Kind, check_settings, option, register
 
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
@@ -68,6 +68,8 @@ class Settings:
     query_weights: str | None = option(None, "per-token weights (.npy or .json) for --query-mode learned")
     batch_size: int = option(32, "encoding batch size", min=1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
+    reorder: Literal["none", "bp"] = option("none", "renumber documents so similar ones are adjacent "
+                                                    "(bp: recursive graph bisection): faster pruned search")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -177,10 +179,15 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
 
         terms = encoder.vocab
     index, stats = build_impact_index(stream(), writer, terms, settings.quantize, settings.scale)
+    entries = {}
+    if settings.reorder == "bp":
+        order = index.bp_order()
+        index = index.renumbered(order, writer.tmp)
+        entries[DOC_ORDER] = order
     index.save(writer)
     if settings.query_mode != "model":
         writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, np.diff(index.offsets), index.num_docs))
-    return manifest_entries(settings, encoder, stats)
+    return {**entries, **manifest_entries(settings, encoder, stats)}
 
 
 def query_encoder(root, manifest: dict, model: str | None = None

@@ -1,0 +1,303 @@
+"""Sharded indexes (issue 15): a sharded index returns what one index returns (BM25, SPLADE,
+dense Flat exactly; IVF-PQ with a shared quantizer as good as one index with it), built in this
+process, in local processes or on Ray; searched in threads or by Ray actors; resumable, and
+refused clearly when a shard is missing or damaged."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_WORDS, write_beir
+from eval.beir import BeirDataset
+from indexing.corpus_ranges import iter_range, split_ranges
+from indexing.errors import DataError
+from indexing.manifest import IndexFormatError, read_manifest
+from retriever import Retriever, cli
+from retriever.kinds.hybrid import compose
+from retriever.kinds.sharded import merge_top_k
+
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = [w for w in TINY_WORDS if w.isalpha()]
+
+
+def make_corpus(root: Path, docs: int = 150, seed: int = 0) -> Path:
+    """A BEIR directory of ``docs`` documents drawn from the tiny model's words (so every model
+    token is known), some sharing texts (ties), and 12 queries."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(docs):
+        text = " ".join(rng.choices(WORDS, k=rng.randint(4, 30))) if i % 10 else "vitamin d bone health"
+        rows.append({"_id": f"doc{rng.randint(0, 10**6):07d}-{i}", "title": " ".join(rng.choices(WORDS, k=3)),
+                     "text": text})
+    queries = [{"_id": f"q{i}", "text": " ".join(rng.choices(WORDS, k=rng.randint(2, 6)))} for i in range(12)]
+    return write_beir(root, rows, queries)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("shards") / "corpus")
+
+
+def queries(corpus: Path) -> dict:
+    return BeirDataset(corpus).queries()
+
+
+def assert_same_runs(a: dict, b: dict, tol: float = 0.0) -> None:
+    """The same doc ids in the same order for every query; scores within ``tol``."""
+    assert a.keys() == b.keys()
+    for q in a:
+        assert list(a[q]) == list(b[q]), q
+        assert np.allclose(list(a[q].values()), list(b[q].values()), rtol=0, atol=tol), q
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the session (token authentication left as Ray sets it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+# -- units --------------------------------------------------------------------------------------
+
+def test_merge_keeps_the_tie_rule():
+    a = [("b", 3.0), ("a", 1.0)]
+    b = [("c", 3.0), ("a0", 1.0), ("z", 0.5)]
+    assert merge_top_k([a, b], 4) == [("b", 3.0), ("c", 3.0), ("a", 1.0), ("a0", 1.0)]
+
+
+def test_byte_ranges_read_every_line_once_in_order(tmp_path):
+    path = tmp_path / "c.jsonl"
+    lines = [json.dumps({"_id": f"d{i}", "text": "x" * (i % 7)}) for i in range(50)]
+    path.write_text("\ufeff" + "\n".join(lines[:20]) + "\n\n" + "\n".join(lines[20:]), encoding="utf-8")
+    for n in (1, 3, 7, 50):
+        ranges = split_ranges(path, n)
+        assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+        ids = [d.docid for r in ranges for d in iter_range(path, r)]
+        assert ids == [f"d{i}" for i in range(50)], n
+
+
+def test_range_errors_name_the_real_line(tmp_path):
+    path = tmp_path / "c.jsonl"
+    rows = [json.dumps({"_id": f"d{i}", "text": "t"}) for i in range(30)]
+    rows[25] = '{"_id": "d25", "text": 3}'
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ranges = split_ranges(path, 3)
+    with pytest.raises(DataError, match=r"c\.jsonl:26: "):
+        for r in ranges:
+            list(iter_range(path, r))
+
+
+# -- sharded == unsharded -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields", ["flat", "multifield"])
+def test_bm25_sharded_scores_every_document_as_one_index(corpus, tmp_path, fields):
+    one = Retriever.build(corpus, tmp_path / "one", kind="bm25", fields=fields)
+    sharded = Retriever.build(corpus, tmp_path / "three", kind="bm25", fields=fields, shards=3)
+    assert [e["doc_count"] for e in sharded.manifest["shards"]] and len(sharded.manifest["shards"]) == 3
+    assert sharded.docids == one.docids  # corpus order: global row = offset + local row
+    qs = queries(corpus)
+    assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)))
+    assert sharded.manifest["shared"]["collection"]["doc_count"] == [
+        one.manifest["field_stats"][f]["doc_count"] for f in one.manifest["field_stats"]]
+    # each shard is a complete index, loadable alone, scoring its documents as the whole does
+    alone = Retriever.load(tmp_path / "three" / "shards" / "001")
+    row = sharded.manifest["shards"][1]["offset"]
+    assert alone.docids[0] == one.docids[row]
+    hits = alone.search("vitamin d bone health", k=3)
+    full = dict((h.docid, h.score) for h in one.search("vitamin d bone health", k=len(one)))
+    assert hits and all(full[h.docid] == h.score for h in hits)
+    assert sharded.doc(one.docids[-1]) == one.doc(one.docids[-1])
+
+
+def test_sparse_sharded_equals_unsharded(corpus, tmp_path, tiny_mlm, one_torch_thread):
+    one = Retriever.build(corpus, tmp_path / "one", kind="sparse", model=str(tiny_mlm), device="cpu")
+    sharded = Retriever.build(corpus, tmp_path / "three", kind="sparse", model=str(tiny_mlm), device="cpu",
+                              shards=3)
+    qs = queries(corpus)
+    assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)), 1e-5)
+
+
+def test_dense_flat_sharded_equals_unsharded(corpus, tmp_path, tiny_mlm, one_torch_thread):
+    one = Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), faiss="Flat", device="cpu")
+    sharded = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), faiss="Flat",
+                              device="cpu", shards=3)
+    qs = queries(corpus)
+    assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)), 1e-5)
+    assert [h.docid for h in sharded.search("vitamin d", k=5)] == [h.docid for h in one.search("vitamin d", k=5)]
+
+
+def test_ivf_pq_shards_share_one_quantizer(corpus, tmp_path, tiny_mlm, one_torch_thread):
+    spec = "IVF4,PQ8x4"
+    Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), faiss=spec, device="cpu",
+                    shards=1)
+    three = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), faiss=spec, device="cpu",
+                            shards=3)
+    q_one = (tmp_path / "one" / "shared" / "quantizer.faiss").read_bytes()
+    assert q_one == (tmp_path / "three" / "shared" / "quantizer.faiss").read_bytes()
+    assert three.manifest["shared"]["quantizer"]["factory"] == "IVF4,PQ8x4"
+    unsharded = Retriever.load(tmp_path / "one" / "shards" / "000")  # one complete index, same quantizer
+    qs = queries(corpus)
+    a, b = three.search_batch(qs, k=10), unsharded.search_batch(qs, k=10)
+    agree = sum(set(a[q]) == set(b[q]) for q in qs) / len(qs)
+    assert agree >= 0.99
+
+
+def test_local_processes_build_the_same_index(corpus, tmp_path):
+    one = Retriever.build(corpus, tmp_path / "inproc", kind="bm25", shards=3)
+    two = Retriever.build(corpus, tmp_path / "procs", kind="bm25", shards=3, workers=2)
+    qs = queries(corpus)
+    assert_same_runs(two.search_batch(qs, k=50), one.search_batch(qs, k=50))
+
+
+def test_hybrid_composes_sharded_components(corpus, tmp_path, tiny_mlm, one_torch_thread):
+    common = dict(model=str(tiny_mlm), faiss="Flat", device="cpu")
+    Retriever.build(corpus, tmp_path / "bm25", kind="bm25")
+    Retriever.build(corpus, tmp_path / "dense", kind="dense", **common)
+    Retriever.build(corpus, tmp_path / "bm25-s", kind="bm25", shards=2)
+    Retriever.build(corpus, tmp_path / "dense-s", kind="dense", shards=3, **common)
+    plain = Retriever.load(compose(tmp_path / "bm25", tmp_path / "dense", tmp_path / "h"))
+    sharded = Retriever.load(compose(tmp_path / "bm25-s", tmp_path / "dense-s", tmp_path / "hs"))
+    qs = queries(corpus)
+    a, b = sharded.search_batch(qs, k=20), plain.search_batch(qs, k=20)
+    assert all(list(a[q]) == list(b[q]) for q in qs)
+
+
+# -- Ray ------------------------------------------------------------------------------------------
+
+def test_ray_build_and_actor_search_equal_in_process(corpus, tmp_path, ray_cluster, tiny_mlm):
+    local = Retriever.build(corpus, tmp_path / "local", kind="bm25", shards=3)
+    on_ray = Retriever.build(corpus, tmp_path / "ray", kind="bm25", shards=3, workers=2, ray="auto")
+    qs = queries(corpus)
+    assert_same_runs(on_ray.search_batch(qs, k=100), local.search_batch(qs, k=100))
+    actors = Retriever.load(tmp_path / "ray", ray="auto", groups=1, replicas=2)  # two actors of 3 shards
+    for _ in range(2):  # every replica serves a batch
+        assert_same_runs(actors.search_batch(qs, k=100), local.search_batch(qs, k=100))
+    assert actors.search("vitamin d bone", k=5) == local.search("vitamin d bone", k=5)
+    assert actors.doc(local.docids[7]) == local.doc(local.docids[7])
+    dense = Retriever.build(corpus, tmp_path / "dense", kind="dense", model=str(tiny_mlm), faiss="Flat",
+                            device="cpu", shards=3)
+    on_actor = Retriever.load(tmp_path / "dense", ray="auto", groups=1)  # (groups of shards: the bench)
+    assert_same_runs(on_actor.search_batch(qs, k=50), dense.search_batch(qs, k=50), 1e-6)
+
+
+def test_a_worker_killed_mid_build_is_retried(tmp_path, ray_cluster):
+    corpus = make_corpus(tmp_path / "big", docs=1500, seed=3)
+    clean = Retriever.build(corpus, tmp_path / "clean", kind="bm25", shards=3)
+    out = tmp_path / "killed"
+    shards = Path(str(out) + ".partial") / "shards"
+    killed = []
+
+    def kill_first_writer() -> None:
+        deadline = time.monotonic() + 120
+        while not killed and time.monotonic() < deadline:
+            for lock in shards.glob("*.lock") if shards.is_dir() else []:
+                try:
+                    pid = int(lock.read_text().strip())
+                except (OSError, ValueError):
+                    continue
+                os.kill(pid, signal.SIGKILL)  # the Ray actor writing this shard, mid-build
+                killed.append(lock.name)
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=kill_first_writer)
+    watcher.start()
+    built = Retriever.build(corpus, out, kind="bm25", shards=3, workers=2, ray="auto")
+    watcher.join()
+    assert killed, "no shard writer was caught mid-build"
+    qs = queries(corpus)
+    assert_same_runs(built.search_batch(qs, k=200), clean.search_batch(qs, k=200))
+    assert not shards.parent.exists()
+
+
+# -- the driver killed, then --resume --------------------------------------------------------------
+
+DIE_AFTER_FIRST_SHARD = textwrap.dedent("""
+    import os, signal, sys
+    from retriever import kinds
+    from retriever.shards.build import build_sharded
+    kind = kinds.get("bm25")
+    build_sharded("bm25", sys.argv[1], sys.argv[2], kind.make_settings(), shards=3,
+                  on_shard=lambda i: os.kill(os.getpid(), signal.SIGKILL))
+""")
+
+
+def test_resume_rebuilds_only_the_missing_shards(corpus, tmp_path):
+    out = tmp_path / "idx"
+    proc = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_SHARD, str(corpus), str(out)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not out.exists()
+    work = Path(str(out) + ".partial")
+    done = work / "shards" / "000"
+    assert (done / "manifest.json").is_file() and not (work / "shards" / "001" / "manifest.json").exists()
+    mtimes = {p.relative_to(done): p.stat().st_mtime_ns for p in done.rglob("*")}
+    shared = {p.name: p.stat().st_mtime_ns for p in (work / "shared").iterdir()}
+    time.sleep(0.01)
+    with pytest.raises(ValueError, match="other settings"):  # another plan is not resumed
+        Retriever.build(corpus, out, kind="bm25", fields="multifield", shards=3, resume=True)
+    resumed = Retriever.build(corpus, out, kind="bm25", shards=3, resume=True)
+    assert {p.relative_to(out / "shards" / "000"): p.stat().st_mtime_ns
+            for p in (out / "shards" / "000").rglob("*")} == mtimes
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shared").iterdir()} == shared
+    clean = Retriever.build(corpus, tmp_path / "clean", kind="bm25", shards=3)
+    qs = queries(corpus)
+    assert_same_runs(resumed.search_batch(qs, k=100), clean.search_batch(qs, k=100))
+
+
+# -- damaged shards -------------------------------------------------------------------------------
+
+def test_missing_or_corrupt_shards_are_named(corpus, tmp_path):
+    out = tmp_path / "idx"
+    Retriever.build(corpus, out, kind="bm25", shards=3)
+    postings = out / "shards" / "002" / "postings_impacts.npy"
+    data = bytearray(postings.read_bytes())
+    data[-1] ^= 0xFF
+    postings.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="shards/002"):
+        Retriever.load(out)
+    (out / "shards" / "002" / "docids.txt").rename(out / "gone.txt")
+    with pytest.raises(IndexFormatError, match="shards/002"):
+        Retriever.load(out, verify=False)
+    other = tmp_path / "other"
+    Retriever.build(corpus, other, kind="bm25", shards=3, k1=1.2)
+    os.rename(out / "shards" / "001", tmp_path / "moved")
+    with pytest.raises(IndexFormatError, match="shard shards/001 is missing"):
+        Retriever.load(out, verify=False)
+    os.rename(other / "shards" / "001", out / "shards" / "001")
+    with pytest.raises(IndexFormatError, match="shard shards/001 is not the index"):
+        Retriever.load(out, verify=False)
+    assert read_manifest(other, verify=False)["backend"] == "sharded"
+
+
+# -- CLI --------------------------------------------------------------------------------------------
+
+def test_cli_builds_searches_and_describes_a_sharded_index(corpus, tmp_path):
+    out = tmp_path / "idx"
+    runner = CliRunner()
+    res = runner.invoke(cli.main, ["index", str(corpus), str(out), "--shards", "3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "3 shards" in res.output
+    res = runner.invoke(cli.main, ["search", str(out), "vitamin d bone health", "-k", "3"])
+    assert res.exit_code == 0 and "vitamin" in res.output, res.output
+    res = runner.invoke(cli.main, ["info", str(out), "--verify"])
+    assert res.exit_code == 0 and "shards" in res.output and "checksums  ok" in res.output, res.output
+    res = runner.invoke(cli.main, ["index", str(corpus), str(tmp_path / "x"), "--resume"])
+    assert res.exit_code == 2 and "--shards" in res.output
+    res = runner.invoke(cli.main, ["eval", "--index", str(corpus / "nothing"), "--dataset", str(corpus),
+                                   "--replicas", "2"])
+    assert res.exit_code == 2 and "--ray" in res.output

@@ -1,0 +1,152 @@
+"""The SPLADE-like synthetic corpus for the scale benchmarks (scripts/synthetic_splade.py)."""
+
+import time
+
+import numpy as np
+import pytest
+
+from scripts.synthetic_splade import FIRST_TOKEN, VOCAB, SpladeLike, splade_documents, splade_queries
+
+SMALL = dict(topics=20, block=512)  # small blocks: several per test, boundaries exercised
+ONE_BLOCK = dict(topics=20, block=4096)  # the tests of statistics read one block
+
+
+def stacked(pairs):
+    return [(ids.tolist(), w.tolist()) for ids, w in pairs]
+
+
+def overlap(a, b):
+    return len(np.intersect1d(a, b, assume_unique=True))
+
+
+# -- reproducibility ---------------------------------------------------------------------------
+
+def test_same_seed_same_corpus_and_queries():
+    a, b = SpladeLike(3, **SMALL), SpladeLike(3, **SMALL)
+    assert stacked(a.documents(1200)) == stacked(b.documents(1200))
+    assert stacked(a.queries(50)) == stacked(b.queries(50))
+    c = SpladeLike(4, **SMALL)
+    assert stacked(c.documents(20)) != stacked(a.documents(20))
+    assert stacked(splade_documents(30, seed=3, **SMALL)) == stacked(a.documents(30))
+    assert stacked(splade_queries(5, seed=3, **SMALL)) == stacked(a.queries(5))
+
+
+def test_a_document_is_the_same_whatever_range_is_asked_for():
+    model = SpladeLike(1, **SMALL)
+    whole = stacked(model.documents(1500))
+    assert stacked(model.documents(700, start=400)) == whole[400:1100]
+    assert stacked(model.documents(1, start=511)) == whole[511:512]  # the last of a block
+    blocks = list(model.blocks(300, 1500))
+    assert [b.start for b in blocks] == [300, 512, 1024]
+    assert sum(len(b.topic) for b in blocks) == 1200
+    assert stacked(model.queries(10)) == stacked(model.queries(60))[:10]
+    assert list(model.documents(0)) == [] and model.queries(0) == []
+
+
+def test_bad_models_are_refused():
+    with pytest.raises(ValueError):
+        SpladeLike(doc_terms=(50, 10))
+    with pytest.raises(ValueError):
+        SpladeLike(topic_terms=0)
+    with pytest.raises(ValueError):
+        SpladeLike(oversample=0.5)
+    with pytest.raises(ValueError):
+        list(SpladeLike(**SMALL).blocks(5, 2))
+
+
+# -- shape of the vectors ----------------------------------------------------------------------
+
+def test_term_counts_ids_and_types():
+    model = SpladeLike(0, **SMALL)
+    counts = []
+    for ids, w in model.documents(2000):
+        assert ids.dtype == np.int32 and w.dtype == np.float32 and len(ids) == len(w)
+        assert (np.diff(ids) > 0).all()  # ascending, distinct
+        assert ids[0] >= FIRST_TOKEN and ids[-1] < VOCAB
+        counts.append(len(ids))
+    counts = np.array(counts)
+    assert counts.min() >= 120 and counts.max() <= 250
+    assert 175 < counts.mean() < 195  # uniform over 120..250
+    q = np.array([len(ids) for ids, _ in model.queries(500)])
+    assert q.min() >= 20 and q.max() <= 40 and 27 < q.mean() < 33
+
+
+def test_weights_are_skewed_like_splade():
+    model = SpladeLike(0, **ONE_BLOCK)
+    blk = next(model.blocks(0, 2000))
+    w = blk.weights
+    assert w.min() >= 0.01 and w.max() <= 4.0
+    assert 0.3 < np.median(w) < 0.7 and np.mean(w) > np.median(w)  # a long right tail
+    assert 0.01 < (w > 2.0).mean() < 0.05  # a few large ...
+    assert (w < 0.5).mean() > 0.45  # ... many small
+    # within a document the topical terms weigh more than the background ones
+    q = model.query_block(300).weights
+    assert np.median(q) > np.median(w)  # SPLADE's query weights run higher
+
+
+# -- topical structure -------------------------------------------------------------------------
+
+def test_documents_of_one_topic_share_more_terms():
+    model = SpladeLike(0, **ONE_BLOCK)
+    blk = next(model.blocks(0, 2000))
+    rows = [blk.ids[blk.indptr[i]:blk.indptr[i + 1]] for i in range(len(blk.topic))]
+    rng = np.random.default_rng(0)
+    same, other = [], []
+    for _ in range(400):
+        i, j = rng.integers(0, len(rows), size=2)
+        if i != j:
+            (same if blk.topic[i] == blk.topic[j] else other).append(overlap(rows[i], rows[j]))
+    by_topic = {}
+    for i, t in enumerate(blk.topic):
+        by_topic.setdefault(int(t), []).append(i)
+    same += [overlap(rows[ix[0]], rows[ix[1]]) for ix in by_topic.values() if len(ix) > 1]
+    assert np.mean(same) > 3 * np.mean(other)
+    # corpus order carries no topic: neighbours share a topic about as often as random pairs
+    assert (blk.topic[1:] == blk.topic[:-1]).mean() < 2 / ONE_BLOCK["topics"]
+
+
+def test_queries_overlap_their_topics_documents():
+    model = SpladeLike(0, **ONE_BLOCK)
+    blk = next(model.blocks(0, 3000))
+    rows = [blk.ids[blk.indptr[i]:blk.indptr[i + 1]] for i in range(len(blk.topic))]
+    q = model.query_block(100)
+    hits_same, hits_other, top_same = [], [], 0
+    for k in range(100):
+        qi = q.ids[q.indptr[k]:q.indptr[k + 1]]
+        same = np.flatnonzero(blk.topic == q.topic[k])[:20]
+        other = np.flatnonzero(blk.topic != q.topic[k])[:20]
+        hits_same.append(np.mean([overlap(qi, rows[d]) for d in same]))
+        hits_other.append(np.mean([overlap(qi, rows[d]) for d in other]))
+        # and the best document by dot product is of the query's topic
+        dense = np.zeros(VOCAB)
+        dense[qi] = q.weights[q.indptr[k]:q.indptr[k + 1]]
+        scores = np.add.reduceat(dense[blk.ids] * blk.weights, blk.indptr[:-1])
+        top_same += blk.topic[int(np.argmax(scores))] == q.topic[k]
+    assert np.mean(hits_same) > 3 * np.mean(hits_other)
+    assert top_same >= 80
+
+
+# -- the consumers -----------------------------------------------------------------------------
+
+def test_build_impact_index_consumes_the_stream(tmp_path):
+    from indexing.impacts import build_impact_index
+    from indexing.manifest import IndexWriter
+
+    model = SpladeLike(0, **SMALL)
+    expected = sum(len(ids) for ids, _ in model.documents(600))
+    with IndexWriter(tmp_path / "idx") as w:
+        index, stats = build_impact_index(model.documents(600), w, [f"t{i}" for i in range(VOCAB)],
+                                          "uint16", 100.0)
+        assert index.num_docs == 600 and stats["postings"] == expected
+        assert stats["clipped_weights"] == 0
+        ids, weights = model.queries(1)[0]
+        hits, _ = index.top_k_ids(ids, weights, 10)
+        assert len(hits) == 10
+
+
+def test_generation_is_fast():
+    model = SpladeLike(0)  # the benchmark's model: 1,000 topics, blocks of 8,192
+    next(model.blocks(0, 1))  # compiled (and the first block made)
+    start = time.perf_counter()
+    n = sum(len(b.topic) for b in model.blocks(0, 3 * 8192))
+    assert n / (time.perf_counter() - start) > 5_000  # docs/s; ~40,000 on the 2-core machine
