@@ -118,9 +118,11 @@ def string_field(obj: dict[str, Any], key: str, path: Path, lineno: int) -> str:
     return value
 
 
-def first_line(path: Path, what: str, ident: str) -> int:
-    """Line of the first record with this id (only used to report a duplicate)."""
+def first_line(path: Path, what: str, ident: str, nth: int = 1) -> int:
+    """Line of the ``nth`` record with this id (only used to report a duplicate)."""
     for lineno, obj in read_jsonl(path):
         if record_id(obj, what, path, lineno) == ident:
-            return lineno
+            nth -= 1
+            if nth == 0:
+                return lineno
     raise AssertionError("unreachable: duplicate id not found on rescan")

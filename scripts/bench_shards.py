@@ -262,6 +262,7 @@ def child(argv: list[str]) -> None:
         plan = {"kind": "sparse", "settings": settings, "corpus": {"path": None}, "shards": n}
         with IndexWriter(out, overwrite=True) as w:
             w.finish(assemble(w, work, plan, {}), sealed=("shards",))
+        print(json.dumps({"assembled": n}))
     elif step == "scale-search":
         from retriever import Retriever
         from scripts.synthetic import sparse_queries

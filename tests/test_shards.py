@@ -301,3 +301,13 @@ def test_cli_builds_searches_and_describes_a_sharded_index(corpus, tmp_path):
     res = runner.invoke(cli.main, ["eval", "--index", str(corpus / "nothing"), "--dataset", str(corpus),
                                    "--replicas", "2"])
     assert res.exit_code == 2 and "--ray" in res.output
+
+
+def test_a_duplicate_across_shards_names_both_lines(tmp_path):
+    rows = [{"_id": f"d{i}", "text": "vitamin d bone health"} for i in range(30)] + [{"_id": "d3", "text": "again"}]
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match="duplicate doc id 'd3' \\(first on line 4\\)") as e:
+        Retriever.build(corpus, tmp_path / "idx", kind="bm25", shards=3)
+    assert str(e.value).startswith(f"{corpus}:31:")
+    assert not (tmp_path / "idx").exists()

@@ -36,6 +36,7 @@ import numpy as np
 
 from indexing.corpus_ranges import split_ranges, splittable_file
 from indexing.errors import DataError
+from indexing.records import first_line
 from indexing.io import atomic_open
 from indexing.manifest import (CHECKSUM_KEY, DOCID_ORDER, IndexWriter, docid_order, read_docids,
                                read_manifest)
@@ -171,7 +172,9 @@ def assemble(writer: IndexWriter, work: Path, plan: dict, shared: dict) -> dict:
     order = docid_order(ids)
     dup = np.flatnonzero([ids[a] == ids[b] for a, b in zip(order[:-1], order[1:])]) if len(ids) > 1 else []
     if len(dup):
-        raise DataError(f"duplicate doc id {ids[order[dup[0]]]!r} in two shards", path=plan["corpus"]["path"])
+        docid, file = ids[order[dup[0]]], Path(plan["corpus"]["path"])
+        first, second = first_line(file, "doc", docid), first_line(file, "doc", docid, nth=2)
+        raise DataError(f"duplicate doc id {docid!r} (first on line {first})", path=file, line=second)
     writer.write_docids(ids)
     writer.save_array(DOCID_ORDER, order)
     return {"kind": plan["kind"], "backend": sharded.BACKEND, "doc_count": len(ids), "settings": plan["settings"],

@@ -1,0 +1,355 @@
+"""Sparse search at scale (issue 14): exact block-max pruning against the exhaustive kernel, the
+approximate mode's curve, threads, latency percentiles, size and build cost per million.
+
+    python scripts/bench_sparse_scale.py [--sizes 1000000,10000000] [--bm25-docs 1000000]
+        [--queries 200] [--check 20] [--reorder bp] [--sections splade,bm25]
+        [--out docs/bench_sparse_scale.json] [--plot docs/sparse_approx_curve.png]
+
+Corpora:
+  splade  SPLADE-like synthetic vectors (scripts/synthetic_splade.py: topic mixtures, documents
+          i.i.d. so corpus order carries no topic, 120-250 terms/doc, 20-40 terms/query,
+          log-normal weights), quantised like the sparse kind's default (uint16, x100), built
+          from a stream, then (``--reorder bp``) renumbered by recursive graph bisection.
+  bm25    BM25 flat on the Zipf pseudo-word corpus of scripts/synthetic.py (~60 tokens/doc),
+          built by the bm25 kind (with ``reorder``), queried with its text queries.
+
+For each index, in a fresh process (peak memory is that process's VmHWM):
+  - per-query latency (mean, p50, p99) and q/s, single thread, at k = 10 and k = 1000, for the
+    exhaustive kernel and exact pruning; pruned results must equal exhaustive ones bit for bit
+    (ids, scores, order) for every query;
+  - (splade) the exhaustive top-1000 of ``--check`` queries against a scipy brute force over the
+    generator's own vectors (float64 dot products of the same integer impacts);
+  - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000);
+  - the approximate mode at k = 10: speed and agreement with the exact top-10 per factor (curve
+    in ``--plot``); nDCG@10 on SciFact for the same factors is in scripts/bench_sparse.py's
+    SPLADE-tiny section when run with ``--approx``.
+Work files go to $RETRIEVER_BENCH_WORK (default /tmp/retriever-bench); indexes already built
+there are reused (their build record is kept next to them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUANTIZE, SCALE = "uint16", 100.0
+APPROX = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def in_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def dir_bytes(path: Path, skip: tuple[str, ...] = ("docs.jsonl", "docs_offsets.npy", "bench_order.npy")) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.name not in skip)
+
+
+# -- building ---------------------------------------------------------------------------------
+
+def build_splade(out: Path, n: int, reorder: str) -> dict:
+    from indexing.impacts import build_impact_index
+    from indexing.manifest import IndexWriter
+    from scripts.synthetic_splade import VOCAB, SpladeLike
+
+    row: dict = {}
+    t = time.perf_counter()
+    with IndexWriter(out, overwrite=True) as w:
+        index, stats = build_impact_index(SpladeLike(0).documents(n), w, [f"t{i}" for i in range(VOCAB)],
+                                          QUANTIZE, SCALE)
+        row["build_s"] = round(time.perf_counter() - t, 1)
+        order = np.arange(n, dtype=np.int64)
+        if reorder == "bp":
+            t = time.perf_counter()
+            order = index.bp_order()
+            row["bp_s"] = round(time.perf_counter() - t, 1)
+            t = time.perf_counter()
+            index = index.renumbered(order, w.tmp)
+            row["renumber_s"] = round(time.perf_counter() - t, 1)
+        t = time.perf_counter()
+        index.save(w)
+        row["save_s"] = round(time.perf_counter() - t, 1)
+        w.save_array("bench_order.npy", np.asarray(order, dtype=np.int64))
+        w.finish({"kind": "bench-splade", "backend": "native", "doc_count": n, "stats": stats})
+    row.update(postings=stats["postings"], peak_rss_mb=round(peak_rss_mb()))
+    return row
+
+
+def build_bm25(out: Path, corpus: Path, reorder: str) -> dict:
+    from retriever import Retriever
+
+    t = time.perf_counter()
+    Retriever.build(corpus, out, kind="bm25", overwrite=True, store_docs=False, reorder=reorder)
+    return {"build_s": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak_rss_mb())}
+
+
+def built(out: Path, make) -> dict:
+    record = out.with_name(out.name + ".build.json")
+    if (out / "manifest.json").is_file() and record.is_file():
+        return json.loads(record.read_text())
+    row = make()
+    row["load"] = load()
+    record.write_text(json.dumps(row))
+    return row
+
+
+# -- searching ----------------------------------------------------------------------------------
+
+def _same(a, b) -> bool:
+    return len(a[0]) == len(b[0]) and bool((a[0] == b[0]).all()) and bool((a[1] == b[1]).all())
+
+
+def timed_each(index, queries, k, strategy, approx=1.0):
+    """Results and per-query seconds, one query per call (single thread)."""
+    index.search_many(queries[:3], k, strategy, approx, checked=True)  # compiled, scratch allocated
+    out, secs = [], []
+    for q in queries:
+        t = time.perf_counter()
+        out.append(index.search_many([q], k, strategy, approx, checked=True)[0])
+        secs.append(time.perf_counter() - t)
+    return out, np.array(secs)
+
+
+def latency(secs: np.ndarray) -> dict:
+    return {"qps": round(len(secs) / secs.sum(), 1), "mean_ms": round(1000 * secs.mean(), 3),
+            "p50_ms": round(1000 * float(np.percentile(secs, 50)), 3),
+            "p99_ms": round(1000 * float(np.percentile(secs, 99)), 3)}
+
+
+def batch_threads(index, queries, k, strategy, repeat: int = 3) -> dict:
+    row = {}
+    for threads in (1, 2):
+        index.search_many(queries[:4], k, strategy, threads=threads, checked=True)
+        best = min(_time(lambda: index.search_many(queries, k, strategy, threads=threads, checked=True))
+                   for _ in range(repeat))
+        row[f"qps_threads_{threads}"] = round(len(queries) / best, 1)
+    row["ratio_2_vs_1"] = round(row["qps_threads_2"] / row["qps_threads_1"], 2)
+    return row
+
+
+def _time(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def search_report(index, queries: list) -> dict:
+    report: dict = {"docs": index.num_docs, "postings": index.num_postings, "queries": len(queries),
+                    "mean_query_terms": round(float(np.mean([len(t) for t, _ in queries])), 1)}
+    exact = {}
+    for k in (10, 1000):
+        ex, ex_secs = timed_each(index, queries, k, "exhaustive")
+        pr, pr_secs = timed_each(index, queries, k, "pruned")
+        blocks = []
+        for q in queries:  # blocks scored (-1: the query fell back to the exhaustive kernel)
+            index.search_many([q], k, "pruned", checked=True)
+            blocks.append(int(index.last_blocks_scored[0]))
+        blocks = np.array(blocks)
+        same = sum(_same(a, b) for a, b in zip(ex, pr))
+        report[f"k{k}"] = {"exhaustive": latency(ex_secs), "pruned": latency(pr_secs),
+                           "speedup_pruned": round(ex_secs.sum() / pr_secs.sum(), 2),
+                           "pruned_equals_exhaustive": f"{same}/{len(queries)}",
+                           "fell_back_to_exhaustive": int((blocks < 0).sum()),
+                           "mean_blocks_scored": round(float(blocks[blocks >= 0].mean()), 1) if (blocks >= 0).any() else None,
+                           "blocks": (index.num_docs >> index.shift) + 1}
+        exact[k] = ex
+        print(f"  k={k}: exhaustive {report[f'k{k}']['exhaustive']}, pruned {report[f'k{k}']['pruned']}, "
+              f"same {same}/{len(queries)}", file=sys.stderr, flush=True)
+    report["threads"] = {"pruned_k10": batch_threads(index, queries, 10, "pruned"),
+                         "exhaustive_k1000": batch_threads(index, queries, 1000, "exhaustive")}
+    curve = []
+    ex_time = report["k10"]["exhaustive"]["mean_ms"]
+    for a in APPROX:
+        out, secs = timed_each(index, queries, 10, "approx" if a < 1 else "pruned", a)
+        agree = np.mean([len(set(x[0].tolist()) & set(y[0].tolist())) / max(1, len(y[0]))
+                         for x, y in zip(out, exact[10])])
+        curve.append({"approx": a, "top10_agreement": round(float(agree), 4), "mean_ms": round(1000 * secs.mean(), 3),
+                      "speedup_vs_exhaustive": round(ex_time / (1000 * secs.mean()), 1)})
+    report["approx_k10"] = curve
+    return report, exact
+
+
+def brute_force_check(index, queries, exact_1000, order, n_check: int) -> dict:
+    """Exhaustive top-1000 against float64 dot products over the generator's vectors."""
+    import scipy.sparse as sp
+
+    from indexing.impacts import quantize_weights
+    from scripts.synthetic_splade import VOCAB, SpladeLike
+
+    sample = queries[:n_check]
+    qmat = np.zeros((VOCAB, len(sample)))
+    for j, (t, w) in enumerate(sample):
+        qmat[t, j] = w.astype(np.float64)
+    scores = np.zeros((index.num_docs, len(sample)))
+    for blk in SpladeLike(0).blocks(0, index.num_docs):
+        imp = quantize_weights(blk.weights, QUANTIZE, SCALE).astype(np.float64)
+        m = sp.csr_matrix((imp, blk.ids, blk.indptr), shape=(len(blk.topic), VOCAB))
+        scores[blk.start:blk.start + len(blk.topic)] = m @ qmat
+    scores /= SCALE
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[np.asarray(order)] = np.arange(len(order))  # generator doc -> internal id
+    ok, worst = 0, 0.0
+    for j in range(len(sample)):
+        ids, got = exact_1000[j]
+        orig = np.asarray(order)[ids]  # internal -> generator doc
+        s = scores[:, j]
+        kth = s[orig[-1]]
+        must = np.flatnonzero(s > kth * (1 + 1e-6))  # every document clearly above the k-th
+        diff = float(np.abs(s[orig] - got.astype(np.float64)).max() / max(s[orig].max(), 1e-12))
+        worst = max(worst, diff)
+        ok += set(must.tolist()) <= set(orig.tolist()) and diff < 1e-5 and len(ids) == min(1000, int((s > 0).sum()))
+    return {"queries": len(sample), "top1000_match_brute_force": f"{ok}/{len(sample)}",
+            "max_relative_score_error": worst}
+
+
+def search_splade(path: Path, n_queries: int, n_check: int) -> dict:
+    from indexing.inverted import InvertedIndex
+    from indexing.manifest import load_array
+    from scripts.synthetic_splade import SpladeLike
+
+    t = time.perf_counter()
+    index = InvertedIndex.load(path, num_docs=json.loads((path / "manifest.json").read_text())["doc_count"],
+                               scale=SCALE)
+    index.ensure_blockmax()
+    load_s = time.perf_counter() - t
+    queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(n_queries)]
+    report, exact = search_report(index, queries)
+    report["load_s"] = round(load_s, 2)
+    report["bytes_per_doc"] = round(dir_bytes(path) / index.num_docs, 1)
+    order = load_array(path, "bench_order.npy")
+    report["brute_force"] = brute_force_check(index, queries, exact[1000], order, n_check)
+    report["peak_rss_mb"] = round(peak_rss_mb())
+    return report
+
+
+def search_bm25(path: Path, n_queries: int) -> dict:
+    from retriever import Retriever
+    from scripts.synthetic import text_queries
+
+    r = Retriever.load(path, verify=False)
+    index = r.searcher.index
+    texts = list(text_queries(n_queries).values())
+    queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
+    queries = [index._checked(t, w) for t, w in queries if len(t)]
+    report, _ = search_report(index, queries)
+    report["bytes_per_doc"] = round(dir_bytes(path) / index.num_docs, 1)
+    report["peak_rss_mb"] = round(peak_rss_mb())
+    return report
+
+
+# -- driver ---------------------------------------------------------------------------------------
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, section in report.items():
+        curve = section.get("search", {}).get("approx_k10")
+        if not curve:
+            continue
+        ax.plot([c["speedup_vs_exhaustive"] for c in curve], [c["top10_agreement"] for c in curve], "o-",
+                label=name)
+        for c in curve:
+            ax.annotate(f"{c['approx']:g}", (c["speedup_vs_exhaustive"], c["top10_agreement"]),
+                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over the exhaustive kernel (k = 10, 1 thread)")
+    ax.set_ylabel("agreement with the exact top-10")
+    ax.axhline(0.97, color="grey", lw=0.8, ls="--")
+    ax.set_title("approximate block-max search (labels: approx factor)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        step, args = sys.argv[2], sys.argv[3:]
+        if step == "build-splade":
+            row = build_splade(Path(args[0]), int(args[1]), args[2])
+        elif step == "build-bm25":
+            row = build_bm25(Path(args[0]), Path(args[1]), args[2])
+        elif step == "search-splade":
+            row = search_splade(Path(args[0]), int(args[1]), int(args[2]))
+        else:
+            row = search_bm25(Path(args[0]), int(args[1]))
+        print(json.dumps(row))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000000,10000000", help="SPLADE-like corpus sizes")
+    ap.add_argument("--bm25-docs", type=int, default=1_000_000)
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--check", type=int, default=20, help="queries checked against the scipy brute force")
+    ap.add_argument("--reorder", choices=["none", "bp"], default="bp")
+    ap.add_argument("--sections", default="splade,bm25")
+    ap.add_argument("--work", default=os.environ.get("RETRIEVER_BENCH_WORK", "/tmp/retriever-bench"))
+    ap.add_argument("--out", default=str(ROOT / "docs" / "bench_sparse_scale.json"))
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "sparse_approx_curve.png"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {}
+    sections = args.sections.split(",")
+    if "splade" in sections:
+        for n in (int(x) for x in args.sizes.split(",")):
+            name = f"splade-like {n:,} ({args.reorder})"
+            path = work / f"splade-like-{n}-{args.reorder}"
+            print(name, file=sys.stderr, flush=True)
+            row = {"build": built(path, lambda: in_child("build-splade", str(path), str(n), args.reorder))}
+            row["build"]["s_per_million"] = round(sum(row["build"].get(k, 0) for k in
+                                                      ("build_s", "bp_s", "renumber_s", "save_s")) / (n / 1e6), 1)
+            row["load_before"] = load()
+            row["search"] = in_child("search-splade", str(path), str(args.queries), str(args.check))
+            row["load_after"] = load()
+            report[name] = row
+            out.write_text(json.dumps(report, indent=1) + "\n")
+    if "bm25" in sections:
+        from scripts.synthetic import write_text_corpus
+
+        n = args.bm25_docs
+        corpus = work / f"synth-{n}.jsonl"
+        if not corpus.exists():
+            write_text_corpus(corpus, n)
+        name = f"bm25 {n:,} ({args.reorder})"
+        path = work / f"synth-{n}-bm25-{args.reorder}"
+        print(name, file=sys.stderr, flush=True)
+        row = {"build": built(path, lambda: in_child("build-bm25", str(path), str(corpus), args.reorder))}
+        row["load_before"] = load()
+        row["search"] = in_child("search-bm25", str(path), str(args.queries))
+        row["load_after"] = load()
+        report[name] = row
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    if args.plot:
+        plot(report, Path(args.plot))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
