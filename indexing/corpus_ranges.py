@@ -54,6 +54,37 @@ def split_ranges(path: PathLike, n: int) -> list[Range]:
     return [(cuts[i], cuts[i + 1]) for i in range(n)]
 
 
+def split_rows(path: PathLike, n: int, align: int) -> list[Range]:
+    """``n`` contiguous byte ranges covering the file whose documents (non-blank lines) are cut
+    only at multiples of ``align`` documents: range ``i`` holds whole blocks of ``align``
+    documents (the last block may be short), the blocks shared out as evenly as possible. A
+    model encodes documents in blocks of that size (length-sorted batches within a block), so
+    shards cut this way encode every document exactly as one index does. One sequential read of
+    the file (no parsing); a range is empty when there are fewer blocks than ``n``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of ranges must be an integer >= 1, got {n!r}")
+    if isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise ValueError(f"align must be an integer >= 1, got {align!r}")
+    file = splittable_file(path)
+    size = file.stat().st_size
+    starts, rows, pos = [], 0, 0
+    with open(file, "rb") as f:
+        for raw in f:
+            body = raw[len(codecs.BOM_UTF8):] if pos == 0 and raw.startswith(codecs.BOM_UTF8) else raw
+            if body.strip():
+                if rows % align == 0:
+                    starts.append(pos)
+                rows += 1
+            pos += len(raw)
+    blocks = len(starts)
+
+    def offset(j: int) -> int:  # where block j starts (the first block: at the file's start)
+        return size if j >= blocks else 0 if j == 0 else starts[j]
+
+    cut = [i * blocks // n for i in range(n + 1)]
+    return [(offset(cut[i]), offset(cut[i + 1])) for i in range(n)]
+
+
 def _line_number(file: Path, offset: int) -> int:
     """1-based number of the line starting at byte ``offset`` (reads the file up to it)."""
     count, done = 0, 0

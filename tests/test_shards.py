@@ -3,6 +3,7 @@ dense Flat exactly; IVF-PQ with a shared quantizer as good as one index with it)
 process, in local processes or on Ray; searched in threads or by Ray actors; resumable, and
 refused clearly when a shard is missing or damaged."""
 
+import codecs
 import json
 import os
 import random
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 
 from conftest import TINY_WORDS, write_beir
 from eval.beir import BeirDataset
-from indexing.corpus_ranges import iter_range, split_ranges
+from indexing.corpus_ranges import iter_range, split_ranges, split_rows
 from indexing.errors import DataError
 from indexing.manifest import IndexFormatError, read_manifest
 from retriever import Retriever, cli
@@ -29,6 +30,10 @@ from retriever.kinds.sharded import merge_top_k
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [w for w in TINY_WORDS if w.isalpha()]
+
+
+# small encoding blocks and batches, so that shards hold several blocks and a block several batches
+BLOCKS = {"encode_block": 16, "batch_size": 4}
 
 
 def make_corpus(root: Path, docs: int = 150, seed: int = 0) -> Path:
@@ -124,16 +129,16 @@ def test_bm25_sharded_scores_every_document_as_one_index(corpus, tmp_path, field
 
 
 def test_sparse_sharded_equals_unsharded(corpus, tmp_path, tiny_mlm, one_torch_thread):
-    one = Retriever.build(corpus, tmp_path / "one", kind="sparse", model=str(tiny_mlm), device="cpu")
-    sharded = Retriever.build(corpus, tmp_path / "three", kind="sparse", model=str(tiny_mlm), device="cpu",
+    one = Retriever.build(corpus, tmp_path / "one", kind="sparse", model=str(tiny_mlm), **BLOCKS, device="cpu")
+    sharded = Retriever.build(corpus, tmp_path / "three", kind="sparse", model=str(tiny_mlm), **BLOCKS, device="cpu",
                               shards=3)
     qs = queries(corpus)
-    assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)), 1e-5)
+    assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)))  # bit for bit
 
 
 def test_dense_flat_sharded_equals_unsharded(corpus, tmp_path, tiny_mlm, one_torch_thread):
-    one = Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), faiss="Flat", device="cpu")
-    sharded = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), faiss="Flat",
+    one = Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), **BLOCKS, faiss="Flat", device="cpu")
+    sharded = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), **BLOCKS, faiss="Flat",
                               device="cpu", shards=3)
     qs = queries(corpus)
     assert_same_runs(sharded.search_batch(qs, k=len(one)), one.search_batch(qs, k=len(one)), 1e-5)
@@ -142,9 +147,9 @@ def test_dense_flat_sharded_equals_unsharded(corpus, tmp_path, tiny_mlm, one_tor
 
 def test_ivf_pq_shards_share_one_quantizer(corpus, tmp_path, tiny_mlm, one_torch_thread):
     spec = "IVF4,PQ8x4"
-    Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), faiss=spec, device="cpu",
+    Retriever.build(corpus, tmp_path / "one", kind="dense", model=str(tiny_mlm), **BLOCKS, faiss=spec, device="cpu",
                     shards=1)
-    three = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), faiss=spec, device="cpu",
+    three = Retriever.build(corpus, tmp_path / "three", kind="dense", model=str(tiny_mlm), **BLOCKS, faiss=spec, device="cpu",
                             shards=3)
     q_one = (tmp_path / "one" / "shared" / "quantizer.faiss").read_bytes()
     assert q_one == (tmp_path / "three" / "shared" / "quantizer.faiss").read_bytes()
@@ -164,7 +169,7 @@ def test_local_processes_build_the_same_index(corpus, tmp_path):
 
 
 def test_hybrid_composes_sharded_components(corpus, tmp_path, tiny_mlm, one_torch_thread):
-    common = dict(model=str(tiny_mlm), faiss="Flat", device="cpu")
+    common = dict(model=str(tiny_mlm), **BLOCKS, faiss="Flat", device="cpu")
     Retriever.build(corpus, tmp_path / "bm25", kind="bm25")
     Retriever.build(corpus, tmp_path / "dense", kind="dense", **common)
     Retriever.build(corpus, tmp_path / "bm25-s", kind="bm25", shards=2)
@@ -188,7 +193,7 @@ def test_ray_build_and_actor_search_equal_in_process(corpus, tmp_path, ray_clust
         assert_same_runs(actors.search_batch(qs, k=100), local.search_batch(qs, k=100))
     assert actors.search("vitamin d bone", k=5) == local.search("vitamin d bone", k=5)
     assert actors.doc(local.docids[7]) == local.doc(local.docids[7])
-    dense = Retriever.build(corpus, tmp_path / "dense", kind="dense", model=str(tiny_mlm), faiss="Flat",
+    dense = Retriever.build(corpus, tmp_path / "dense", kind="dense", model=str(tiny_mlm), **BLOCKS, faiss="Flat",
                             device="cpu", shards=3)
     on_actor = Retriever.load(tmp_path / "dense", ray="auto", groups=1)  # (groups of shards: the bench)
     assert_same_runs(on_actor.search_batch(qs, k=50), dense.search_batch(qs, k=50), 1e-6)
@@ -264,7 +269,7 @@ def test_resume_rebuilds_only_the_missing_shards(corpus, tmp_path):
 def test_missing_or_corrupt_shards_are_named(corpus, tmp_path):
     out = tmp_path / "idx"
     Retriever.build(corpus, out, kind="bm25", shards=3)
-    postings = out / "shards" / "002" / "postings_impacts.npy"
+    postings = max((p for p in (out / "shards" / "002").iterdir() if p.suffix == ".npy"), key=lambda p: p.stat().st_size)
     data = bytearray(postings.read_bytes())
     data[-1] ^= 0xFF
     postings.write_bytes(bytes(data))
@@ -311,3 +316,39 @@ def test_a_duplicate_across_shards_names_both_lines(tmp_path):
         Retriever.build(corpus, tmp_path / "idx", kind="bm25", shards=3)
     assert str(e.value).startswith(f"{corpus}:31:")
     assert not (tmp_path / "idx").exists()
+
+
+def test_row_ranges_cut_at_whole_encoding_blocks(tmp_path):
+    lines = ['{"_id": "d%d", "text": "x"}' % i for i in range(23)]
+    lines.insert(5, "   ")  # blank lines are not documents
+    lines.insert(0, "")
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(codecs.BOM_UTF8 + ("\n".join(lines) + "\n").encode())
+    ranges = split_rows(path, 3, 4)  # 6 blocks of 4 (the last holds 3): 2 per range
+    assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    ids = [[d.docid for d in iter_range(path, r)] for r in ranges]
+    assert ids == [[f"d{i}" for i in range(0, 8)], [f"d{i}" for i in range(8, 16)],
+                   [f"d{i}" for i in range(16, 23)]]
+    assert [len(list(iter_range(path, r))) for r in split_rows(path, 4, 8)] == [0, 8, 8, 7]
+    with pytest.raises(ValueError, match="too few documents for 4 shards .* encoding blocks of 8"):
+        Retriever.build(path, tmp_path / "idx", kind="dense", model="unused", shards=4, encode_block=8)
+
+
+def test_sharded_sparse_encodes_every_document_as_one_index(tmp_path, tiny_mlm):
+    """Shards cut at encoding blocks: every stored impact equals the unsharded index's, although
+    length-sorted batches would otherwise mix different neighbours."""
+    corpus = make_corpus(tmp_path / "c", docs=100, seed=5)
+    one = Retriever.build(corpus, tmp_path / "one", kind="sparse", model=str(tiny_mlm), device="cpu", **BLOCKS)
+    three = Retriever.build(corpus, tmp_path / "three", kind="sparse", model=str(tiny_mlm), device="cpu",
+                            shards=3, **BLOCKS)
+    index = one.searcher.index
+    for shard in three.searcher.groups[0].searchers:
+        part = shard.index
+        for term, t in part.term_ids.items():
+            local = [shard.docids[d] for d in part.docs[part.offsets[t]:part.offsets[t + 1]]]
+            mine = dict(zip(local, part.impacts[part.offsets[t]:part.offsets[t + 1]].tolist()))
+            u = index.term_ids[term]
+            full = dict(zip((one.docids[d] for d in index.docs[index.offsets[u]:index.offsets[u + 1]]),
+                            index.impacts[index.offsets[u]:index.offsets[u + 1]].tolist()))
+            assert all(full[d] == v for d, v in mine.items()), term

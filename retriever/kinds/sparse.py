@@ -67,6 +67,8 @@ class Settings:
               "default: what the model directory declares, else model")
     query_weights: str | None = option(None, "per-token weights (.npy or .json) for --query-mode learned")
     batch_size: int = option(32, "encoding batch size", min=1)
+    encode_block: int = option(2048, "documents per encoding block (batches are length-sorted within a block; "
+                                     "a sharded build cuts shards at whole blocks)", min=1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
     reorder: Literal["none", "bp"] = option("none", "renumber documents so similar ones are adjacent "
                                                     "(bp: recursive graph bisection): faster pruned search")
@@ -174,7 +176,7 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
         terms = lambda: list(vocab)  # noqa: E731 - the vocabulary is known after the stream
     else:
         def stream() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            for _, vec in encode_docs(docs, encoder):
+            for _, vec in encode_docs(docs, encoder, settings.encode_block):
                 yield vec
 
         terms = encoder.vocab

@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from indexing.corpus_ranges import split_ranges, splittable_file
+from indexing.corpus_ranges import split_ranges, split_rows, splittable_file
 from indexing.errors import DataError
 from indexing.records import first_line
 from indexing.io import atomic_open
@@ -52,12 +52,26 @@ def work_dir(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def encoding_block(kind: str, settings) -> int | None:
+    """Documents per encoding block of a kind that encodes with a model (None otherwise): shards
+    are cut at multiples of it, so each document is batched with the same neighbours (and so
+    encoded to the same bits) as in one index."""
+    if kind == "dense" or (kind == "sparse" and not settings.vectors):
+        return int(settings.encode_block)
+    return None
+
+
 def _plan(kind: str, settings, file: Path, shards: int, store_docs: bool) -> dict:
     st = file.stat()
-    ranges = split_ranges(file, shards)
+    block = encoding_block(kind, settings)
+    ranges = split_ranges(file, shards) if block is None else split_rows(file, shards, block)
     empty = [i for i, (a, b) in enumerate(ranges) if a == b]
     if empty:
-        raise ValueError(f"{file} has too few lines for {shards} shards (shard {empty[0]} would be empty)")
+        if block is None:
+            raise ValueError(f"{file} has too few lines for {shards} shards (shard {empty[0]} would be empty)")
+        raise ValueError(f"{file} has too few documents for {shards} shards of whole encoding blocks of {block} "
+                         f"documents (shard {empty[0]} would be empty; a smaller encode_block setting "
+                         "allows more shards)")
     return {"version": PLAN_VERSION, "kind": kind, "settings": dataclasses.asdict(settings),
             "corpus": {"path": str(file.absolute()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns},
             "shards": shards, "ranges": [list(r) for r in ranges], "store_docs": store_docs}
