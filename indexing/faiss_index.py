@@ -183,6 +183,16 @@ def resolve_spec(spec: str, n: int, dim: int, *, gpu: bool = False) -> str:
     return _resolve(spec, n, dim, gpu).factory
 
 
+def check_spec(spec: str, dim: int) -> None:
+    """Check the form of ``spec`` and its fit to vectors of dimension ``dim`` (PQ ``m`` divides
+    ``dim``) before any vector exists, e.g. before a corpus is encoded at a truncated dimension;
+    the corpus-size checks wait for :func:`resolve_spec`. ``auto`` always fits."""
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be a string, not {type(spec).__name__}")
+    if spec.strip() != "auto":
+        _parse(spec, None, dim)
+
+
 # -- devices and threads ---------------------------------------------------------------------
 
 def _gpu_ids(device: str) -> tuple[list[int], str | None]:

@@ -78,8 +78,8 @@ def test_index_argv_maps_options_to_flags():
                               "pooling": None, "query_prefix": "-q: ", "doc_max_length": 64,
                               "encode_block": 2}, "C", "O")
     assert argv[4:] == ["--kind", "dense", "--overwrite", "--no-store-docs", "--model", "m", "--no-normalize",
-                        "--refine", "--query-prefix=-q: ", "--doc-max-length", "64"]
-    assert notes == ["encode_block=2 has no retriever index flag; the command uses the default"]
+                        "--refine", "--query-prefix=-q: ", "--doc-max-length", "64", "--encode-block", "2"]
+    assert notes == []
     argv, _ = index_argv({"kind": "dense", "normalize": True}, "C", "O")
     assert argv[-1] == "--normalize"
     argv, _ = index_argv({"kind": "hybrid", "dense_model": "m", "weights": [0.55, 0.45]}, "C", "O")
@@ -111,7 +111,17 @@ def test_shipped_configs_give_commands_the_cli_accepts(tmp_path):
     assert "--weights 0.55,0.45" in commands["bm25+minilm"]["scifact"]
 
 
-def test_notes_become_shell_comments():
+def test_notes_become_shell_comments(monkeypatch):
+    import dataclasses
+
+    from retriever import beir_grid
+
+    fields = beir_grid._kind_fields("dense", "native")  # a setting without a flag (cli=False)
+    hidden = {**fields, "encode_block": dataclasses.replace(fields["encode_block"], cli=False)}
+    monkeypatch.setattr(beir_grid, "_kind_fields", lambda kind, backend: hidden)
+    argv, notes = index_argv({"kind": "dense", "model": "m", "encode_block": 2}, "C", "O")
+    assert "--encode-block" not in argv
+    assert notes == ["encode_block=2 has no retriever index flag; the command uses the default"]
     text = reproduce_commands("R", ["d"], {"x": {"kind": "dense", "model": "m", "encode_block": 8}}, "O")["x"]["d"]
     lines = text.splitlines()
     assert lines[0].startswith("# encode_block=8") and lines[1].startswith("retriever index ")

@@ -4,10 +4,13 @@ Scores, not embeddings, are their input, so the same losses serve dense and SPLA
 gradient caching (which computes scores from cached embeddings). Layout used throughout: each
 query has a group of ``G`` passages (its positive first, then its hard negatives); passages of
 all queries are flattened to ``B * G`` rows, so with in-batch negatives query ``i``'s target is
-column ``i * G``.
+column ``i * G``. ``MatryoshkaLoss`` is the one that sees representations: it cuts them into
+nested prefixes and applies any of the score losses to each.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -65,6 +68,63 @@ class KLDistillationLoss(nn.Module):
         t = self.temperature
         return F.kl_div(F.log_softmax(student / t, dim=-1), F.log_softmax(teacher / t, dim=-1),
                         reduction="batchmean", log_target=True) * t * t
+
+
+# -- Matryoshka representation learning -------------------------------------------------------
+def check_matryoshka(dims, weights=None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Matryoshka prefix sizes and their loss weights, validated: ``dims`` distinct integers >= 1,
+    returned in descending order (``weights`` follow their dims); ``weights`` (default all 1) as
+    many as ``dims``, finite, >= 0, not all 0. ValueError naming the problem otherwise."""
+    dims = list(dims)
+    if not dims:
+        raise ValueError("matryoshka needs at least one dimension")
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+        raise ValueError(f"matryoshka dimensions must be integers >= 1, got {dims}")
+    repeated = sorted({d for d in dims if dims.count(d) > 1})
+    if repeated:
+        raise ValueError(f"matryoshka dimensions must be distinct; repeated: {', '.join(map(str, repeated))}")
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"matryoshka weights: {len(weights)} given for {len(dims)} dimensions")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0 for w in weights):
+        raise ValueError(f"matryoshka weights must be finite numbers >= 0, got {weights}")
+    if not any(weights):
+        raise ValueError("matryoshka weights are all 0: nothing would be trained")
+    order = sorted(range(len(dims)), key=lambda i: -dims[i])
+    return tuple(dims[i] for i in order), tuple(float(weights[i]) for i in order)
+
+
+class MatryoshkaLoss(nn.Module):
+    """A loss over (queries, passages) representations computed on nested prefixes and summed
+    with weights (Matryoshka representation learning, Kusupati et al. 2022): the first ``D``
+    components of both sides, re-normalised when the model's vectors are normalised (``normalize``),
+    for every ``D`` in ``dims``. A prefix as wide as the representations is used as it is.
+
+    ``forward(q, d, loss_fn)`` -> (total, {D: loss_fn(q_D, d_D)}); ``loss_fn`` is whatever ranking
+    loss the trainer composes from scores of those prefixes (contrastive, distillation), so every
+    prefix sees the same targets and temperature.
+    """
+
+    def __init__(self, dims, weights=None, normalize: bool = False) -> None:
+        super().__init__()
+        self.dims, self.weights = check_matryoshka(dims, weights)
+        self.normalize = normalize
+
+    def prefix(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        if dim > x.shape[-1]:
+            raise ValueError(f"matryoshka dimension {dim} is larger than the representations ({x.shape[-1]})")
+        if dim == x.shape[-1]:
+            return x
+        out = x[..., :dim]
+        return F.normalize(out, p=2, dim=-1) if self.normalize else out
+
+    def forward(self, q: torch.Tensor, d: torch.Tensor, loss_fn):
+        total, parts = q.new_zeros(()), {}
+        for dim, weight in zip(self.dims, self.weights):
+            parts[dim] = loss_fn(self.prefix(q, dim), self.prefix(d, dim))
+            if weight:
+                total = total + weight * parts[dim]
+        return total, parts
 
 
 # -- sparsity regularisers (SPLADE) -----------------------------------------------------------

@@ -92,7 +92,8 @@ def _front_matter(name: str, config: dict, results: list[dict]) -> list[str]:
              "tags:", "- retriever", f"- {'dense-retrieval' if family == 'dense' else 'splade'}",
              "- information-retrieval"]
     if family == "dense":
-        lines += ["- sentence-transformers", "pipeline_tag: sentence-similarity"]
+        lines += ["- sentence-transformers"] + (["- matryoshka"] if config.get("matryoshka_dims") else [])
+        lines += ["pipeline_tag: sentence-similarity"]
     else:
         lines += ["- sparse-encoder", "pipeline_tag: feature-extraction"]
     if dataset:
@@ -115,6 +116,16 @@ _FLAGS = ("model", "dataset", "negatives", "epochs", "max_steps", "batch_size", 
           "dev_fraction", "dev_split", "dev_docs", "dev_every", "seed")
 
 
+def _matryoshka_flags(config: dict) -> list[str]:
+    dims, weights = config.get("matryoshka_dims"), config.get("matryoshka_weights")
+    if not dims:
+        return []
+    out = ["`--matryoshka " + ",".join(map(str, dims)) + "`"]
+    if weights and any(w != 1 for w in weights):
+        out.append("`--matryoshka-weights " + ",".join(f"{w:g}" for w in weights) + "`")
+    return out
+
+
 def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict, curve: list) -> str:
     """The card's text (front matter + Markdown)."""
     family = _family(config)
@@ -133,6 +144,12 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
             f"{'in-batch and hard negatives' if config.get('in_batch', True) else 'own hard negatives only'})"]
     if config.get("distill", "none") != "none":
         loss.append(f"{config['distill']} distillation (weight {config.get('distill_weight')})")
+    dims = config.get("matryoshka_dims")
+    if dims:
+        weights = config.get("matryoshka_weights") or [1.0] * len(dims)
+        loss.append("Matryoshka: these losses computed on the first " + ", ".join(map(str, dims))
+                    + " dimensions (re-normalised when the model normalises) and summed, weights "
+                    + ", ".join(f"{w:g}" for w in weights))
     extra = config.get("extra") or {}
     if family != "dense":
         loss.append(f"FLOPS regularisation: lambda_d {extra.get('lambda_d')}, lambda_q {extra.get('lambda_q')} "
@@ -140,8 +157,8 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
                     + (", IDF-aware" if extra.get("idf_flops") else "")
                     + ("; inference-free queries" if extra.get("inference_free") else ""))
     lines += ["## Training", "", "- losses: " + "; ".join(loss),
-              "- flags: " + ", ".join(f"`--{k.replace('_', '-')} {config[k]}`" for k in _FLAGS
-                                      if k in config and config[k] not in (None, False)),
+              "- flags: " + ", ".join([f"`--{k.replace('_', '-')} {config[k]}`" for k in _FLAGS
+                                       if k in config and config[k] not in (None, False)] + _matryoshka_flags(config)),
               f"- steps: {summary.get('steps', config.get('total_steps'))} (global batch {config.get('global_batch')}, "
               f"{config.get('world_size', 1)} process(es))"]
     if summary.get("train_seconds") is not None:
@@ -167,4 +184,7 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
     kind = "dense --faiss Flat" if family == "dense" else "sparse"
     lines += ["## Use", "", "```bash", f"retriever index CORPUS INDEX --kind {kind} --model {name}",
               "retriever search INDEX \"a query\"", "```", ""]
+    if dims:
+        lines += [f"Trained for vectors of {', '.join(map(str, dims))} dimensions: `--dim D` keeps the first D "
+                  "(e.g. `--dim " + str(dims[-1]) + "`), a smaller index at some cost in quality.", ""]
     return "\n".join(lines)

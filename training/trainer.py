@@ -5,9 +5,10 @@ slice of it tokenised, representations computed (with gradient caching in chunks
 gathered over processes, scored query x passage, and the loss composed from
 ``training.losses``: contrastive over in-batch and hard negatives (decoupled softmax for other
 positives), optional distillation (MarginMSE or KL) from teacher scores, plus the encoder's
-regulariser. AdamW with linear warm-up and linear decay, gradient accumulation, clipping, bf16
-autocast on GPUs. Checkpoints hold everything a resumed run needs to continue exactly as an
-uninterrupted one; a dev evaluation every N steps keeps the best model in the output directory.
+regulariser; with Matryoshka dims the ranking losses are computed on each prefix of the
+representations and summed with their weights (``MatryoshkaLoss``). AdamW with linear warm-up
+and linear decay, gradient accumulation, clipping, bf16 autocast on GPUs. Checkpoints hold
+everything a resumed run needs to continue exactly as an uninterrupted one; a dev evaluation every N steps keeps the best model in the output directory.
 
 Checkpoints execute no code when read: ``state.pt`` holds only tensors and plain containers and
 is read with ``torch.load(..., weights_only=True)``; each process's RNG states are JSON
@@ -40,6 +41,8 @@ from training.losses import (
     ContrastiveLoss,
     KLDistillationLoss,
     MarginMSELoss,
+    MatryoshkaLoss,
+    check_matryoshka,
     group_targets,
 )
 from training.model_card import write_model_card
@@ -48,7 +51,8 @@ log = logging.getLogger("retriever")
 DISTILL = ("none", "margin-mse", "kl")
 # settings a resumed run must share with the run it continues
 _RESUME_KEYS = ("model", "batch_size", "group_size", "lr", "temperature", "seed", "max_length",
-                "query_max_length", "accumulation", "distill", "in_batch", "topic_batches")
+                "query_max_length", "accumulation", "distill", "in_batch", "topic_batches",
+                "matryoshka_dims", "matryoshka_weights")
 
 
 @dataclass
@@ -90,8 +94,15 @@ class TrainConfig:
     resume: bool = False
     bf16: bool = True
     extra: dict = field(default_factory=dict)  # the encoder's own settings (recorded only)
+    matryoshka_dims: list[int] | None = None      # ranking losses on these prefixes too (descending)
+    matryoshka_weights: list[float] | None = None  # one per dim; default all 1
 
     def __post_init__(self) -> None:
+        if self.matryoshka_dims is not None:
+            dims, weights = check_matryoshka(self.matryoshka_dims, self.matryoshka_weights)
+            self.matryoshka_dims, self.matryoshka_weights = list(dims), list(weights)
+        elif self.matryoshka_weights is not None:
+            raise ValueError("matryoshka weights need matryoshka dims")
         if self.distill not in DISTILL:
             raise ValueError(f"distill must be one of {', '.join(DISTILL)}, not {self.distill!r}")
         for name in ("epochs", "lr", "weight_decay", "temperature", "max_grad_norm", "distill_weight",
@@ -136,6 +147,7 @@ class Trainer:
         _seed_everything(c.seed)
         self.model = make_encoder().to(device)
         self.model.train()
+        self.matryoshka = self._matryoshka() if c.matryoshka_dims else None
         self.out = Path(c.out)
         self.data = TrainingData.load(c.dataset, c.negatives, dev_fraction=c.dev_fraction,
                                       dev_split=c.dev_split, dev_docs=c.dev_docs, seed=c.seed)
@@ -197,21 +209,45 @@ class Trainer:
         c = self.config
         q = distributed.gather(q_local, self.dist)
         d = distributed.gather(d_local, self.dist)
-        n, g = len(groups), len(groups[0].doc_ids)
         ids = [doc for grp in groups for doc in grp.doc_ids]
-        full = self.model.score(q, d)                                        # (n, n*g)
-        own = full.reshape(n, n, g)[torch.arange(n), torch.arange(n)]       # (n, g): each query's group
-        if c.in_batch:
-            scores, targets = full, group_targets(n, g, device=q.device)
-        else:
-            scores, targets = own, torch.zeros(n, dtype=torch.long, device=q.device)
-        exclude = torch.zeros_like(scores, dtype=torch.bool)
+        n = len(groups)
+        exclude = torch.zeros((n, len(ids) if c.in_batch else len(groups[0].doc_ids)), dtype=torch.bool,
+                              device=q.device)
         for i, grp in enumerate(groups):  # decoupled softmax: other positives leave the denominator
             pos = self.positives.get(grp.qid, {grp.doc_ids[0]})
             cols = ids if c.in_batch else grp.doc_ids
             for j, doc in enumerate(cols):
                 if doc in pos:
                     exclude[i, j] = True
+        if self.matryoshka is None:
+            total, parts = self._ranking(q, d, groups, exclude)
+        else:
+            by_dim = {}
+
+            def ranking(qp, dp):
+                loss, by_dim[qp.shape[-1]] = self._ranking(qp, dp, groups, exclude)
+                return loss
+
+            total, _ = self.matryoshka(q, d, ranking)
+            parts = {f"{name}@{dim}": v for dim, named in by_dim.items() for name, v in named.items()}
+        reg, reg_parts = self.model.regularizer(q, d, self.step)
+        total = total + reg
+        parts.update(reg_parts)
+        parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+        parts.update({k: float(v) for k, v in self.model.stats(q.detach(), d.detach()).items()})
+        parts["loss"] = float(total.detach())
+        return total, parts
+
+    def _ranking(self, q: torch.Tensor, d: torch.Tensor, groups: list[Group], exclude: torch.Tensor):
+        """Contrastive (+ distillation) loss of global representations ``q``, ``d``: (total, parts)."""
+        c = self.config
+        n, g = len(groups), len(groups[0].doc_ids)
+        full = self.model.score(q, d)                                        # (n, n*g)
+        own = full.reshape(n, n, g)[torch.arange(n), torch.arange(n)]       # (n, g): each query's group
+        if c.in_batch:
+            scores, targets = full, group_targets(n, g, device=q.device)
+        else:
+            scores, targets = own, torch.zeros(n, dtype=torch.long, device=q.device)
         parts = {}
         total = q.new_zeros(())
         if c.contrastive_weight:
@@ -224,13 +260,19 @@ class Trainer:
             else:
                 parts["kl"] = self.kl(own, teacher)
             total = total + c.distill_weight * parts["margin_mse" if c.distill == "margin-mse" else "kl"]
-        reg, reg_parts = self.model.regularizer(q, d, self.step)
-        total = total + reg
-        parts.update(reg_parts)
-        parts = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
-        parts.update({k: float(v) for k, v in self.model.stats(q.detach(), d.detach()).items()})
-        parts["loss"] = float(total.detach())
         return total, parts
+
+    def _matryoshka(self) -> MatryoshkaLoss:
+        """The prefix loss for the configured dims, checked against the model's size."""
+        c = self.config
+        width = getattr(self.model, "dim", None)
+        if width is None or not hasattr(self.model, "settings") or not hasattr(self.model.settings, "normalize"):
+            raise ValueError("--matryoshka trains dense models only")
+        too_wide = [d for d in c.matryoshka_dims if d > width]
+        if too_wide:
+            raise ValueError(f"--matryoshka {','.join(map(str, c.matryoshka_dims))}: "
+                             f"{', '.join(map(str, too_wide))} > the model's dimension {width}")
+        return MatryoshkaLoss(c.matryoshka_dims, c.matryoshka_weights, normalize=self.model.settings.normalize)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from retriever.cli.main import DATASET
+from retriever.cli.main import DATASET, _floats
 
 _TRAINER_OPTIONS = [
     click.option("--model", required=True, help="Starting model (directory, pulled pack name, or hub id)."),
@@ -66,6 +66,30 @@ def train() -> None:
     """Fine-tune a dense or SPLADE encoder on mined hard negatives."""
 
 
+def _matryoshka_dims(ctx, param, value):
+    """``--matryoshka 384,256,128,64``: distinct positive integers, in the order given (the weights
+    follow it; the trainer orders both largest first)."""
+    if value is None:
+        return None
+    try:
+        dims = [int(x) for x in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers (e.g. 384,256,128,64), got {value!r}") from None
+    from training.losses import check_matryoshka
+
+    try:
+        check_matryoshka(dims)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    return dims
+
+
+def _matryoshka_weights(ctx, param, value):
+    if value is None:
+        return None
+    return _floats(value)
+
+
 def run_training(make_encoder, flags: dict, extra: dict) -> None:
     from training.trainer import TrainConfig, Trainer
 
@@ -87,12 +111,28 @@ def run_training(make_encoder, flags: dict, extra: dict) -> None:
 @click.option("--normalize/--no-normalize", default=None)
 @click.option("--query-prefix", default=None)
 @click.option("--doc-prefix", default=None)
-def train_dense(pooling, normalize, query_prefix, doc_prefix, **flags):
+@click.option("--matryoshka", "matryoshka_dims", default=None, callback=_matryoshka_dims, metavar="D1,D2,...",
+              help="Matryoshka: compute the losses on each of these prefixes of the vectors (e.g. 384,256,128,64; "
+                   "each <= the model's dimension; list the full one to train it too) and sum them with "
+                   "--matryoshka-weights; index a prefix with `retriever index --dim D`.")
+@click.option("--matryoshka-weights", default=None, callback=_matryoshka_weights, metavar="W1,W2,...",
+              help="Weight of each --matryoshka dimension's loss, in the same order (default: all 1).")
+def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, matryoshka_weights, **flags):
     """Dual encoder: contrastive loss over in-batch and hard negatives (+ distillation)."""
     from training.encoders import DenseTrainEncoder
 
+    if matryoshka_weights is not None and matryoshka_dims is None:
+        raise click.UsageError("--matryoshka-weights needs --matryoshka")
+    if matryoshka_dims is not None:
+        from training.losses import check_matryoshka
+
+        try:  # descending, each weight with its dim
+            matryoshka_dims, matryoshka_weights = map(list, check_matryoshka(matryoshka_dims, matryoshka_weights))
+        except ValueError as e:
+            raise click.UsageError(f"--matryoshka-weights: {e}") from None
     extra = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "doc_prefix": doc_prefix}
     flags["temperature"] = flags["temperature"] or 0.05
+    flags.update(matryoshka_dims=matryoshka_dims, matryoshka_weights=matryoshka_weights)
 
     def make():
         return DenseTrainEncoder(flags["model"], max_length=flags["max_length"],

@@ -8,6 +8,10 @@ explicit arguments, else from a sentence-transformers directory (``modules.json`
 defaults; ``DenseModel.save`` writes them back in that layout. At inference texts are sorted by
 length so batches carry little padding; on a GPU the transformer runs under bf16 autocast and
 pooling in float32.
+
+Matryoshka truncation: ``DenseEncoder(dim=D)`` keeps the first ``D`` components of every vector
+(``truncate``), re-normalised when the model normalises; a model trained with Matryoshka losses
+(``retriever train dense --matryoshka``) keeps its quality in those prefixes.
 """
 
 from __future__ import annotations
@@ -107,6 +111,22 @@ def pool(hidden, mask, pooling: str, normalize: bool):
     return torch.nn.functional.normalize(out, p=2, dim=-1) if normalize else out
 
 
+def truncate(vectors: torch.Tensor, dim: int, normalize: bool) -> torch.Tensor:
+    """The first ``dim`` components of each row (a Matryoshka prefix), L2-normalised again when
+    the model's vectors are normalised. ``dim`` equal to the width returns ``vectors`` itself."""
+    if dim == vectors.shape[-1]:
+        return vectors
+    out = vectors[..., :dim]
+    return torch.nn.functional.normalize(out, p=2, dim=-1) if normalize else out
+
+
+def check_dim(dim, model_dim: int) -> int:
+    """``dim`` as a vector size for a model of ``model_dim`` dimensions (1 <= dim <= model_dim)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim <= model_dim:
+        raise ValueError(f"dim must be an integer between 1 and the model's dimension {model_dim}, got {dim!r}")
+    return dim
+
+
 class DenseModel(EncoderModel):
     """A Hugging Face encoder with the pooling, normalisation and prefixes of ``DenseSettings``.
 
@@ -185,12 +205,13 @@ class DenseEncoder:
 
     Batches are length-sorted and run under ``torch.inference_mode``; on CUDA the transformer
     runs under bf16 autocast. ``quantize_int8``: dynamic int8 quantisation of the linear layers
-    (CPU only). ``config()`` is what an index manifest records (model path and fingerprint, dim,
-    int8, settings).
+    (CPU only). ``dim``: keep the first ``dim`` components of each vector (``truncate``; default
+    all). ``config()`` is what an index manifest records (model path and fingerprint, dim, int8,
+    settings; ``model_dim``, the model's own size, only when vectors are truncated).
     """
 
     def __init__(self, model: str, *, settings: DenseSettings | None = None, batch_size: int = 32,
-                 device: str = "auto", quantize_int8: bool = False) -> None:
+                 device: str = "auto", quantize_int8: bool = False, dim: int | None = None) -> None:
         self.batch_size = check_batch_size(batch_size)
         self.device = resolve_device(device)
         if quantize_int8 and self.device != "cpu":
@@ -207,11 +228,19 @@ class DenseEncoder:
 
             self.model.model = torch.ao.quantization.quantize_dynamic(
                 self.model.model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        self.dim = self.model.dim
+        self.model_dim = self.model.dim
+        self.dim = self.model_dim if dim is None else check_dim(dim, self.model_dim)
+
+    @property
+    def truncated(self) -> bool:
+        return self.dim < self.model_dim
 
     def config(self) -> dict:
-        return {"model": self.path, "fingerprint": fingerprint(self.path), "dim": self.dim,
-                "int8": self.quantize_int8, **asdict(self.settings)}
+        out = {"model": self.path, "fingerprint": fingerprint(self.path), "dim": self.dim,
+               "int8": self.quantize_int8, **asdict(self.settings)}
+        if self.truncated:  # absent otherwise, so untruncated manifests and cache keys stay as they were
+            out["model_dim"] = self.model_dim
+        return out
 
     def _encode(self, texts: Sequence[str], kind: str, progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -223,7 +252,10 @@ class DenseEncoder:
             for rows, batch in batches:
                 with bf16_autocast(self.device):
                     hidden = self.model.hidden_states(batch)
-                out[rows] = self.model.pool(hidden, batch["attention_mask"]).cpu().numpy()
+                vectors = self.model.pool(hidden, batch["attention_mask"])
+                if self.truncated:
+                    vectors = truncate(vectors, self.dim, self.settings.normalize)
+                out[rows] = vectors.cpu().numpy()
         return out
 
     def encode_documents(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:

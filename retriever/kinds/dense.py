@@ -4,6 +4,13 @@ Documents are encoded in blocks, each block saved under ``OUT.encoding/`` as it 
 interrupted build run again with the same settings reuses the saved blocks whose documents (ids
 and texts) are unchanged and encodes only the rest. The cache is removed once the index is written. The manifest records every setting that
 changes the vectors and the model's fingerprint; a query encoder that does not match is refused.
+
+``dim`` (``--dim D``) truncates every vector to its first D components (a Matryoshka prefix),
+re-normalised when the model normalises: the encoder does it, for documents at build time and
+for queries at search time, so the sharded and hybrid kinds that open shards and components
+through this kind search truncated indexes unchanged. The manifest's ``encoder.dim`` and
+``faiss.dim`` are D (``encoder.model_dim`` the model's own size when D is smaller); an index
+written before ``dim`` existed records the model's size there and opens at full dimension.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Iterator, Literal, Mapping
 import numpy as np
 
 from indexing.corpus import Doc, doc_text
-from indexing.faiss_index import DenseIndex
+from indexing.faiss_index import DenseIndex, check_spec
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
@@ -31,6 +38,8 @@ from retriever.kinds import Kind, check_settings, option, register
 @dataclass(frozen=True)
 class Settings:
     model: str | None = option(None, "encoder: a directory, a pulled pack name, or a hub id")
+    dim: int | None = option(None, "keep the first D components of each vector (Matryoshka), "
+                                   "re-normalised when the model normalises (default: all)", min=1)
     pooling: Literal["cls", "mean", "last"] | None = option(
         None, "pooling (default: the model's sentence-transformers config, else mean)")
     normalize: bool | None = option(None, "L2-normalise vectors (default: the model's config)")
@@ -50,13 +59,25 @@ class Settings:
     int8: bool = option(False, "int8 dynamic quantisation of the model (CPU)")
     batch_size: int = option(32, "encoding batch size", min=1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
-    encode_block: int = option(4096, "documents per resumable encoding block", min=1, cli=False)
+    encode_block: int = option(4096, "documents per resumable encoding block (a sharded build cuts shards "
+                                     "at whole blocks)", min=1)
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.model is None:
             raise ValueError("a dense index needs --model")
+        if self.dim is not None:  # a PQ that cannot split D is refused before the model loads
+            _check_spec_for_dim(self.faiss, self.dim)
 
+
+def _check_spec_for_dim(spec: str, dim: int, truncated: bool = True) -> None:
+    """Refuse a FAISS spec that cannot index vectors of ``dim`` (``truncated``: a ``--dim`` choice)."""
+    try:
+        check_spec(spec, dim)
+    except ValueError as e:
+        if not truncated:
+            raise
+        raise ValueError(f"--faiss {spec} does not fit vectors of --dim {dim}: {e}") from None
 
 
 class EncodingCache:
@@ -119,7 +140,7 @@ def make_encoder(settings: Settings) -> DenseEncoder:
                                 query_prefix=settings.query_prefix, doc_prefix=settings.doc_prefix,
                                 doc_max_length=settings.doc_max_length, query_max_length=settings.query_max_length)
     return DenseEncoder(path, settings=resolved, batch_size=settings.batch_size, device=settings.device,
-                        quantize_int8=settings.int8)
+                        quantize_int8=settings.int8, dim=settings.dim)
 
 
 def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder: DenseEncoder | None = None,
@@ -130,6 +151,8 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
     empty faiss index of the ``faiss`` spec shared by every shard of a collection (nothing is
     trained here then)."""
     encoder = encoder if encoder is not None else make_encoder(settings)
+    if trained is None:  # checked before the corpus is encoded (a shared quantizer was checked when trained)
+        _check_spec_for_dim(settings.faiss, encoder.dim, encoder.truncated)
     cache = EncodingCache(writer.out, {"encoder": encoder.config(), "block": settings.encode_block})
     blocks: list[np.ndarray] = []
     while chunk := list(islice(docs, settings.encode_block)):
@@ -200,11 +223,13 @@ class DenseSearcher:
 
 
 def query_encoder(root, manifest: dict, model: str | None = None, device: str = "cpu") -> DenseEncoder:
-    """The query encoder a dense index's manifest describes (its model must match the fingerprint)."""
+    """The query encoder a dense index's manifest describes (its model must match the fingerprint);
+    queries are truncated to the index's ``dim`` like its documents (full size for older indexes)."""
     enc = manifest["encoder"]
     path = matching_model(root, enc, model)
     settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
-    return DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False))
+    return DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False),
+                        dim=enc.get("dim"))
 
 
 def open_index(root, manifest: dict, docids: list[str], model: str | None = None,
