@@ -8,6 +8,16 @@ as a probable false negative, and the kept scores are the teacher's. Output, one
 query: ``{"qid", "pos": [...], "neg": [...], "neg_scores": [...]}``; with a teacher also
 ``"pos_scores"`` (the teacher's score of each positive) and ``"teacher"`` (its name), which
 training reads as a distillation target.
+
+A teacher is a dense encoder (``encode_queries`` / ``encode_documents``) or any scorer of
+``training.teachers`` (an index, or an ``Ensemble`` of teachers). An ensemble's scores are
+per-query normalised and combined, so they have no fixed zero: its margin is measured from the
+query's lowest combined score ``lo`` (over the positives and the candidates it scored, the best
+2 x ``max_negatives`` in the corpus, which are also the set each teacher is normalised over): a
+candidate is dropped when ``t - lo > margin x (p - lo)``, ``p`` the best positive's combined
+score. For a single teacher ``lo`` is 0, the rule above. An ensemble's records name the whole
+mix as ``"teacher"``: ``{"teachers": [{kind, path or model, fingerprint}, ...], "weights",
+"norm"}``.
 """
 
 from __future__ import annotations
@@ -21,7 +31,8 @@ from typing import Protocol
 import numpy as np
 
 from indexing.io import atomic_open
-from indexing.corpus import Doc, doc_text, iter_corpus
+from indexing.corpus import Doc, iter_corpus
+from training.teachers import Scorer, as_scorer, record_of
 
 
 class Teacher(Protocol):
@@ -51,7 +62,7 @@ def _texts(corpus, wanted: set[str]) -> dict[str, Doc]:
 
 
 def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], *,
-         skip_top: int = 0, max_negatives: int = 32, teacher: Teacher | None = None,
+         skip_top: int = 0, max_negatives: int = 32, teacher: Teacher | Scorer | None = None,
          margin: float = 0.95, queries: Mapping[str, str] | None = None, corpus=None
          ) -> tuple[list[dict], MiningReport]:
     """Negatives per query from a run (``{qid: {docid: score}}``, any index kind)."""
@@ -70,6 +81,7 @@ def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str
         cands = [(d, s) for d, s in ranked if d not in excluded][skip_top:]
         plans.append((qid, pos, cands))
     if teacher is not None:
+        teacher = as_scorer(teacher)
         wanted = {d for _, pos, cands in plans for d in pos} | {d for *_, cands in plans for d, _ in cands}
         docs = _texts(corpus, wanted)
         plans, pos_scores = _filter_with_teacher(plans, teacher, queries, docs, margin, max_negatives, report)
@@ -78,7 +90,7 @@ def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str
         kept = cands[:max_negatives]
         record = {"qid": qid, "pos": pos, "neg": [d for d, _ in kept], "neg_scores": [float(s) for _, s in kept]}
         if teacher is not None and qid in pos_scores:  # teacher scores: a distillation target
-            record.update(pos_scores=pos_scores[qid], teacher=getattr(teacher, "model_name", "teacher"))
+            record.update(pos_scores=pos_scores[qid], teacher=record_of(teacher))
         records.append(record)
         report.queries += 1
         report.negatives += len(kept)
@@ -91,29 +103,27 @@ def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str
     return records, report
 
 
-def _filter_with_teacher(plans, teacher: Teacher, queries, docs: dict[str, Doc], margin: float,
+def _filter_with_teacher(plans, teacher: Scorer, queries, docs: dict[str, Doc], margin: float,
                          max_negatives: int, report: MiningReport):
-    """Teacher scores for positives and candidates; each query and document is encoded once."""
+    """Teacher scores for positives and candidates (each query and document scored once), and the
+    false-negative filter on them."""
     pools = [(qid, pos, [(d, s) for d, s in cands if d in docs][: 2 * max_negatives])  # room for drops
              for qid, pos, cands in plans]
-    needed = sorted({d for _, pos, pool in pools for d in pos if d in docs} | {d for *_, pool in pools for d, _ in pool})
-    row = {d: i for i, d in enumerate(needed)}
-    doc_vecs = teacher.encode_documents([doc_text(docs[d]) for d in needed]) if needed else None
-    q_vecs = teacher.encode_queries([queries[qid] for qid, *_ in pools]) if pools else None
+    groups = [(qid, [d for d in pos if d in docs], [d for d, _ in pool]) for qid, pos, pool in pools]
+    scored = teacher.score(queries, groups, docs)
+    relative = getattr(teacher, "relative_margin", False)
     out, pos_scores = [], {}
-    for (qid, pos, pool), q in zip(pools, q_vecs if q_vecs is not None else []):
-        pos_rows = [row[d] for d in pos if d in row]
-        if not pos_rows:
+    for (qid, pos, pool), (_, scored_pos, _), (scores, cand_scores) in zip(pools, groups, scored):
+        if not scored_pos:
             out.append((qid, pos, pool))
             continue
-        scores = [float(s) for s in doc_vecs[pos_rows] @ q]
-        if len(pos_rows) == len(pos):  # a positive missing from the corpus leaves no teacher record
+        if len(scored_pos) == len(pos):  # a positive missing from the corpus leaves no teacher record
             pos_scores[qid] = scores
         pos_score = max(scores)
+        lo = min(scores + cand_scores) if relative else 0.0
         kept = []
-        for d, _ in pool:
-            t = float(doc_vecs[row[d]] @ q)
-            if t > margin * pos_score:
+        for (d, _), t in zip(pool, cand_scores):
+            if t - lo > margin * (pos_score - lo):
                 report.dropped_by_teacher += 1
             else:
                 kept.append((d, t))
