@@ -199,6 +199,29 @@ def test_margin_mse_distillation_runs_from_teacher_scores(tiny_mlm, train_set, t
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in t.model.parameters())
 
 
+def test_distillation_skips_queries_without_teacher_scores(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    """A query mined without negatives trains on random ones that no teacher scored."""
+    ds, negatives = train_set
+    recs = [json.loads(x) for x in negatives.read_text().splitlines()]
+    for i, r in enumerate(recs):
+        r.update(pos_scores=[2.0] * len(r["pos"]), teacher="t")
+        if i % 2 == 0:
+            r.update(neg=[], neg_scores=[])
+    negatives.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for distill in ("margin-mse", "kl"):
+        t = make_trainer(config(tmp_path / distill, tiny_mlm, ds, negatives, distill=distill))
+        groups = [g for step in range(t.plan.steps_per_epoch) for g in t.plan.batch(step)]
+        assert sum(g.teacher is None for g in groups) and sum(g.teacher is not None for g in groups), \
+            [(g.qid, g.teacher) for g in groups]
+        without = [g for g in groups if g.teacher is None]
+        scored = [g for g in groups if g.teacher is not None]
+        name = "margin_mse" if distill == "margin-mse" else "kl"
+        parts = t.micro_step(without[:2] + scored[:2])  # a mixed batch: distillation over the scored two
+        assert np.isfinite(parts["loss"]) and parts[name] > 0
+        parts = t.micro_step(without[:2])  # no query with teacher scores: no distillation term
+        assert parts[name] == 0.0 and np.isfinite(parts["loss"])
+
+
 # -- gradient caching ---------------------------------------------------------------------
 def test_gradient_caching_gives_the_gradient_of_the_whole_batch(tiny_mlm, train_set, tmp_path, one_torch_thread):
     """Dropout on: pass 2 must replay each chunk's dropout masks, or the gradient is wrong."""

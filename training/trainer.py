@@ -254,12 +254,20 @@ class Trainer:
             parts["contrastive"] = self.contrastive(scores, targets, exclude)
             total = total + c.contrastive_weight * parts["contrastive"]
         if c.distill != "none":
-            teacher = torch.tensor([grp.teacher for grp in groups], dtype=own.dtype, device=own.device)
-            if c.distill == "margin-mse":
-                parts["margin_mse"] = self.margin_mse(own[:, 0], own[:, 1:], teacher[:, 0], teacher[:, 1:])
+            # queries mined without a negative train on random ones, which no teacher scored:
+            # distillation covers the queries that have teacher scores
+            name = "margin_mse" if c.distill == "margin-mse" else "kl"
+            rows = [i for i, grp in enumerate(groups) if grp.teacher is not None]
+            if not rows:
+                parts[name] = own.new_zeros(())
             else:
-                parts["kl"] = self.kl(own, teacher)
-            total = total + c.distill_weight * parts["margin_mse" if c.distill == "margin-mse" else "kl"]
+                mine = own if len(rows) == n else own[torch.tensor(rows, device=own.device)]
+                teacher = torch.tensor([groups[i].teacher for i in rows], dtype=own.dtype, device=own.device)
+                if c.distill == "margin-mse":
+                    parts[name] = self.margin_mse(mine[:, 0], mine[:, 1:], teacher[:, 0], teacher[:, 1:])
+                else:
+                    parts[name] = self.kl(mine, teacher)
+            total = total + c.distill_weight * parts[name]
         return total, parts
 
     def _matryoshka(self) -> MatryoshkaLoss:
