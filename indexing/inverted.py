@@ -298,12 +298,15 @@ class InvertedIndex:
         return self.search_many([(terms, weights)], k, strategy, approx)[0]
 
     def search_many(self, queries: list, k: int, strategy: str = "pruned", approx: float = 1.0,
-                    threads: int = 1, checked: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                    threads: int = 1, checked: bool = False, raw: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """(internal ids, scores) of the k best documents for each ``(term ids, weights)`` query.
 
         ``strategy``: ``pruned`` (exact, block-max), ``exhaustive``, or ``approx`` (block-max
         stopping when ``approx * bound < threshold``; ``approx`` in (0, 1]). ``threads``: queries
         are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
+        ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
+        scores can differ there and be equal once divided; merging results of several indexes
+        by raw score keeps exactly the order one index gives).
         """
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
@@ -353,7 +356,7 @@ class InvertedIndex:
         out = []
         for q in range(n):
             ranks, scores = kernels.decode_keys(out_keys[q, :out_counts[q]])
-            if self.scale:
+            if self.scale and not raw:
                 scores = scores / np.float32(self.scale)
             out.append((self.tie_order[ranks], scores))
         return out

@@ -83,10 +83,16 @@ class ImpactSearcher:
     def _ids(self, query: Query) -> tuple[np.ndarray, np.ndarray]:
         return self.index.encode(query) if isinstance(query, dict) else self.index._checked(*query)
 
-    def _search(self, queries: list[Query], k: int, threads: int = 1) -> list[tuple[list[str], list[float]]]:
+    def _search(self, queries: list[Query], k: int, threads: int = 1,
+                raw: bool = False) -> list[tuple[list[str], list[float]]]:
         found = self.index.search_many([self._ids(q) for q in queries], k, self.strategy, self.approx,
-                                       threads=threads, checked=True)
+                                       threads=threads, checked=True, raw=raw)
         return [(self._docids[ids].tolist(), scores.tolist()) for ids, scores in found]
+
+    def search_raw(self, queries: list[Query], k: int) -> list[tuple[list[str], list[float]]]:
+        """(doc ids, scores before the division by the quantisation scale ``index.scale``) per
+        query: the order the kernel gives, for merging the results of several indexes."""
+        return self._search(queries, k, raw=True)
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         return [Hit(d, s) for d, s in zip(*self._search(self._encode([text]), k)[0])]

@@ -352,3 +352,20 @@ def test_sharded_sparse_encodes_every_document_as_one_index(tmp_path, tiny_mlm):
             full = dict(zip((one.docids[d] for d in index.docs[index.offsets[u]:index.offsets[u + 1]]),
                             index.impacts[index.offsets[u]:index.offsets[u + 1]].tolist()))
             assert all(full[d] == v for d, v in mine.items()), term
+
+
+def test_shards_merge_quantised_scores_in_the_order_one_index_gives(tmp_path):
+    """Two sums that differ in float32 but are equal once divided by the scale: one index ranks
+    them by the sum; the shards' merge must too, not by doc id."""
+    w1, w2 = 2.0924041271209717, 0.6974679827690125  # 25 * w1 vs 75 * w2: adjacent float32 sums
+    rows = [{"id": "zz", "vector": {"t1": 0.25}}]
+    rows += [{"id": f"f{i:02d}", "vector": {"t3": 1.0}} for i in range(20)]
+    rows += [{"id": "aa", "vector": {"t2": 0.75}}]
+    corpus = tmp_path / "vectors.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    one = Retriever.build(corpus, tmp_path / "one", kind="sparse", vectors=True)
+    two = Retriever.build(corpus, tmp_path / "two", kind="sparse", vectors=True, shards=2)
+    hits = one.search_weights({"t1": w1, "t2": w2}, k=2)
+    assert [h.docid for h in hits] == ["zz", "aa"] and hits[0].score == hits[1].score
+    assert two.search_weights({"t1": w1, "t2": w2}, k=2) == hits
+    assert two.search_weights({"t1": w1, "t2": w2}, k=1) == hits[:1]

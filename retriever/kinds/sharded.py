@@ -152,7 +152,9 @@ class ShardGroup:
             threads = 1 if len(self.searchers) > 1 else None
             found = searcher.search_vectors(np.stack(encoded), k, threads=threads)
             return [list(zip(ids, scores)) for ids, scores in found]
-        return [[(h.docid, h.score) for h in searcher.search_weights(q, k)] for q in encoded]
+        # impact scores before the division by the quantisation scale: the order one index gives
+        # (two sums can differ there and be equal once divided); ShardedSearcher divides at the end
+        return [list(zip(ids, scores)) for ids, scores in searcher.search_raw(encoded, k)]
 
     def search_encoded(self, encoded: list, k: int) -> list[Candidates]:
         """Per query, the k best of these shards (ties by doc id ascending)."""
@@ -219,11 +221,12 @@ class ShardedSearcher:
     """Searches every shard group with one encoding of each query and merges their top k."""
 
     def __init__(self, kind: str, encode: Callable[[list[str]], list] | None, groups: list,
-                 doc_store: ShardedDocStore | None = None) -> None:
+                 doc_store: ShardedDocStore | None = None, scale: float | None = None) -> None:
         self.kind = kind
         self.encode = encode
         self.groups = groups  # each offers submit(encoded, k) -> Future[list[Candidates]]
         self.doc_store = doc_store if doc_store is not None and doc_store.usable() else None
+        self.scale = scale  # quantised impacts: the groups' scores are raw sums, divided here
 
     def _encode(self, texts: list[str]) -> list:
         if self.encode is None:
@@ -236,7 +239,11 @@ class ShardedSearcher:
             return []
         futures = [g.submit(encoded, k) for g in self.groups]
         parts = [f.result() for f in futures]
-        return [merge_top_k([p[q] for p in parts], k) for q in range(len(encoded))]
+        merged = [merge_top_k([p[q] for p in parts], k) for q in range(len(encoded))]
+        if self.scale:  # the same float32 division one index makes
+            scale = np.float32(self.scale)
+            merged = [[(d, float(np.float32(s) / scale)) for d, s in hits] for hits in merged]
+        return merged
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         return [Hit(d, s) for d, s in self.search_encoded(self._encode([text]), k)[0]]
@@ -262,7 +269,12 @@ def open_sharded(root, manifest: dict, docids: list[str], options: dict, verify:
     path0, _, m0 = layout[0]
     encode = query_encoder(manifest["kind"], path0, m0, {**options, "encoder": group.encoder})
     store = ShardedDocStore([p for p, _, _ in layout], [e["offset"] for _, e, _ in layout])
-    return ShardedSearcher(manifest["kind"], encode, [group], store)
+    return ShardedSearcher(manifest["kind"], encode, [group], store, impact_scale(m0))
+
+
+def impact_scale(shard_manifest: dict) -> float | None:
+    """The quantisation scale of a shard's impacts (None: float impacts, BM25, dense)."""
+    return (shard_manifest.get("impacts") or {}).get("scale") if shard_manifest["kind"] == "sparse" else None
 
 
 def _write(docs, writer, settings) -> dict:

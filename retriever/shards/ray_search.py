@@ -122,6 +122,7 @@ def open_on_ray(root, manifest: dict, docids: list[str], address: str, replicas:
     path0, _, m0 = layout[0]
     encode = sharded.query_encoder(manifest["kind"], path0, m0, options)
     store = sharded.ShardedDocStore([p for p, _, _ in layout], [e["offset"] for _, e, _ in layout])
-    searcher = sharded.ShardedSearcher(manifest["kind"], encode, [RayGroup(g) for g in members], store)
+    searcher = sharded.ShardedSearcher(manifest["kind"], encode, [RayGroup(g) for g in members], store,
+                                       sharded.impact_scale(m0))
     searcher.actors = [a for g in members for a in g]
     return searcher
