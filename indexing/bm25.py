@@ -23,6 +23,7 @@ import numpy as np
 
 from indexing.corpus import Doc
 from indexing.analysis import Analyzer
+from indexing.compress import Bm25Model, bm25_impact
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
 from indexing.postings import NpyAppender, PostingsBuilder, read_rows
 
@@ -84,7 +85,9 @@ class BM25Params:
 
 def _field_weights(df: np.ndarray, lengths: np.ndarray, k1: float, b: float,
                    collection: tuple[int, int] | None = None):
-    """Per-term idf and per-document 1 / (k1 * (1 - b + b * dl / avgdl)) for one field, float32.
+    """Per-term idf, per-document length byte (Lucene's) and the norm of each byte,
+    ``1 / (k1 * (1 - b + b * dl / avgdl))``, for one field, float32: a document's norm is
+    ``table[codes[d]]``.
 
     ``collection`` = (doc_count, sum of lengths) of the whole collection when these documents
     are a part of it (``df`` is then the collection's too); default: these documents'."""
@@ -95,13 +98,13 @@ def _field_weights(df: np.ndarray, lengths: np.ndarray, k1: float, b: float,
         doc_count, total = int(collection[0]), int(collection[1])
     stats = {"doc_count": doc_count, "sum_total_term_freq": total, "avgdl": 0.0}
     if doc_count == 0:
-        return np.zeros(len(df), np.float32), np.zeros(len(lengths), np.float32), stats
+        return np.zeros(len(df), np.float32), np.zeros(len(lengths), np.uint8), np.zeros(256, np.float32), stats
     f32 = np.float32
     avgdl = f32(total / doc_count)
     stats["avgdl"] = float(avgdl)
     idf = np.log(1.0 + (doc_count - df + 0.5) / (df + 0.5)).astype(np.float32)
     table = f32(1) / (f32(k1) * ((f32(1) - f32(b)) + f32(b) * LENGTH_TABLE.astype(np.float32) / avgdl))
-    return idf, table[quantize_lengths(lengths)], stats
+    return idf, quantize_lengths(lengths), table, stats
 
 
 def _postings_slices(offsets: np.ndarray, step: int = 5_000_000):
@@ -169,10 +172,13 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
         df = collection.df_of(terms, names)
     weights, stats = [], {}
     for f, name in enumerate(names):
-        idf, doc_norm, stats[name] = _field_weights(
+        idf, codes, table, stats[name] = _field_weights(
             df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b,
             None if collection is None else collection.field(name))
-        weights.append((idf, doc_norm))
+        weights.append((idf, table[codes]))
+    # one field: each impact is a function of the term's idf, its tf and the document's length
+    # byte, which the compressed postings store instead of the impact (indexing.compress)
+    model = None if multifield else Bm25Model(idf, codes, table)
     out = NpyAppender(out_dir / POSTINGS_IMPACTS, np.float32, (int(offsets[-1]),))
     f32 = np.float32
     for p0, p1, t in _postings_slices(offsets):
@@ -182,12 +188,12 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
         for f, (idf, doc_norm) in enumerate(weights):
             tf = tfs[:, f].astype(np.float32)
             w = idf[t]
-            total += np.where(tf > 0, w - w / (f32(1) + tf * doc_norm[d]), f32(0))
+            total += np.where(tf > 0, bm25_impact(w, tf, doc_norm[d]), f32(0))
         out.append(total)
     out.close()
     tf_file.unlink()
     impacts = np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r")
-    index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids))
+    index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids), model=model)
     info = {"bm25": asdict(params), "field_stats": stats}
     return index, docids, info
 

@@ -1,23 +1,32 @@
 """A native in-process impact index: for each term, the documents that contain it and a weight.
 
 BM25 and SPLADE indexes are both impact indexes: the score of a document for a query is
-``sum(query_weight[t] * impact[t, d])`` over the query's terms. Postings are stored in CSR
-layout by term (``offsets``, ``postings_docs``, ``postings_impacts``) as ``.npy`` files that are
-memory-mapped on load. Impacts are float32, or integers (uint8/uint16) with a ``scale`` such
-that ``impact ~= value / scale``. Each term also has a block-max list (``bm_*.npy``: the blocks
-of ``2**shift`` documents it occurs in, its largest impact there, where its postings for that
-block start), written with the index and computed on load for indexes that predate it.
+``sum(query_weight[t] * impact[t, d])`` over the query's terms. Impacts are float32, or
+integers (uint8/uint16) with a ``scale`` such that ``impact ~= value / scale``.
 
-Search strategies (compiled kernels in ``indexing.kernels``): ``pruned`` (the default) skips
-blocks whose upper bound cannot reach the top k and returns exactly what ``exhaustive`` (every
-posting of every query term) returns; ``approx`` prunes more (``approx`` factor < 1) and may
-miss documents. Batches run in threads with every per-query step compiled.
+Two layouts of the postings, searched by the same kernels' logic (``indexing.kernels``):
+
+- packed (``indexing.compress``, what indexes are written in since format 3): doc ids
+  delta-coded and bit-packed in chunks of 128, impacts as small codes (a BM25 term's tf with
+  the document's length byte, a table code, or the integer itself), block-max lists only where
+  they pay; memory-mapped and decoded chunk by chunk inside the kernels;
+- CSR by term (``offsets``, ``postings_docs``, ``postings_impacts``, plus block-max lists
+  ``bm_*.npy``: the blocks of ``2**shift`` documents each term occurs in, its largest impact
+  there, where its postings for that block start): what the builders produce before writing,
+  what indexes of formats 1 and 2 hold (they still load and are searched as they are, by the
+  uncompressed kernels, with no rebuild and no conversion at load).
+
+Search strategies: ``pruned`` (the default) skips blocks whose upper bound cannot reach the top
+k and returns exactly what ``exhaustive`` (every posting of every query term) returns;
+``approx`` prunes more (``approx`` factor < 1) and may miss documents. Both layouts give the
+same results bit for bit. Batches run in threads with every per-query step compiled.
 
 Opening an index checks its arrays' shapes, types and offsets (cheap: one pass over the
 vocabulary); :meth:`InvertedIndex.verify` also scans every posting (doc ids in range and
-ascending within each term, impacts finite and non-negative). The kernel bounds-checks doc ids
-as it reads them, so even a corrupt index that skipped ``verify`` cannot make it write outside
-its buffers: the query fails with :class:`IndexFormatError` instead.
+ascending within each term, impacts finite and non-negative, packed chunks and block-max lists
+consistent). The kernels bounds-check what they read, so even a corrupt index that skipped
+``verify`` cannot make them read or write outside their buffers: the query fails with
+:class:`IndexFormatError` instead.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from indexing import kernels
+from indexing.compress import CHUNK, FORMAT, NST, Bm25Model, PackedPostings
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
 from indexing.results import STRATEGIES
 
@@ -39,6 +49,8 @@ POSTINGS_DOCS = "postings_docs.npy"
 POSTINGS_IMPACTS = "postings_impacts.npy"
 BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
 BLOCK_SHIFT = 6  # 64 documents per block
+CSR = "csr"  # the uncompressed layout's name in a manifest ("postings": {"format": ...})
+ARENA = 1 << 20  # postings per thread the pruned kernel may keep decoded for a query (16 MB)
 
 
 def _finite_float32(weights) -> np.ndarray:
@@ -56,20 +68,87 @@ def _finite_float32(weights) -> np.ndarray:
 
 
 class InvertedIndex:
-    def __init__(self, terms: list[str], offsets: np.ndarray, docs: np.ndarray,
-                 impacts: np.ndarray, num_docs: int, scale: float | None = None) -> None:
+    def __init__(self, terms: list[str], offsets: np.ndarray | None, docs: np.ndarray | None,
+                 impacts: np.ndarray | None, num_docs: int, scale: float | None = None, *,
+                 packed: PackedPostings | None = None, model: Bm25Model | None = None) -> None:
+        """CSR postings (``offsets``, ``docs``, ``impacts``), or ``packed`` ones (the three
+        arrays then None: decoded only if asked for). ``model``: what a BM25 index's impacts
+        are computed from, kept for the compressed writer (``indexing.compress.Bm25Model``)."""
         self.terms = terms
         self.term_ids = {t: i for i, t in enumerate(terms)}
-        self.offsets = offsets
-        self.docs = docs
-        self.impacts = impacts
+        self._offsets, self._docs, self._impacts = offsets, docs, impacts
+        self.packed = packed
+        self.model = model
         self.num_docs = num_docs
         self.scale = scale
         self._local = threading.local()
         self.set_tie_order(None)
-        self.blockmax: tuple | None = None  # the block-max lists, see ensure_blockmax
+        self.blockmax: tuple | None = None  # the block-max lists (CSR layout), see ensure_blockmax
         self.shift = BLOCK_SHIFT
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
+        self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
+
+    def _csr(self) -> None:
+        """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
+        self._offsets, self._docs, self._impacts = self.packed.materialize()
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if self._offsets is None:
+            self._csr()
+        return self._offsets
+
+    @property
+    def docs(self) -> np.ndarray:
+        if self._docs is None:
+            self._csr()
+        return self._docs
+
+    @property
+    def impacts(self) -> np.ndarray:
+        if self._impacts is None:
+            self._csr()
+        return self._impacts
+
+    @property
+    def layout(self) -> str:
+        """``packed-v1`` (compressed) or ``csr``."""
+        return FORMAT if self.packed is not None else CSR
+
+    @property
+    def impact_dtype(self) -> np.dtype:
+        return self.packed.dtype if self.packed is not None else self._impacts.dtype
+
+    def doc_freqs(self) -> np.ndarray:
+        """Postings per term (int64)."""
+        return self.packed.df.copy() if self.packed is not None else np.diff(self._offsets)
+
+    def compressed(self, **options) -> "InvertedIndex":
+        """This index with packed postings, in memory (same terms, tie order and settings;
+        ``options``: ``indexing.compress.encode``'s, e.g. ``range_postings``, ``blockmax_min``)."""
+        if self.packed is not None:
+            return self
+        packed = PackedPostings.build(self._offsets, self._docs, self._impacts, self.num_docs, self.model, self.shift,
+                                      **options)
+        return self._like(packed)
+
+    def uncompressed(self) -> "InvertedIndex":
+        """This index with CSR postings decoded into memory (searched by the uncompressed kernels)."""
+        if self.packed is None:
+            return self
+        index = InvertedIndex(self.terms, *self.packed.materialize(), self.num_docs, self.scale,
+                              model=self.model if self.model is not None else self.packed.model())
+        return self._copy_settings(index)
+
+    def _like(self, packed: PackedPostings) -> "InvertedIndex":
+        index = InvertedIndex(self.terms, None, None, None, self.num_docs, self.scale, packed=packed,
+                              model=self.model)
+        return self._copy_settings(index)
+
+    def _copy_settings(self, index: "InvertedIndex") -> "InvertedIndex":
+        index.tie_order, index.tie_rank = self.tie_order, self.tie_rank
+        index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
+        return index
 
     def set_tie_order(self, order: np.ndarray | None) -> None:
         """How equal scores are ordered: ``order`` lists internal ids from first to last (the ids
@@ -103,16 +182,36 @@ class InvertedIndex:
         np.cumsum(np.bincount(t, minlength=len(terms)), out=offsets[1:])
         return cls(terms, offsets, d, impacts, num_docs, scale)
 
-    def save(self, writer: IndexWriter) -> None:
-        """Write terms and offsets (and the postings, unless already written into ``writer``),
-        and the block-max lists."""
-        writer.write_json(TERMS, self.terms)
-        writer.save_array(OFFSETS, self.offsets)
-        if not isinstance(self.docs, np.memmap) or Path(self.docs.filename).parent != writer.tmp:
-            writer.save_array(POSTINGS_DOCS, self.docs)
-            writer.save_array(POSTINGS_IMPACTS, self.impacts)
-        for name, array in zip(BLOCKMAX, self.ensure_blockmax()):
-            writer.save_array(name, array)
+    def save(self, writer: IndexWriter, compressed: bool = True) -> dict:
+        """Write the terms and the postings into ``writer``: packed (``compressed``, the
+        default: a term range at a time, so memory stays bounded), or as CSR with block-max
+        lists (the layout of formats 1 and 2). Uncompressed postings a builder wrote into the
+        directory are removed once packed. Returns the manifest's ``postings`` description."""
+        with open(writer.path(TERMS), "w", encoding="utf-8") as f:
+            json.dump(self.terms, f, ensure_ascii=False, separators=(",", ":"))
+        built = [writer.tmp / name for name in (POSTINGS_DOCS, POSTINGS_IMPACTS)]
+        if not compressed:
+            csr = self if self.packed is None else self.uncompressed()
+            writer.save_array(OFFSETS, csr.offsets)
+            if not isinstance(csr.docs, np.memmap) or Path(csr.docs.filename).parent != writer.tmp:
+                writer.save_array(POSTINGS_DOCS, csr.docs)
+                writer.save_array(POSTINGS_IMPACTS, csr.impacts)
+            for name, array in zip(BLOCKMAX, csr.ensure_blockmax()):
+                writer.save_array(name, array)
+            return {"format": CSR}
+        if self.shift != BLOCK_SHIFT:  # stored block-max lists are per block of the loader's size
+            raise ValueError(f"an index is written with blocks of {1 << BLOCK_SHIFT} documents, not {1 << self.shift}")
+        if self.packed is not None:
+            self.packed.save_into(writer.tmp)
+            stats = {"format": FORMAT, "chunk": CHUNK, "block_shift": self.shift}
+        else:
+            stats = PackedPostings.write(self._offsets, self._docs, self._impacts, self.num_docs, writer.tmp,
+                                         self.model, self.shift)
+            stats.pop("bytes", None)
+        for path in built:  # a builder's uncompressed postings (still mapped here: fine on POSIX)
+            if path.is_file():
+                path.unlink()
+        return stats
 
     def renumbered(self, order: np.ndarray, out_dir: Path, chunk_postings: int = 20_000_000) -> "InvertedIndex":
         """This index with its documents in another internal order: new id ``i`` is old id
@@ -145,8 +244,10 @@ class InvertedIndex:
         imps_out.close()
         for name in (POSTINGS_DOCS, POSTINGS_IMPACTS):
             os.replace(out_dir / (name + ".tmp"), out_dir / name)
+        model = self.model.renumbered(order) if self.model is not None else None
         return InvertedIndex(self.terms, self.offsets, np.load(out_dir / POSTINGS_DOCS, mmap_mode="r"),
-                             np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r"), self.num_docs, self.scale)
+                             np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r"), self.num_docs, self.scale,
+                             model=model)
 
     def bp_order(self) -> np.ndarray:
         """An order of the documents that puts similar ones together (recursive graph bisection,
@@ -162,9 +263,23 @@ class InvertedIndex:
             self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
         return self.blockmax
 
+    @staticmethod
+    def layout_of(manifest: dict) -> str | None:
+        """The postings layout an index's manifest records (``postings.format``); None when it
+        records none (indexes before format 3: whichever the directory holds)."""
+        postings = manifest.get("postings")
+        if not isinstance(postings, dict) or "format" not in postings:
+            return None
+        if not isinstance(postings["format"], str):
+            raise IndexFormatError("manifest field 'postings.format' must be str, got "
+                                   f"{json.dumps(postings['format'])[:60]}")
+        return postings["format"]
+
     @classmethod
     def load(cls, root: str | Path, num_docs: int, scale: float | None = None,
-             mmap: bool = True) -> "InvertedIndex":
+             mmap: bool = True, layout: str | None = None) -> "InvertedIndex":
+        """Open an index directory's postings (memory-mapped). ``layout``: what its manifest
+        says (``packed-v1`` or ``csr``); None: whichever the directory holds."""
         root = Path(root)
         try:
             terms = json.loads((root / TERMS).read_text(encoding="utf-8"))
@@ -172,6 +287,16 @@ class InvertedIndex:
             raise IndexFormatError(f"{root / TERMS}: not a JSON list of terms ({e})") from None
         if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms):
             raise IndexFormatError(f"{root / TERMS}: expected a JSON list of strings")
+        if layout is None:
+            layout = FORMAT if PackedPostings.present(root) else CSR
+        if layout == FORMAT:
+            packed = PackedPostings.load(root, num_docs, mmap, BLOCK_SHIFT)
+            index = cls(terms, None, None, None, num_docs, scale, packed=packed)
+            index.check(root)
+            return index
+        if layout != CSR:
+            raise IndexFormatError(f"{root}: postings format {layout!r} is unknown to this retriever; "
+                                   "rebuild the index with `retriever index` (or upgrade)")
         index = cls(terms, load_array(root, OFFSETS, mmap), load_array(root, POSTINGS_DOCS, mmap),
                     load_array(root, POSTINGS_IMPACTS, mmap), num_docs, scale)
         index.check(root)
@@ -190,10 +315,18 @@ class InvertedIndex:
 
     def check(self, where: str | Path = "index") -> None:
         """Cheap structural checks (O(vocabulary)): shapes, dtypes, offsets from 0, non-decreasing,
-        ending at the number of postings. Raises IndexFormatError naming ``where``."""
+        ending at the number of postings (packed: term pointers and every term's header). Raises
+        IndexFormatError naming ``where``."""
         def bad(msg: str) -> IndexFormatError:
             return IndexFormatError(f"{where}: corrupt postings: {msg}")
 
+        if self.packed is not None:
+            if not isinstance(self.num_docs, int) or self.num_docs < 0:
+                raise bad(f"document count {self.num_docs!r}")
+            self.packed.check(where, len(self.terms))
+            if self.scale is not None and not (np.isfinite(self.scale) and self.scale > 0):
+                raise bad(f"impact scale {self.scale!r} must be a positive finite number")
+            return
         off, docs, imp = self.offsets, self.docs, self.impacts
         if not isinstance(self.num_docs, int) or self.num_docs < 0:
             raise bad(f"document count {self.num_docs!r}")
@@ -216,7 +349,11 @@ class InvertedIndex:
 
     def verify(self, where: str | Path = "index", step: int = 1 << 24) -> None:
         """Full scan (O(postings)): every doc id in [0, num_docs) and strictly ascending within
-        its term, every impact finite and non-negative. Raises IndexFormatError."""
+        its term, every impact finite and non-negative (packed: also every chunk header, offset
+        and code, and the block-max lists against the postings). Raises IndexFormatError."""
+        if self.packed is not None:
+            self.packed.verify(where)
+            return
         self.check(where)
         starts = np.zeros(len(self.docs), dtype=bool)
         starts[self.offsets[:-1][np.diff(self.offsets) > 0]] = True  # first posting of each term
@@ -237,7 +374,7 @@ class InvertedIndex:
 
     @property
     def num_postings(self) -> int:
-        return int(self.offsets[-1])
+        return self.packed.num_postings if self.packed is not None else int(self._offsets[-1])
 
     def encode(self, query: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """Term ids and float32 weights of the query terms this index knows.
@@ -263,7 +400,8 @@ class InvertedIndex:
         keep = w > 0
         return terms[keep].astype(np.int32), w[keep]
 
-    def _scratch(self, k: int):
+    def _scratch(self, k: int, terms: int = 0):
+        """Per-thread scratch buffers (grown for ``k`` and for queries of ``terms`` terms)."""
         local = self._local
         if getattr(local, "acc", None) is None:
             n_blocks = (self.num_docs >> self.shift) + 1
@@ -273,13 +411,25 @@ class InvertedIndex:
             local.touched = np.empty(self.num_docs, dtype=np.int32)
             local.ub = np.zeros(n_blocks, dtype=np.float32)
             local.ub_seen = np.zeros(n_blocks, dtype=np.uint8)
+            local.ub_mask = np.zeros(n_blocks, dtype=np.uint64)
             local.cand = np.empty(n_blocks, dtype=np.int64)
             local.order = np.empty(n_blocks, dtype=np.uint64)
             local.loc_acc = np.zeros(width, dtype=np.float32)
             local.loc_seen = np.zeros(width, dtype=np.uint8)
             local.loc_list = np.empty(width, dtype=np.int32)
+            local.bits = np.zeros(1, dtype=np.uint32)
         if getattr(local, "heap", None) is None or len(local.heap) < k:
             local.heap = np.empty(max(k, 16), dtype=np.uint64)
+        if self.packed is not None and getattr(local, "arena_docs", None) is None:
+            size = min(ARENA, self.num_postings)
+            local.arena_docs = np.zeros(size, dtype=np.int32)
+            local.arena_vals = np.zeros(size, dtype=np.float32)
+            local.arena_blocks = np.zeros(size, dtype=np.int64)
+        if getattr(local, "qstate", None) is None or len(local.qstate) < terms:
+            rows = max(terms, 16)
+            local.qstate = np.zeros((rows, NST), dtype=np.int64)
+            local.cache_docs = np.zeros((rows, CHUNK), dtype=np.int32)
+            local.cache_vals = np.zeros((rows, CHUNK), dtype=np.float32)
         return local
 
     def top_k(self, query: dict[str, float], k: int, strategy: str = "pruned",
@@ -326,19 +476,33 @@ class InvertedIndex:
         q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
         q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
         mode = 0 if strategy == "exhaustive" else 1
-        bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
-                                                  np.zeros(0, self.impacts.dtype), np.zeros(0, np.uint32))
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
+        longest = int(np.diff(q_ptr).max())
+        packed = self.packed
 
-        def run(lo: int, hi: int) -> None:
-            s = self._scratch(k)
-            kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
-                                   np.float64(self.block_cost), self.offsets,
-                                   self.docs, self.impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
-                                   s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen, s.loc_list,
-                                   s.heap, out_keys, out_counts, out_scored)
+        if packed is not None:
+            def run(lo: int, hi: int) -> None:
+                s = self._scratch(k, longest)
+                kernels.search_packed(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
+                                      np.float64(self.block_cost), packed.stream, packed.term_ptr, packed.table,
+                                      packed.float_bits, packed.norms, packed.norm_table, self.tie_rank, self.shift,
+                                      s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
+                                      s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
+                                      s.cache_vals, s.bits, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
+                                      out_keys, out_counts, out_scored)
+        else:
+            bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
+                                                      np.zeros(0, self._impacts.dtype), np.zeros(0, np.uint32))
+
+            def run(lo: int, hi: int) -> None:
+                s = self._scratch(k)
+                kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
+                                       np.float64(self.block_cost), self._offsets,
+                                       self._docs, self._impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
+                                       s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen,
+                                       s.loc_list, s.heap, out_keys, out_counts, out_scored)
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -351,8 +515,8 @@ class InvertedIndex:
             with ThreadPoolExecutor(len(parts) - 1) as pool:
                 list(pool.map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
         if (out_counts < 0).any():
-            raise IndexFormatError("corrupt postings: a doc id outside the collection or its block "
-                                   "(run `retriever info INDEX --verify`)")
+            raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
+                                   "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")
         out = []
         for q in range(n):
             ranks, scores = kernels.decode_keys(out_keys[q, :out_counts[q]])

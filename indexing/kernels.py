@@ -35,6 +35,13 @@ values skip blocks that are unlikely, not impossible, to hold a top-k document.
 
 Keys pack (float32 score bits << 32) | (2**32 - 1 - tie rank): positive float32 bit patterns
 order like the numbers, so the largest keys are the best hits, ties going to the lower rank.
+
+The same kernels exist for packed postings (``indexing.compress``; ``search_packed``), which
+decode chunks of 128 postings as they read them: the same bounds, accumulated in the same
+order, the same blocks scored, the same scores. Their decoding functions live here too (numba's
+cache recompiles a function when its own file changes, not when a function it calls from
+another file does). In hot loops, helpers are written out by hand rather than called: a numba
+call with array arguments costs tens of nanoseconds (reference counts), more than the work.
 """
 
 from __future__ import annotations
@@ -51,11 +58,12 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
 _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 32  # postings' worth of work to score one block for one query term (binary search, setup)
+NO_BLOCK = -(1 << 62)  # below any block of an int32 doc id, even a corrupt negative one
 
 
 def _build_counts(offsets, docs, shift, counts):
     for t in range(offsets.shape[0] - 1):
-        last = -1
+        last = NO_BLOCK
         c = 0
         for p in range(offsets[t], offsets[t + 1]):
             b = docs[p] >> shift
@@ -68,7 +76,7 @@ def _build_counts(offsets, docs, shift, counts):
 def _build_fill(offsets, docs, impacts, shift, ptr, block, bmax, start):
     for t in range(offsets.shape[0] - 1):
         q = ptr[t] - 1
-        last = -1
+        last = NO_BLOCK
         base = offsets[t]
         for p in range(base, offsets[t + 1]):
             b = docs[p] >> shift
@@ -319,6 +327,1026 @@ def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, bloc
                 out_keys[q, i] = best[size - 1 - i]
 
 
+# -- packed postings: decoding (the layout is described in indexing.compress) ------------------
+
+CHUNK = 128  # postings per chunk
+WHOLE = 2048  # a term of up to this many postings is decoded whole when a block needs it
+PAD = 4  # zero bytes after the last term: the bit reader loads 4 bytes at a time
+MODE_TABLE, MODE_VALUES, MODE_BM25 = 0, 1, 2  # how a term's value codes become impacts
+FLAG_BLOCKMAX = 4
+# term state, one row per query term (int64), filled by open_term
+ST_DF, ST_MODE, ST_BASE, ST_SIZE, ST_NC, ST_DIR, ST_DWD, ST_OFFS, ST_DWO, ST_BM, ST_M, ST_CHUNKS, ST_END, \
+    ST_CACHED, ST_CACHED_N, ST_VALUES, ST_VPOS, ST_VW, ST_ARENA, ST_BLK, ST_BLKN = range(21)
+NST = 21
+
+
+def _nbytes(n, w):
+    return (n * w + 7) >> 3
+
+
+def bm25_impact(idf, tf, norm):
+    """Lucene's BM25 term score as our BM25 builder computes it, in float32: ``idf * tf /
+    (tf + k1 * (1 - b + b * dl / avgdl))`` written as ``idf - idf / (1 + tf * norm)``. Works on
+    numpy float32 arrays and, compiled, on float32 scalars: the same IEEE operations either way."""
+    return idf - idf / (np.float32(1.0) + tf * norm)
+
+
+def _get_varint(buf, pos, end):
+    """(value, next position); (-1, -1) when it runs past ``end`` or over 9 bytes."""
+    v = 0
+    shift = 0
+    while pos < end and shift < 63:
+        b = np.int64(buf[pos])
+        pos += 1
+        v |= (b & 127) << shift
+        if b < 128:
+            return v, pos
+        shift += 7
+    return -1, -1
+
+
+def _bits_at(buf, pos, i, w):
+    """Value ``i`` of a packed array of ``w``-bit values starting at byte ``pos`` (reads only
+    the bytes that hold it)."""
+    if w == 0:
+        return 0
+    bit = i * w
+    p = pos + (bit >> 3)
+    last = pos + ((bit + w - 1) >> 3)
+    v = 0
+    k = 0
+    while p <= last:
+        v |= np.int64(buf[p]) << (8 * k)
+        p += 1
+        k += 1
+    return (v >> (bit & 7)) & ((1 << w) - 1)
+
+
+def _chunk_header(buf, pos, end):
+    """(doc gap width, value width, header bytes) of the chunk at ``pos``; (-1, -1, 0) when it
+    runs past ``end`` or a width is above 32. One byte ``wd | wv << 6`` when wv < 3, else
+    ``wd | 3 << 6`` and a byte ``wv``."""
+    if pos >= end:
+        return -1, -1, 0
+    h = np.int64(buf[pos])
+    wd = h & 63
+    wv = h >> 6
+    n = 1
+    if wv == 3:
+        if pos + 1 >= end:
+            return -1, -1, 0
+        wv = np.int64(buf[pos + 1])
+        n = 2
+    if wd > 32 or wv > 32:
+        return -1, -1, 0
+    return wd, wv, n
+
+
+def _open_term(buf, term_ptr, t, num_docs, table_len, norms_len, norm_table_len, st):
+    """Parse term ``t``'s header into ``st`` (ST_* fields); returns 0, or -1 when it is corrupt.
+    A term without postings gets df 0."""
+    start = np.int64(term_ptr[t])
+    end = np.int64(term_ptr[t + 1])
+    if end + PAD > buf.shape[0]:
+        return -1
+    st[ST_CACHED] = -1
+    st[ST_CACHED_N] = 0
+    st[ST_VALUES] = -1
+    st[ST_ARENA] = -1
+    st[ST_BLKN] = 0
+    st[ST_END] = end
+    if end <= start:
+        st[ST_DF] = 0
+        st[ST_NC] = 0
+        st[ST_M] = 0
+        st[ST_BM] = -1
+        return 0 if end == start else -1
+    head, pos = _get_varint(buf, start, end)
+    df = head >> 3
+    flags = head & 7
+    mode = flags & 3
+    if head < 0 or df < 1 or df > num_docs or mode > MODE_BM25:
+        return -1
+    base = 0
+    size = 0
+    if mode == MODE_TABLE:
+        base, pos = _get_varint(buf, pos, end)
+        if base < 0:
+            return -1
+        size, pos = _get_varint(buf, pos, end)
+        if size < 1 or size > table_len or base > table_len - size:
+            return -1
+    elif mode == MODE_BM25:
+        base, pos = _get_varint(buf, pos, end)
+        if base < 0 or base >= table_len or norms_len != num_docs or norm_table_len != 256:
+            return -1
+        size = 1
+    nc = (df + CHUNK - 1) // CHUNK
+    st[ST_DF] = df
+    st[ST_MODE] = mode
+    st[ST_BASE] = base
+    st[ST_SIZE] = size
+    st[ST_NC] = nc
+    st[ST_DIR] = 0
+    st[ST_DWD] = 0
+    st[ST_OFFS] = 0
+    st[ST_DWO] = 0
+    if nc > 1:
+        if pos + 2 > end:
+            return -1
+        dwd = np.int64(buf[pos])
+        dwo = np.int64(buf[pos + 1])
+        pos += 2
+        if dwd > 32 or dwo > 32:
+            return -1
+        st[ST_DIR] = pos
+        st[ST_DWD] = dwd
+        pos += _nbytes(nc - 1, dwd)
+        st[ST_OFFS] = pos
+        st[ST_DWO] = dwo
+        pos += _nbytes(nc - 1, dwo)
+        if pos > end:
+            return -1
+    st[ST_BM] = -1
+    st[ST_M] = 0
+    if flags & FLAG_BLOCKMAX:
+        m, pos = _get_varint(buf, pos, end)
+        if m < 1 or m > df:
+            return -1
+        nbytes, pos = _get_varint(buf, pos, end)
+        if nbytes < 2 or nbytes > end - pos:
+            return -1
+        wg = np.int64(buf[pos])
+        wv = np.int64(buf[pos + 1])
+        if wg > 32 or wv > 32:
+            return -1
+        need = 2 + _nbytes(m, wg) + _nbytes(m, wv)
+        if mode == MODE_BM25:
+            need += m
+        if need != nbytes:
+            return -1
+        st[ST_BM] = pos
+        st[ST_M] = m
+        pos += nbytes
+    if pos > end:
+        return -1
+    st[ST_CHUNKS] = pos
+    return 0
+
+
+def _bm25p(idf, p):
+    """``bm25_impact`` from the product ``p = tf * norm`` (float32, rounded as there): the
+    impact is a non-decreasing function of ``p``, so a block's largest impact is that of its
+    largest product."""
+    return idf - idf / (np.float32(1.0) + p)
+
+
+def _impact(mode, idf, v):
+    """The impact of a decoded value: itself, or for a BM25 term its product turned into one."""
+    return _bm25p(idf, v) if mode == MODE_BM25 else v
+
+
+def _idf(st, table):
+    return np.float32(table[st[ST_BASE]]) if st[ST_MODE] == MODE_BM25 else np.float32(0.0)
+
+
+def _value(mode, code, base, size, table, float_bits, scratch_bits, idf, norm):
+    """The float32 impact of a value code (BM25: ``code`` is tf - 1 and ``norm`` the document's);
+    the caller checks ``code < size`` for a table code."""
+    if mode == MODE_TABLE:
+        return np.float32(table[base + code])
+    if mode == MODE_VALUES:
+        if float_bits:
+            scratch_bits[0] = np.uint32(code)
+            return scratch_bits.view(np.float32)[0]
+        return np.float32(code)
+    return _bm25(idf, np.float32(code + 1), norm)
+
+
+def _decode_docs(buf, st, c, num_docs, out_docs):
+    """Decode the doc ids of chunk ``c`` of the term in ``st`` into ``out_docs`` (int32) and
+    note where its value codes are (``ST_VPOS``, ``ST_VW``); returns its postings, or -ERROR
+    when corrupt (1: a doc id outside the collection, 2: a bit width, 3: bytes past the term)."""
+    st[ST_CACHED] = -1
+    st[ST_VALUES] = -1
+    df = st[ST_DF]
+    nc = st[ST_NC]
+    end = st[ST_END]
+    if c < 0 or c >= nc:
+        return -3
+    n = min(CHUNK, df - c * CHUNK)
+    if c == 0:
+        pos = st[ST_CHUNKS]
+        prev = -1
+    else:
+        pos = st[ST_CHUNKS] + _bits_at(buf, st[ST_OFFS], c - 1, st[ST_DWO])
+        prev = _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD])
+    wd, wv, h = _chunk_header(buf, pos, end)
+    if h == 0:
+        return -2 if pos + 2 <= end else -3
+    pos += h
+    vpos = pos + _nbytes(n, wd)
+    if vpos + _nbytes(n, wv) > end:
+        return -3
+    d = prev
+    if wd == 0:
+        for i in range(n):
+            d += 1
+            out_docs[i] = d
+    else:  # a 64-bit bit buffer refilled 32 bits at a time (may read 3 bytes past: the stream's PAD)
+        mask = (np.uint64(1) << np.uint64(wd)) - np.uint64(1)
+        shift = np.uint64(wd)
+        acc = np.uint64(0)
+        nb = 0
+        for i in range(n):
+            if nb < wd:
+                acc |= (np.uint64(buf[pos]) | (np.uint64(buf[pos + 1]) << np.uint64(8))  # inline: no call
+                        | (np.uint64(buf[pos + 2]) << np.uint64(16))
+                        | (np.uint64(buf[pos + 3]) << np.uint64(24))) << np.uint64(nb)
+                pos += 4
+                nb += 32
+            d += 1 + np.int64(acc & mask)
+            acc >>= shift
+            nb -= wd
+            out_docs[i] = d
+    if d >= num_docs or prev >= num_docs:
+        return -1
+    st[ST_CACHED] = c
+    st[ST_CACHED_N] = n
+    st[ST_VPOS] = vpos
+    st[ST_VW] = wv
+    return n
+
+
+def _unpack(buf, pos, n, w, out):
+    """``n`` packed ``w``-bit values from byte ``pos`` into ``out`` (uint32)."""
+    if w == 0:
+        for i in range(n):
+            out[i] = 0
+        return
+    mask = (np.uint64(1) << np.uint64(w)) - np.uint64(1)
+    shift = np.uint64(w)
+    acc = np.uint64(0)
+    nb = 0
+    for i in range(n):
+        if nb < w:
+            acc |= (np.uint64(buf[pos]) | (np.uint64(buf[pos + 1]) << np.uint64(8))  # inline: no call
+                    | (np.uint64(buf[pos + 2]) << np.uint64(16))
+                    | (np.uint64(buf[pos + 3]) << np.uint64(24))) << np.uint64(nb)
+            pos += 4
+            nb += 32
+        out[i] = acc & mask
+        acc >>= shift
+        nb -= w
+
+
+def _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, out_vals):
+    """Decode the values of the chunk whose doc ids are in ``docs_row`` (``_decode_docs``)
+    into ``out_vals`` (float32): impacts, or a BM25 term's products ``tf * norm`` (``_impact``
+    turns a value into its impact); returns 0, or -4 for a code outside its table."""
+    n = st[ST_CACHED_N]
+    mode = st[ST_MODE]
+    base = st[ST_BASE]
+    codes = out_vals.view(np.uint32)  # codes first, turned into impacts in place
+    _unpack(buf, st[ST_VPOS], n, st[ST_VW], codes)
+    if mode == MODE_VALUES:
+        if not float_bits:
+            for i in range(n):
+                out_vals[i] = np.float32(codes[i])
+    elif mode == MODE_TABLE:
+        size = st[ST_SIZE]
+        for i in range(n):
+            code = np.int64(codes[i])
+            if code >= size:
+                return -4
+            out_vals[i] = np.float32(table[base + code])
+    else:  # the product tf * norm (``_bm25p`` makes it the impact)
+        for i in range(n):
+            out_vals[i] = np.float32(np.int64(codes[i]) + 1) * norm_table[norms[docs_row[i]]]
+    st[ST_VALUES] = st[ST_CACHED]
+    return 0
+
+
+def _value_at(buf, st, i, d, table, float_bits, norms, norm_table, scratch_bits):
+    """The value (as ``_decode_values``) of posting ``i`` (doc ``d``) of the decoded chunk,
+    read on its own; NaN for a code outside its table (the caller treats it as corrupt)."""
+    code = _bits_at(buf, st[ST_VPOS], i, st[ST_VW])
+    mode = st[ST_MODE]
+    if mode == MODE_TABLE:
+        if code >= st[ST_SIZE]:
+            return np.float32(np.nan)
+        return np.float32(table[st[ST_BASE] + code])
+    if mode == MODE_BM25:
+        return np.float32(code + 1) * norm_table[norms[d]]
+    return _value(mode, code, 0, 0, table, float_bits, scratch_bits, np.float32(0.0), np.float32(0.0))
+
+
+def _decode_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, out_docs, out_vals):
+    """Decode chunk ``c`` (doc ids and values, in one pass) into the two rows; returns its
+    postings, or -ERROR when corrupt (see ``_decode_docs``; 4: a code outside its table)."""
+    st[ST_CACHED] = -1
+    st[ST_VALUES] = -1
+    df = st[ST_DF]
+    end = st[ST_END]
+    if c < 0 or c >= st[ST_NC]:
+        return -3
+    n = min(CHUNK, df - c * CHUNK)
+    if c == 0:
+        pos = st[ST_CHUNKS]
+        prev = -1
+    else:
+        pos = st[ST_CHUNKS] + _bits_at(buf, st[ST_OFFS], c - 1, st[ST_DWO])
+        prev = _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD])
+    wd, wv, h = _chunk_header(buf, pos, end)
+    if h == 0:
+        return -2 if pos + 2 <= end else -3
+    pos += h
+    vpos = pos + _nbytes(n, wd)
+    if vpos + _nbytes(n, wv) > end:
+        return -3
+    if prev + n >= num_docs:
+        return -1
+    mode = st[ST_MODE]
+    base = st[ST_BASE]
+    size = st[ST_SIZE]
+    bits_out = out_vals.view(np.uint32)
+    dmask = (np.uint64(1) << np.uint64(wd)) - np.uint64(1)
+    vmask = (np.uint64(1) << np.uint64(wv)) - np.uint64(1)
+    dshift = np.uint64(wd)
+    vshift = np.uint64(wv)
+    dacc = np.uint64(0)
+    vacc = np.uint64(0)
+    dnb = 0
+    vnb = 0
+    d = prev
+    vstart = vpos
+    for i in range(n):  # two bit buffers refilled 32 bits at a time (may read 3 bytes past: PAD)
+        d += 1
+        if wd > 0:
+            if dnb < wd:
+                dacc |= (np.uint64(buf[pos]) | (np.uint64(buf[pos + 1]) << np.uint64(8))
+                         | (np.uint64(buf[pos + 2]) << np.uint64(16))
+                         | (np.uint64(buf[pos + 3]) << np.uint64(24))) << np.uint64(dnb)
+                pos += 4
+                dnb += 32
+            d += np.int64(dacc & dmask)
+            dacc >>= dshift
+            dnb -= wd
+        code = np.uint64(0)
+        if wv > 0:
+            if vnb < wv:
+                vacc |= (np.uint64(buf[vpos]) | (np.uint64(buf[vpos + 1]) << np.uint64(8))
+                         | (np.uint64(buf[vpos + 2]) << np.uint64(16))
+                         | (np.uint64(buf[vpos + 3]) << np.uint64(24))) << np.uint64(vnb)
+                vpos += 4
+                vnb += 32
+            code = vacc & vmask
+            vacc >>= vshift
+            vnb -= wv
+        if d >= num_docs:
+            return -1
+        out_docs[i] = d
+        if mode == MODE_VALUES:
+            if float_bits:
+                bits_out[i] = np.uint32(code)
+            else:
+                out_vals[i] = np.float32(code)
+        elif mode == MODE_TABLE:
+            if code >= size:
+                return -4
+            out_vals[i] = np.float32(table[base + np.int64(code)])
+        else:  # the product tf * norm (``_bm25p`` makes it the impact)
+            out_vals[i] = np.float32(np.int64(code) + 1) * norm_table[norms[d]]
+    st[ST_CACHED] = c
+    st[ST_CACHED_N] = n
+    st[ST_VALUES] = c
+    st[ST_VPOS] = vstart
+    st[ST_VW] = wv
+    return n
+
+
+def _find_chunk(buf, st, lo):
+    """The chunk holding the first posting >= doc ``lo`` (the last chunk whose previous-doc
+    entry is < lo)."""
+    nc = st[ST_NC]
+    a = 1
+    b = nc
+    while a < b:
+        mid = (a + b) >> 1
+        if _bits_at(buf, st[ST_DIR], mid - 1, st[ST_DWD]) < lo:
+            a = mid + 1
+        else:
+            b = mid
+    return a - 1
+
+
+def _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row):
+    """Chunk ``c`` of the term decoded (doc ids and impacts) into its cache rows, unless it is
+    there already; returns its postings or -ERROR."""
+    if st[ST_CACHED] == c and st[ST_VALUES] == c:
+        return st[ST_CACHED_N]
+    if st[ST_CACHED] != c:
+        n = _decode_docs(buf, st, c, num_docs, docs_row)
+        if n < 0:
+            return n
+    if _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
+        st[ST_CACHED] = -1
+        return -4
+    return st[ST_CACHED_N]
+
+
+def _load_docs(buf, st, c, num_docs, docs_row):
+    """Chunk ``c``'s doc ids in the cache row (decoded unless there already); postings or -ERROR."""
+    if st[ST_CACHED] == c:
+        return st[ST_CACHED_N]
+    return _decode_docs(buf, st, c, num_docs, docs_row)
+
+
+def _read_blockmax(buf, st, table, float_bits, norm_table, out_blocks, out_vals, scratch_bits):
+    """Decode a term's stored block-max list into ``out_blocks`` (int64) and ``out_vals``
+    (float32); returns its length, or -ERROR."""
+    m = st[ST_M]
+    pos = st[ST_BM]
+    wg = np.int64(buf[pos])
+    wv = np.int64(buf[pos + 1])
+    gpos = pos + 2
+    vpos = gpos + _nbytes(m, wg)
+    npos = vpos + _nbytes(m, wv)
+    mode = st[ST_MODE]
+    base = st[ST_BASE]
+    idf = np.float32(table[base]) if mode == MODE_BM25 else np.float32(0.0)
+    b = -1
+    for i in range(m):
+        b += 1 + _bits_at(buf, gpos, i, wg)
+        code = _bits_at(buf, vpos, i, wv)
+        if mode == MODE_TABLE and code >= st[ST_SIZE]:
+            return -4
+        norm = norm_table[_bits_at(buf, npos, i, 8)] if mode == MODE_BM25 else np.float32(0.0)
+        out_blocks[i] = b
+        out_vals[i] = _value(mode, code, base, st[ST_SIZE], table, float_bits, scratch_bits, idf, norm)
+    return m
+
+
+def _doc_freqs(buf, term_ptr, num_docs, table_len, norms_len, norm_table_len, st, out):
+    """Each term's posting count into ``out``; returns the first term whose header is corrupt, or -1."""
+    for t in range(term_ptr.shape[0] - 1):
+        if _open_term(buf, term_ptr, t, num_docs, table_len, norms_len, norm_table_len, st) < 0:
+            return t
+        out[t] = st[ST_DF]
+    return -1
+
+
+def _term_modes(buf, term_ptr, num_docs, table_len, norms_len, norm_table_len, st, modes, bases):
+    """Each term's impact mode and table base (mode -1 for a term without postings); returns
+    the first corrupt term, or -1."""
+    for t in range(term_ptr.shape[0] - 1):
+        if _open_term(buf, term_ptr, t, num_docs, table_len, norms_len, norm_table_len, st) < 0:
+            return t
+        modes[t] = st[ST_MODE] if st[ST_DF] > 0 else -1
+        bases[t] = st[ST_BASE]
+    return -1
+
+
+def _verify_terms(buf, term_ptr, num_docs, table, float_bits, max_value, norms, norm_table, shift, st, docs_row,
+                  vals_row, bm_blocks, bm_vals, scratch_bits, out):
+    """Scan every term: headers, chunk directory against the chunks, doc ids, codes, impacts
+    finite and >= 0 (integers <= ``max_value``; -1: no bound), block-max lists against the
+    postings. ``out`` gets (error code, term) of the first fault, (0, -1) when none."""
+    out[0] = 0
+    out[1] = -1
+    for t in range(term_ptr.shape[0] - 1):
+        err = 0
+        if _open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            err = 3
+        elif st[ST_DF] > 0:
+            has_bm = st[ST_BM] >= 0
+            m = 0
+            if has_bm:
+                m = _read_blockmax(buf, st, table, float_bits, norm_table, bm_blocks, bm_vals, scratch_bits)
+                if m < 0:
+                    err = -m
+            expect = st[ST_CHUNKS]
+            last_doc = -1
+            cur_b = -1
+            cur_max = np.float32(0.0)
+            k = 0
+            for c in range(st[ST_NC]):
+                if err != 0:
+                    break
+                if c > 0 and (st[ST_CHUNKS] + _bits_at(buf, st[ST_OFFS], c - 1, st[ST_DWO]) != expect
+                              or _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD]) != last_doc):
+                    err = 7
+                    break
+                n = _decode_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+                if n < 0:
+                    err = -n
+                    break
+                idf = _idf(st, table)
+                for i in range(n):
+                    vals_row[i] = _impact(st[ST_MODE], idf, vals_row[i])
+                wd, wv, h = _chunk_header(buf, expect, st[ST_END])
+                expect += h + _nbytes(n, wd) + _nbytes(n, wv)
+                last_doc = docs_row[n - 1]
+                for i in range(n):
+                    v = vals_row[i]
+                    if not (v >= 0.0 and v < np.inf) or (max_value >= 0 and v > max_value):
+                        err = 5
+                        break
+                    b = docs_row[i] >> shift
+                    if b != cur_b:
+                        if cur_b >= 0 and has_bm:
+                            if k >= m or bm_blocks[k] != cur_b or bm_vals[k] != cur_max:
+                                err = 6
+                                break
+                            k += 1
+                        cur_b = b
+                        cur_max = v
+                    elif v > cur_max:
+                        cur_max = v
+            if err == 0:
+                if expect != st[ST_END]:
+                    err = 8
+                elif has_bm and (k >= m or bm_blocks[k] != cur_b or bm_vals[k] != cur_max or k + 1 != m):
+                    err = 6
+        if err != 0:
+            out[0] = err
+            out[1] = t
+            return
+
+
+def _decode_all(buf, term_ptr, offsets, num_docs, table, float_bits, norms, norm_table, st, docs_row, vals_row,
+                out_docs, out_vals):
+    """Every term's postings into CSR arrays (``offsets`` from the doc frequencies); returns the
+    first corrupt term, or -1."""
+    for t in range(term_ptr.shape[0] - 1):
+        if _open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            return t
+        p = offsets[t]
+        for c in range(st[ST_NC]):
+            n = _decode_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+            if n < 0:
+                return t
+            idf = _idf(st, table)
+            for i in range(n):
+                out_docs[p + i] = docs_row[i]
+                out_vals[p + i] = _impact(st[ST_MODE], idf, vals_row[i])
+            p += n
+    return -1
+
+
+_bm25 = bm25_impact  # compiled below, for scalars inside the kernels
+
+
+# -- the same searches over packed postings (indexing.compress) --------------------------------
+#
+# Each query term's header is parsed once per query into its row of ``qstate``; its chunks are
+# decoded, when needed, into its row of ``cache_docs`` / ``cache_vals`` (one chunk per term stays
+# decoded: the block-max pass leaves a one-chunk term's postings there for the scoring pass).
+# Block bounds come from the term's stored block-max list, or are derived from its decoded
+# postings (the same maxima); ``ub_mask[b]`` has bit j set when query term j (j < 63; bit 63 for
+# the rest) has postings in block b, so scoring a block looks up only those terms. Scores, bounds
+# and their order of accumulation are the uncompressed kernels' own: results are equal bit for bit.
+
+def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, acc,
+                       seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, reuse):
+    """``_exhaustive`` over packed postings. ``reuse``: the terms are open already (the pruned
+    kernel's fallback), those it decoded whole are read from the arena."""
+    num_docs = acc.shape[0]
+    n_touched = 0
+    status = 0
+    for j in range(q_terms.shape[0]):
+        st = qstate[j]
+        if not reuse and _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0],
+                                    norm_table.shape[0], st) < 0:
+            status = -1
+            break
+        w = q_weights[j]
+        bm25 = st[ST_MODE] == MODE_BM25
+        idf = _idf(st, table)
+        if reuse and st[ST_ARENA] >= 0:
+            for i in range(st[ST_ARENA], st[ST_ARENA] + st[ST_DF]):
+                d = arena_docs[i]
+                if seen[d] == 0:
+                    seen[d] = 1
+                    touched[n_touched] = d
+                    n_touched += 1
+                if bm25:
+                    acc[d] += w * _bm25p(idf, arena_vals[i])
+                else:
+                    acc[d] += w * arena_vals[i]
+            continue
+        docs_row = cache_docs[j]
+        vals_row = cache_vals[j]
+        for c in range(st[ST_NC]):
+            n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+            if n < 0:
+                status = -1
+                break
+            for i in range(n):
+                d = docs_row[i]
+                if seen[d] == 0:
+                    seen[d] = 1
+                    touched[n_touched] = d
+                    n_touched += 1
+                if bm25:
+                    acc[d] += w * _bm25p(idf, vals_row[i])
+                else:
+                    acc[d] += w * vals_row[i]
+        if status < 0:
+            break
+    if status < 0:
+        for i in range(n_touched):
+            acc[touched[i]] = 0.0
+            seen[touched[i]] = 0
+        return -1
+    bits = acc.view(np.uint32)
+    size = 0
+    for i in range(n_touched):
+        d = touched[i]
+        if acc[d] > 0.0:
+            size = _heap_push(heap, size, k, (np.uint64(bits[d]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d])))
+        acc[d] = 0.0
+        seen[d] = 0
+    return size
+
+
+def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, scratch_bits, ub, ub_seen, ub_mask, cand, n_cand):
+    """Add a term's stored block maxima (times ``w``) to the block bounds; (n_cand, status)."""
+    m = st[ST_M]
+    pos = st[ST_BM]
+    wg = np.int64(buf[pos])
+    wv = np.int64(buf[pos + 1])
+    gpos = pos + 2
+    vpos = gpos + _nbytes(m, wg)
+    npos = vpos + _nbytes(m, wv)
+    mode = st[ST_MODE]
+    base = st[ST_BASE]
+    size = st[ST_SIZE]
+    idf = np.float32(table[base]) if mode == MODE_BM25 else np.float32(0.0)
+    n_blocks = ub.shape[0]
+    gmask = (1 << wg) - 1
+    vmask = (1 << wv) - 1
+    gacc = 0
+    gnb = 0
+    vacc = 0
+    vnb = 0
+    b = -1
+    for i in range(m):
+        g = 0
+        if wg > 0:
+            while gnb < wg:
+                gacc |= np.int64(buf[gpos]) << gnb
+                gpos += 1
+                gnb += 8
+            g = gacc & gmask
+            gacc >>= wg
+            gnb -= wg
+        code = 0
+        if wv > 0:
+            while vnb < wv:
+                vacc |= np.int64(buf[vpos]) << vnb
+                vpos += 1
+                vnb += 8
+            code = vacc & vmask
+            vacc >>= wv
+            vnb -= wv
+        b += 1 + g
+        if b >= n_blocks or (mode == MODE_TABLE and code >= size):
+            return n_cand, -1
+        if mode == MODE_BM25:
+            v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
+        else:
+            v = _value(mode, code, base, size, table, float_bits, scratch_bits, idf, np.float32(0.0))
+        if ub_seen[b] == 0:  # (inline: a call with array arguments costs more than the work)
+            ub_seen[b] = 1
+            cand[n_cand] = b
+            n_cand += 1
+        ub[b] += w * v
+        ub_mask[b] |= bit
+    return n_cand, 0
+
+
+def _decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                  arena_blocks, used):
+    """Decode every chunk of the term into the arena at ``used[0]`` (``ST_ARENA``), and list its
+    blocks (``block << 32 | first arena position``) at ``used[1]`` of ``arena_blocks``
+    (``ST_BLK``, ``ST_BLKN``); returns 0, or -1 when corrupt."""
+    a = used[0]
+    for c in range(st[ST_NC]):
+        n = _decode_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, arena_docs[a:], arena_vals[a:])
+        if n < 0:
+            return -1
+        a += n
+    st[ST_CACHED] = -1
+    st[ST_VALUES] = -1
+    st[ST_ARENA] = used[0]
+    m = used[1]
+    cur = -1
+    for i in range(used[0], a):
+        b = arena_docs[i] >> shift
+        if b != cur:
+            arena_blocks[m] = (np.int64(b) << 32) | i
+            m += 1
+            cur = b
+    st[ST_BLK] = used[1]
+    st[ST_BLKN] = m - used[1]
+    used[0] = a
+    used[1] = m
+    return 0
+
+
+def _bounds_derived(buf, st, w, bit, shift, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row, ub,
+                    ub_seen, ub_mask, cand, n_cand, arena_docs, arena_vals, arena_blocks, used):
+    """Add a term's block maxima, read from its decoded postings, to the block bounds. The
+    postings are decoded into the arena at ``used[0]`` when they fit (``ST_ARENA``: where; the
+    scoring pass then reads them like uncompressed ones), else chunk by chunk into the cache
+    rows. Returns (n_cand, status)."""
+    df = st[ST_DF]
+    into_arena = used[0] + df <= arena_docs.shape[0]
+    if into_arena:
+        if _decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                         arena_blocks, used) < 0:
+            return n_cand, -1
+        chunks = 1
+    else:
+        chunks = st[ST_NC]
+    mode = st[ST_MODE]
+    idf = _idf(st, table)
+    cur = -1
+    best = np.float32(0.0)
+    for c in range(chunks + 1):
+        if c == chunks:  # the last block
+            if cur >= 0:
+                if ub_seen[cur] == 0:
+                    ub_seen[cur] = 1
+                    cand[n_cand] = cur
+                    n_cand += 1
+                ub[cur] += w * _impact(mode, idf, best)
+                ub_mask[cur] |= bit
+            break
+        if into_arena:
+            docs = arena_docs[st[ST_ARENA]:st[ST_ARENA] + df]
+            vals = arena_vals[st[ST_ARENA]:st[ST_ARENA] + df]
+            n = df
+        else:
+            n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+            if n < 0:
+                return n_cand, -1
+            docs = docs_row
+            vals = vals_row
+        for i in range(n):  # a BM25 term's largest product gives its largest impact
+            b = docs[i] >> shift
+            if b != cur:
+                if cur >= 0:
+                    if ub_seen[cur] == 0:
+                        ub_seen[cur] = 1
+                        cand[n_cand] = cur
+                        n_cand += 1
+                    ub[cur] += w * _impact(mode, idf, best)
+                    ub_mask[cur] |= bit
+                cur = b
+                best = vals[i]
+            elif vals[i] > best:
+                best = vals[i]
+    return n_cand, 0
+
+
+def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k, heap, size,
+                        ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, scratch_bits, arena_docs,
+                        arena_vals, arena_blocks, used, whole):
+    """``_score_block`` over packed postings: each query term with postings in block ``b`` (its
+    bit ``j & 63`` in ``ub_mask[b]``) is read from the arena (a term decoded whole: by the
+    bounds pass, or here at its first block when it has at most ``WHOLE`` postings and fits),
+    else from the chunk holding the block's first document, decoded into its cache row (doc ids
+    once; impacts all at once when the block needs many, else one by one); returns the new heap
+    size, or -1 for a corrupt index."""
+    num_docs = tie_rank.shape[0]
+    base = b << shift
+    top = base + loc_acc.shape[0]
+    mask = ub_mask[b]
+    n_loc = 0
+    status = 0
+    for j in range(q_weights.shape[0]):
+        if (mask >> np.uint64(j & 63)) & np.uint64(1) == 0:
+            continue
+        df = qstate[j, ST_DF]
+        if df == 0:
+            continue
+        w = q_weights[j]
+        mode = qstate[j, ST_MODE]
+        idf = np.float32(table[qstate[j, ST_BASE]]) if mode == MODE_BM25 else np.float32(0.0)
+        if qstate[j, ST_ARENA] < 0 and df <= whole and used[0] + df <= arena_docs.shape[0] and \
+                _decode_whole(buf, qstate[j], num_docs, shift, table, float_bits, norms, norm_table, arena_docs,
+                              arena_vals, arena_blocks, used) < 0:
+            status = -1
+            break
+        a0 = qstate[j, ST_ARENA]
+        if a0 >= 0:  # decoded whole: the block's postings from the term's block list
+            lo = qstate[j, ST_BLK]
+            last = lo + qstate[j, ST_BLKN]
+            hi = last
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if (arena_blocks[mid] >> 32) < b:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == last or (arena_blocks[lo] >> 32) != b:
+                continue
+            i = arena_blocks[lo] & 0xFFFFFFFF
+            end = (arena_blocks[lo + 1] & 0xFFFFFFFF) if lo + 1 < last else a0 + df
+            while i < end:
+                off = arena_docs[i] - base
+                if loc_seen[off] == 0:
+                    loc_seen[off] = 1
+                    loc_list[n_loc] = off
+                    n_loc += 1
+                loc_acc[off] += w * _impact(mode, idf, arena_vals[i])
+                i += 1
+            continue
+        st = qstate[j]
+        docs_row = cache_docs[j]
+        vals_row = cache_vals[j]
+        c = 0
+        if st[ST_NC] > 1:
+            c = st[ST_CACHED]  # the decoded chunk, when the block starts inside it
+            if c < 0 or docs_row[st[ST_CACHED_N] - 1] < base or \
+                    (c > 0 and _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD]) >= base):
+                c = _find_chunk(buf, st, base)
+        while True:
+            n = _load_docs(buf, st, c, num_docs, docs_row)
+            if n < 0:
+                status = -1
+                break
+            lo = 0
+            hi = n
+            while lo < hi:  # the first posting >= base
+                mid = (lo + hi) >> 1
+                if docs_row[mid] < base:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            i = lo
+            last = lo
+            while last < n and docs_row[last] < top:
+                last += 1
+            decoded = st[ST_VALUES] == c
+            if not decoded and 4 * (last - lo) > n:  # many of them: decode every impact at once
+                if _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
+                    status = -1
+                    break
+                decoded = True
+            while i < last:
+                d = docs_row[i]
+                if decoded:
+                    v = vals_row[i]
+                else:
+                    v = _value_at(buf, st, i, d, table, float_bits, norms, norm_table, scratch_bits)
+                    if np.isnan(v):
+                        status = -1
+                        break
+                off = d - base
+                if loc_seen[off] == 0:
+                    loc_seen[off] = 1
+                    loc_list[n_loc] = off
+                    n_loc += 1
+                loc_acc[off] += w * _impact(mode, idf, v)
+                i += 1
+            if status < 0:
+                break
+            if i < n or c + 1 >= st[ST_NC]:
+                break
+            c += 1  # the block goes on in the next chunk
+        if status < 0:
+            break
+    bits = loc_acc.view(np.uint32)
+    for i in range(n_loc):
+        off = loc_list[i]
+        if status == 0 and loc_acc[off] > 0.0:
+            d = base + off
+            size = _heap_push(heap, size, k, (np.uint64(bits[off]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d])))
+        loc_acc[off] = 0.0
+        loc_seen[off] = 0
+    return size if status == 0 else -1
+
+
+def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
+                   approx, block_cost, ub, ub_seen, ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
+                   cache_docs, cache_vals, scratch_bits, arena_docs, arena_vals, arena_blocks, whole):
+    """``_pruned`` over packed postings (same bounds, same blocks, same order; -1 corrupt,
+    -2 over budget). ``ub_mask`` (uint64, one per block, zeros) comes back zeroed."""
+    num_docs = tie_rank.shape[0]
+    n_cand = 0
+    status = 0
+    postings = 0
+    used = np.zeros(2, dtype=np.int64)  # arena postings and block entries taken
+    for j in range(q_terms.shape[0]):
+        st = qstate[j]
+        if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                      st) < 0:
+            status = -1
+            break
+        postings += st[ST_DF]
+        if st[ST_DF] == 0:
+            continue
+        bit = np.uint64(1) << np.uint64(j & 63)
+        if st[ST_BM] >= 0:
+            n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table, scratch_bits,
+                                            ub, ub_seen, ub_mask, cand, n_cand)
+        else:
+            n_cand, status = _bounds_derived(buf, st, q_weights[j], bit, shift, num_docs, table, float_bits, norms,
+                                             norm_table, cache_docs[j], cache_vals[j], ub, ub_seen, ub_mask, cand,
+                                             n_cand, arena_docs, arena_vals, arena_blocks, used)
+        if status < 0:
+            break
+    scored = 0
+    size = 0
+    if status == 0:
+        budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
+        ub_bits = ub.view(np.uint32)
+        first = min(SCORED_FIRST, n_cand)
+        n_first = 0
+        for i in range(n_cand):
+            b = cand[i]
+            n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+        for i in range(n_first):
+            b = np.int64(order[i] & _LOW)
+            ub_seen[b] = 2  # scored
+            size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k,
+                                       heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs,
+                                       cache_vals, scratch_bits, arena_docs, arena_vals, arena_blocks, used, whole)
+            scored += 1
+            if size < 0:
+                status = -1
+                break
+        if status == 0:
+            theta = _threshold(heap, size, k)
+            n_left = 0
+            for i in range(n_cand):
+                b = cand[i]
+                if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
+                    order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
+                    n_left += 1
+            left = np.sort(order[:n_left])
+            for i in range(n_left - 1, -1, -1):
+                key = left[i]
+                if approx * np.uint32(key >> np.uint64(32)).view(np.float32) < _threshold(heap, size, k):
+                    break
+                if budget >= 0 and scored >= budget:
+                    status = -2
+                    break
+                size = _score_block_packed(np.int64(key & _LOW), buf, table, float_bits, norms, norm_table, shift,
+                                           q_weights, tie_rank, k, heap, size, ub_mask, loc_acc, loc_seen, loc_list,
+                                           qstate, cache_docs, cache_vals, scratch_bits, arena_docs, arena_vals,
+                                           arena_blocks, used, whole)
+                scored += 1
+                if size < 0:
+                    status = -1
+                    break
+    for i in range(n_cand):
+        b = cand[i]
+        ub[b] = 0.0
+        ub_seen[b] = 0
+        ub_mask[b] = 0
+    return (size if status == 0 else status), scored
+
+
+def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, buf, term_ptr, table,
+                   float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
+                   order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, scratch_bits, arena_docs,
+                   arena_vals, arena_blocks, whole, out_keys, out_counts, out_scored):
+    """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
+    term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
+    ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query."""
+    for q in range(lo, hi):
+        terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
+        weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
+        if terms.shape[0] > qstate.shape[0]:
+            out_counts[q] = -1
+            continue
+        if strategy == 0:
+            size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights, tie_rank,
+                                      k, acc, seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs,
+                                      arena_vals, False)
+            scored = 0
+        else:
+            size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
+                                          weights, tie_rank, k, approx, block_cost, ub, ub_seen, ub_mask, cand,
+                                          order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals,
+                                          scratch_bits, arena_docs, arena_vals, arena_blocks, whole)
+            if size == -2:
+                size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
+                                          tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
+                                          arena_docs, arena_vals, True)
+                scored = -1
+        out_counts[q] = size
+        out_scored[q] = scored
+        if size > 0:
+            best = np.sort(heap[:size])
+            for i in range(size):
+                out_keys[q, i] = best[size - 1 - i]
+
+
 if HAVE_NUMBA:
     _heap_push = njit(nogil=True, cache=True)(_heap_push)
     _find = njit(nogil=True, cache=True)(_find)
@@ -329,8 +1357,39 @@ if HAVE_NUMBA:
     search_queries = njit(nogil=True, cache=True)(_search_queries)
     build_counts = njit(nogil=True, cache=True)(_build_counts)
     build_fill = njit(nogil=True, cache=True)(_build_fill)
+    _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
+    _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
+    _bounds_stored = njit(nogil=True, cache=True)(_bounds_stored)
+    _bounds_derived = njit(nogil=True, cache=True)(_bounds_derived)
+    _score_block_packed = njit(nogil=True, cache=True)(_score_block_packed)
+    _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
+    search_packed = njit(nogil=True, cache=True)(_search_packed)
+    _nbytes = njit(nogil=True, cache=True, inline="always")(_nbytes)
+    _get_varint = njit(nogil=True, cache=True, inline="always")(_get_varint)
+    _bits_at = njit(nogil=True, cache=True, inline="always")(_bits_at)
+    _chunk_header = njit(nogil=True, cache=True, inline="always")(_chunk_header)
+    _open_term = njit(nogil=True, cache=True)(_open_term)
+    _bm25 = njit(nogil=True, cache=True)(_bm25)
+    _bm25p = njit(nogil=True, cache=True, inline="always")(_bm25p)
+    _impact = njit(nogil=True, cache=True, inline="always")(_impact)
+    _idf = njit(nogil=True, cache=True, inline="always")(_idf)
+    _value = njit(nogil=True, cache=True, inline="always")(_value)
+    _decode_docs = njit(nogil=True, cache=True)(_decode_docs)
+    _unpack = njit(nogil=True, cache=True)(_unpack)
+    _decode_values = njit(nogil=True, cache=True)(_decode_values)
+    _value_at = njit(nogil=True, cache=True, inline="always")(_value_at)
+    _decode_chunk = njit(nogil=True, cache=True)(_decode_chunk)
+    _load_docs = njit(nogil=True, cache=True)(_load_docs)
+    _find_chunk = njit(nogil=True, cache=True)(_find_chunk)
+    _load_chunk = njit(nogil=True, cache=True)(_load_chunk)
+    _read_blockmax = njit(nogil=True, cache=True)(_read_blockmax)
+    _doc_freqs = njit(nogil=True, cache=True)(_doc_freqs)
+    _term_modes = njit(nogil=True, cache=True)(_term_modes)
+    _verify_terms = njit(nogil=True, cache=True)(_verify_terms)
+    _decode_all = njit(nogil=True, cache=True)(_decode_all)
 else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
+    search_packed = _search_packed
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):

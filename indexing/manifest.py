@@ -40,8 +40,10 @@ import numpy as np
 
 from indexing.io import atomic_open
 
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: no manifest checksum; composed hybrids by absolute path (refused)
+FORMAT_VERSION = 3
+# 1: no manifest checksum; composed hybrids by absolute path (refused). 2: uncompressed (CSR)
+# impact postings. 3: impact postings packed (indexing.compress; the manifest's "postings" says so)
+READABLE_VERSIONS = (1, 2, 3)
 MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
 DOCID_ORDER = "docid_order.npy"  # internal ids sorted by external doc id: the tie order of searches

@@ -6,7 +6,8 @@ import numpy as np
 
 
 def dense_scores(index, query: dict[str, float]) -> np.ndarray:
-    """float32 score of every document of an InvertedIndex for ``{term: weight}``, by numpy."""
+    """float32 score of every document of an InvertedIndex for ``{term: weight}``, by numpy
+    (packed postings are decoded into CSR first)."""
     acc = np.zeros(index.num_docs, dtype=np.float32)
     terms, weights = index.encode(query)
     for t, w in zip(terms.tolist(), weights.tolist()):
@@ -24,13 +25,14 @@ def top_k(scores: np.ndarray, k: int) -> list[int]:
 GUARD = 8
 
 
-def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=None, block_cost: float = 0.0):
-    """Call the batch kernel (``fn``: default the compiled one) with every scratch buffer followed
-    by sentinels; assert nothing was written past them and scratch came back zeroed.
+def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=None, block_cost: float = 0.0,
+                   arena: int | None = None):
+    """Call the batch kernel (``fn``: default the compiled one for the index's layout) with every
+    scratch buffer followed by sentinels; assert nothing was written past them and scratch came
+    back zeroed. ``arena``: postings the packed kernel may keep decoded (default: all of them).
     Returns (keys per query, counts, blocks scored)."""
     from indexing import kernels
 
-    fn = fn or kernels.search_queries
     n, shift = index.num_docs, index.shift
     n_blocks, width = (n >> shift) + 1, 1 << shift
 
@@ -50,16 +52,45 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
     out_keys = np.zeros((len(checked), k), np.uint64)
     counts = np.zeros(len(checked), np.int64)
     scored = np.zeros(len(checked), np.int64)
+    guarded = [("touched", touched, -7), ("cand", cand, -7), ("order", order, 7), ("loc_list", loc_list, -7),
+               ("heap", heap, 7)]
+    clean = [("acc", acc), ("seen", seen), ("ub", ub), ("ub_seen", ub_seen), ("loc_acc", loc_acc),
+             ("loc_seen", loc_seen)]
     with np.errstate(over="ignore"):
-        fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
-           index.offsets, index.docs,
-           index.impacts, index.tie_rank, *index.ensure_blockmax(), shift, acc[:n], seen[:n], touched[:n],
-           ub[:n_blocks], ub_seen[:n_blocks], cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width],
-           loc_list[:width], heap[:k], out_keys, counts, scored)
-    for name, array, fill in (("touched", touched, -7), ("cand", cand, -7), ("order", order, 7),
-                              ("loc_list", loc_list, -7), ("heap", heap, 7)):
+        if index.packed is None:
+            fn = fn or kernels.search_queries
+            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
+               index.offsets, index.docs,
+               index.impacts, index.tie_rank, *index.ensure_blockmax(), shift, acc[:n], seen[:n], touched[:n],
+               ub[:n_blocks], ub_seen[:n_blocks], cand[:n_blocks], order[:n_blocks], loc_acc[:width],
+               loc_seen[:width], loc_list[:width], heap[:k], out_keys, counts, scored)
+        else:
+            from indexing.compress import CHUNK, NST
+
+            p = index.packed
+            fn = fn or kernels.search_packed
+            rows = max(int(np.diff(q_ptr).max(initial=0)), 1)
+            ub_mask = buf(n_blocks, np.uint64, 0)
+            qstate = np.full((rows + 1, NST), -7, np.int64)
+            cache_docs = np.full((rows + 1, CHUNK), -7, np.int32)
+            cache_vals = np.full((rows + 1, CHUNK), -7, np.float32)
+            bits = buf(1, np.uint32, 7)
+            size = p.num_postings if arena is None else arena
+            arena_docs, arena_vals = buf(size, np.int32, -7), buf(size, np.float32, -7)
+            arena_blocks = buf(size, np.int64, -7)
+            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
+               p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.tie_rank, shift,
+               acc[:n], seen[:n], touched[:n], ub[:n_blocks], ub_seen[:n_blocks], ub_mask[:n_blocks],
+               cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width], loc_list[:width], heap[:k],
+               qstate[:rows], cache_docs[:rows], cache_vals[:rows], bits[:1], arena_docs[:size], arena_vals[:size],
+               arena_blocks[:size], index.whole, out_keys, counts, scored)
+            guarded += [("bits", bits, 7), ("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
+                        ("arena_blocks", arena_blocks, -7)]
+            clean += [("ub_mask", ub_mask)]
+            for name, array in (("qstate", qstate), ("cache_docs", cache_docs), ("cache_vals", cache_vals)):
+                assert (array[rows] == -7).all(), f"the kernel wrote past {name}"
+    for name, array, fill in guarded:
         assert (array[len(array) - GUARD:] == fill).all(), f"the kernel wrote past {name}"
-    for name, array in (("acc", acc), ("seen", seen), ("ub", ub), ("ub_seen", ub_seen), ("loc_acc", loc_acc),
-                        ("loc_seen", loc_seen)):
+    for name, array in clean:
         assert not array.any(), f"scratch {name} not left clean"
     return [out_keys[q, :counts[q]] for q in range(len(checked))], counts, scored

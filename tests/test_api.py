@@ -37,10 +37,11 @@ def test_copied_index_answers_the_same_from_any_directory(beir_dir, tmp_path, mo
 def test_manifest_records_settings_and_checksums(beir_dir, tmp_path):
     r = Retriever.build(beir_dir, tmp_path / "idx", k1=1.2, b=0.75)
     m = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert m["format_version"] == 2 and m["kind"] == "bm25" and m["doc_count"] == 6
+    assert m["format_version"] == 3 and m["kind"] == "bm25" and m["doc_count"] == 6
     assert m["bm25"] == {"k1": 1.2, "b": 0.75, "fields": "flat"}
     assert m["analyzer"]["stemmer"] == "porter"
-    assert set(m["files"]) >= {"docids.txt", "offsets.npy", "postings_docs.npy", "postings_impacts.npy"}
+    assert set(m["files"]) >= {"docids.txt", "term_ptr.npy", "postings.npy", "impact_table.npy"}
+    assert m["postings"]["format"] == "packed-v1"
     assert len(m["corpus"]["fingerprint"]) == 64
     assert (tmp_path / "idx" / "docids.txt").read_text().split() == ["d1", "d2", "d3", "d4", "d5", "q1"]
     assert len(r) == 6
@@ -48,7 +49,7 @@ def test_manifest_records_settings_and_checksums(beir_dir, tmp_path):
 
 def test_corrupt_or_foreign_indexes_are_refused(beir_dir, tmp_path):
     Retriever.build(beir_dir, tmp_path / "idx")
-    impacts = tmp_path / "idx" / "postings_impacts.npy"
+    impacts = tmp_path / "idx" / "postings.npy"
     data = bytearray(impacts.read_bytes())
     data[-1] ^= 0xFF
     impacts.write_bytes(bytes(data))

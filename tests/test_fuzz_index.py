@@ -1,6 +1,7 @@
-"""Property tests: the impact kernel equals a numpy oracle for any weights and postings, and the
-index loader, given any edit of a manifest, loads or raises our error, and never opens a path
-outside the index. Seeded (derandomised) by default; ``-m slow`` runs many more examples."""
+"""Property tests: the impact kernels (uncompressed and packed postings) equal a numpy oracle
+for any weights and postings, and the index loader, given any edit of a manifest, loads or
+raises our error, and never opens a path outside the index. Seeded (derandomised) by default;
+``-m slow`` runs many more examples."""
 
 import copy
 import json
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from oracles import guarded_search
 
+from indexing.compress import Bm25Model, bm25_impact
 from indexing.inverted import InvertedIndex
 from indexing.manifest import (
     CHECKSUM_KEY,
@@ -41,24 +43,36 @@ WEIGHT = st.one_of(st.sampled_from(SPECIAL + [-1.0, -0.0, 5e-324]),
 def impact_indexes(draw):
     num_docs = draw(st.integers(1, 40))
     num_terms = draw(st.integers(1, 16))
-    quantized = draw(st.sampled_from([None, np.uint8, np.uint16]))
+    quantized = draw(st.sampled_from([None, np.uint8, np.uint16, "bm25"]))
     # adversarial: mostly zero and denormal impacts, whose contributions leave scores at 0
     impact = st.sampled_from([0.0, 0.0, 1e-45, 1.0]) if draw(st.booleans()) else IMPACT
+    model = None
+    if quantized == "bm25":  # impacts computed as BM25 computes them: stored packed as tf + length byte
+        idf = np.array(draw(st.lists(st.sampled_from([1e-30, 0.01, 0.5, 2.3, 7.0, 1e20]), min_size=num_terms,
+                                     max_size=num_terms)), np.float32)
+        table = (np.float32(1) / (np.float32(0.9) * (np.float32(0.6) + np.float32(0.4)
+                                                    * np.arange(256, dtype=np.float32) / np.float32(7.3))))
+        lengths = np.array(draw(st.lists(st.integers(0, 255), min_size=num_docs, max_size=num_docs)), np.uint8)
+        model = Bm25Model(idf, lengths, table.astype(np.float32))
     offsets, docs, impacts = [0], [], []
-    for _ in range(num_terms):
+    for t in range(num_terms):
         ids = sorted(draw(st.sets(st.integers(0, num_docs - 1), max_size=num_docs)))
         docs += ids
         if quantized is None:
             impacts += [draw(impact) for _ in ids]
+        elif quantized == "bm25":
+            tfs = np.array([draw(st.sampled_from([1, 1, 2, 3, 40, 70000])) for _ in ids], np.float32)
+            impacts += bm25_impact(idf[t], tfs, table[lengths[ids]]).tolist()
         else:
             impacts += [draw(st.integers(0, np.iinfo(quantized).max)) for _ in ids]
         offsets.append(len(docs))
-    dtype = quantized or np.float32
-    scale = None if quantized is None else draw(st.sampled_from([1.0, 10.0, 100.0, 1e-3]))
+    dtype = quantized if quantized not in (None, "bm25") else np.float32
+    scale = None if quantized in (None, "bm25") else draw(st.sampled_from([1.0, 10.0, 100.0, 1e-3]))
     terms = [f"t{i}" for i in range(num_terms)]
     index = InvertedIndex(terms, np.array(offsets, np.int64), np.array(docs, np.int32),
-                          np.array(impacts, dtype), num_docs, scale)
+                          np.array(impacts, dtype), num_docs, scale, model=model)
     index.block_cost = draw(st.sampled_from([0.0, 32.0]))  # 0: always the block-max kernel, never the fallback
+    index.shift = draw(st.sampled_from([6, 6, 2, 0]))  # small blocks: several blocks, stored block-max lists
     if draw(st.booleans()):  # ties by another order (as doc id strings order them)
         index.set_tie_order(np.array(draw(st.permutations(range(num_docs))), dtype=np.int32))
     return index
@@ -88,20 +102,26 @@ def check_kernel(index, query, k):
         with pytest.raises(ValueError, match="finite"):
             index.top_k(query, k)
         return
+    # the same postings packed: stored block-max lists wherever a term has two postings per block
+    packed = index.compressed(blockmax_min=0, blockmax_ratio=2)
     with np.errstate(over="ignore"):
-        ids, scores = index.top_k(query, k)
         want_ids, want_scores = oracle(index, query, k)
-    assert ids.tolist() == want_ids
-    assert scores.tobytes() == np.asarray(want_scores, np.float32).tobytes()  # bit for bit
+        for searched in (index, packed):
+            for strategy in ("pruned", "exhaustive"):
+                ids, scores = searched.top_k(query, k, strategy)
+                assert ids.tolist() == want_ids
+                assert scores.tobytes() == np.asarray(want_scores, np.float32).tobytes()  # bit for bit
     check_buffers(index, query)
+    check_buffers(packed, query, arena=0)  # chunk by chunk
+    check_buffers(packed, query)  # decoded whole into the arena
 
 
-def check_buffers(index, query, k=10):
+def check_buffers(index, query, k=10, arena=None):
     """Both kernels on scratch buffers followed by sentinels (nothing written past them, scratch
     zeroed) agree with each other."""
     q = index.encode(query)
-    exhaustive, _, _ = guarded_search(index, [q], k, 0)
-    pruned, _, _ = guarded_search(index, [q], k, 1)
+    exhaustive, _, _ = guarded_search(index, [q], k, 0, arena=arena)
+    pruned, _, _ = guarded_search(index, [q], k, 1, arena=arena)
     assert exhaustive[0].tolist() == pruned[0].tolist()
 
 

@@ -29,8 +29,11 @@ def _oracle(matrix, terms, query, k):
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("ties", [False, True])
-def test_top_k_equals_brute_force(seed, ties):
+@pytest.mark.parametrize("packed", [False, True])
+def test_top_k_equals_brute_force(seed, ties, packed):
     index, matrix, terms = _random_index(seed, ties=ties)
+    if packed:  # the same postings compressed (indexing.compress)
+        index = index.compressed()
     rng = np.random.default_rng(100 + seed)
     for _ in range(20):
         query = {terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 3, replace=False)}

@@ -97,11 +97,30 @@ def test_bm25_parameters_must_be_finite(beir_dir, tmp_path, k1):
 
 # -- corrupt postings ---------------------------------------------------------------------------
 
+def as_uncompressed(root: Path) -> None:
+    """Write an index's postings again in the uncompressed layout of formats 1 and 2 (CSR; the
+    block-max lists are computed on load), as an index of those formats holds them. The packed
+    layout's corruptions: tests/test_compressed_postings.py."""
+    index = Retriever.load(root).searcher.index.uncompressed()
+    for name in ("term_ptr.npy", "postings.npy", "impact_table.npy", "doc_norms.npy", "norm_table.npy"):
+        (root / name).unlink(missing_ok=True)
+    np.save(root / "offsets.npy", index.offsets)
+    np.save(root / POSTINGS_DOCS, index.docs)
+    np.save(root / "postings_impacts.npy", index.impacts)
+
+    def edit(m):
+        m["files"] = {p.name: {} for p in root.iterdir() if p.name != "manifest.json"}
+        m["postings"]["format"] = "csr"
+
+    rewrite(root, edit)
+
+
 @pytest.mark.parametrize("bad_id", [10**6, -1, 6])
 def test_out_of_range_doc_ids_fail_cleanly(bm25, bad_id):
     """Postings edited and the manifest re-sealed, so --verify's checksums pass: the bounds are
     what stops the kernel writing outside its buffer."""
     root = bm25.path
+    as_uncompressed(root)
     docs = np.load(root / POSTINGS_DOCS)
     docs[0] = bad_id
     np.save(root / POSTINGS_DOCS, docs)
@@ -118,6 +137,7 @@ def test_out_of_range_doc_ids_fail_cleanly(bm25, bad_id):
 
 def test_unordered_postings_and_bad_offsets_are_found(bm25):
     root = bm25.path
+    as_uncompressed(root)
     offsets = np.load(root / "offsets.npy")
     long_term = int(np.argmax(np.diff(offsets)))
     docs = np.load(root / POSTINGS_DOCS)

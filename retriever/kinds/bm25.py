@@ -47,16 +47,16 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
         order = index.bp_order()
         index = index.renumbered(order, writer.tmp)
         entries[DOC_ORDER] = order
-    index.save(writer)
+    layout = index.save(writer)
     return {**entries, "analyzer": analyzer.config(), **info,
-            "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32"}}
+            "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32", **layout}}
 
 
 def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned",
                approx: float = 1.0) -> ImpactSearcher:
     """Search a BM25 index; queries are analysed with the analyzer its manifest records.
     ``strategy``: pruned (exact, default), exhaustive, or approx (with factor ``approx``)."""
-    index = InvertedIndex.load(root, num_docs=len(docids))
+    index = InvertedIndex.load(root, num_docs=len(docids), layout=InvertedIndex.layout_of(manifest))
     index.set_tie_order(read_docid_order(root, docids))
     encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
     return ImpactSearcher(index, docids, encoder.encode_queries, strategy, approx)

@@ -186,9 +186,9 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
         order = index.bp_order()
         index = index.renumbered(order, writer.tmp)
         entries[DOC_ORDER] = order
-    index.save(writer)
+    entries["postings"] = index.save(writer)
     if settings.query_mode != "model":
-        writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, np.diff(index.offsets), index.num_docs))
+        writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, index.doc_freqs(), index.num_docs))
     return {**entries, **manifest_entries(settings, encoder, stats)}
 
 
@@ -222,7 +222,8 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
                approx: float = 1.0) -> ImpactSearcher:
     """Load the impact index and the query encoder its manifest describes."""
     stats = manifest["impacts"]
-    index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"])
+    index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"],
+                               layout=InvertedIndex.layout_of(manifest))
     index.set_tie_order(read_docid_order(root, docids))
     found = query_encoder(root, manifest, model)
     if found is None:
