@@ -53,6 +53,10 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_train.py dense
 	$(BIN)/python scripts/bench_train.py splade --inference-free-lambdas 1e-4,1e-3,1e-2
 	$(BIN)/python scripts/bench_splade_train_step.py
+	$(BIN)/python scripts/bench_index_size.py --out docs/bench_index_size.json
+	$(BIN)/python scripts/bench_sparse_scale.py
+	$(BIN)/python scripts/bench_shards.py
+	$(BIN)/python scripts/bench_matryoshka.py --model minilm
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -136,6 +136,7 @@ def equal(args, report: dict) -> None:
         for a in actors.searcher.actors:
             ray.kill(a)
         print(name, json.dumps(row), flush=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")  # kept if a later row fails
     if not args.only or "minilm-ivfpq" in args.only:
         row = section.setdefault("minilm-ivfpq", {"spec": "IVF64,PQ48", "train_size": 2560})
         opts = dict(kind="dense", model="minilm", faiss="IVF64,PQ48", train_size=2560, device="cpu", encode_block=1024)
