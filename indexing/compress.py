@@ -288,22 +288,7 @@ def _encode_range(t0, t1, offsets, docs, codes, keys, ncodes, modes, bases, size
 
 def _pack_prev_docs(out, pos, docs, s, nc, w):
     """Pack the last doc id of chunks 0..nc-2 (the directory's previous docs)."""
-    if w == 0:
-        return pos
-    acc = 0
-    nb = 0
-    for c in range(1, nc):
-        acc |= np.int64(docs[s + c * CHUNK - 1]) << nb
-        nb += w
-        while nb >= 8:
-            out[pos] = acc & 255
-            acc >>= 8
-            nb -= 8
-            pos += 1
-    if nb > 0:
-        out[pos] = acc & 255
-        pos += 1
-    return pos
+    return _pack(out, pos, docs[s + CHUNK - 1:s + (nc - 1) * CHUNK:CHUNK], 0, nc - 1, w)
 
 
 if HAVE_NUMBA:

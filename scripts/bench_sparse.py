@@ -56,6 +56,11 @@ def timed(fn, repeat: int = 1, warmup=None):
     return best, result
 
 
+def load() -> list[float]:
+    """The load average (1, 5, 15 min), recorded with timings on a shared machine."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def peak_rss_mb() -> float:
     """This process's own peak resident memory (MB).
 
