@@ -12,6 +12,7 @@ separate BM25 fields and adds them, which is a sum of impacts per (term, documen
 
 from __future__ import annotations
 
+import json
 import math
 from array import array
 from pathlib import Path
@@ -115,20 +116,69 @@ def _postings_slices(offsets: np.ndarray, step: int = 5_000_000):
         yield p0, p1, np.searchsorted(offsets, np.arange(p0, p1), side="right") - 1
 
 
-def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
-                     chunk_postings: int = 10_000_000, collection: CollectionStats | None = None,
-                     ) -> tuple[InvertedIndex, list[str], dict]:
-    """Analyse a corpus into a BM25 impact index whose postings are written into ``out_dir``.
+ANALYSED = "analysed.json"
+_TF = "tf.tmp.npy"
+_LENGTHS = "lengths.npy"
+_OFFSETS = "offsets.npy"
+_DOCIDS = "docids.txt"
 
-    Postings stream through :class:`PostingsBuilder` (bounded memory); term frequencies are
-    turned into Lucene BM25 impacts once the collection statistics are known. Returns the index,
-    the doc ids in order, and ``{"bm25": params, "field_stats": ...}`` for the manifest.
 
-    ``collection``: statistics of a whole collection these documents are one part of (a shard),
-    from :func:`collection_statistics` over every part, merged; the impacts are then exactly
-    those an index of the whole collection holds for these documents. Every term of ``docs``
-    must be in it (ValueError otherwise).
-    """
+@dataclass
+class Analysed:
+    """A corpus analysed into term-frequency postings, before BM25 weights them: the first half
+    of :func:`build_bm25_index`. ``directory`` holds the doc-id postings (``postings_docs.npy``)
+    and the term frequencies (fields columns); ``lengths`` is (fields, documents).
+
+    A sharded build analyses each shard once: the statistics of every part (:meth:`stats`) are
+    merged, then each part is weighted with the merged ones (:func:`weigh`). :meth:`save` and
+    :meth:`load` keep it between the two steps (the two may run in different processes)."""
+
+    directory: Path
+    names: tuple[str, ...]
+    terms: list[str]
+    offsets: np.ndarray
+    docids: list[str]
+    lengths: np.ndarray
+
+    def stats(self) -> "CollectionStats":
+        """This part's collection statistics (what :meth:`CollectionStats.merge` adds up)."""
+        df = np.zeros((len(self.names), len(self.terms)), dtype=np.int64)
+        for p0, p1, t in _postings_slices(self.offsets):
+            tfs = read_rows(self.directory / _TF, p0, p1).reshape(p1 - p0, len(self.names))
+            for f in range(len(self.names)):
+                df[f] += np.bincount(t[tfs[:, f] > 0], minlength=len(self.terms))
+        lengths = self.lengths.astype(np.int64)
+        return CollectionStats(self.names, self.terms, df, [int((row > 0).sum()) for row in lengths],
+                               [int(row.sum()) for row in lengths], len(self.docids))
+
+    def save(self) -> None:
+        """Record the state next to its postings; ``analysed.json`` is written last (atomically),
+        so its presence means the directory is complete."""
+        from indexing.io import atomic_open
+
+        np.save(self.directory / _OFFSETS, self.offsets)
+        np.save(self.directory / _LENGTHS, self.lengths)
+        with atomic_open(self.directory / _DOCIDS) as f:
+            f.write("".join(d + "\n" for d in self.docids))
+        with atomic_open(self.directory / ANALYSED) as f:
+            json.dump({"names": list(self.names), "terms": self.terms, "docs": len(self.docids)}, f,
+                      ensure_ascii=False)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Analysed":
+        directory = Path(directory)
+        meta = json.loads((directory / ANALYSED).read_text(encoding="utf-8"))
+        docids = (directory / _DOCIDS).read_text(encoding="utf-8").split("\n")[:-1]
+        if len(docids) != meta["docs"]:
+            raise ValueError(f"{directory}: {len(docids)} doc ids for {meta['docs']} documents")
+        return cls(directory, tuple(meta["names"]), meta["terms"], np.load(directory / _OFFSETS),
+                   docids, np.load(directory / _LENGTHS))
+
+
+def analyse(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
+            chunk_postings: int = 10_000_000) -> Analysed:
+    """Analyse a corpus into term-frequency postings in ``out_dir`` (bounded memory: postings
+    stream through :class:`PostingsBuilder`)."""
     multifield = params.fields == "multifield"
     names = ("title", "text") if multifield else ("contents",)
     builder = PostingsBuilder(columns=len(names), dtype=np.int32, chunk_postings=chunk_postings,
@@ -160,29 +210,36 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
             lengths[0].append(len(tokens))
             builder.add(i, ids(counts), list(counts.values()))
     terms = list(vocab)
-    tf_file = out_dir / "tf.tmp.npy"
-    offsets, post_docs, _ = builder.finish(len(terms), out_dir, POSTINGS_DOCS, tf_file.name)
+    offsets, _, _ = builder.finish(len(terms), out_dir, POSTINGS_DOCS, _TF)
+    return Analysed(Path(out_dir), names, terms, np.asarray(offsets),
+                    docids, np.array([np.frombuffer(x, dtype=np.int32) for x in lengths], dtype=np.int32))
+
+
+def weigh(analysed: Analysed, params: BM25Params, out_dir: Path, collection: "CollectionStats | None" = None,
+          keep: bool = False) -> tuple[InvertedIndex, list[str], dict]:
+    """The second half of :func:`build_bm25_index`: the term frequencies of ``analysed`` turned
+    into Lucene BM25 impacts (``postings_impacts.npy`` in ``out_dir``) with ``collection``'s
+    statistics (default: the analysed documents' own). The term frequencies are deleted unless
+    ``keep`` (a sharded build keeps them until the shard is written, for a retry)."""
+    names, terms, offsets, docids = analysed.names, analysed.terms, analysed.offsets, analysed.docids
+    tf_file = analysed.directory / _TF
     if collection is None:
-        df = np.zeros((len(names), len(terms)), dtype=np.float64)
-        for p0, p1, t in _postings_slices(offsets):
-            tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
-            for f in range(len(names)):
-                df[f] += np.bincount(t[tfs[:, f] > 0], minlength=len(terms))
+        df = analysed.stats().df.astype(np.float64)
     else:
         df = collection.df_of(terms, names)
     weights, stats = [], {}
     for f, name in enumerate(names):
         idf, codes, table, stats[name] = _field_weights(
-            df[f], np.frombuffer(lengths[f], dtype=np.int32), params.k1, params.b,
-            None if collection is None else collection.field(name))
+            df[f], analysed.lengths[f], params.k1, params.b, None if collection is None else collection.field(name))
         weights.append((idf, table[codes]))
     # one field: each impact is a function of the term's idf, its tf and the document's length
     # byte, which the compressed postings store instead of the impact (indexing.compress)
-    model = None if multifield else Bm25Model(idf, codes, table)
+    model = None if len(names) > 1 else Bm25Model(idf, codes, table)
     out = NpyAppender(out_dir / POSTINGS_IMPACTS, np.float32, (int(offsets[-1]),))
     f32 = np.float32
+    docs_file = analysed.directory / POSTINGS_DOCS
     for p0, p1, t in _postings_slices(offsets):
-        d = read_rows(out_dir / POSTINGS_DOCS, p0, p1)
+        d = read_rows(docs_file, p0, p1)
         tfs = read_rows(tf_file, p0, p1).reshape(p1 - p0, len(names))
         total = np.zeros(p1 - p0, dtype=np.float32)
         for f, (idf, doc_norm) in enumerate(weights):
@@ -191,11 +248,28 @@ def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params
             total += np.where(tf > 0, bm25_impact(w, tf, doc_norm[d]), f32(0))
         out.append(total)
     out.close()
-    tf_file.unlink()
+    if not keep:
+        tf_file.unlink()
     impacts = np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r")
-    index = InvertedIndex(terms, offsets, post_docs, impacts, num_docs=len(docids), model=model)
+    index = InvertedIndex(terms, offsets, np.load(docs_file, mmap_mode="r"), impacts, num_docs=len(docids),
+                          model=model)
     info = {"bm25": asdict(params), "field_stats": stats}
     return index, docids, info
+
+
+def build_bm25_index(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
+                     chunk_postings: int = 10_000_000, collection: "CollectionStats | None" = None,
+                     ) -> tuple[InvertedIndex, list[str], dict]:
+    """Analyse a corpus into a BM25 impact index whose postings are written into ``out_dir``:
+    :func:`analyse`, then :func:`weigh`. Returns the index, the doc ids in order, and
+    ``{"bm25": params, "field_stats": ...}`` for the manifest.
+
+    ``collection``: statistics of a whole collection these documents are one part of (a shard),
+    merged from every part's :meth:`Analysed.stats`; the impacts are then exactly those an index
+    of the whole collection holds for these documents. Every term of ``docs`` must be in it
+    (ValueError otherwise).
+    """
+    return weigh(analyse(docs, analyzer, params, out_dir, chunk_postings), params, out_dir, collection)
 
 
 @dataclass
@@ -250,43 +324,6 @@ class CollectionStats:
         return cls(fields, list(where), df, [sum(p.doc_count[f] for p in parts) for f in range(len(fields))],
                    [sum(p.total[f] for p in parts) for f in range(len(fields))],
                    sum(p.num_docs for p in parts))
-
-
-def collection_statistics(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params) -> CollectionStats:
-    """The statistics :func:`build_bm25_index` computes, for these documents alone (analysed as
-    it analyses them: ``title + "\\n" + text`` flat, or title and text as two fields)."""
-    multifield = params.fields == "multifield"
-    names = ("title", "text") if multifield else ("contents",)
-    where: dict[str, int] = {}
-    counts = [array("q") for _ in names]
-    doc_count = [0] * len(names)
-    total = [0] * len(names)
-    num_docs = 0
-
-    def count(f: int, terms, length: int) -> None:
-        if length > 0:
-            doc_count[f] += 1
-            total[f] += length
-        c = counts[f]
-        for term in terms:
-            i = where.get(term)
-            if i is None:
-                i = where[term] = len(where)
-                for other in counts:
-                    other.append(0)
-            c[i] += 1
-
-    for doc in docs:
-        num_docs += 1
-        if multifield:
-            title, text = Counter(analyzer(doc.title)), Counter(analyzer(doc.text))
-            count(0, title, sum(title.values()))
-            count(1, text, sum(text.values()))
-        else:
-            tokens = analyzer(f"{doc.title}\n{doc.text}")
-            count(0, set(tokens), len(tokens))
-    df = np.array([np.frombuffer(c, dtype=np.int64) for c in counts], dtype=np.int64).reshape(len(names), len(where))
-    return CollectionStats(names, list(where), df, doc_count, total, num_docs)
 
 
 def query_weights(analyzer: Analyzer, text: str) -> dict[str, float]:

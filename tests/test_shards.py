@@ -108,6 +108,35 @@ def test_range_errors_name_the_real_line(tmp_path):
 
 # -- sharded == unsharded -------------------------------------------------------------------------
 
+def test_bm25_shards_analyse_each_document_once(corpus, tmp_path, monkeypatch):
+    from indexing.analysis import Analyzer
+
+    calls = []
+    analyse = Analyzer.__call__
+    monkeypatch.setattr(Analyzer, "__call__", lambda self, text: calls.append(text) or analyse(self, text))
+    Retriever.build(corpus, tmp_path / "one", kind="bm25")
+    assert len(calls) == 150  # flat: one call per document (title and text together)
+    calls.clear()
+    Retriever.build(corpus, tmp_path / "three", kind="bm25", shards=3)
+    assert len(calls) == 150  # the statistics and the impacts come from one analysis
+
+
+def test_bm25_shard_refuses_analysis_of_other_documents(corpus, tmp_path):
+    from indexing import bm25
+    from indexing.manifest import IndexWriter
+    from retriever.kinds import bm25 as kind
+
+    settings = kind.Settings()
+    docs = list(iter_range(corpus / "corpus.jsonl", (0, (corpus / "corpus.jsonl").stat().st_size)))
+    state = bm25.analyse(docs[:10], settings.analyzer(), settings.params(), tmp_path)
+    state.save()
+    with IndexWriter(tmp_path / "idx") as writer:
+        with pytest.raises(ValueError, match=r"document 3 .* not the one analysed"):
+            kind.write(iter(docs[:2] + docs[5:12]), writer, settings, analysed=tmp_path)
+        with pytest.raises(ValueError, match="10 documents analysed, 9 read"):
+            kind.write(iter(docs[:9]), writer, settings, analysed=tmp_path)
+
+
 @pytest.mark.parametrize("fields", ["flat", "multifield"])
 def test_bm25_sharded_scores_every_document_as_one_index(corpus, tmp_path, fields):
     one = Retriever.build(corpus, tmp_path / "one", kind="bm25", fields=fields)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Literal
 
 from indexing.analysis import Analyzer
-from indexing.bm25 import BM25Params, CollectionStats, build_bm25_index
+from indexing.bm25 import Analysed, BM25Params, CollectionStats, build_bm25_index, weigh
 from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter, read_docid_order
@@ -37,11 +38,24 @@ class Settings:
 
 
 def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
-          collection: CollectionStats | None = None) -> dict:
+          collection: CollectionStats | None = None, analysed: Path | None = None) -> dict:
     """Analyse the documents into BM25 impacts; returns the manifest entries searching needs.
-    ``collection``: statistics of the whole collection when these documents are one shard of it."""
+    ``collection``: statistics of the whole collection when these documents are one shard of it;
+    ``analysed``: where these documents were already analysed (``indexing.bm25.Analysed``; the
+    documents are then read for their ids, which must be the analysed ones, and not analysed)."""
     analyzer = settings.analyzer()
-    index, _, info = build_bm25_index(docs, analyzer, settings.params(), writer.tmp, collection=collection)
+    if analysed is None:
+        index, _, info = build_bm25_index(docs, analyzer, settings.params(), writer.tmp, collection=collection)
+    else:
+        state = Analysed.load(analysed)
+        n = 0
+        for n, doc in enumerate(docs, 1):
+            if n > len(state.docids) or doc.docid != state.docids[n - 1]:
+                raise ValueError(f"{analysed}: document {n} ({doc.docid!r}) is not the one analysed there "
+                                 "(the corpus changed since?)")
+        if n != len(state.docids):
+            raise ValueError(f"{analysed}: {len(state.docids)} documents analysed, {n} read")
+        index, _, info = weigh(state, settings.params(), writer.tmp, collection, keep=True)
     entries = {}
     if settings.reorder == "bp":
         order = index.bp_order()

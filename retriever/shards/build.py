@@ -4,8 +4,9 @@
    ids keep the corpus order); the plan (kind, resolved settings, corpus size and mtime, ranges)
    goes to ``OUT.partial/plan.json``.
 2. Shared phase, by the workers, each reading its own range:
-   - bm25: every range's collection statistics, merged into ``shared/`` (document frequencies
-     per term and field, documents and total length per field): every shard scores with them;
+   - bm25: every range analysed once into term frequencies (``analysed/NNN``) and its
+     collection statistics merged into ``shared/`` (document frequencies per term and field,
+     documents and total length per field): every shard's impacts are weighed with them;
    - dense with an IVF spec: documents counted; ``auto`` resolved by the whole corpus's size;
      the training rows ``DenseIndex.build`` would draw (same seed) gathered, encoded in one call
      (so the sample does not depend on the number of shards) and a trained empty index written
@@ -110,7 +111,7 @@ def _shared_bm25(runner, plan: dict, work: Path) -> dict:
     shared = work / SHARED
     if (shared / "manifest.json").is_file():
         return read_manifest(shared, verify=False)["collection"]
-    parts = dict(runner.map("stats", [(r,) for r in plan["ranges"]]))
+    parts = dict(runner.map("analyse", list(enumerate(plan["ranges"]))))
     stats = CollectionStats.merge([parts[i] for i in range(len(parts))])
     entry = {"fields": list(stats.fields), "doc_count": stats.doc_count, "total": stats.total,
              "num_docs": stats.num_docs, "terms": len(stats.terms)}

@@ -2,7 +2,9 @@
 Ray actor. A :class:`ShardWorker` loads its encoder once (in ``__init__``) and then serves calls:
 
 - ``count(range)``: documents in a byte range of the corpus;
-- ``stats(range)``: BM25 collection statistics of a range (merged by the driver);
+- ``analyse(shard, range)``: the range analysed into BM25 term frequencies, kept in
+  ``WORK/analysed/NNN`` (each document is analysed once: ``build`` weighs these), and its
+  collection statistics (merged by the driver);
 - ``sample_texts(range, rows)`` / ``encode(texts)``: the training sample of a dense IVF/PQ index;
 - ``build(shard, range, overrides)``: shard ``NNN`` of the range, written (atomic, checksummed,
   through ``IndexWriter``) into ``WORK/shards/NNN`` on the filesystem every worker shares.
@@ -27,6 +29,7 @@ from retriever import kinds
 
 SHARED = "shared"
 SHARDS = "shards"
+ANALYSED = "analysed"
 BM25_TERMS = "bm25_terms.json"
 BM25_DF = "bm25_df.npy"
 QUANTIZER = "quantizer.faiss"
@@ -34,6 +37,10 @@ QUANTIZER = "quantizer.faiss"
 
 def shard_dir(work: Path, shard: int) -> Path:
     return Path(work) / SHARDS / f"{shard:03d}"
+
+
+def analysed_dir(work: Path, shard: int) -> Path:
+    return Path(work) / ANALYSED / f"{shard:03d}"
 
 
 def finished_shard(work: Path, shard: int) -> dict | None:
@@ -98,11 +105,26 @@ class ShardWorker:
     def count(self, rng) -> int:
         return count_range(self.corpus, tuple(rng))
 
-    def stats(self, rng):
-        from indexing.bm25 import collection_statistics
+    def analyse(self, shard: int, rng):
+        """Analyse the range into ``WORK/analysed/NNN`` (kept from an earlier call when complete);
+        returns its BM25 collection statistics."""
+        import shutil
+        import tempfile
 
-        return collection_statistics(iter_range(self.corpus, tuple(rng)), self.settings.analyzer(),
-                                     self.settings.params())
+        from indexing import bm25
+
+        out = analysed_dir(self.work, shard)
+        if not (out / bm25.ANALYSED).is_file():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+            try:
+                bm25.analyse(iter_range(self.corpus, tuple(rng)), self.settings.analyzer(), self.settings.params(),
+                             tmp).save()
+                shutil.rmtree(out, ignore_errors=True)
+                tmp.rename(out)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return bm25.Analysed.load(out).stats()
 
     def sample_texts(self, rng, rows: list[int]) -> list[str]:
         """The texts an encoder reads of the documents at ``rows`` (ascending) of a range."""
@@ -117,11 +139,15 @@ class ShardWorker:
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encoder.encode_documents(texts)
 
-    def _write_options(self, overrides: dict) -> dict:
+    def _write_options(self, shard: int, rng, overrides: dict) -> dict:
         if self.kind.name == "bm25":
+            from indexing.bm25 import ANALYSED as COMPLETE
+
             if self._collection is None:
                 self._collection = read_collection(self.work / SHARED)
-            return {"collection": self._collection}
+            if not (analysed_dir(self.work, shard) / COMPLETE).is_file():  # removed since the shared phase
+                self.analyse(shard, rng)
+            return {"collection": self._collection, "analysed": analysed_dir(self.work, shard)}
         options = {"encoder": self.encoder} if self.encoder is not None else {}
         quantizer = self.work / SHARED / QUANTIZER
         if self.kind.name == "dense" and quantizer.is_file():
@@ -150,7 +176,7 @@ class ShardWorker:
         with IndexWriter(out) as writer:
             entries = kinds.write_kind(self.kind, iter_range(self.corpus, tuple(rng), vectors=self.vectors),
                                        writer, settings, store_docs=self.spec["store_docs"], on_doc=tick,
-                                       write_options=self._write_options(overrides))
+                                       write_options=self._write_options(shard, rng, overrides))
             writer.finish(entries)
         if pending[0] and self.progress is not None:
             self.progress(pending[0])
