@@ -626,7 +626,7 @@ class PackedPostings:
         _verify_terms(self.stream, self.term_ptr, self.num_docs, self.table, self.float_bits, max_value, self.norms,
                       self.norm_table, self.shift, self._state(), np.zeros(CHUNK, np.int32),
                       np.zeros(CHUNK, np.float32), np.zeros(max(most, 1), np.int64),
-                      np.zeros(max(most, 1), np.float32), np.zeros(1, np.uint32), out)
+                      np.zeros(max(most, 1), np.float32), out)
         if out[0]:
             raise IndexFormatError(f"{where}: corrupt postings: {ERRORS[int(out[0])].format(n=self.num_docs)} "
                                    f"(term {int(out[1])})")

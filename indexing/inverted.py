@@ -417,7 +417,6 @@ class InvertedIndex:
             local.loc_acc = np.zeros(width, dtype=np.float32)
             local.loc_seen = np.zeros(width, dtype=np.uint8)
             local.loc_list = np.empty(width, dtype=np.int32)
-            local.bits = np.zeros(1, dtype=np.uint32)
         if getattr(local, "heap", None) is None or len(local.heap) < k:
             local.heap = np.empty(max(k, 16), dtype=np.uint64)
         if self.packed is not None and getattr(local, "arena_docs", None) is None:
@@ -490,7 +489,7 @@ class InvertedIndex:
                                       packed.float_bits, packed.norms, packed.norm_table, self.tie_rank, self.shift,
                                       s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
-                                      s.cache_vals, s.bits, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
+                                      s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
                                       out_keys, out_counts, out_scored)
         else:
             bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),

@@ -46,6 +46,8 @@ call with array arguments costs tens of nanoseconds (reference counts), more tha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 try:
@@ -58,6 +60,7 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
 _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 32  # postings' worth of work to score one block for one query term (binary search, setup)
+FILL = 4  # the blocks left after the first ones are scored about 1 in FILL (the threshold rises)
 NO_BLOCK = -(1 << 62)  # below any block of an int32 doc id, even a corrupt negative one
 
 
@@ -167,6 +170,12 @@ def _find(ids, lo, hi, v):
     return -1
 
 
+def _first_blocks(k, shift):
+    """Blocks scored before the threshold is used: ``SCORED_FIRST``, or twice the blocks k
+    documents fill, so that the threshold is a k-th score."""
+    return max(SCORED_FIRST, 2 * ((k + (1 << shift) - 1) >> shift))
+
+
 def _threshold(heap, size, k):
     """The k-th best score so far (0 until k documents matched)."""
     if size < k:
@@ -227,6 +236,13 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
     ``ub_seen`` (uint8, zeros) have one entry per block and come back zeroed; ``cand`` and
     ``order`` hold block ids / packed keys (one per block); ``loc_*`` one per document of a
     block (zeroed)."""
+    postings = 0
+    for j in range(q_terms.shape[0]):
+        postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
+    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
+    first = _first_blocks(k, shift)
+    if budget >= 0 and first * FILL > budget:  # k documents need more blocks than the postings cost
+        return -2, 0
     n_cand = 0
     n_blocks = ub.shape[0]
     for j in range(q_terms.shape[0]):
@@ -244,13 +260,9 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
                 cand[n_cand] = b
                 n_cand += 1
             ub[b] += w * np.float32(bm_max[p])
-    postings = 0
-    for j in range(q_terms.shape[0]):
-        postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
-    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
     ub_bits = ub.view(np.uint32)
     # 1. the blocks with the best few bounds first, for a threshold
-    first = min(SCORED_FIRST, n_cand)
+    first = min(first, n_cand)
     n_first = 0
     for i in range(n_cand):
         b = cand[i]
@@ -276,6 +288,9 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
             if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
                 order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
                 n_left += 1
+        if budget >= 0 and scored + n_left > FILL * budget:  # hopeless: read the postings now
+            status = -2
+            n_left = 0
         left = np.sort(order[:n_left])
         for i in range(n_left - 1, -1, -1):
             key = left[i]
@@ -510,15 +525,29 @@ def _idf(st, table):
     return np.float32(table[st[ST_BASE]]) if st[ST_MODE] == MODE_BM25 else np.float32(0.0)
 
 
-def _value(mode, code, base, size, table, float_bits, scratch_bits, idf, norm):
+def _float_of_bits(u):
+    """The float32 whose IEEE bits are ``u`` (arithmetic, exact: a view of a scratch array here
+    would allocate an array object per call, ~30 ns in the hottest loops)."""
+    u = np.int64(u)
+    e = (u >> 23) & 0xFF
+    m = u & 0x7FFFFF
+    if e == 0xFF:
+        v = np.inf if m == 0 else np.nan
+    elif e == 0:
+        v = math.ldexp(np.float64(m), -149)
+    else:
+        v = math.ldexp(np.float64(m | 0x800000), int(e) - 150)
+    return np.float32(-v if (u >> 31) & 1 else v)
+
+
+def _value(mode, code, base, size, table, float_bits, idf, norm):
     """The float32 impact of a value code (BM25: ``code`` is tf - 1 and ``norm`` the document's);
     the caller checks ``code < size`` for a table code."""
     if mode == MODE_TABLE:
         return np.float32(table[base + code])
     if mode == MODE_VALUES:
         if float_bits:
-            scratch_bits[0] = np.uint32(code)
-            return scratch_bits.view(np.float32)[0]
+            return _float_of_bits(code)
         return np.float32(code)
     return _bm25(idf, np.float32(code + 1), norm)
 
@@ -627,7 +656,7 @@ def _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, out_
     return 0
 
 
-def _value_at(buf, st, i, d, table, float_bits, norms, norm_table, scratch_bits):
+def _value_at(buf, st, i, d, table, float_bits, norms, norm_table):
     """The value (as ``_decode_values``) of posting ``i`` (doc ``d``) of the decoded chunk,
     read on its own; NaN for a code outside its table (the caller treats it as corrupt)."""
     code = _bits_at(buf, st[ST_VPOS], i, st[ST_VW])
@@ -638,7 +667,7 @@ def _value_at(buf, st, i, d, table, float_bits, norms, norm_table, scratch_bits)
         return np.float32(table[st[ST_BASE] + code])
     if mode == MODE_BM25:
         return np.float32(code + 1) * norm_table[norms[d]]
-    return _value(mode, code, 0, 0, table, float_bits, scratch_bits, np.float32(0.0), np.float32(0.0))
+    return _value(mode, code, 0, 0, table, float_bits, np.float32(0.0), np.float32(0.0))
 
 
 def _decode_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, out_docs, out_vals):
@@ -762,7 +791,7 @@ def _load_docs(buf, st, c, num_docs, docs_row):
     return _decode_docs(buf, st, c, num_docs, docs_row)
 
 
-def _read_blockmax(buf, st, table, float_bits, norm_table, out_blocks, out_vals, scratch_bits):
+def _read_blockmax(buf, st, table, float_bits, norm_table, out_blocks, out_vals):
     """Decode a term's stored block-max list into ``out_blocks`` (int64) and ``out_vals``
     (float32); returns its length, or -ERROR."""
     m = st[ST_M]
@@ -783,7 +812,7 @@ def _read_blockmax(buf, st, table, float_bits, norm_table, out_blocks, out_vals,
             return -4
         norm = norm_table[_bits_at(buf, npos, i, 8)] if mode == MODE_BM25 else np.float32(0.0)
         out_blocks[i] = b
-        out_vals[i] = _value(mode, code, base, st[ST_SIZE], table, float_bits, scratch_bits, idf, norm)
+        out_vals[i] = _value(mode, code, base, st[ST_SIZE], table, float_bits, idf, norm)
     return m
 
 
@@ -808,7 +837,7 @@ def _term_modes(buf, term_ptr, num_docs, table_len, norms_len, norm_table_len, s
 
 
 def _verify_terms(buf, term_ptr, num_docs, table, float_bits, max_value, norms, norm_table, shift, st, docs_row,
-                  vals_row, bm_blocks, bm_vals, scratch_bits, out):
+                  vals_row, bm_blocks, bm_vals, out):
     """Scan every term: headers, chunk directory against the chunks, doc ids, codes, impacts
     finite and >= 0 (integers <= ``max_value``; -1: no bound), block-max lists against the
     postings. ``out`` gets (error code, term) of the first fault, (0, -1) when none."""
@@ -822,7 +851,7 @@ def _verify_terms(buf, term_ptr, num_docs, table, float_bits, max_value, norms, 
             has_bm = st[ST_BM] >= 0
             m = 0
             if has_bm:
-                m = _read_blockmax(buf, st, table, float_bits, norm_table, bm_blocks, bm_vals, scratch_bits)
+                m = _read_blockmax(buf, st, table, float_bits, norm_table, bm_blocks, bm_vals)
                 if m < 0:
                     err = -m
             expect = st[ST_CHUNKS]
@@ -970,7 +999,7 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
     return size
 
 
-def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, scratch_bits, ub, ub_seen, ub_mask, cand, n_cand):
+def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand):
     """Add a term's stored block maxima (times ``w``) to the block bounds; (n_cand, status)."""
     m = st[ST_M]
     pos = st[ST_BM]
@@ -1016,7 +1045,7 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, scratch_bits,
         if mode == MODE_BM25:
             v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
         else:
-            v = _value(mode, code, base, size, table, float_bits, scratch_bits, idf, np.float32(0.0))
+            v = _value(mode, code, base, size, table, float_bits, idf, np.float32(0.0))
         if ub_seen[b] == 0:  # (inline: a call with array arguments costs more than the work)
             ub_seen[b] = 1
             cand[n_cand] = b
@@ -1112,7 +1141,7 @@ def _bounds_derived(buf, st, w, bit, shift, num_docs, table, float_bits, norms, 
 
 
 def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k, heap, size,
-                        ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, scratch_bits, arena_docs,
+                        ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs,
                         arena_vals, arena_blocks, used, whole):
     """``_score_block`` over packed postings: each query term with postings in block ``b`` (its
     bit ``j & 63`` in ``ub_mask[b]``) is read from the arena (a term decoded whole: by the
@@ -1201,7 +1230,7 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 if decoded:
                     v = vals_row[i]
                 else:
-                    v = _value_at(buf, st, i, d, table, float_bits, norms, norm_table, scratch_bits)
+                    v = _value_at(buf, st, i, d, table, float_bits, norms, norm_table)
                     if np.isnan(v):
                         status = -1
                         break
@@ -1232,7 +1261,7 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
 
 def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
                    approx, block_cost, ub, ub_seen, ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
-                   cache_docs, cache_vals, scratch_bits, arena_docs, arena_vals, arena_blocks, whole):
+                   cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole):
     """``_pruned`` over packed postings (same bounds, same blocks, same order; -1 corrupt,
     -2 over budget). ``ub_mask`` (uint64, one per block, zeros) comes back zeroed."""
     num_docs = tie_rank.shape[0]
@@ -1241,17 +1270,21 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     postings = 0
     used = np.zeros(2, dtype=np.int64)  # arena postings and block entries taken
     for j in range(q_terms.shape[0]):
-        st = qstate[j]
         if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
-                      st) < 0:
-            status = -1
-            break
-        postings += st[ST_DF]
+                      qstate[j]) < 0:
+            return -1, 0
+        postings += qstate[j, ST_DF]
+    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
+    first = _first_blocks(k, shift)
+    if budget >= 0 and first * FILL > budget:  # k documents need more blocks than the postings cost
+        return -2, 0
+    for j in range(q_terms.shape[0]):
+        st = qstate[j]
         if st[ST_DF] == 0:
             continue
         bit = np.uint64(1) << np.uint64(j & 63)
         if st[ST_BM] >= 0:
-            n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table, scratch_bits,
+            n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table,
                                             ub, ub_seen, ub_mask, cand, n_cand)
         else:
             n_cand, status = _bounds_derived(buf, st, q_weights[j], bit, shift, num_docs, table, float_bits, norms,
@@ -1262,9 +1295,8 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     scored = 0
     size = 0
     if status == 0:
-        budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
         ub_bits = ub.view(np.uint32)
-        first = min(SCORED_FIRST, n_cand)
+        first = min(first, n_cand)
         n_first = 0
         for i in range(n_cand):
             b = cand[i]
@@ -1274,7 +1306,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
             ub_seen[b] = 2  # scored
             size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k,
                                        heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs,
-                                       cache_vals, scratch_bits, arena_docs, arena_vals, arena_blocks, used, whole)
+                                       cache_vals, arena_docs, arena_vals, arena_blocks, used, whole)
             scored += 1
             if size < 0:
                 status = -1
@@ -1287,6 +1319,9 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                 if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
                     order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
                     n_left += 1
+            if budget >= 0 and scored + n_left > FILL * budget:  # hopeless: read the postings now
+                status = -2
+                n_left = 0
             left = np.sort(order[:n_left])
             for i in range(n_left - 1, -1, -1):
                 key = left[i]
@@ -1297,7 +1332,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                     break
                 size = _score_block_packed(np.int64(key & _LOW), buf, table, float_bits, norms, norm_table, shift,
                                            q_weights, tie_rank, k, heap, size, ub_mask, loc_acc, loc_seen, loc_list,
-                                           qstate, cache_docs, cache_vals, scratch_bits, arena_docs, arena_vals,
+                                           qstate, cache_docs, cache_vals, arena_docs, arena_vals,
                                            arena_blocks, used, whole)
                 scored += 1
                 if size < 0:
@@ -1313,7 +1348,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
 
 def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, buf, term_ptr, table,
                    float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
-                   order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, scratch_bits, arena_docs,
+                   order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
                    arena_vals, arena_blocks, whole, out_keys, out_counts, out_scored):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
@@ -1332,8 +1367,7 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
         else:
             size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
                                           weights, tie_rank, k, approx, block_cost, ub, ub_seen, ub_mask, cand,
-                                          order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals,
-                                          scratch_bits, arena_docs, arena_vals, arena_blocks, whole)
+                                          order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
             if size == -2:
                 size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                           tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
@@ -1351,6 +1385,7 @@ if HAVE_NUMBA:
     _heap_push = njit(nogil=True, cache=True)(_heap_push)
     _find = njit(nogil=True, cache=True)(_find)
     _threshold = njit(nogil=True, cache=True)(_threshold)
+    _first_blocks = njit(nogil=True, cache=True)(_first_blocks)
     _exhaustive = njit(nogil=True, cache=True)(_exhaustive)
     _score_block = njit(nogil=True, cache=True)(_score_block)
     _pruned = njit(nogil=True, cache=True)(_pruned)
@@ -1374,6 +1409,7 @@ if HAVE_NUMBA:
     _impact = njit(nogil=True, cache=True, inline="always")(_impact)
     _idf = njit(nogil=True, cache=True, inline="always")(_idf)
     _value = njit(nogil=True, cache=True, inline="always")(_value)
+    _float_of_bits = njit(nogil=True, cache=True, inline="always")(_float_of_bits)
     _decode_docs = njit(nogil=True, cache=True)(_decode_docs)
     _unpack = njit(nogil=True, cache=True)(_unpack)
     _decode_values = njit(nogil=True, cache=True)(_decode_values)

@@ -74,7 +74,6 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
             qstate = np.full((rows + 1, NST), -7, np.int64)
             cache_docs = np.full((rows + 1, CHUNK), -7, np.int32)
             cache_vals = np.full((rows + 1, CHUNK), -7, np.float32)
-            bits = buf(1, np.uint32, 7)
             size = p.num_postings if arena is None else arena
             arena_docs, arena_vals = buf(size, np.int32, -7), buf(size, np.float32, -7)
             arena_blocks = buf(size, np.int64, -7)
@@ -82,9 +81,9 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
                p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.tie_rank, shift,
                acc[:n], seen[:n], touched[:n], ub[:n_blocks], ub_seen[:n_blocks], ub_mask[:n_blocks],
                cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width], loc_list[:width], heap[:k],
-               qstate[:rows], cache_docs[:rows], cache_vals[:rows], bits[:1], arena_docs[:size], arena_vals[:size],
+               qstate[:rows], cache_docs[:rows], cache_vals[:rows], arena_docs[:size], arena_vals[:size],
                arena_blocks[:size], index.whole, out_keys, counts, scored)
-            guarded += [("bits", bits, 7), ("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
+            guarded += [("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
                         ("arena_blocks", arena_blocks, -7)]
             clean += [("ub_mask", ub_mask)]
             for name, array in (("qstate", qstate), ("cache_docs", cache_docs), ("cache_vals", cache_vals)):

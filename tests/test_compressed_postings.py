@@ -144,6 +144,18 @@ def test_bm25_impact_compiled_equals_numpy():
     assert got.tobytes() == want.tobytes()
 
 
+
+def test_float_of_bits_is_the_bit_cast():
+    rng = np.random.default_rng(2)
+    bits = np.concatenate([rng.integers(0, 2**32, 5000, dtype=np.uint64).astype(np.uint32),
+                           np.array([0, 1, 0x7FFFFF, 0x800000, 0x7F7FFFFF, 0x7F800000, 0xFF800000, 0x80000001,
+                                     0x3F800000], np.uint32)])
+    got = np.array([kernels._float_of_bits(b) for b in bits], np.float32)
+    want = bits.view(np.float32)
+    nan = np.isnan(want)
+    assert (np.isnan(got) == nan).all()
+    assert got[~nan].tobytes() == want[~nan].tobytes()  # denormals, infinities and signs included
+
 # -- search: packed == uncompressed == oracle ---------------------------------------------------
 
 def oracle(index, terms, weights, k):
