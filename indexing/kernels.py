@@ -27,8 +27,11 @@ A query (terms ``t_j``, weights ``w_j > 0``) is searched exactly as follows:
    order (``tie_rank``) is kept. The result equals the exhaustive one: same documents, same
    scores, same order.
 
-When the blocks left would cost more than reading every posting of the query (few documents
-per block for its terms, or a large k), the query is read exhaustively instead: exact either way.
+When the blocks would cost more than reading every posting of the query (``BLOCK_COST``
+postings' worth per block and query term), the query is read exhaustively instead, exact either
+way: decided before the bounds pass (at least ``BLOCKS_PER_HIT * k`` blocks expected), again once
+the first blocks have set the threshold (every block left whose bound reaches it counted), and
+while scoring.
 
 ``approx = a`` in (0, 1] stops when ``a * UB < theta`` instead (``a = 1`` is exact); smaller
 values skip blocks that are unlikely, not impossible, to hold a top-k document.

@@ -1,7 +1,8 @@
 """Sharded indexes (issue 15): sharded == unsharded, build throughput, search at scale.
 
     python scripts/bench_shards.py [--dataset DIR] [--sections equal,throughput,scale]
-                                   [--docs 1000000] [--scale-docs 10000000] [--out docs/bench_shards.json]
+                                   [--docs 1000000] [--scale-docs 10000000] [--scale-queries 500]
+                                   [--out docs/bench_shards.json]
 
 Sections:
   equal       SciFact, --shards 3 built on a local Ray cluster (ray.init(num_cpus=2)) with 2
@@ -13,9 +14,10 @@ Sections:
               throughput of 1 process against 2 Ray actors.
   throughput  BM25 on --docs synthetic documents (Zipf pseudo-words, scripts/synthetic.py):
               unsharded (one process), and 2 shards with 1 and with 2 worker processes; where the
-              time goes (the manifest's build seconds: shared statistics, shards, assembly).
+              time goes (the manifest's build seconds: the shared phase analyses every document
+              and merges the statistics, the shards weigh and write, then assembly).
   scale       --scale-docs synthetic sparse vectors (~32 terms/doc over 30,522 tokens) in 1 shard
-              and in 4 shards: search q/s (500 queries of ~25 terms, k=1000, term-weight
+              and in 4 shards: search q/s (--scale-queries queries of ~25 terms, k=1000, term-weight
               queries) and peak memory (VmHWM) of the searching process, each in a fresh
               process; the 4 shards also on 2 Ray actors (peak memory per actor).
 
@@ -184,7 +186,8 @@ def scale(args, report: dict) -> None:
     assembles the 4 as a sharded index, then searches each in a fresh process."""
     work = Path(args.work) / f"scale-{args.scale_docs}"
     work.mkdir(parents=True, exist_ok=True)
-    section = report.setdefault("scale", {"docs": args.scale_docs, "mean_terms": 32, "queries": 500})
+    section = report.setdefault("scale", {"docs": args.scale_docs, "mean_terms": 32})
+    section["queries"] = args.scale_queries
     per = args.scale_docs // 4
     if not (work / "one" / "manifest.json").is_file():
         t = time.perf_counter()
@@ -207,11 +210,12 @@ def scale(args, report: dict) -> None:
         section["build_four_wall_s_2_processes"] = round(time.perf_counter() - t, 1)
     for name in ("one", "four"):
         before = load()
-        section[f"search_{name}"] = {**in_child("scale-search", str(work / name), ""), "load_before": before,
+        section[f"search_{name}"] = {**in_child("scale-search", str(work / name), "", str(args.scale_queries)),
+                                     "load_before": before,
                                      "load_after": load()}
         print(name, json.dumps(section[f"search_{name}"]), flush=True)
     before = load()
-    section["search_four_ray_2_actors"] = {**in_child("scale-search", str(work / "four"), "ray"),
+    section["search_four_ray_2_actors"] = {**in_child("scale-search", str(work / "four"), "ray", str(args.scale_queries)),
                                            "load_before": before, "load_after": load()}
     print("ray", json.dumps(section["search_four_ray_2_actors"]), flush=True)
 
@@ -257,8 +261,8 @@ def child(argv: list[str]) -> None:
         from retriever import Retriever
         from scripts.synthetic import sparse_queries
 
-        path, mode = argv[1], argv[2]
-        queries = [dict((f"t{t}", float(x)) for t, x in zip(ids, w)) for ids, w in sparse_queries(500)]
+        path, mode, n_queries = argv[1], argv[2], int(argv[3])
+        queries = [dict((f"t{t}", float(x)) for t, x in zip(ids, w)) for ids, w in sparse_queries(n_queries)]
         t = time.perf_counter()
         r = Retriever.load(path, verify=False, **({"ray": "local", "groups": 2} if mode == "ray" else {}))
         load_s = time.perf_counter() - t
@@ -286,6 +290,7 @@ def main() -> int:
     ap.add_argument("--only", default="", help="equal: only these configurations (comma-separated)")
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--scale-docs", type=int, default=10_000_000)
+    ap.add_argument("--scale-queries", type=int, default=500)
     ap.add_argument("--work", default=os.environ.get("RETRIEVER_BENCH_WORK", "/tmp/retriever-bench"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench_shards.json"))
     args = ap.parse_args()
