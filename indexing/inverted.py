@@ -86,6 +86,7 @@ class InvertedIndex:
         self.blockmax: tuple | None = None  # the block-max lists (CSR layout), see ensure_blockmax
         self.shift = BLOCK_SHIFT
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
+        self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
 
     def _csr(self) -> None:
@@ -431,6 +432,18 @@ class InvertedIndex:
             local.cache_vals = np.zeros((rows, CHUNK), dtype=np.float32)
         return local
 
+    def _learn(self, scored: np.ndarray, k: int) -> None:
+        """Update the blocks a pruned search scores per hit (an average over batches) from the
+        blocks each query scored, or was known to need when it was read exhaustively: the kernel
+        then sends a query to the exhaustive kernel before its bounds pass when ``per hit * k``
+        blocks would cost more than its postings (results are exact either way; only the time
+        depends on it)."""
+        need = np.where(scored >= 0, scored, -1 - scored)
+        need = need[need > 0]
+        if len(need):
+            seen = float(np.median(need)) / k
+            self.blocks_per_hit = min(max(0.75 * self.blocks_per_hit + 0.25 * seen, 0.5), 1e6)
+
     def top_k(self, query: dict[str, float], k: int, strategy: str = "pruned",
               approx: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Internal ids and scores of the k best matching documents.
@@ -480,12 +493,13 @@ class InvertedIndex:
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
         longest = int(np.diff(q_ptr).max())
         packed = self.packed
+        per_hit = np.float64(self.blocks_per_hit)
 
         if packed is not None:
             def run(lo: int, hi: int) -> None:
                 s = self._scratch(k, longest)
                 kernels.search_packed(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
-                                      np.float64(self.block_cost), packed.stream, packed.term_ptr, packed.table,
+                                      np.float64(self.block_cost), per_hit, packed.stream, packed.term_ptr, packed.table,
                                       packed.float_bits, packed.norms, packed.norm_table, self.tie_rank, self.shift,
                                       s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
@@ -498,7 +512,7 @@ class InvertedIndex:
             def run(lo: int, hi: int) -> None:
                 s = self._scratch(k)
                 kernels.search_queries(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
-                                       np.float64(self.block_cost), self._offsets,
+                                       np.float64(self.block_cost), per_hit, self._offsets,
                                        self._docs, self._impacts, self.tie_rank, *bm, self.shift, s.acc, s.seen,
                                        s.touched, s.ub, s.ub_seen, s.cand, s.order, s.loc_acc, s.loc_seen,
                                        s.loc_list, s.heap, out_keys, out_counts, out_scored)
@@ -513,6 +527,8 @@ class InvertedIndex:
 
             with ThreadPoolExecutor(len(parts) - 1) as pool:
                 list(pool.map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
+        if mode:
+            self._learn(out_scored, k)
         if (out_counts < 0).any():
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")

@@ -29,9 +29,9 @@ A query (terms ``t_j``, weights ``w_j > 0``) is searched exactly as follows:
 
 When the blocks would cost more than reading every posting of the query (``BLOCK_COST``
 postings' worth per block and query term), the query is read exhaustively instead, exact either
-way: decided before the bounds pass (at least ``BLOCKS_PER_HIT * k`` blocks expected), again once
-the first blocks have set the threshold (every block left whose bound reaches it counted), and
-while scoring.
+way: decided before the bounds pass (``per_hit * k`` blocks expected, learnt by the index from
+the queries it searched), again once the first blocks have set the threshold (every block left
+whose bound reaches it counted), and while scoring.
 
 ``approx = a`` in (0, 1] stops when ``a * UB < theta`` instead (``a = 1`` is exact); smaller
 values skip blocks that are unlikely, not impossible, to hold a top-k document.
@@ -63,7 +63,8 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
 _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 48  # postings' worth of work to score one block for one query term (measured: 1M SPLADE-like)
-BLOCKS_PER_HIT = 2  # a top-k search scores at least ~2k blocks (3.4k measured, k = 10, 1M SPLADE-like, bp)
+BLOCKS_PER_HIT = 4  # blocks a top-k search scores per hit, before an index has measured its own
+# (k = 10: 3.4 on 1M SPLADE-like with bp, 18 on BM25 1M; InvertedIndex.blocks_per_hit learns it)
 NO_BLOCK = -(1 << 62)  # below any block of an int32 doc id, even a corrupt negative one
 
 
@@ -230,12 +231,13 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
 
 
 def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q_terms, q_weights, tie_rank, k,
-            approx, block_cost, ub, ub_seen, cand, order, heap, loc_acc, loc_seen, loc_list):
+            approx, block_cost, per_hit, ub, ub_seen, cand, order, heap, loc_acc, loc_seen, loc_list):
     """Block-max search of one query (module docstring); the k best keys are left in ``heap``.
 
-    Returns (heap size, blocks scored): size -1 for a corrupt index, -2 when the blocks scored
-    so far cost more than reading every posting of the query would (``block_cost`` postings per
-    block and term; 0: never; the caller then reads them). ``ub`` (float32, zeros) and
+    Returns (heap size, blocks scored): size -1 for a corrupt index, -2 when the blocks would
+    cost more than reading every posting of the query (``block_cost`` postings per block and
+    term; 0: never; ``per_hit`` * k blocks expected at least; the caller then reads them, and
+    the second value is the blocks known to be needed, 0 when the search did not start). ``ub`` (float32, zeros) and
     ``ub_seen`` (uint8, zeros) have one entry per block and come back zeroed; ``cand`` and
     ``order`` hold block ids / packed keys (one per block); ``loc_*`` one per document of a
     block (zeroed)."""
@@ -244,7 +246,7 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
         postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
     budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
     first = _first_blocks(k, shift)
-    if budget >= 0 and max(first, BLOCKS_PER_HIT * k) > budget:  # the postings cost less than the blocks
+    if budget >= 0 and max(first, per_hit * k) > budget:  # the postings cost less than the blocks
         return -2, 0
     n_cand = 0
     n_blocks = ub.shape[0]
@@ -293,6 +295,7 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
                 n_left += 1
         if budget >= 0 and scored + n_left > budget:  # hopeless: read the postings now
             status = -2
+            scored += n_left
             n_left = 0
         left = np.sort(order[:n_left])
         for i in range(n_left - 1, -1, -1):
@@ -315,15 +318,17 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
     return (size if status == 0 else status), scored
 
 
-def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, offsets, docs, impacts,
+def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, per_hit, offsets, docs,
+                    impacts,
                     tie_rank, bm_ptr, bm_block, bm_max, bm_start, shift, acc, seen, touched, ub, ub_seen, cand,
                     order, loc_acc, loc_seen, loc_list, heap, out_keys, out_counts, out_scored):
     """Queries ``lo..hi-1`` of a batch (CSR ``q_ptr``/``q_terms``/``q_weights``); strategy 0:
     exhaustive, 1: block-max (``approx`` 1.0 exact; a query whose surviving blocks would cost more
     than its postings, counting ``block_cost`` postings per block and term, is read exhaustively
-    instead, as exact; 0: never). Each query's keys, best first, go to row q of ``out_keys``
-    (its count to ``out_counts[q]``, -1 for a corrupt index; ``out_scored[q]``: blocks scored,
-    -1 when read exhaustively)."""
+    instead, as exact; 0: never; ``per_hit``: blocks scored per hit, expected). Each query's keys,
+    best first, go to row q of ``out_keys`` (its count to ``out_counts[q]``, -1 for a corrupt
+    index; ``out_scored[q]``: blocks scored, or when read exhaustively -1 - the blocks it was
+    known to need, -1 when unknown)."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
@@ -332,11 +337,11 @@ def _search_queries(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, bloc
             scored = 0
         else:
             size, scored = _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, terms, weights,
-                                   tie_rank, k, approx, block_cost, ub, ub_seen, cand, order, heap, loc_acc, loc_seen,
-                                   loc_list)
+                                   tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, cand, order, heap, loc_acc,
+                                   loc_seen, loc_list)
             if size == -2:  # exact either way: the postings are cheaper to read than the blocks
                 size = _exhaustive(offsets, docs, impacts, terms, weights, tie_rank, k, acc, seen, touched, heap)
-                scored = -1
+                scored = -1 - scored
         out_counts[q] = size
         out_scored[q] = scored
         if size > 0:
@@ -1263,8 +1268,8 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
 
 
 def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
-                   approx, block_cost, ub, ub_seen, ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
-                   cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole):
+                   approx, block_cost, per_hit, ub, ub_seen, ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list,
+                   qstate, cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole):
     """``_pruned`` over packed postings (same bounds, same blocks, same order; -1 corrupt,
     -2 over budget). ``ub_mask`` (uint64, one per block, zeros) comes back zeroed."""
     num_docs = tie_rank.shape[0]
@@ -1279,7 +1284,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
         postings += qstate[j, ST_DF]
     budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
     first = _first_blocks(k, shift)
-    if budget >= 0 and max(first, BLOCKS_PER_HIT * k) > budget:  # the postings cost less than the blocks
+    if budget >= 0 and max(first, per_hit * k) > budget:  # the postings cost less than the blocks
         return -2, 0
     for j in range(q_terms.shape[0]):
         st = qstate[j]
@@ -1324,6 +1329,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                     n_left += 1
             if budget >= 0 and scored + n_left > budget:  # hopeless: read the postings now
                 status = -2
+                scored += n_left
                 n_left = 0
             left = np.sort(order[:n_left])
             for i in range(n_left - 1, -1, -1):
@@ -1349,8 +1355,8 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     return (size if status == 0 else status), scored
 
 
-def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, buf, term_ptr, table,
-                   float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
+def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, per_hit, buf, term_ptr,
+                   table, float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
                    order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
                    arena_vals, arena_blocks, whole, out_keys, out_counts, out_scored):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
@@ -1369,13 +1375,14 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
             scored = 0
         else:
             size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
-                                          weights, tie_rank, k, approx, block_cost, ub, ub_seen, ub_mask, cand,
-                                          order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
+                                          weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
+                                          cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
+                                          cache_vals, arena_docs, arena_vals, arena_blocks, whole)
             if size == -2:
                 size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                           tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
                                           arena_docs, arena_vals, True)
-                scored = -1
+                scored = -1 - scored
         out_counts[q] = size
         out_scored[q] = scored
         if size > 0:

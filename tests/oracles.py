@@ -59,7 +59,7 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
     with np.errstate(over="ignore"):
         if index.packed is None:
             fn = fn or kernels.search_queries
-            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
+            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost), np.float64(kernels.BLOCKS_PER_HIT),
                index.offsets, index.docs,
                index.impacts, index.tie_rank, *index.ensure_blockmax(), shift, acc[:n], seen[:n], touched[:n],
                ub[:n_blocks], ub_seen[:n_blocks], cand[:n_blocks], order[:n_blocks], loc_acc[:width],
@@ -77,7 +77,7 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
             size = p.num_postings if arena is None else arena
             arena_docs, arena_vals = buf(size, np.int32, -7), buf(size, np.float32, -7)
             arena_blocks = buf(size, np.int64, -7)
-            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost),
+            fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost), np.float64(kernels.BLOCKS_PER_HIT),
                p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.tie_rank, shift,
                acc[:n], seen[:n], touched[:n], ub[:n_blocks], ub_seen[:n_blocks], ub_mask[:n_blocks],
                cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width], loc_list[:width], heap[:k],

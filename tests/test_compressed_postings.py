@@ -232,6 +232,24 @@ def test_search_equals_uncompressed_and_oracle(seed, dtype, bm25, shift):
                         assert packed.last_blocks_scored.tolist() == index.last_blocks_scored.tolist()
 
 
+def test_pruned_search_learns_the_blocks_it_needs_per_hit():
+    index = random_index(4, dtype=np.float32, bm25=True, shift=3).compressed()
+    queries = queries_for(index, 4)
+    want = index.search_many(queries, 10, "exhaustive")
+    index.blocks_per_hit = 1e6  # every query expected to need more blocks than its postings cost
+    got = index.search_many(queries, 10, "pruned")
+    assert index.last_blocks_scored.tolist() == [-1] * len(queries)  # read exhaustively, nothing learnt
+    assert index.blocks_per_hit == 1e6
+    index.blocks_per_hit = 0.5  # every query tries the blocks
+    got2 = index.search_many(queries, 10, "pruned")
+    scored = index.last_blocks_scored
+    need = np.where(scored >= 0, scored, -1 - scored)
+    assert (need > 0).any()
+    assert index.blocks_per_hit == pytest.approx(0.75 * 0.5 + 0.25 * float(np.median(need[need > 0])) / 10)
+    for (a, sa), (b, sb), (c, sc) in zip(want, got, got2):  # exact whatever it expected
+        assert a.tolist() == b.tolist() == c.tolist() and sa.tobytes() == sb.tobytes() == sc.tobytes()
+
+
 @pytest.mark.parametrize("arena", [0, 700, None])
 def test_packed_kernel_stays_inside_its_buffers(arena):
     index = random_index(7, num_docs=2000, bm25=True)
