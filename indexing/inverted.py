@@ -82,6 +82,8 @@ class InvertedIndex:
         self.num_docs = num_docs
         self.scale = scale
         self._local = threading.local()
+        self._pools: dict = {}  # search threads by count (see _pool)
+        self._pool_lock = threading.Lock()
         self.set_tie_order(None)
         self.blockmax: tuple | None = None  # the block-max lists (CSR layout), see ensure_blockmax
         self.shift = BLOCK_SHIFT
@@ -432,6 +434,18 @@ class InvertedIndex:
             local.cache_vals = np.zeros((rows, CHUNK), dtype=np.float32)
         return local
 
+    def _pool(self, threads: int):
+        """The index's pool of ``threads`` search threads, kept between batches: each thread
+        keeps its scratch (an accumulator per document, block bounds, decoding arena), which a
+        fresh thread would allocate again for every batch."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with self._pool_lock:
+            pool = self._pools.get(threads)
+            if pool is None:
+                pool = self._pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="search")
+            return pool
+
     def _learn(self, scored: np.ndarray, k: int) -> None:
         """Update the blocks a pruned search scores per hit (an average over batches) from the
         blocks each query scored, or was known to need when it was read exhaustively: the kernel
@@ -523,10 +537,7 @@ class InvertedIndex:
         if len(parts) == 2:
             run(0, n)
         else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(len(parts) - 1) as pool:
-                list(pool.map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
+            list(self._pool(len(parts) - 1).map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
         if mode:
             self._learn(out_scored, k)
         if (out_counts < 0).any():
