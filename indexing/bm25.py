@@ -26,6 +26,7 @@ from indexing.corpus import Doc
 from indexing.analysis import Analyzer
 from indexing.compress import Bm25Model, bm25_impact
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
+from indexing.io import load_npy
 from indexing.postings import NpyAppender, PostingsBuilder, read_rows
 
 Fields = Literal["flat", "multifield"]
@@ -171,8 +172,8 @@ class Analysed:
         docids = (directory / _DOCIDS).read_text(encoding="utf-8").split("\n")[:-1]
         if len(docids) != meta["docs"]:
             raise ValueError(f"{directory}: {len(docids)} doc ids for {meta['docs']} documents")
-        return cls(directory, tuple(meta["names"]), meta["terms"], np.load(directory / _OFFSETS),
-                   docids, np.load(directory / _LENGTHS))
+        return cls(directory, tuple(meta["names"]), meta["terms"], load_npy(directory / _OFFSETS),
+                   docids, load_npy(directory / _LENGTHS))
 
 
 def analyse(docs: Iterable[Doc], analyzer: Analyzer, params: BM25Params, out_dir: Path,
@@ -250,8 +251,8 @@ def weigh(analysed: Analysed, params: BM25Params, out_dir: Path, collection: "Co
     out.close()
     if not keep:
         tf_file.unlink()
-    impacts = np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r")
-    index = InvertedIndex(terms, offsets, np.load(docs_file, mmap_mode="r"), impacts, num_docs=len(docids),
+    impacts = load_npy(out_dir / POSTINGS_IMPACTS, "r")
+    index = InvertedIndex(terms, offsets, load_npy(docs_file, "r"), impacts, num_docs=len(docids),
                           model=model)
     info = {"bm25": asdict(params), "field_stats": stats}
     return index, docids, info

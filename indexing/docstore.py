@@ -55,16 +55,18 @@ class DocStore:
     store returns."""
 
     def __init__(self, root: str | Path) -> None:
+        self._fd = None  # __del__ runs even when __init__ raises: it must find no descriptor to close
         self.path = Path(root) / DOCS
         self.offsets = load_array(root, OFFSETS)
-        self._fd = os.open(self.path, os.O_RDONLY)
-        size = os.fstat(self._fd).st_size
+        fd = os.open(self.path, os.O_RDONLY)
+        size = os.fstat(fd).st_size
         off = self.offsets
         if off.ndim != 1 or off.dtype.kind not in "iu" or len(off) == 0 or int(off[0]) != 0 \
                 or int(off[-1]) != size or not (np.diff(off) >= 0).all():
-            os.close(self._fd)
+            os.close(fd)  # (closing it twice could close another thread's file that reused the number)
             raise IndexFormatError(f"{self.path}: offsets in {OFFSETS} do not describe this file; "
                                    "the index is corrupt")
+        self._fd = fd
 
     @staticmethod
     def exists(root: str | Path) -> bool:

@@ -28,6 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
+from indexing.io import load_npy
+
 log = logging.getLogger("retriever")
 
 INDEX_FILE = "faiss.index"
@@ -609,7 +611,7 @@ class DenseIndex:
             refine_path = directory / REFINE_FILE
             if not refine_path.is_file():
                 raise FileNotFoundError(f"settings ask for refine but {refine_path} is missing")
-            refine_vectors = np.load(refine_path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            refine_vectors = load_npy(refine_path, "r" if mmap else None)
             if refine_vectors.shape != (ntotal, dim) or refine_vectors.dtype != np.float16:
                 raise ValueError(f"{refine_path} is {refine_vectors.dtype} {refine_vectors.shape}, "
                                  f"expected float16 {(ntotal, dim)}")

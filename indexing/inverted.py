@@ -40,6 +40,7 @@ import numpy as np
 
 from indexing import kernels
 from indexing.compress import CHUNK, FORMAT, NST, Bm25Model, PackedPostings
+from indexing.io import load_npy
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
 from indexing.results import STRATEGIES
 
@@ -248,8 +249,8 @@ class InvertedIndex:
         for name in (POSTINGS_DOCS, POSTINGS_IMPACTS):
             os.replace(out_dir / (name + ".tmp"), out_dir / name)
         model = self.model.renumbered(order) if self.model is not None else None
-        return InvertedIndex(self.terms, self.offsets, np.load(out_dir / POSTINGS_DOCS, mmap_mode="r"),
-                             np.load(out_dir / POSTINGS_IMPACTS, mmap_mode="r"), self.num_docs, self.scale,
+        return InvertedIndex(self.terms, self.offsets, load_npy(out_dir / POSTINGS_DOCS, "r"),
+                             load_npy(out_dir / POSTINGS_IMPACTS, "r"), self.num_docs, self.scale,
                              model=model)
 
     def bp_order(self) -> np.ndarray:

@@ -1,14 +1,28 @@
 """Small file helpers with one home: atomic writes (temp file in the same directory, fsync,
-rename) and the size of a directory."""
+rename), ``.npy`` loading that threads can share, and the size of a directory."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
+
+import numpy as np
+
+# numpy parses a .npy header with ast.literal_eval, and CPython 3.11 can fail two concurrent
+# parses with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905):
+# every header is read under this lock (searching threads load indexes while others are built)
+NPY_HEADER_LOCK = threading.Lock()
+
+
+def load_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` of a plain array (no pickles), safe to call from several threads at once."""
+    with NPY_HEADER_LOCK:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexing.io import atomic_open
+from indexing.io import atomic_open, load_npy
 
 FORMAT_VERSION = 3
 # 1: no manifest checksum; composed hybrids by absolute path (refused). 2: uncompressed (CSR)
@@ -437,7 +437,7 @@ def read_docid_order(root: str | os.PathLike, docids: list[str]) -> np.ndarray:
 def load_array(root: str | os.PathLike, name: str, mmap: bool = True) -> np.ndarray:
     path = Path(root) / name
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return load_npy(path, "r" if mmap else None)
     except FileNotFoundError:
         raise IndexFormatError(f"{path}: missing; the index is incomplete") from None
     except ValueError as e:  # not a .npy file, an object array, a truncated header

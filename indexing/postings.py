@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from indexing.io import NPY_HEADER_LOCK, load_npy
+
 
 class PostingsBuilder:
     def __init__(self, columns: int = 1, dtype=np.int32, chunk_postings: int = 10_000_000,
@@ -72,7 +74,7 @@ class PostingsBuilder:
         self._spill()
         chunk_starts = []  # per chunk: where each term's postings begin inside the chunk
         for i in range(len(self._chunks)):
-            c = np.bincount(np.load(self._dir / f"t{i}.npy"), minlength=num_terms)
+            c = np.bincount(load_npy(self._dir / f"t{i}.npy"), minlength=num_terms)
             starts = np.zeros(num_terms + 1, dtype=np.int64)
             np.cumsum(c, out=starts[1:])
             chunk_starts.append(starts)
@@ -109,8 +111,7 @@ class PostingsBuilder:
         docs_out.close()
         values_out.close()
         self.close()
-        return (offsets, np.load(out_dir / docs_name, mmap_mode="r"),
-                np.load(out_dir / values_name, mmap_mode="r"))
+        return offsets, load_npy(out_dir / docs_name, "r"), load_npy(out_dir / values_name, "r")
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -141,7 +142,8 @@ def read_rows(path: Path, start: int, stop: int) -> np.ndarray:
     with open(path, "rb") as f:
         major, _ = np.lib.format.read_magic(f)
         read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(f)
+        with NPY_HEADER_LOCK:
+            shape, _, dtype = read_header(f)
         row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
         f.seek(f.tell() + start * row * dtype.itemsize)
         out = np.fromfile(f, dtype=dtype, count=(stop - start) * row)

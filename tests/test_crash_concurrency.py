@@ -198,9 +198,11 @@ def test_readers_in_threads_during_rebuilds(tmp_path, monkeypatch, exchange):
     threads = [threading.Thread(target=reader) for _ in range(2)]
     for t in threads:
         t.start()
-    for i in range(6):
-        Retriever.build(corpora[(i + 1) % 2], out, overwrite=True)
-    stop.set()
-    for t in threads:
-        t.join()
+    try:
+        for i in range(6):
+            Retriever.build(corpora[(i + 1) % 2], out, overwrite=True)
+    finally:  # a failing build must not leave readers running into the next tests
+        stop.set()
+        for t in threads:
+            t.join()
     assert errors == []

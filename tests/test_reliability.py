@@ -388,3 +388,26 @@ def test_os_errors_become_path_and_reason():
     assert cli._os_error(e) == "/ro/out.trec: Permission denied"
     e = IsADirectoryError(21, "Is a directory", "/tmp/.x.tmp", None, "/tmp")
     assert cli._os_error(e) == "/tmp: Is a directory"
+
+
+def test_a_docstore_refused_at_open_closes_its_file_once(bm25, tmp_path):
+    """A store whose offsets do not describe its file is refused; its descriptor is closed once
+    (``__del__`` also runs when ``__init__`` raises, and closing the number again would close
+    whatever file another thread opened with it since)."""
+    import gc
+
+    from indexing.docstore import OFFSETS, DocStore
+
+    root = tmp_path / "copy"
+    shutil.copytree(bm25.path, root)
+    offsets = np.load(root / OFFSETS)
+    os.remove(root / OFFSETS)
+    np.save(root / OFFSETS, offsets + 1)
+    with pytest.raises(IndexFormatError, match="do not describe this file") as refused:
+        DocStore(root)  # the traceback keeps the half-made store alive until `del refused`
+    with open(root / "other.txt", "w") as f:  # gets the lowest free number: the store's, if it closed it
+        del refused
+        gc.collect()  # the refused store's __del__
+        f.write("still open")
+        f.flush()
+        os.fstat(f.fileno())

@@ -28,6 +28,7 @@ import numpy as np
 
 from indexing.corpus import Doc, doc_text
 from indexing.faiss_index import DenseIndex, check_spec
+from indexing.io import load_npy
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
@@ -102,7 +103,7 @@ class EncodingCache:
         try:
             if ids_path.read_text(encoding="utf-8") != _block_key(docs):
                 return None  # the corpus changed under this block
-            vectors = np.load(vec_path, allow_pickle=False)
+            vectors = load_npy(vec_path)
         except (OSError, ValueError):
             return None  # damaged: encode again
         return vectors if vectors.shape[0] == len(docs) else None

@@ -21,6 +21,7 @@ import numpy as np
 from indexing.corpus import Doc, doc_text, iter_corpus, iter_vector_collection
 from indexing.impacts import build_impact_index, check_quantization
 from indexing.inverted import InvertedIndex
+from indexing.io import load_npy
 from indexing.manifest import IndexWriter, load_array, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
@@ -36,7 +37,7 @@ QUERY_MODES = ("model", "idf", "learned")
 def _load_learned_weights(path: str, vocab: list[str]) -> np.ndarray:
     p = Path(path)
     if p.suffix == ".npy":
-        w = np.load(p, allow_pickle=False).astype(np.float32)
+        w = load_npy(p).astype(np.float32)
         if w.shape != (len(vocab),):
             raise ValueError(f"{p}: expected {len(vocab)} weights (one per token), got shape {w.shape}")
         return w
