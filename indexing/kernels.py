@@ -180,6 +180,36 @@ def _first_blocks(k, shift):
     return max(SCORED_FIRST, 2 * ((k + (1 << shift) - 1) >> shift))
 
 
+def _budget(postings, block_cost, n_terms):
+    """Blocks worth scoring for a query reading ``postings`` (``block_cost`` postings a block and
+    term; -1: no limit)."""
+    return postings / (block_cost * n_terms) if block_cost > 0 and n_terms > 0 else -1.0
+
+
+def _best_first(cand, n_cand, ub, order, first):
+    """The ``first`` candidate blocks with the highest bounds, as keys (bound bits << 32 | block)
+    in ``order[:n]``; returns n."""
+    ub_bits = ub.view(np.uint32)
+    n = 0
+    for i in range(n_cand):
+        b = cand[i]
+        n = _heap_push(order, n, min(first, n_cand), (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+    return n
+
+
+def _blocks_left(cand, n_cand, ub, ub_seen, order, approx, theta):
+    """The candidate blocks not scored yet whose bound (times ``approx``) reaches ``theta``, as
+    keys in ``order``, sorted ascending (best last)."""
+    ub_bits = ub.view(np.uint32)
+    n = 0
+    for i in range(n_cand):
+        b = cand[i]
+        if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
+            order[n] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
+            n += 1
+    return np.sort(order[:n])
+
+
 def _threshold(heap, size, k):
     """The k-th best score so far (0 until k documents matched)."""
     if size < k:
@@ -244,7 +274,7 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
     postings = 0
     for j in range(q_terms.shape[0]):
         postings += offsets[q_terms[j] + 1] - offsets[q_terms[j]]
-    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
+    budget = _budget(postings, block_cost, q_terms.shape[0])
     first = _first_blocks(k, shift)
     if budget >= 0 and max(first, per_hit * k) > budget:  # the postings cost less than the blocks
         return -2, 0
@@ -265,13 +295,8 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
                 cand[n_cand] = b
                 n_cand += 1
             ub[b] += w * np.float32(bm_max[p])
-    ub_bits = ub.view(np.uint32)
     # 1. the blocks with the best few bounds first, for a threshold
-    first = min(first, n_cand)
-    n_first = 0
-    for i in range(n_cand):
-        b = cand[i]
-        n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+    n_first = _best_first(cand, n_cand, ub, order, first)
     size = 0
     scored = 0
     status = 0
@@ -286,18 +311,12 @@ def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q
             break
     if status == 0:
         # 2. the blocks that may still hold a top-k document, best bound first, while one may
-        theta = _threshold(heap, size, k)
-        n_left = 0
-        for i in range(n_cand):
-            b = cand[i]
-            if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
-                order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
-                n_left += 1
+        left = _blocks_left(cand, n_cand, ub, ub_seen, order, approx, _threshold(heap, size, k))
+        n_left = left.shape[0]
         if budget >= 0 and scored + n_left > budget:  # hopeless: read the postings now
             status = -2
             scored += n_left
             n_left = 0
-        left = np.sort(order[:n_left])
         for i in range(n_left - 1, -1, -1):
             key = left[i]
             if approx * np.uint32(key >> np.uint64(32)).view(np.float32) < _threshold(heap, size, k):
@@ -1282,7 +1301,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                       qstate[j]) < 0:
             return -1, 0
         postings += qstate[j, ST_DF]
-    budget = postings / (block_cost * q_terms.shape[0]) if block_cost > 0 and q_terms.shape[0] > 0 else -1.0
+    budget = _budget(postings, block_cost, q_terms.shape[0])
     first = _first_blocks(k, shift)
     if budget >= 0 and max(first, per_hit * k) > budget:  # the postings cost less than the blocks
         return -2, 0
@@ -1303,12 +1322,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     scored = 0
     size = 0
     if status == 0:
-        ub_bits = ub.view(np.uint32)
-        first = min(first, n_cand)
-        n_first = 0
-        for i in range(n_cand):
-            b = cand[i]
-            n_first = _heap_push(order, n_first, first, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+        n_first = _best_first(cand, n_cand, ub, order, first)
         for i in range(n_first):
             b = np.int64(order[i] & _LOW)
             ub_seen[b] = 2  # scored
@@ -1320,18 +1334,12 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                 status = -1
                 break
         if status == 0:
-            theta = _threshold(heap, size, k)
-            n_left = 0
-            for i in range(n_cand):
-                b = cand[i]
-                if ub_seen[b] == 1 and ub[b] > 0.0 and approx * ub[b] >= theta:
-                    order[n_left] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
-                    n_left += 1
+            left = _blocks_left(cand, n_cand, ub, ub_seen, order, approx, _threshold(heap, size, k))
+            n_left = left.shape[0]
             if budget >= 0 and scored + n_left > budget:  # hopeless: read the postings now
                 status = -2
                 scored += n_left
                 n_left = 0
-            left = np.sort(order[:n_left])
             for i in range(n_left - 1, -1, -1):
                 key = left[i]
                 if approx * np.uint32(key >> np.uint64(32)).view(np.float32) < _threshold(heap, size, k):
@@ -1396,6 +1404,9 @@ if HAVE_NUMBA:
     _find = njit(nogil=True, cache=True)(_find)
     _threshold = njit(nogil=True, cache=True)(_threshold)
     _first_blocks = njit(nogil=True, cache=True)(_first_blocks)
+    _budget = njit(nogil=True, cache=True)(_budget)
+    _best_first = njit(nogil=True, cache=True)(_best_first)
+    _blocks_left = njit(nogil=True, cache=True)(_blocks_left)
     _exhaustive = njit(nogil=True, cache=True)(_exhaustive)
     _score_block = njit(nogil=True, cache=True)(_score_block)
     _pruned = njit(nogil=True, cache=True)(_pruned)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -108,9 +110,6 @@ class ShardWorker:
     def analyse(self, shard: int, rng):
         """Analyse the range into ``WORK/analysed/NNN`` (kept from an earlier call when complete);
         returns its BM25 collection statistics."""
-        import shutil
-        import tempfile
-
         from indexing import bm25
 
         out = analysed_dir(self.work, shard)
