@@ -149,14 +149,10 @@ class Trainer:
         self.model.train()
         self.matryoshka = self._matryoshka() if c.matryoshka_dims else None
         self.out = Path(c.out)
-        self.data = TrainingData.load(c.dataset, c.negatives, dev_fraction=c.dev_fraction,
-                                      dev_split=c.dev_split, dev_docs=c.dev_docs, seed=c.seed)
-        if c.distill != "none" and not self.data.has_teacher:
-            raise ValueError(f"--distill {c.distill} needs teacher scores in {c.negatives} "
-                             "(mine with --teacher MODEL)")
+        self.data = self.load_data()
         self.global_batch = c.batch_size * self.dist.world
         clusters = self._topic_clusters() if c.topic_batches else None
-        self.plan = BatchPlan(self.data, self.global_batch, c.group_size, c.seed, clusters)
+        self.plan = BatchPlan(self.data, self.global_batch, self.plan_group_size(), c.seed, clusters)
         micro_per_epoch = self.plan.steps_per_epoch
         self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * micro_per_epoch / c.accumulation))
         self.warmup = c.warmup_steps if c.warmup_steps is not None else int(0.1 * self.total_steps)
@@ -165,11 +161,34 @@ class Trainer:
         self.positives = {e.qid: set(e.pos) for e in self.data.train}
         self.contrastive = ContrastiveLoss(c.temperature)
         self.margin_mse, self.kl = MarginMSELoss(), KLDistillationLoss(c.kl_temperature)
-        self.optimizer = torch.optim.AdamW(_param_groups(self.model, c.weight_decay), lr=c.lr)
+        self.optimizer = torch.optim.AdamW(self.param_groups(), lr=c.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_factor(s))
         self.step = 0
         self.best: tuple[float, int] | None = None  # (dev nDCG@10, step)
         self.history: list[dict] = []
+
+    # -- what a specialised trainer (training.query_trainer) replaces ----------------------
+    def load_data(self) -> TrainingData:
+        """Training and dev examples with the texts they need (from the negatives file)."""
+        c = self.config
+        data = TrainingData.load(c.dataset, c.negatives, dev_fraction=c.dev_fraction,
+                                 dev_split=c.dev_split, dev_docs=c.dev_docs, seed=c.seed)
+        if c.distill != "none" and not data.has_teacher:
+            raise ValueError(f"--distill {c.distill} needs teacher scores in {c.negatives} "
+                             "(mine with --teacher MODEL)")
+        return data
+
+    def plan_group_size(self) -> int:
+        """Passages per query the batch plan draws (the positive and the file's negatives)."""
+        return self.config.group_size
+
+    def param_groups(self) -> list[dict]:
+        """The optimiser's parameter groups (weight decay on matrices only)."""
+        return _param_groups(self.model, self.config.weight_decay)
+
+    def dev_metrics(self) -> dict:
+        """Dev nDCG@10 (the selection metric) and whatever else is worth logging."""
+        return dev_metrics(self.model, self.data, batch_size=self.config.eval_batch_size, device=self.device)
 
     # -- schedule -------------------------------------------------------------------------
     def _lr_factor(self, step: int) -> float:
@@ -381,7 +400,7 @@ class Trainer:
 
     def _dev_eval(self, log_file: Path, elapsed: float) -> None:
         if self.dist.main:
-            m = dev_metrics(self.model, self.data, batch_size=self.config.eval_batch_size, device=self.device)
+            m = self.dev_metrics()
             row = {"step": self.step, "elapsed_s": elapsed, **{f"dev_{k}": v for k, v in m.items()}}
             self.history.append(row)
             _append_json(log_file, row)

@@ -9,56 +9,66 @@ import click
 
 from retriever.cli.main import DATASET, _floats
 
+
+def _opt(*decls, **attrs):
+    return decls, attrs
+
+
 _TRAINER_OPTIONS = [
-    click.option("--model", required=True, help="Starting model (directory, pulled pack name, or hub id)."),
-    click.option("--dataset", required=True, type=DATASET,
-                 help="BEIR dataset directory (texts of queries and documents)."),
-    click.option("--negatives", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                 help="negatives.jsonl from `retriever mine`."),
-    click.option("--out", required=True, type=click.Path(path_type=Path),
-                 help="Output directory: the best model (loadable with --model OUT), checkpoints, logs."),
-    click.option("--epochs", type=float, default=1.0, show_default=True),
-    click.option("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
-    click.option("--batch-size", type=int, default=32, show_default=True, help="Queries per process per micro-batch."),
-    click.option("--group-size", type=int, default=8, show_default=True,
-                 help="Passages per query: 1 positive + N-1 hard negatives."),
-    click.option("--lr", type=float, default=2e-5, show_default=True),
-    click.option("--weight-decay", type=float, default=0.01, show_default=True),
-    click.option("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 10%)."),
-    click.option("--temperature", type=float, default=None,
-                 help="Softmax temperature (default: dense 0.05 for cosine scores, splade 1.0)."),
-    click.option("--max-length", type=int, default=256, show_default=True, help="Passage tokens in training."),
-    click.option("--query-max-length", type=int, default=64, show_default=True),
-    click.option("--seed", type=int, default=42, show_default=True),
-    click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda (torchrun: one GPU per process)."),
-    click.option("--accumulation", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
-    click.option("--grad-cache", "grad_cache_chunk", type=int, default=0, show_default=True,
-                 help="Gradient caching: encode N texts per chunk (0: off)."),
-    click.option("--no-in-batch", "in_batch", flag_value=False, default=True,
-                 help="Only each query's own group as negatives."),
-    click.option("--distill", type=click.Choice(["none", "margin-mse", "kl"]), default="none", show_default=True,
-                 help="Distil from teacher scores in the negatives file (mine with --teacher)."),
-    click.option("--distill-weight", type=float, default=1.0, show_default=True),
-    click.option("--contrastive-weight", type=float, default=1.0, show_default=True),
-    click.option("--topic-batches", is_flag=True, help="Draw each batch from one cluster of similar queries."),
-    click.option("--topic-clusters", type=int, default=None, help="Query clusters (default: queries / 4 batches)."),
-    click.option("--dev-fraction", type=float, default=0.2, show_default=True,
-                 help="Queries of the negatives file carved out for dev evaluation (0: none)."),
-    click.option("--dev-split", default=None, help="Use this qrels split as dev instead of carving one."),
-    click.option("--dev-docs", type=int, default=10_000, show_default=True,
-                 help="Dev pool: dev positives and negatives plus random documents up to N (0: whole corpus)."),
-    click.option("--dev-every", type=int, default=0, show_default=True, help="Steps between dev evaluations (0: each epoch)."),
-    click.option("--save-every", type=int, default=None, help="Steps between checkpoints (default: --dev-every)."),
-    click.option("--log-every", type=int, default=10, show_default=True),
-    click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in OUT."),
-    click.option("--no-bf16", "bf16", flag_value=False, default=True, help="No bf16 autocast on GPUs."),
+    _opt("--model", required=True, help="Starting model (directory, pulled pack name, or hub id)."),
+    _opt("--dataset", required=True, type=DATASET,
+         help="BEIR dataset directory (texts of queries and documents)."),
+    _opt("--negatives", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+         help="negatives.jsonl from `retriever mine`."),
+    _opt("--out", required=True, type=click.Path(path_type=Path),
+         help="Output directory: the best model (loadable with --model OUT), checkpoints, logs."),
+    _opt("--epochs", type=float, default=1.0, show_default=True),
+    _opt("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
+    _opt("--batch-size", type=int, default=32, show_default=True, help="Queries per process per micro-batch."),
+    _opt("--group-size", type=int, default=8, show_default=True,
+         help="Passages per query: 1 positive + N-1 hard negatives."),
+    _opt("--lr", type=float, default=2e-5, show_default=True),
+    _opt("--weight-decay", type=float, default=0.01, show_default=True),
+    _opt("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 10%)."),
+    _opt("--temperature", type=float, default=None,
+         help="Softmax temperature (default: dense 0.05 for cosine scores, splade 1.0)."),
+    _opt("--max-length", type=int, default=256, show_default=True, help="Passage tokens in training."),
+    _opt("--query-max-length", type=int, default=64, show_default=True),
+    _opt("--seed", type=int, default=42, show_default=True),
+    _opt("--device", default="auto", show_default=True, help="auto | cpu | cuda (torchrun: one GPU per process)."),
+    _opt("--accumulation", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
+    _opt("--grad-cache", "grad_cache_chunk", type=int, default=0, show_default=True,
+         help="Gradient caching: encode N texts per chunk (0: off)."),
+    _opt("--no-in-batch", "in_batch", flag_value=False, default=True,
+         help="Only each query's own group as negatives."),
+    _opt("--distill", type=click.Choice(["none", "margin-mse", "kl"]), default="none", show_default=True,
+         help="Distil from teacher scores in the negatives file (mine with --teacher)."),
+    _opt("--distill-weight", type=float, default=1.0, show_default=True),
+    _opt("--contrastive-weight", type=float, default=1.0, show_default=True),
+    _opt("--topic-batches", is_flag=True, help="Draw each batch from one cluster of similar queries."),
+    _opt("--topic-clusters", type=int, default=None, help="Query clusters (default: queries / 4 batches)."),
+    _opt("--dev-fraction", type=float, default=0.2, show_default=True,
+         help="Queries of the negatives file carved out for dev evaluation (0: none)."),
+    _opt("--dev-split", default=None, help="Use this qrels split as dev instead of carving one."),
+    _opt("--dev-docs", type=int, default=10_000, show_default=True,
+         help="Dev pool: dev positives and negatives plus random documents up to N (0: whole corpus)."),
+    _opt("--dev-every", type=int, default=0, show_default=True, help="Steps between dev evaluations (0: each epoch)."),
+    _opt("--save-every", type=int, default=None, help="Steps between checkpoints (default: --dev-every)."),
+    _opt("--log-every", type=int, default=10, show_default=True),
+    _opt("--resume", is_flag=True, help="Continue from the latest checkpoint in OUT."),
+    _opt("--no-bf16", "bf16", flag_value=False, default=True, help="No bf16 autocast on GPUs."),
 ]
 
 
-def trainer_options(f):
-    for option in reversed(_TRAINER_OPTIONS):
-        f = option(f)
-    return f
+def trainer_options(f=None, *, skip: tuple[str, ...] = ()):
+    """The shared trainer flags on a command (``skip``: the ones it does not take, by name)."""
+    def apply(f):
+        for decls, attrs in reversed(_TRAINER_OPTIONS):
+            if decls[0] not in skip:
+                f = click.option(*decls, **attrs)(f)
+        return f
+
+    return apply if f is None else apply(f)
 
 
 @click.group()
@@ -168,3 +178,61 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
                                   query_max_length=flags["query_max_length"], idf=idf, **extra)
 
     run_training(make, flags, extra)
+
+
+@train.command("query")
+@click.option("--index", "index", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="A dense index (Flat, IVF, HNSW or IVF-PQ): its documents stay fixed.")
+@click.option("--negatives", default="live", show_default=True,
+              help="live: retrieved from the index with the model being trained (ADORE); or a negatives.jsonl "
+                   "from `retriever mine` (static).")
+@click.option("--refresh", type=int, default=1, show_default=True,
+              help="Live negatives: search each batch's queries every step (1), or all training queries every N steps.")
+@click.option("--depth", type=int, default=100, show_default=True,
+              help="Live negatives are drawn from this many top results (positives excluded).")
+@click.option("--centroid-lr", type=float, default=1e-4, show_default=True,
+              help="IVF-PQ: learning rate of the coarse and PQ centroids, trained against the fixed codes (JPQ).")
+@click.option("--no-train-centroids", "train_centroids", flag_value=False, default=True,
+              help="IVF-PQ: keep the centroids; train the query encoder only.")
+@click.option("--split", default="train", show_default=True, help="Qrels split of the training queries (live negatives).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT.")
+@trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
+                       "--distill-weight", "--contrastive-weight", "--dev-docs"))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The new index: same documents and codes, trained centroids and query encoder, no refine. "
+                   "Checkpoints and logs go to OUT.train/.")
+def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, split, overwrite, out, **flags):
+    """Train the query encoder (and IVF-PQ centroids) against a fixed dense index (ADORE / JPQ)."""
+    import json
+
+    from indexing.manifest import read_manifest
+    from training.query_trainer import LIVE, QueryTrainer, write_index
+    from training.trainer import TrainConfig
+
+    if negatives != LIVE and not Path(negatives).is_file():
+        raise click.BadParameter(f"{negatives!r} is neither 'live' nor a negatives file", param_hint="--negatives")
+    if Path(out).absolute() == Path(index).absolute():
+        raise click.BadParameter("the trained index must go to a new directory, not over its source",
+                                 param_hint="--out")
+    if Path(out).exists() and not overwrite:
+        raise click.UsageError(f"{out} already exists (use --overwrite to replace it)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("retriever").setLevel(logging.INFO)
+    work = Path(out).with_name(Path(out).name + ".train")
+    flags["temperature"] = flags["temperature"] or 0.05
+    model = (read_manifest(index).get("encoder") or {}).get("model", "")  # what kind of index: QueryTrainer checks
+    config = TrainConfig(model=str(model), negatives=str(negatives), out=str(work),
+                         **{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
+    trainer = QueryTrainer(config, index, refresh=refresh, depth=depth, centroid_lr=centroid_lr,
+                           train_centroids=train_centroids, split=split)
+    result = trainer.train()
+    best = result["best"]
+    trained = work if best else work / "last"
+    record = {"negatives": negatives if negatives == LIVE else str(Path(negatives).absolute()),
+              "refresh": refresh, "depth": depth, "steps": result["steps"],
+              "centroids_trained": trainer.model.docs.trainable,
+              "best_dev_ndcg@10": best[0] if best else None, "best_step": best[1] if best else None,
+              "start_dev_ndcg@10": result["history"][0]["dev_ndcg@10"] if result["history"] else None}
+    write_index(index, trained, out, overwrite=overwrite, record=record)
+    click.echo(json.dumps(record))
+    click.echo(f"index with the trained query encoder in {out} (training logs in {work})")

@@ -130,6 +130,22 @@ def matching_model(root, encoder_config: dict, model: str | None = None) -> str:
     return path
 
 
+def index_query_model(root, encoder_config: dict, model: str | None = None) -> str:
+    """The model a dense index's queries are encoded with: the trained query model the index holds
+    (``query_model``, written by ``retriever train query``, with ``query_fingerprint``), else the
+    model it was built with (``matching_model``). ``model`` given must match the same fingerprint."""
+    from indexing.manifest import IndexFormatError, safe_join
+
+    if not encoder_config.get("query_model"):
+        return matching_model(root, encoder_config, model)
+    path = str(safe_join(root, encoder_config["query_model"], "query model") if model is None
+               else resolve_model(model))
+    if fingerprint(path) != encoder_config.get("query_fingerprint"):
+        raise IndexFormatError(f"{root}: query model {path} does not match the trained query model this "
+                               "index records (fingerprint differs); the scores would be wrong")
+    return path
+
+
 def fingerprint(model_dir: str) -> str | None:
     """sha256 over the files that define a local model's outputs (None for a hub id)."""
     root = Path(model_dir)

@@ -32,7 +32,7 @@ from indexing.io import load_npy
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
-from retriever.encoders.models import matching_model, resolve_model
+from retriever.encoders.models import index_query_model, resolve_model
 from retriever.kinds import Kind, check_settings, option, register
 
 
@@ -225,9 +225,13 @@ class DenseSearcher:
 
 def query_encoder(root, manifest: dict, model: str | None = None, device: str = "cpu") -> DenseEncoder:
     """The query encoder a dense index's manifest describes (its model must match the fingerprint);
-    queries are truncated to the index's ``dim`` like its documents (full size for older indexes)."""
+    queries are truncated to the index's ``dim`` like its documents (full size for older indexes).
+
+    An index written by ``retriever train query`` holds its own trained query model
+    (``encoder.query_model``, a directory inside the index, with ``encoder.query_fingerprint``):
+    queries are encoded with it, and a ``model`` given must match that fingerprint."""
     enc = manifest["encoder"]
-    path = matching_model(root, enc, model)
+    path = index_query_model(root, enc, model)
     settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
     return DenseEncoder(path, settings=settings, device=device, quantize_int8=enc.get("int8", False),
                         dim=enc.get("dim"))

@@ -1,0 +1,313 @@
+"""Index-aware query training (``retriever train query``): ADORE and JPQ on the shared trainer.
+
+The documents stay as a dense index holds them: its vectors, or its IVF-PQ codes. Only the
+query encoder trains (ADORE, Zhan et al. SIGIR 2021), and for IVF-PQ indexes the coarse and PQ
+centroids train with it against the fixed codes (JPQ, Zhan et al. CIKM 2021), so the loss sees
+the scores the compressed index will return. Negatives come from the index itself:
+
+- ``live`` (the default): each step, the batch's queries as the model encodes them now are
+  searched in the index (with the centroids as they are now) and ``group_size - 1`` negatives
+  are drawn from the top ``depth`` that are not positives; ``refresh`` N > 1 searches all
+  training queries every N steps instead and draws from those lists until the next refresh;
+- a negatives file (``retriever mine``): static negatives, for comparison.
+
+Everything else is the shared trainer's (``training.trainer``): the contrastive loss over
+in-batch and hard negatives with the decoupled softmax, the schedule, checkpoints and resume,
+and dev selection — here by searching the whole index with the dev queries.
+
+``write_index`` turns the best model into a new index directory: the same documents and codes,
+the trained centroids, the query encoder under ``query_model/`` (named in the manifest's
+``encoder.query_model`` with its fingerprint), and no float16 refine copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from eval.beir import BeirDataset, carve_dev
+from eval.metrics import evaluate
+from indexing.errors import DataError
+from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest, safe_join
+from retriever.encoders.dense import DenseSettings, truncate
+from retriever.encoders.models import fingerprint, index_query_model
+from training.data import Example, Group, TrainingData, read_negatives
+from training.dev_eval import embed
+from training.encoders import DenseTrainEncoder
+from training.index_documents import CENTROIDS, IndexDocuments
+from training.trainer import Trainer, TrainConfig, _param_groups
+
+log = logging.getLogger("retriever")
+QUERY_MODEL = "query_model"     # the trained query encoder inside a saved model or an index
+LIVE = "live"
+
+
+class IndexQueryModel(nn.Module):
+    """The query encoder of an index (trained) and its documents (fixed, or centroids trained).
+
+    Looks like an encoder to the trainer: queries tokenise and encode (truncated to the index's
+    dimension and rotated into its space), scores are inner products, documents come from
+    ``docs`` by internal id. ``save(out)`` writes ``out/query_model`` and ``out/centroids.npz``.
+    """
+
+    def __init__(self, encoder: DenseTrainEncoder, docs: IndexDocuments, dim: int) -> None:
+        super().__init__()
+        self.encoder, self.docs, self.index_dim = encoder, docs, dim
+        self.settings = encoder.settings
+
+    @property
+    def dim(self) -> int:
+        return self.index_dim
+
+    def tokenize(self, texts, kind: str) -> dict:
+        if kind != "query":
+            raise ValueError("index-aware training encodes queries only: documents come from the index")
+        return self.encoder.tokenize(texts, "query")
+
+    def encode(self, batch: dict, kind: str) -> torch.Tensor:
+        q = self.encoder.encode(batch, "query")
+        if self.index_dim < q.shape[-1]:
+            q = truncate(q, self.index_dim, self.settings.normalize)
+        return self.docs.query_space(q)
+
+    def score(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return q @ d.t()
+
+    def regularizer(self, q: torch.Tensor, d: torch.Tensor, step: int):
+        return q.new_zeros(()), {}
+
+    def stats(self, q: torch.Tensor, d: torch.Tensor) -> dict:
+        return {}
+
+    def save(self, out: str | Path) -> None:
+        out = Path(out)
+        self.encoder.save(out / QUERY_MODEL)
+        arrays = self.docs.centroids()
+        if arrays:
+            with open(out / CENTROIDS, "wb") as f:
+                np.savez(f, **arrays)
+
+    def config(self) -> dict:
+        return {**self.encoder.config(), "index_dim": self.index_dim, "quantized": self.docs.quantized}
+
+
+class QueryTrainer(Trainer):
+    """The shared trainer with the documents of ``index`` (see the module docstring).
+
+    ``negatives``: ``"live"`` or a negatives file; ``refresh``, ``depth``: live negatives;
+    ``centroid_lr``: learning rate of the centroids (IVF-PQ), ``train_centroids``: whether
+    they train; ``split``: the qrels split whose queries train (live negatives).
+    """
+
+    def __init__(self, config: TrainConfig, index: str | Path, *, refresh: int = 1, depth: int = 100,
+                 centroid_lr: float = 1e-4, train_centroids: bool = True, split: str = "train",
+                 on_step=None) -> None:
+        from indexing.faiss_index import DenseIndex
+
+        if refresh < 1 or depth < 1:
+            raise ValueError("refresh and depth must be at least 1")
+        if not centroid_lr > 0:
+            raise ValueError("centroid-lr must be positive")
+        if config.distill != "none":
+            raise ValueError("train query does not distil (no teacher scores for live negatives)")
+        if config.matryoshka_dims:
+            raise ValueError("train query trains the query side of one index dimension; --matryoshka does not apply")
+        self.root = Path(index)
+        self.manifest = manifest = read_manifest(self.root)
+        if manifest.get("kind") != "dense" or manifest.get("backend") != "native":
+            raise IndexFormatError(f"{self.root}: train query needs a dense index (this one is "
+                                   f"{manifest.get('kind')}/{manifest.get('backend')}); for a sharded or "
+                                   "hybrid index, train on an unsharded dense index of the same model")
+        self.docids = read_docids(self.root)
+        self.row = {d: i for i, d in enumerate(self.docids)}
+        self.refresh, self.depth, self.split = refresh, depth, split
+        self.centroid_lr = centroid_lr
+        self.live = config.negatives == LIVE
+        faiss_settings = {**manifest["faiss"], "refine": False}  # the scores the codes give
+        self.index = DenseIndex.load(self.root, faiss_settings, device="cpu", mmap=False)
+        docs = IndexDocuments.read(self.index.index, train_centroids=train_centroids)
+        enc = manifest["encoder"]
+        model = index_query_model(self.root, enc)
+        settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
+        dim = int(enc.get("dim") or manifest["faiss"]["dim"])
+        self._cache: dict[str, np.ndarray] = {}
+        self._cache_step = -1
+
+        def make():
+            encoder = DenseTrainEncoder(model, max_length=config.max_length,
+                                        query_max_length=config.query_max_length, settings=settings)
+            return IndexQueryModel(encoder, docs, dim)
+
+        super().__init__(config, make, on_step=on_step)
+        if self.dist.world > 1:
+            raise ValueError("train query runs in one process (one CPU or GPU)")
+
+    # -- data ----------------------------------------------------------------------------------
+    def load_data(self) -> TrainingData:
+        """Training queries and positives from the qrels split (live) or the negatives file; the
+        dev split carved from them as the shared trainer does (or ``dev_split``)."""
+        c = self.config
+        ds = BeirDataset(c.dataset)
+        queries = ds.queries()
+        if self.live:
+            qrels = ds.qrels(self.split)
+            source = ds.root / "qrels" / f"{self.split}.tsv"
+            examples = [Example(q, sorted(d for d, r in j.items() if r > 0), []) for q, j in qrels.items()
+                        if q in queries and any(r > 0 for r in j.values())]
+        else:
+            source = Path(c.negatives)
+            examples, _ = read_negatives(source)
+            missing = [e.qid for e in examples if e.qid not in queries]
+            if missing:
+                raise DataError(f"{len(missing)} queries of {source} are not in the dataset, e.g. {missing[0]!r}",
+                                path=ds.queries_path)
+        for e in examples:
+            absent = [d for d in e.pos + e.neg if d not in self.row]
+            if absent:
+                raise DataError(f"query {e.qid!r} names document {absent[0]!r}, which is not in the index "
+                                f"{self.root}", path=source)
+        if c.dev_split:
+            dev = [Example(q, sorted(d for d, r in j.items() if r > 0 and d in self.row), [])
+                   for q, j in ds.qrels(c.dev_split).items() if q in queries]
+            dev = [e for e in dev if e.pos]
+            train = [e for e in examples if e.qid not in {x.qid for x in dev}]
+        elif c.dev_fraction > 0:
+            _, carved = carve_dev({e.qid: {d: 1 for d in e.pos} for e in examples}, c.dev_fraction, seed=0)
+            train = [e for e in examples if e.qid not in carved]
+            dev = [e for e in examples if e.qid in carved]
+        else:
+            train, dev = examples, []
+        if not train:
+            raise DataError("no training queries (with a positive in the index)", path=source)
+        # random negatives (a file's query without mined ones) are drawn from every document
+        docs = {} if self.live else dict.fromkeys(self.docids, "")
+        return TrainingData(train, dev, {e.qid: queries[e.qid] for e in train + dev}, docs, [], False)
+
+    def plan_group_size(self) -> int:
+        return 1 if self.live else self.config.group_size  # live negatives are added per step
+
+    def param_groups(self) -> list[dict]:
+        groups = _param_groups(self.model.encoder, self.config.weight_decay)
+        centroids = [p for p in (getattr(self.model.docs, "coarse", None), getattr(self.model.docs, "pq", None))
+                     if p is not None and p.requires_grad]
+        if centroids:
+            groups.append({"params": centroids, "weight_decay": 0.0, "lr": self.centroid_lr})
+        return groups
+
+    # -- one micro-batch -------------------------------------------------------------------------
+    def micro_step(self, groups: list[Group], scale: float = 1.0) -> dict:
+        qb = self._to_device(self.model.tokenize([g.query for g in groups], "query"))
+        q = self._encode(qb, "query")
+        if self.live:
+            groups = self._live_groups(groups, q.detach())
+        rows = [self.row[d] for g in groups for d in g.doc_ids]
+        d = self.model.docs.vectors(torch.tensor(rows, device=q.device))
+        loss, parts = self.loss(q, d, groups)
+        (loss * scale).backward()
+        return parts
+
+    def _live_groups(self, groups: list[Group], q: torch.Tensor) -> list[Group]:
+        """Each group's positive plus ``group_size - 1`` negatives drawn from the top ``depth`` the
+        index returns for the query (encoded now, or at the last refresh), never a positive."""
+        c = self.config
+        if self.refresh == 1:
+            ids, _ = self.index.search(q.float().cpu().numpy(), self.depth)
+            found = dict(zip((g.qid for g in groups), ids))
+        else:
+            if self._cache_step < 0 or self.step - self._cache_step >= self.refresh:
+                self._refresh_cache()
+            found = {g.qid: self._cache[g.qid] for g in groups}
+        out = []
+        for g in groups:
+            pos = self.positives[g.qid]
+            candidates = [self.docids[i] for i in found[g.qid] if i >= 0 and self.docids[i] not in pos]
+            rng = np.random.default_rng([c.seed, self.step, int(self.row[g.doc_ids[0]]), 11])
+            want = c.group_size - 1
+            if len(candidates) >= want:
+                picks = [candidates[i] for i in sorted(rng.choice(len(candidates), size=want, replace=False))]
+            else:  # fewer retrieved non-positives than needed: random documents fill the group
+                picks = list(candidates)
+                while len(picks) < want:
+                    d = self.docids[int(rng.integers(len(self.docids)))]
+                    if d not in pos:
+                        picks.append(d)
+            out.append(Group(g.qid, g.query, [g.doc_ids[0]] + picks, None))
+        return out
+
+    def _refresh_cache(self) -> None:
+        self.sync_index()
+        texts = [self.data.queries[e.qid] for e in self.data.train]
+        vectors = embed(self.model, texts, "query", self.config.eval_batch_size, self.device)
+        ids, _ = self.index.search(vectors.cpu().numpy(), self.depth)
+        self._cache = {e.qid: row for e, row in zip(self.data.train, ids)}
+        self._cache_step = self.step
+
+    def sync_index(self) -> None:
+        """The faiss index searched for negatives and dev gets the centroids as they are now."""
+        self.model.docs.write_to(self.index.index)
+
+    # -- dev: search the whole index --------------------------------------------------------
+    def dev_metrics(self) -> dict:
+        self.sync_index()
+        texts = [self.data.queries[e.qid] for e in self.data.dev]
+        vectors = embed(self.model, texts, "query", self.config.eval_batch_size, self.device)
+        ids, scores = self.index.search(vectors.cpu().numpy(), 100)
+        run = {e.qid: {self.docids[i]: float(s) for i, s in zip(r, sc) if i >= 0}
+               for e, r, sc in zip(self.data.dev, ids, scores)}
+        qrels = {e.qid: {p: 1 for p in e.pos} for e in self.data.dev}
+        return dict(evaluate(qrels, run, ["ndcg@10", "recall@100"]).metrics)
+
+    def resolved_config(self) -> dict:
+        out = super().resolved_config()
+        out.update(index=str(self.root), negatives_mode=LIVE if self.live else "file", refresh=self.refresh,
+                   depth=self.depth, centroid_lr=self.centroid_lr, split=self.split,
+                   train_centroids=self.model.docs.trainable)
+        return out
+
+
+def write_index(source: str | Path, trained: str | Path, out: str | Path, *, overwrite: bool = False,
+                record: dict | None = None) -> Path:
+    """A new index at ``out``: the documents and codes of ``source``, the centroids and query model
+    that ``IndexQueryModel.save`` wrote into ``trained``, no refine copy; ``record`` goes into the
+    manifest's ``query_training``."""
+    import faiss
+
+    from indexing.faiss_index import INDEX_FILE, REFINE_FILE
+
+    source, trained = Path(source), Path(trained)
+    manifest = read_manifest(source)
+    model_dir = trained / QUERY_MODEL
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"no trained query model in {model_dir}")
+    with IndexWriter(out, overwrite=overwrite) as writer:
+        skip = {INDEX_FILE, REFINE_FILE}
+        for name in manifest["files"]:
+            if name in skip or name.split("/")[0] == QUERY_MODEL:
+                continue
+            target = writer.path(name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(safe_join(source, name), target)
+        index = faiss.read_index(str(source / INDEX_FILE))
+        if (trained / CENTROIDS).is_file():
+            docs = IndexDocuments.read(index)
+            with np.load(trained / CENTROIDS) as arrays:
+                docs.load_centroids(arrays)
+            docs.write_to(index)
+        faiss.write_index(index, str(writer.path(INDEX_FILE)))
+        shutil.copytree(model_dir, writer.path(QUERY_MODEL))
+        body = {k: v for k, v in manifest.items() if k not in ("files", "created", "format_version",
+                                                              "manifest_sha256")}
+        ntotal = manifest["faiss"]["ntotal"]
+        body["faiss"] = {**manifest["faiss"], "refine": False, "refine_bytes_per_vector": 0,
+                         "bytes_per_vector": round(writer.path(INDEX_FILE).stat().st_size / ntotal, 2)
+                         if ntotal else None}
+        body["encoder"] = {**manifest["encoder"], "query_model": QUERY_MODEL,
+                           "query_fingerprint": fingerprint(str(writer.path(QUERY_MODEL)))}
+        body["query_training"] = {"source_index": str(source.absolute()), **(record or {})}
+        writer.finish(body)
+    return Path(out)
