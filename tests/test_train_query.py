@@ -330,3 +330,33 @@ def test_refusals(query_set, tmp_path, tiny_mlm):
     result = _train(ds, bm25, tmp_path / "y")
     assert result.exit_code != 0 and "needs a dense index" in result.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_resume_gives_the_jpq_model_of_an_uninterrupted_run(query_set, tmp_path, one_torch_thread):
+    """Live negatives (refresh 1) depend on the model and the step only; centroids are in the checkpoint."""
+    from training.query_trainer import QueryTrainer
+
+    ds, _, pq = query_set
+    kw = {"max_steps": 4, "save_every": 2, "dev_fraction": 0}
+    whole = QueryTrainer(_config(tmp_path / "a", ds, **kw), pq, centroid_lr=1e-2)
+    whole.train()
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 2:
+            raise Stop
+
+    cfg = _config(tmp_path / "b", ds, **kw)
+    with pytest.raises(Stop):
+        QueryTrainer(cfg, pq, centroid_lr=1e-2, on_step=interrupt).train()
+    cfg.resume = True
+    resumed = QueryTrainer(cfg, pq, centroid_lr=1e-2)
+    resumed.train()
+    state_a, state_b = whole.model.state_dict(), resumed.model.state_dict()
+    assert "docs.pq" in state_a and "docs.codes" not in state_a  # centroids checkpointed, fixed codes not
+    assert not torch.equal(state_a["docs.pq"], torch.as_tensor(IndexDocuments.read(
+        faiss.read_index(str(pq / "faiss.index"))).pq))  # they trained
+    for name, value in state_a.items():
+        assert torch.equal(value, state_b[name]), name

@@ -195,7 +195,7 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--no-train-centroids", "train_centroids", flag_value=False, default=True,
               help="IVF-PQ: keep the centroids; train the query encoder only.")
 @click.option("--split", default="train", show_default=True, help="Qrels split of the training queries (live negatives).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT (and a finished run in OUT.train).")
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
                        "--distill-weight", "--contrastive-weight", "--dev-docs"))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
@@ -219,6 +219,10 @@ def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("retriever").setLevel(logging.INFO)
     work = Path(out).with_name(Path(out).name + ".train")
+    if overwrite and not flags["resume"] and work.is_dir():
+        import shutil
+
+        shutil.rmtree(work)  # the run that made the index being replaced
     flags["temperature"] = flags["temperature"] or 0.05
     model = (read_manifest(index).get("encoder") or {}).get("model", "")  # what kind of index: QueryTrainer checks
     config = TrainConfig(model=str(model), negatives=str(negatives), out=str(work),
