@@ -360,3 +360,36 @@ def test_resume_gives_the_jpq_model_of_an_uninterrupted_run(query_set, tmp_path,
         faiss.read_index(str(pq / "faiss.index"))).pq))  # they trained
     for name, value in state_a.items():
         assert torch.equal(value, state_b[name]), name
+
+
+def test_a_truncated_index_trains_queries_at_its_dimension(query_set, tiny_mlm, tmp_path, one_torch_thread):
+    ds, _, _ = query_set
+    idx = tmp_path / "dim16"
+    result = CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--kind", "dense", "--model", str(tiny_mlm),
+                                           "--quiet", "--device", "cpu", "--faiss", "Flat", "--dim", "16"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "trained16"
+    result = _train(ds, idx, out, "--dev-fraction", "0", "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)["encoder"]["dim"] == 16
+    text = "river water city"
+    q = DenseEncoder(str(out / "query_model"), device="cpu", dim=16).encode_queries([text])
+    assert q.shape == (1, 16)
+    scores = faiss.read_index(str(idx / "faiss.index")).search(q, 3)[0][0]
+    np.testing.assert_allclose([h.score for h in Retriever.load(out).search(text, k=3)], scores, rtol=1e-5)
+
+
+def test_training_queries_naming_documents_outside_the_index_are_refused(query_set, tmp_path):
+    from indexing.errors import DataError
+    from training.query_trainer import QueryTrainer
+
+    ds, flat, _ = query_set
+    bad = tmp_path / "ds"
+    bad.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (bad / name).write_bytes((ds / name).read_bytes())
+    (bad / "qrels").mkdir()
+    (bad / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nqv1\tdv1\t1\nqv2\tnowhere\t1\n")
+    with pytest.raises(DataError, match="nowhere.*not in the index") as e:
+        QueryTrainer(_config(tmp_path, bad), flat)
+    assert "train.tsv" in str(e.value)
