@@ -195,7 +195,7 @@ def test_live_negatives_come_from_the_index_and_are_never_positives(query_set, t
         with torch.no_grad():
             q = trainer._encode(trainer._to_device(trainer.model.tokenize([g.query for g in groups], "query")), "query")
         live = trainer._live_groups(groups, q)
-        ids, _ = trainer.index.search(q.numpy(), 8)
+        ids = trainer.side.search(q, 8)
         for g, row, found in zip(groups, live, ids):
             assert row.doc_ids[0] == g.doc_ids[0] and len(row.doc_ids) == 6
             negatives = row.doc_ids[1:]
@@ -328,7 +328,7 @@ def test_refusals(query_set, tmp_path, tiny_mlm):
     bm25 = tmp_path / "bm25"
     assert CliRunner().invoke(cli.main, ["index", str(ds), str(bm25), "--quiet"]).exit_code == 0
     result = _train(ds, bm25, tmp_path / "y")
-    assert result.exit_code != 0 and "needs a dense index" in result.output
+    assert result.exit_code != 0 and "needs a dense or an inference-free sparse index" in result.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
@@ -393,3 +393,61 @@ def test_training_queries_naming_documents_outside_the_index_are_refused(query_s
     with pytest.raises(DataError, match="nowhere.*not in the index") as e:
         QueryTrainer(_config(tmp_path, bad), flat)
     assert "train.tsv" in str(e.value)
+
+
+# -- inference-free sparse indexes: the query weights train ----------------------------------
+@pytest.fixture(scope="module")
+def sparse_index(query_set, tiny_mlm, tmp_path_factory):
+    ds = query_set[0]
+    idx = tmp_path_factory.mktemp("sparse") / "idf"
+    result = CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--kind", "sparse", "--model", str(tiny_mlm),
+                                           "--query-mode", "idf", "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return idx
+
+
+def test_token_weight_queries_score_as_the_impact_index_does(query_set, sparse_index, tmp_path, one_torch_thread):
+    from training.query_trainer import QueryTrainer
+
+    ds = query_set[0]
+    trainer = QueryTrainer(_config(tmp_path, ds, lr=1e-2, temperature=1.0), sparse_index)
+    texts = ["vitamin d bone fracture", "coffee tea awake", "search index term"]
+    with torch.no_grad():
+        q = trainer._encode(trainer.model.tokenize(texts, "query"), "query")
+        scores = q @ trainer.model.docs.vectors(torch.arange(len(trainer.docids))).t()
+    r = Retriever.load(sparse_index)
+    for text, row, ids in zip(texts, scores, trainer.side.search(q, 5)):
+        hits = r.search(text, k=5)
+        assert [h.docid for h in hits] == [trainer.docids[i] for i in ids]
+        np.testing.assert_allclose([h.score for h in hits], row.topk(5).values.numpy(), rtol=1e-5)
+
+
+def test_inference_free_query_weights_train_and_round_trip(query_set, sparse_index, tmp_path, one_torch_thread):
+    from retriever.kinds.sparse import QUERY_WEIGHTS
+
+    ds = query_set[0]
+    out = tmp_path / "learned"
+    result = _train(ds, sparse_index, out, "--dev-fraction", "0", "--lr", "0.05")
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
+    assert manifest["query"]["mode"] == "learned" and manifest["query_training"]["steps"] == 4
+    before, after = np.load(sparse_index / QUERY_WEIGHTS), np.load(out / QUERY_WEIGHTS)
+    assert before.shape == after.shape and not np.allclose(before, after) and (after >= 0).all()
+    assert (out / "postings.npy").read_bytes() == (sparse_index / "postings.npy").read_bytes()
+    # searches use the trained weights: the same ranking as scoring with them by hand
+    from training.index_documents import ImpactDocuments
+    from indexing.inverted import InvertedIndex
+
+    index = InvertedIndex.load(out, num_docs=manifest["doc_count"], scale=manifest["impacts"]["scale"],
+                               layout=InvertedIndex.layout_of(manifest))
+    docs = ImpactDocuments(index).matrix
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(manifest["encoder"]["model"])
+    text = "coffee caffeine sleep"
+    ids = sorted({i for i in tok(text)["input_ids"] if i not in tok.all_special_ids})
+    q = np.zeros(docs.shape[1], np.float32)
+    q[ids] = after[ids]
+    by_hand = docs @ q
+    hits = Retriever.load(out).search(text, k=5)
+    np.testing.assert_allclose([h.score for h in hits], np.sort(by_hand)[::-1][:5], rtol=1e-5)

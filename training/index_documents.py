@@ -178,3 +178,37 @@ class IndexDocuments(nn.Module):
 
     def _device(self) -> torch.device:
         return (self.pq if self.quantized else self.fixed).device
+
+
+class ImpactDocuments(nn.Module):
+    """The documents of an impact (sparse) index as rows of token weights: ``vectors(rows)`` is
+    (len(rows) x vocabulary), each entry the stored impact divided by the index's scale, so a
+    query's dot product with it is the score the index returns for that query."""
+
+    def __init__(self, index) -> None:
+        super().__init__()
+        from scipy import sparse
+
+        offsets, docs, impacts = index.offsets, index.docs, index.impacts
+        terms = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        values = impacts.astype(np.float32) / np.float32(index.scale or 1.0)
+        self.matrix = sparse.csr_matrix((values, (docs, terms)), shape=(index.num_docs, len(offsets) - 1))
+        self.quantized, self.count, self.dim = False, index.num_docs, len(offsets) - 1
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)  # follows .to(device)
+
+    @property
+    def trainable(self) -> bool:
+        return False
+
+    def query_space(self, q: torch.Tensor) -> torch.Tensor:
+        return q
+
+    def vectors(self, rows) -> torch.Tensor:
+        rows = np.asarray(torch.as_tensor(rows).cpu(), dtype=np.int64)
+        return torch.from_numpy(self.matrix[rows].toarray()).to(self._anchor.device)
+
+    def centroids(self) -> dict:
+        return {}
+
+    def write_to(self, index) -> None:
+        pass

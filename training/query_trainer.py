@@ -35,15 +35,16 @@ from eval.metrics import evaluate
 from indexing.errors import DataError
 from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest, safe_join
 from retriever.encoders.dense import DenseSettings, truncate
-from retriever.encoders.models import fingerprint, index_query_model
+from retriever.encoders.models import fingerprint, index_query_model, matching_model
 from training.data import Example, Group, TrainingData, read_negatives
 from training.dev_eval import embed
 from training.encoders import DenseTrainEncoder
-from training.index_documents import CENTROIDS, IndexDocuments
+from training.index_documents import CENTROIDS, ImpactDocuments, IndexDocuments
 from training.trainer import Trainer, TrainConfig, _param_groups
 
 log = logging.getLogger("retriever")
 QUERY_MODEL = "query_model"     # the trained query encoder inside a saved model or an index
+QUERY_WEIGHTS = "query_weights.npy"  # inference-free sparse query weights (as retriever.kinds.sparse names them)
 LIVE = "live"
 
 
@@ -96,6 +97,124 @@ class IndexQueryModel(nn.Module):
         return {**self.encoder.config(), "index_dim": self.index_dim, "quantized": self.docs.quantized}
 
 
+class TokenWeightModel(nn.Module):
+    """Inference-free sparse queries as a trainable model: a query is its distinct tokens (special
+    tokens aside), each weighted by ``weights[token]`` (clamped at 0, as the index drops weights
+    <= 0), exactly what ``retriever.encoders.splade.TokenWeightQueryEncoder`` does at search time.
+    ``save(out)`` writes the weights as ``out/query_weights.npy``."""
+
+    def __init__(self, tokenizer, weights: np.ndarray, max_length: int, docs) -> None:
+        super().__init__()
+        self.tokenizer, self.max_length, self.docs = tokenizer, max_length, docs
+        self.weights = nn.Parameter(torch.as_tensor(np.array(weights, np.float32)))
+        self._special = set(tokenizer.all_special_ids)
+        self.settings = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.weights.shape[0])
+
+    def tokenize(self, texts, kind: str) -> dict:
+        if kind != "query":
+            raise ValueError("index-aware training encodes queries only: documents come from the index")
+        rows, cols = [], []
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        for r, row in enumerate(ids):
+            uniq = sorted({i for i in row if i not in self._special and i < self.dim})
+            rows += [r] * len(uniq)
+            cols += uniq
+        return {"rows": torch.tensor(rows, dtype=torch.long), "cols": torch.tensor(cols, dtype=torch.long),
+                "count": torch.tensor([len(ids)])}
+
+    def encode(self, batch: dict, kind: str) -> torch.Tensor:
+        q = self.weights.new_zeros((int(batch["count"][0]), self.dim))
+        return q.index_put((batch["rows"], batch["cols"]), self.weights.clamp(min=0)[batch["cols"]])
+
+    def score(self, q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        return q @ d.t()
+
+    def regularizer(self, q: torch.Tensor, d: torch.Tensor, step: int):
+        return q.new_zeros(()), {}
+
+    def stats(self, q: torch.Tensor, d: torch.Tensor) -> dict:
+        return {"query_terms": float((q > 0).sum(dim=1).float().mean())}
+
+    def save(self, out: str | Path) -> None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / QUERY_WEIGHTS, self.weights.detach().clamp(min=0).cpu().numpy().astype(np.float32))
+
+    def config(self) -> dict:
+        return {"kind": "token-weights", "vocabulary": self.dim, "max_length": self.max_length}
+
+
+class _DenseSide:
+    """A dense index: faiss searches (with the centroids as they are now), IVF-PQ centroids train."""
+
+    def __init__(self, root: Path, manifest: dict, config: TrainConfig, train_centroids: bool) -> None:
+        from indexing.faiss_index import DenseIndex
+
+        faiss_settings = {**manifest["faiss"], "refine": False}  # the scores the codes give
+        self.index = DenseIndex.load(root, faiss_settings, device="cpu", mmap=False)
+        self.docs = IndexDocuments.read(self.index.index, train_centroids=train_centroids)
+        enc = manifest["encoder"]
+        model = index_query_model(root, enc)
+        settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
+        dim = int(enc.get("dim") or manifest["faiss"]["dim"])
+
+        def make():
+            encoder = DenseTrainEncoder(model, max_length=config.max_length,
+                                        query_max_length=config.query_max_length, settings=settings)
+            return IndexQueryModel(encoder, self.docs, dim)
+
+        self.make = make
+
+    def search(self, q: torch.Tensor, k: int) -> np.ndarray:
+        return self.index.search(q.detach().float().cpu().numpy(), k)[0]
+
+    def sync(self) -> None:
+        self.docs.write_to(self.index.index)
+
+
+class _SparseSide:
+    """An inference-free impact index: the kernel searches with the query weights as they are now."""
+
+    def __init__(self, root: Path, manifest: dict, config: TrainConfig) -> None:
+        from transformers import AutoTokenizer
+
+        from indexing.inverted import InvertedIndex
+        from indexing.manifest import load_array
+
+        if manifest["query"]["mode"] not in ("idf", "learned") or manifest.get("vocabulary") != "model":
+            raise IndexFormatError(f"{root}: train query on a sparse index trains inference-free query weights; "
+                                   f"this index encodes queries with {manifest['query']['mode']!r} (build it with "
+                                   "--query-mode idf)")
+        stats = manifest["impacts"]
+        docids = read_docids(root)
+        self.index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"],
+                                        layout=InvertedIndex.layout_of(manifest))
+        self.docs = ImpactDocuments(self.index)
+        tokenizer = AutoTokenizer.from_pretrained(matching_model(root, manifest["encoder"]))
+        weights = load_array(root, QUERY_WEIGHTS, mmap=False)
+        max_length = int(manifest["query"]["max_length"])
+        self.make = lambda: TokenWeightModel(tokenizer, weights, max_length, self.docs)
+
+    def search(self, q: torch.Tensor, k: int) -> np.ndarray:
+        q = q.detach().float().cpu().numpy()
+        queries = []
+        for row in q:
+            terms = np.flatnonzero(row > 0).astype(np.int32)
+            queries.append((terms, row[terms]))
+        found = self.index.search_many(queries, k)
+        out = np.full((len(q), min(k, self.index.num_docs)), -1, dtype=np.int64)
+        for i, (ids, _) in enumerate(found):
+            out[i, :len(ids)] = ids
+        return out
+
+    def sync(self) -> None:
+        pass
+
+
 class QueryTrainer(Trainer):
     """The shared trainer with the documents of ``index`` (see the module docstring).
 
@@ -107,8 +226,6 @@ class QueryTrainer(Trainer):
     def __init__(self, config: TrainConfig, index: str | Path, *, refresh: int = 1, depth: int = 100,
                  centroid_lr: float = 1e-4, train_centroids: bool = True, split: str = "train",
                  on_step=None) -> None:
-        from indexing.faiss_index import DenseIndex
-
         if refresh < 1 or depth < 1:
             raise ValueError("refresh and depth must be at least 1")
         if not centroid_lr > 0:
@@ -119,31 +236,21 @@ class QueryTrainer(Trainer):
             raise ValueError("train query trains the query side of one index dimension; --matryoshka does not apply")
         self.root = Path(index)
         self.manifest = manifest = read_manifest(self.root)
-        if manifest.get("kind") != "dense" or manifest.get("backend") != "native":
-            raise IndexFormatError(f"{self.root}: train query needs a dense index (this one is "
-                                   f"{manifest.get('kind')}/{manifest.get('backend')}); for a sharded or "
-                                   "hybrid index, train on an unsharded dense index of the same model")
+        kind = (manifest.get("kind"), manifest.get("backend"))
+        if kind not in (("dense", "native"), ("sparse", "native")):
+            raise IndexFormatError(f"{self.root}: train query needs a dense or an inference-free sparse index (this "
+                                   f"one is {kind[0]}/{kind[1]}); for a sharded or hybrid index, train on an "
+                                   "unsharded index of the same model")
         self.docids = read_docids(self.root)
         self.row = {d: i for i, d in enumerate(self.docids)}
         self.refresh, self.depth, self.split = refresh, depth, split
         self.centroid_lr = centroid_lr
         self.live = config.negatives == LIVE
-        faiss_settings = {**manifest["faiss"], "refine": False}  # the scores the codes give
-        self.index = DenseIndex.load(self.root, faiss_settings, device="cpu", mmap=False)
-        docs = IndexDocuments.read(self.index.index, train_centroids=train_centroids)
-        enc = manifest["encoder"]
-        model = index_query_model(self.root, enc)
-        settings = DenseSettings(**{k: enc[k] for k in DenseSettings.__dataclass_fields__})
-        dim = int(enc.get("dim") or manifest["faiss"]["dim"])
+        self.side = (_DenseSide(self.root, manifest, config, train_centroids) if kind[0] == "dense"
+                     else _SparseSide(self.root, manifest, config))
         self._cache: dict[str, np.ndarray] = {}
         self._cache_step = -1
-
-        def make():
-            encoder = DenseTrainEncoder(model, max_length=config.max_length,
-                                        query_max_length=config.query_max_length, settings=settings)
-            return IndexQueryModel(encoder, docs, dim)
-
-        super().__init__(config, make, on_step=on_step)
+        super().__init__(config, self.side.make, on_step=on_step)
         if self.dist.world > 1:
             raise ValueError("train query runs in one process (one CPU or GPU)")
 
@@ -192,6 +299,8 @@ class QueryTrainer(Trainer):
         return 1 if self.live else self.config.group_size  # live negatives are added per step
 
     def param_groups(self) -> list[dict]:
+        if isinstance(self.model, TokenWeightModel):
+            return [{"params": [self.model.weights], "weight_decay": 0.0}]
         groups = _param_groups(self.model.encoder, self.config.weight_decay)
         centroids = [p for p in (getattr(self.model.docs, "coarse", None), getattr(self.model.docs, "pq", None))
                      if p is not None and p.requires_grad]
@@ -216,8 +325,7 @@ class QueryTrainer(Trainer):
         index returns for the query (encoded now, or at the last refresh), never a positive."""
         c = self.config
         if self.refresh == 1:
-            ids, _ = self.index.search(q.float().cpu().numpy(), self.depth)
-            found = dict(zip((g.qid for g in groups), ids))
+            found = dict(zip((g.qid for g in groups), self.side.search(q, self.depth)))
         else:
             if self._cache_step < 0 or self.step - self._cache_step >= self.refresh:
                 self._refresh_cache()
@@ -243,22 +351,22 @@ class QueryTrainer(Trainer):
         self.sync_index()
         texts = [self.data.queries[e.qid] for e in self.data.train]
         vectors = embed(self.model, texts, "query", self.config.eval_batch_size, self.device)
-        ids, _ = self.index.search(vectors.cpu().numpy(), self.depth)
+        ids = self.side.search(vectors, self.depth)
         self._cache = {e.qid: row for e, row in zip(self.data.train, ids)}
         self._cache_step = self.step
 
     def sync_index(self) -> None:
-        """The faiss index searched for negatives and dev gets the centroids as they are now."""
-        self.model.docs.write_to(self.index.index)
+        """The index searched for negatives and dev gets the centroids as they are now."""
+        self.side.sync()
 
     # -- dev: search the whole index --------------------------------------------------------
     def dev_metrics(self) -> dict:
         self.sync_index()
         texts = [self.data.queries[e.qid] for e in self.data.dev]
         vectors = embed(self.model, texts, "query", self.config.eval_batch_size, self.device)
-        ids, scores = self.index.search(vectors.cpu().numpy(), 100)
-        run = {e.qid: {self.docids[i]: float(s) for i, s in zip(r, sc) if i >= 0}
-               for e, r, sc in zip(self.data.dev, ids, scores)}
+        ids = self.side.search(vectors, 100)
+        run = {e.qid: {self.docids[i]: float(100 - rank) for rank, i in enumerate(r) if i >= 0}
+               for e, r in zip(self.data.dev, ids)}  # the index's order (its own ties) scored by rank
         qrels = {e.qid: {p: 1 for p in e.pos} for e in self.data.dev}
         return dict(evaluate(qrels, run, ["ndcg@10", "recall@100"]).metrics)
 
@@ -266,32 +374,41 @@ class QueryTrainer(Trainer):
         out = super().resolved_config()
         out.update(index=str(self.root), negatives_mode=LIVE if self.live else "file", refresh=self.refresh,
                    depth=self.depth, centroid_lr=self.centroid_lr, split=self.split,
-                   train_centroids=self.model.docs.trainable)
+                   train_centroids=self.model.docs.trainable, index_kind=self.manifest["kind"])
         return out
 
 
 def write_index(source: str | Path, trained: str | Path, out: str | Path, *, overwrite: bool = False,
                 record: dict | None = None) -> Path:
-    """A new index at ``out``: the documents and codes of ``source``, the centroids and query model
-    that ``IndexQueryModel.save`` wrote into ``trained``, no refine copy; ``record`` goes into the
-    manifest's ``query_training``."""
+    """A new index at ``out``: the documents of ``source`` with what the trained model saved into
+    ``trained``. Dense: the same codes with the trained centroids (``IndexQueryModel.save``), the
+    query model under ``query_model/`` named in the manifest, no refine copy. Inference-free
+    sparse: the same postings with the trained ``query_weights.npy`` (query mode ``learned``).
+    ``record`` goes into the manifest's ``query_training``."""
+    source, trained = Path(source), Path(trained)
+    manifest = read_manifest(source)
+    body = {k: v for k, v in manifest.items() if k not in ("files", "created", "format_version", "manifest_sha256")}
+    body["query_training"] = {"source_index": str(source.absolute()), **(record or {})}
+    if manifest["kind"] == "sparse":
+        weights = trained / QUERY_WEIGHTS
+        if not weights.is_file():
+            raise FileNotFoundError(f"no trained query weights in {weights}")
+        with IndexWriter(out, overwrite=overwrite) as writer:
+            _copy_files(source, manifest, writer, skip={QUERY_WEIGHTS})
+            shutil.copyfile(weights, writer.path(QUERY_WEIGHTS))
+            body["query"] = {**manifest["query"], "mode": "learned"}
+            body["settings"] = {**manifest["settings"], "query_mode": "learned", "query_weights": QUERY_WEIGHTS}
+            writer.finish(body)
+        return Path(out)
     import faiss
 
     from indexing.faiss_index import INDEX_FILE, REFINE_FILE
 
-    source, trained = Path(source), Path(trained)
-    manifest = read_manifest(source)
     model_dir = trained / QUERY_MODEL
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"no trained query model in {model_dir}")
     with IndexWriter(out, overwrite=overwrite) as writer:
-        skip = {INDEX_FILE, REFINE_FILE}
-        for name in manifest["files"]:
-            if name in skip or name.split("/")[0] == QUERY_MODEL:
-                continue
-            target = writer.path(name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(safe_join(source, name), target)
+        _copy_files(source, manifest, writer, skip={INDEX_FILE, REFINE_FILE}, skip_dirs={QUERY_MODEL})
         index = faiss.read_index(str(source / INDEX_FILE))
         if (trained / CENTROIDS).is_file():
             docs = IndexDocuments.read(index)
@@ -300,14 +417,21 @@ def write_index(source: str | Path, trained: str | Path, out: str | Path, *, ove
             docs.write_to(index)
         faiss.write_index(index, str(writer.path(INDEX_FILE)))
         shutil.copytree(model_dir, writer.path(QUERY_MODEL))
-        body = {k: v for k, v in manifest.items() if k not in ("files", "created", "format_version",
-                                                              "manifest_sha256")}
         ntotal = manifest["faiss"]["ntotal"]
         body["faiss"] = {**manifest["faiss"], "refine": False, "refine_bytes_per_vector": 0,
                          "bytes_per_vector": round(writer.path(INDEX_FILE).stat().st_size / ntotal, 2)
                          if ntotal else None}
         body["encoder"] = {**manifest["encoder"], "query_model": QUERY_MODEL,
                            "query_fingerprint": fingerprint(str(writer.path(QUERY_MODEL)))}
-        body["query_training"] = {"source_index": str(source.absolute()), **(record or {})}
         writer.finish(body)
     return Path(out)
+
+
+def _copy_files(source: Path, manifest: dict, writer: IndexWriter, skip: set[str], skip_dirs: set[str] = frozenset()):
+    """Copy the files the source manifest lists into the new index, but ``skip`` and ``skip_dirs``."""
+    for name in manifest["files"]:
+        if name in skip or name.split("/")[0] in skip_dirs:
+            continue
+        target = writer.path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(safe_join(source, name), target)

@@ -197,12 +197,15 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--split", default="train", show_default=True, help="Qrels split of the training queries (live negatives).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT (and a finished run in OUT.train).")
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
-                       "--distill-weight", "--contrastive-weight", "--dev-docs"))
+                       "--distill-weight", "--contrastive-weight", "--dev-docs", "--lr"))
+@click.option("--lr", type=float, default=None,
+              help="Learning rate (default: 2e-5 for a dense query encoder, 1e-2 for inference-free query weights).")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The new index: same documents and codes, trained centroids and query encoder, no refine. "
                    "Checkpoints and logs go to OUT.train/.")
 def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, split, overwrite, out, **flags):
-    """Train the query encoder (and IVF-PQ centroids) against a fixed dense index (ADORE / JPQ)."""
+    """Train the query side against a fixed index: a dense index's query encoder and IVF-PQ centroids
+    (ADORE / JPQ), or an inference-free sparse index's per-token query weights."""
     import json
 
     from indexing.manifest import read_manifest
@@ -223,8 +226,11 @@ def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, 
         import shutil
 
         shutil.rmtree(work)  # the run that made the index being replaced
-    flags["temperature"] = flags["temperature"] or 0.05
-    model = (read_manifest(index).get("encoder") or {}).get("model", "")  # what kind of index: QueryTrainer checks
+    manifest = read_manifest(index)
+    dense = manifest.get("kind") == "dense"  # which kinds train: QueryTrainer checks
+    flags["temperature"] = flags["temperature"] or (0.05 if dense else 1.0)
+    flags["lr"] = flags["lr"] or (2e-5 if dense else 1e-2)
+    model = (manifest.get("encoder") or {}).get("model", "")
     config = TrainConfig(model=str(model), negatives=str(negatives), out=str(work),
                          **{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
     trainer = QueryTrainer(config, index, refresh=refresh, depth=depth, centroid_lr=centroid_lr,
