@@ -451,3 +451,18 @@ def test_inference_free_query_weights_train_and_round_trip(query_set, sparse_ind
     by_hand = docs @ q
     hits = Retriever.load(out).search(text, k=5)
     np.testing.assert_allclose([h.score for h in hits], np.sort(by_hand)[::-1][:5], rtol=1e-5)
+
+
+def test_skip_top_leaves_out_the_first_non_positives(query_set, tmp_path, one_torch_thread):
+    from training.query_trainer import QueryTrainer
+
+    ds, flat, _ = query_set
+    trainer = QueryTrainer(_config(tmp_path, ds, group_size=4), flat, depth=12, skip_top=3)
+    groups = trainer.plan.batch(0)
+    with torch.no_grad():
+        q = trainer._encode(trainer.model.tokenize([g.query for g in groups], "query"), "query")
+    for g, row, found in zip(groups, trainer._live_groups(groups, q), trainer.side.search(q, 12)):
+        ranked = [trainer.docids[i] for i in found if trainer.docids[i] not in trainer.positives[g.qid]]
+        assert not set(row.doc_ids[1:]) & set(ranked[:3]) and set(row.doc_ids[1:]) <= set(ranked[3:])
+    with pytest.raises(ValueError, match="skip-top"):
+        QueryTrainer(_config(tmp_path, ds), flat, depth=5, skip_top=5)

@@ -224,10 +224,12 @@ class QueryTrainer(Trainer):
     """
 
     def __init__(self, config: TrainConfig, index: str | Path, *, refresh: int = 1, depth: int = 100,
-                 centroid_lr: float = 1e-4, train_centroids: bool = True, split: str = "train",
+                 skip_top: int = 0, centroid_lr: float = 1e-4, train_centroids: bool = True, split: str = "train",
                  on_step=None) -> None:
         if refresh < 1 or depth < 1:
             raise ValueError("refresh and depth must be at least 1")
+        if not 0 <= skip_top < depth:
+            raise ValueError("skip-top must be at least 0 and below depth")
         if not centroid_lr > 0:
             raise ValueError("centroid-lr must be positive")
         if config.distill != "none":
@@ -243,7 +245,7 @@ class QueryTrainer(Trainer):
                                    "unsharded index of the same model")
         self.docids = read_docids(self.root)
         self.row = {d: i for i, d in enumerate(self.docids)}
-        self.refresh, self.depth, self.split = refresh, depth, split
+        self.refresh, self.depth, self.skip_top, self.split = refresh, depth, skip_top, split
         self.centroid_lr = centroid_lr
         self.live = config.negatives == LIVE
         self.side = (_DenseSide(self.root, manifest, config, train_centroids) if kind[0] == "dense"
@@ -322,7 +324,8 @@ class QueryTrainer(Trainer):
 
     def _live_groups(self, groups: list[Group], q: torch.Tensor) -> list[Group]:
         """Each group's positive plus ``group_size - 1`` negatives drawn from the top ``depth`` the
-        index returns for the query (encoded now, or at the last refresh), never a positive."""
+        index returns for the query (encoded now, or at the last refresh), never a positive, and
+        not among the first ``skip_top`` non-positives."""
         c = self.config
         if self.refresh == 1:
             found = dict(zip((g.qid for g in groups), self.side.search(q, self.depth)))
@@ -334,6 +337,7 @@ class QueryTrainer(Trainer):
         for g in groups:
             pos = self.positives[g.qid]
             candidates = [self.docids[i] for i in found[g.qid] if i >= 0 and self.docids[i] not in pos]
+            candidates = candidates[self.skip_top:]  # the very top: the likeliest unjudged positives
             rng = np.random.default_rng([c.seed, self.step, int(self.row[g.doc_ids[0]]), 11])
             want = c.group_size - 1
             if len(candidates) >= want:
@@ -373,7 +377,7 @@ class QueryTrainer(Trainer):
     def resolved_config(self) -> dict:
         out = super().resolved_config()
         out.update(index=str(self.root), negatives_mode=LIVE if self.live else "file", refresh=self.refresh,
-                   depth=self.depth, centroid_lr=self.centroid_lr, split=self.split,
+                   depth=self.depth, skip_top=self.skip_top, centroid_lr=self.centroid_lr, split=self.split,
                    train_centroids=self.model.docs.trainable, index_kind=self.manifest["kind"])
         return out
 

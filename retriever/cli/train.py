@@ -190,6 +190,8 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
               help="Live negatives: search each batch's queries every step (1), or all training queries every N steps.")
 @click.option("--depth", type=int, default=100, show_default=True,
               help="Live negatives are drawn from this many top results (positives excluded).")
+@click.option("--skip-top", type=int, default=0, show_default=True,
+              help="Live negatives: leave out the first N non-positive results (likely unjudged positives).")
 @click.option("--centroid-lr", type=float, default=1e-4, show_default=True,
               help="IVF-PQ: learning rate of the coarse and PQ centroids, trained against the fixed codes (JPQ).")
 @click.option("--no-train-centroids", "train_centroids", flag_value=False, default=True,
@@ -203,7 +205,7 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The new index: same documents and codes, trained centroids and query encoder, no refine. "
                    "Checkpoints and logs go to OUT.train/.")
-def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, split, overwrite, out, **flags):
+def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_centroids, split, overwrite, out, **flags):
     """Train the query side against a fixed index: a dense index's query encoder and IVF-PQ centroids
     (ADORE / JPQ), or an inference-free sparse index's per-token query weights."""
     import json
@@ -233,13 +235,13 @@ def train_query(index, negatives, refresh, depth, centroid_lr, train_centroids, 
     model = (manifest.get("encoder") or {}).get("model", "")
     config = TrainConfig(model=str(model), negatives=str(negatives), out=str(work),
                          **{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
-    trainer = QueryTrainer(config, index, refresh=refresh, depth=depth, centroid_lr=centroid_lr,
+    trainer = QueryTrainer(config, index, refresh=refresh, depth=depth, skip_top=skip_top, centroid_lr=centroid_lr,
                            train_centroids=train_centroids, split=split)
     result = trainer.train()
     best = result["best"]
     trained = work if best else work / "last"
     record = {"negatives": negatives if negatives == LIVE else str(Path(negatives).absolute()),
-              "refresh": refresh, "depth": depth, "steps": result["steps"],
+              "refresh": refresh, "depth": depth, "skip_top": skip_top, "steps": result["steps"],
               "centroids_trained": trainer.model.docs.trainable,
               "best_dev_ndcg@10": best[0] if best else None, "best_step": best[1] if best else None,
               "start_dev_ndcg@10": result["history"][0]["dev_ndcg@10"] if result["history"] else None}
