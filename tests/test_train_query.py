@@ -466,3 +466,17 @@ def test_skip_top_leaves_out_the_first_non_positives(query_set, tmp_path, one_to
         assert not set(row.doc_ids[1:]) & set(ranked[:3]) and set(row.doc_ids[1:]) <= set(ranked[3:])
     with pytest.raises(ValueError, match="skip-top"):
         QueryTrainer(_config(tmp_path, ds), flat, depth=5, skip_top=5)
+
+
+def test_a_second_run_on_the_same_output_stops_at_once(query_set, tmp_path):
+    from indexing.manifest import WriterLock
+
+    ds, flat, _ = query_set
+    out = tmp_path / "busy"
+    held = WriterLock(out.with_name("busy.train"))  # as a running `train query --out busy` holds it
+    try:
+        result = _train(ds, flat, out)
+        assert result.exit_code != 0 and "another process" in result.output
+        assert not out.exists()
+    finally:
+        held.release()

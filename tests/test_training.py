@@ -344,3 +344,18 @@ def test_two_processes_gather_negatives_and_match_one_process(tiny_mlm, train_se
         assert set(r["grads"]) == set(grads)
         for name, g in grads.items():  # float summation order differs, nothing else
             assert (r["grads"][name] - g).norm() <= 1e-4 * g.norm() + 1e-6 * scale, name
+
+
+def test_a_second_training_run_on_the_same_output_stops_at_once(tiny_mlm, train_set, tmp_path):
+    from indexing.manifest import WriterLock
+
+    ds, negatives = train_set
+    out = tmp_path / "model"
+    held = WriterLock(out)  # as a running `train dense --out model` holds it
+    try:
+        result = CliRunner().invoke(cli.main, ["train", "dense", "--model", str(tiny_mlm), "--dataset", str(ds),
+                                               "--negatives", str(negatives), "--out", str(out), "--max-steps", "1"])
+        assert result.exit_code != 0 and "another process" in result.output
+        assert not out.exists()
+    finally:
+        held.release()

@@ -100,14 +100,32 @@ def _matryoshka_weights(ctx, param, value):
     return _floats(value)
 
 
+def _run_lock(out):
+    """One training run per output directory: a second process on the same OUT stops at once
+    (``OUT.lock``, dropped by the kernel if the holder dies). Under torchrun only rank 0 locks."""
+    import os
+
+    from indexing.manifest import WriterLock
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    Path(out).absolute().parent.mkdir(parents=True, exist_ok=True)
+    return WriterLock(Path(out).absolute())
+
+
 def run_training(make_encoder, flags: dict, extra: dict) -> None:
     from training.trainer import TrainConfig, Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("retriever").setLevel(logging.INFO)
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}, extra=extra)
-    trainer = Trainer(config, make_encoder)
-    result = trainer.train()
+    lock = _run_lock(config.out)
+    try:
+        trainer = Trainer(config, make_encoder)
+        result = trainer.train()
+    finally:
+        if lock is not None:
+            lock.release()
     if trainer.dist.main:
         best = result["best"]
         where = f"best dev nDCG@10 {best[0]:.4f} at step {best[1]}" if best else "no dev split: last model"
@@ -210,9 +228,7 @@ def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_c
     (ADORE / JPQ), or an inference-free sparse index's per-token query weights."""
     import json
 
-    from indexing.manifest import read_manifest
-    from training.query_trainer import LIVE, QueryTrainer, write_index
-    from training.trainer import TrainConfig
+    from training.query_trainer import LIVE, write_index
 
     if negatives != LIVE and not Path(negatives).is_file():
         raise click.BadParameter(f"{negatives!r} is neither 'live' nor a negatives file", param_hint="--negatives")
@@ -224,10 +240,26 @@ def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_c
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("retriever").setLevel(logging.INFO)
     work = Path(out).with_name(Path(out).name + ".train")
-    if overwrite and not flags["resume"] and work.is_dir():
-        import shutil
+    lock = _run_lock(work)
+    try:
+        if overwrite and not flags["resume"] and work.is_dir():
+            import shutil
 
-        shutil.rmtree(work)  # the run that made the index being replaced
+            shutil.rmtree(work)  # the run that made the index being replaced
+        record = _train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_centroids, split,
+                              work, flags)
+        write_index(index, record.pop("_trained"), out, overwrite=overwrite, record=record)
+    finally:
+        lock.release()
+    click.echo(json.dumps(record))
+    click.echo(f"index with the trained query encoder in {out} (training logs in {work})")
+
+
+def _train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_centroids, split, work, flags):
+    from indexing.manifest import read_manifest
+    from training.query_trainer import LIVE, QueryTrainer
+    from training.trainer import TrainConfig
+
     manifest = read_manifest(index)
     dense = manifest.get("kind") == "dense"  # which kinds train: QueryTrainer checks
     flags["temperature"] = flags["temperature"] or (0.05 if dense else 1.0)
@@ -239,12 +271,10 @@ def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_c
                            train_centroids=train_centroids, split=split)
     result = trainer.train()
     best = result["best"]
-    trained = work if best else work / "last"
-    record = {"negatives": negatives if negatives == LIVE else str(Path(negatives).absolute()),
+    record = {"_trained": work if best else work / "last",
+              "negatives": negatives if negatives == LIVE else str(Path(negatives).absolute()),
               "refresh": refresh, "depth": depth, "skip_top": skip_top, "steps": result["steps"],
               "centroids_trained": trainer.model.docs.trainable,
               "best_dev_ndcg@10": best[0] if best else None, "best_step": best[1] if best else None,
               "start_dev_ndcg@10": result["history"][0]["dev_ndcg@10"] if result["history"] else None}
-    write_index(index, trained, out, overwrite=overwrite, record=record)
-    click.echo(json.dumps(record))
-    click.echo(f"index with the trained query encoder in {out} (training logs in {work})")
+    return record
