@@ -1,9 +1,12 @@
 """Index-aware query training (``retriever train query``): ADORE and JPQ on the shared trainer.
 
-The documents stay as a dense index holds them: its vectors, or its IVF-PQ codes. Only the
-query encoder trains (ADORE, Zhan et al. SIGIR 2021), and for IVF-PQ indexes the coarse and PQ
-centroids train with it against the fixed codes (JPQ, Zhan et al. CIKM 2021), so the loss sees
-the scores the compressed index will return. Negatives come from the index itself:
+The documents stay as the index holds them. For a dense index (its vectors, or its IVF-PQ
+codes) the query encoder trains (ADORE, Zhan et al. SIGIR 2021), and for IVF-PQ the coarse and
+PQ centroids train with it against the fixed codes (JPQ, Zhan et al. CIKM 2021), so the loss
+sees the scores the compressed index will return. For an inference-free sparse index the
+per-token query weights train against the fixed impacts (``TokenWeightModel``). Each index kind
+is a "side" (``_DenseSide``, ``_SparseSide``): the model it trains, its documents as tensors,
+and a search with the model as it is now. Negatives come from the index itself:
 
 - ``live`` (the default): each step, the batch's queries as the model encodes them now are
   searched in the index (with the centroids as they are now) and ``group_size - 1`` negatives
@@ -17,7 +20,12 @@ and dev selection — here by searching the whole index with the dev queries.
 
 ``write_index`` turns the best model into a new index directory: the same documents and codes,
 the trained centroids, the query encoder under ``query_model/`` (named in the manifest's
-``encoder.query_model`` with its fingerprint), and no float16 refine copy.
+``encoder.query_model`` with its fingerprint), and no float16 refine copy; or, for a sparse
+index, the same postings with the trained ``query_weights.npy`` (query mode ``learned``).
+
+A run that resumes with ``refresh`` > 1 searches all training queries again at the step it
+resumes from (the lists in use when it stopped are not checkpointed), so its negatives may differ
+from an uninterrupted run's until the next refresh; with ``refresh`` 1 a resumed run is exact.
 """
 
 from __future__ import annotations
