@@ -58,6 +58,9 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_sparse_scale.py --sections splade --sizes 1000000,10000000 --reorder none --queries 50 --check 5
 	$(BIN)/python scripts/bench_shards.py
 	$(BIN)/python scripts/bench_matryoshka.py --model minilm
+	$(BIN)/python scripts/bench_train_query.py
+	$(BIN)/python scripts/bench_best.py
+	$(BIN)/python scripts/bench_best.py --dataset ../shared/data/beir/nfcorpus --report-split dev
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
