@@ -175,7 +175,7 @@ def main() -> int:
         run = fused(report_runs, combo, method, weights)
         m = evaluate(report_qrels, run, ["ndcg@10", "recall@100"]).metrics
         rows.append({"system": label, "components": list(combo), "method": method, "weights": weights,
-                     "dev_ndcg@10": round(dev, 4), f"{args.report_split}_ndcg@10": round(m["ndcg@10"], 4),
+                     "train_carve_ndcg@10": round(dev, 4), f"{args.report_split}_ndcg@10": round(m["ndcg@10"], 4),
                      f"{args.report_split}_recall@100": round(m["recall@100"], 4),
                      "max_parameters": max(params[c] for c in combo),
                      "train_minutes": round(sum(built["train_minutes"].get(c, 0.0) for c in combo), 1),
@@ -203,12 +203,12 @@ def main() -> int:
     merged[ds.name] = report
     out.write_text(json.dumps(merged, indent=1) + "\n")
     split = args.report_split
-    print(f"| system | {split} nDCG@10 | dev nDCG@10 | params (max) | train min | bytes/doc | ms/query |")
+    print(f"| system | {split} nDCG@10 | train-carve nDCG@10 | params (max) | train min | bytes/doc | ms/query |")
     print("|---|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         label = r["system"] + ("" if len(r["components"]) == 1 else
                                f" ({'+'.join(r['components'])}, {r['method']} {r['weights']})")
-        print(f"| {label} | {r[f'{split}_ndcg@10']:.4f} | {r['dev_ndcg@10']:.4f} | {r['max_parameters'] / 1e6:.1f}M | "
+        print(f"| {label} | {r[f'{split}_ndcg@10']:.4f} | {r['train_carve_ndcg@10']:.4f} | {r['max_parameters'] / 1e6:.1f}M | "
               f"{r['train_minutes']} | {r['index_bytes_per_doc']} | {r['latency_ms']} |")
     for name, value in starts.items():
         print(f"| start of a trained component: {name} | {value:.4f} | | | | | |")
