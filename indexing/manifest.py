@@ -43,7 +43,10 @@ from indexing.io import atomic_open, load_npy
 FORMAT_VERSION = 3
 # 1: no manifest checksum; composed hybrids by absolute path (refused). 2: uncompressed (CSR)
 # impact postings. 3: impact postings packed (indexing.compress; the manifest's "postings" says so)
-READABLE_VERSIONS = (1, 2, 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
+# 4: a dense index with a trained query model inside it (`retriever train query`): readers before
+# it would encode queries with the start model and return wrong scores, so they must refuse it
+QUERY_MODEL_VERSION = 4
 MANIFEST = "manifest.json"
 DOCIDS = "docids.txt"
 DOCID_ORDER = "docid_order.npy"  # internal ids sorted by external doc id: the tie order of searches
@@ -241,7 +244,7 @@ class IndexWriter:
                     continue
                 files[rel] = {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         manifest = {
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION,  # a manifest that needs a newer reader says so itself
             **manifest,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": files,
@@ -284,11 +287,16 @@ def manifest_digest(manifest: dict) -> str:
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
     """Write ``root/manifest.json`` atomically (temp file, fsync, rename) with its checksum."""
-    manifest = {**manifest, "format_version": FORMAT_VERSION}
+    manifest = {**manifest, "format_version": max(FORMAT_VERSION, _version(manifest))}
     manifest[CHECKSUM_KEY] = manifest_digest(manifest)
     with atomic_open(Path(root) / MANIFEST) as f:
         json.dump(manifest, f, indent=2, ensure_ascii=False)
         f.write("\n")
+
+
+def _version(manifest: dict) -> int:
+    v = manifest.get("format_version")
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def safe_join(root: str | os.PathLike, name, what: str = "file") -> Path:

@@ -235,7 +235,18 @@ def test_trained_flat_index_round_trips_with_its_query_encoder(query_set, tiny_m
     enc = manifest["encoder"]
     assert enc["query_model"] == "query_model" and manifest["query_training"]["negatives"] == "live"
     assert (out / "query_model" / "config.json").is_file()
+    assert manifest["format_version"] == 4  # a reader from before trained query models refuses it:
+    import indexing.manifest as im
+
+    old = im.READABLE_VERSIONS
+    im.READABLE_VERSIONS = (1, 2, 3)
+    try:
+        with pytest.raises(IndexFormatError, match="version"):
+            read_manifest(out)
+    finally:
+        im.READABLE_VERSIONS = old
     source = read_manifest(flat)
+    assert source["format_version"] == 3
     assert enc["fingerprint"] == source["encoder"]["fingerprint"] != enc["query_fingerprint"]
     assert (out / "faiss.index").read_bytes() == (flat / "faiss.index").read_bytes()  # documents unchanged
     assert json.loads((tmp_path / "trained.train" / "training_summary.json").read_text())["steps"] == 4

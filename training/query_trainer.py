@@ -41,7 +41,8 @@ from torch import nn
 from eval.beir import BeirDataset, carve_dev
 from eval.metrics import evaluate
 from indexing.errors import DataError
-from indexing.manifest import IndexFormatError, IndexWriter, read_docids, read_manifest, safe_join
+from indexing.manifest import (QUERY_MODEL_VERSION, IndexFormatError, IndexWriter, read_docids, read_manifest,
+                               safe_join)
 from retriever.encoders.dense import DenseSettings, truncate
 from retriever.encoders.models import fingerprint, index_query_model, matching_model
 from training.data import Example, Group, TrainingData, read_negatives
@@ -435,6 +436,7 @@ def write_index(source: str | Path, trained: str | Path, out: str | Path, *, ove
                          if ntotal else None}
         body["encoder"] = {**manifest["encoder"], "query_model": QUERY_MODEL,
                            "query_fingerprint": fingerprint(str(writer.path(QUERY_MODEL)))}
+        body["format_version"] = QUERY_MODEL_VERSION  # older readers refuse it instead of using the start model
         writer.finish(body)
     return Path(out)
 
