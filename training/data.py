@@ -80,6 +80,24 @@ def read_negatives(path: str | os.PathLike) -> tuple[list[Example], bool]:
     return out, teacher_lines == len(out)
 
 
+def split_dev(examples: list[Example], ds: BeirDataset, *, dev_split: str | None = None, dev_fraction: float = 0.2,
+              keep=None) -> tuple[list[Example], list[Example]]:
+    """(train, dev): dev is the dataset's ``dev_split`` (its queries with a positive; ``keep(doc)``
+    limits the positives counted) or ``dev_fraction`` of ``examples`` carved by
+    ``eval.beir.carve_dev`` (seed 0), or nothing when the fraction is 0; train is the rest."""
+    if dev_split:
+        queries = ds.queries()
+        dev = [Example(q, sorted(d for d, r in j.items() if r > 0 and (keep is None or keep(d))), [])
+               for q, j in ds.qrels(dev_split).items() if q in queries]
+        dev = [e for e in dev if e.pos]
+        dev_ids = {e.qid for e in dev}
+        return [e for e in examples if e.qid not in dev_ids], dev
+    if dev_fraction > 0:
+        _, carved = carve_dev({e.qid: {d: 1 for d in e.pos} for e in examples}, dev_fraction, seed=0)
+        return [e for e in examples if e.qid not in carved], [e for e in examples if e.qid in carved]
+    return examples, []
+
+
 @dataclass
 class TrainingData:
     """Examples split into train and dev, the texts they need, and a dev document pool."""
@@ -107,18 +125,7 @@ class TrainingData:
         if missing:
             raise DataError(f"{len(missing)} queries of {negatives} are not in the dataset, e.g. "
                             f"{missing[0]!r}", path=ds.queries_path)
-        if dev_split:
-            dev_qrels = ds.qrels(dev_split)
-            dev = [Example(q, sorted(d for d, r in j.items() if r > 0), []) for q, j in dev_qrels.items()
-                   if q in queries and any(r > 0 for r in j.values())]
-            dev_ids = {e.qid for e in dev}
-            train = [e for e in examples if e.qid not in dev_ids]
-        elif dev_fraction > 0:
-            _, carved = carve_dev({e.qid: {d: 1 for d in e.pos} for e in examples}, dev_fraction, seed=0)
-            train = [e for e in examples if e.qid not in carved]
-            dev = [e for e in examples if e.qid in carved]
-        else:
-            train, dev = examples, []
+        train, dev = split_dev(examples, ds, dev_split=dev_split, dev_fraction=dev_fraction)
         if not train:
             raise DataError("no training queries left after carving the dev split", path=negatives)
         dev_needed = {d for e in dev for d in e.pos + e.neg}

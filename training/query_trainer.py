@@ -38,14 +38,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from eval.beir import BeirDataset, carve_dev
+from eval.beir import BeirDataset
 from eval.metrics import evaluate
 from indexing.errors import DataError
 from indexing.manifest import (QUERY_MODEL_VERSION, IndexFormatError, IndexWriter, read_docids, read_manifest,
                                safe_join)
 from retriever.encoders.dense import DenseSettings, truncate
 from retriever.encoders.models import fingerprint, index_query_model, matching_model
-from training.data import Example, Group, TrainingData, read_negatives
+from training.data import Example, Group, TrainingData, read_negatives, split_dev
 from training.dev_eval import embed
 from training.encoders import DenseTrainEncoder
 from training.index_documents import CENTROIDS, ImpactDocuments, IndexDocuments
@@ -289,17 +289,8 @@ class QueryTrainer(Trainer):
             if absent:
                 raise DataError(f"query {e.qid!r} names document {absent[0]!r}, which is not in the index "
                                 f"{self.root}", path=source)
-        if c.dev_split:
-            dev = [Example(q, sorted(d for d, r in j.items() if r > 0 and d in self.row), [])
-                   for q, j in ds.qrels(c.dev_split).items() if q in queries]
-            dev = [e for e in dev if e.pos]
-            train = [e for e in examples if e.qid not in {x.qid for x in dev}]
-        elif c.dev_fraction > 0:
-            _, carved = carve_dev({e.qid: {d: 1 for d in e.pos} for e in examples}, c.dev_fraction, seed=0)
-            train = [e for e in examples if e.qid not in carved]
-            dev = [e for e in examples if e.qid in carved]
-        else:
-            train, dev = examples, []
+        train, dev = split_dev(examples, ds, dev_split=c.dev_split, dev_fraction=c.dev_fraction,
+                               keep=self.row.__contains__)
         if not train:
             raise DataError("no training queries (with a positive in the index)", path=source)
         # random negatives (a file's query without mined ones) are drawn from every document
