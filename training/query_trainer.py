@@ -9,9 +9,12 @@ is a "side" (``_DenseSide``, ``_SparseSide``): the model it trains, its document
 and a search with the model as it is now. Negatives come from the index itself:
 
 - ``live`` (the default): each step, the batch's queries as the model encodes them now are
-  searched in the index (with the centroids as they are now) and ``group_size - 1`` negatives
+  searched in the index and ``group_size - 1`` negatives
   are drawn from the top ``depth`` that are not positives; ``refresh`` N > 1 searches all
-  training queries every N steps instead and draws from those lists until the next refresh;
+  training queries every N steps instead and draws from those lists until the next refresh.
+  For IVF-PQ the searched faiss index receives the trained centroids at each dev evaluation and
+  each refresh (``sync_index``), so between those its negatives come from the centroids of the
+  last one (the loss always scores with the current centroids);
 - a negatives file (``retriever mine``): static negatives, for comparison.
 
 Everything else is the shared trainer's (``training.trainer``): the contrastive loss over
@@ -158,7 +161,7 @@ class TokenWeightModel(nn.Module):
 
 
 class _DenseSide:
-    """A dense index: faiss searches (with the centroids as they are now), IVF-PQ centroids train."""
+    """A dense index: faiss searches (centroids as of the last ``sync``), IVF-PQ centroids train."""
 
     def __init__(self, root: Path, manifest: dict, config: TrainConfig, train_centroids: bool) -> None:
         from indexing.faiss_index import DenseIndex
@@ -360,7 +363,8 @@ class QueryTrainer(Trainer):
         self._cache_step = self.step
 
     def sync_index(self) -> None:
-        """The index searched for negatives and dev gets the centroids as they are now."""
+        """The index searched for negatives and dev gets the centroids as they are now (called at each
+        dev evaluation and refresh, not each step)."""
         self.side.sync()
 
     # -- dev: search the whole index --------------------------------------------------------
