@@ -91,6 +91,10 @@ class InvertedIndex:
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
         self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
+        self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for queries up to this long (0: never)
+        self.maxscore_postings = kernels.MAXSCORE_POSTINGS  # ... reading at least this many postings
+        self.maxscore_per_hit = kernels.MAXSCORE_PER_HIT  # ... and this many per hit asked (k)
+        self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
 
     def _csr(self) -> None:
         """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
@@ -152,6 +156,8 @@ class InvertedIndex:
     def _copy_settings(self, index: "InvertedIndex") -> "InvertedIndex":
         index.tie_order, index.tie_rank = self.tie_order, self.tie_rank
         index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
+        index.maxscore_terms, index.maxscore_postings = self.maxscore_terms, self.maxscore_postings
+        index.maxscore_per_hit = self.maxscore_per_hit
         return index
 
     def set_tie_order(self, order: np.ndarray | None) -> None:
@@ -478,8 +484,10 @@ class InvertedIndex:
                     threads: int = 1, checked: bool = False, raw: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
         """(internal ids, scores) of the k best documents for each ``(term ids, weights)`` query.
 
-        ``strategy``: ``pruned`` (exact, block-max), ``exhaustive``, or ``approx`` (block-max
-        stopping when ``approx * bound < threshold``; ``approx`` in (0, 1]). ``threads``: queries
+        ``strategy``: ``pruned`` (exact: block-max bounds; a query the blocks would not pay for
+        is read with MaxScore (packed postings) when it has at most ``maxscore_terms`` terms and
+        enough postings (``kernels._search_packed``), else exhaustively), ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
+        threshold``; ``approx`` in (0, 1]). ``last_route`` tells which way each query went. ``threads``: queries
         are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
         ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
         scores can differ there and be equal once divided; merging results of several indexes
@@ -506,6 +514,8 @@ class InvertedIndex:
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
+        self.last_route = out_route = np.full(n, kernels.ROUTE_BLOCKMAX if mode else kernels.ROUTE_EXHAUSTIVE,
+                                              dtype=np.int8)
         longest = int(np.diff(q_ptr).max())
         packed = self.packed
         per_hit = np.float64(self.blocks_per_hit)
@@ -519,7 +529,8 @@ class InvertedIndex:
                                       s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
                                       s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
-                                      out_keys, out_counts, out_scored)
+                                      int(self.maxscore_terms), int(self.maxscore_postings),
+                                      int(self.maxscore_per_hit), out_keys, out_counts, out_scored, out_route)
         else:
             bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
                                                       np.zeros(0, self._impacts.dtype), np.zeros(0, np.uint32))
@@ -541,6 +552,8 @@ class InvertedIndex:
             list(self._pool(len(parts) - 1).map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
         if mode:
             self._learn(out_scored, k)
+            if packed is None:
+                out_route[out_scored < 0] = kernels.ROUTE_EXHAUSTIVE
         if (out_counts < 0).any():
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")

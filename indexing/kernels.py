@@ -63,6 +63,10 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
 _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 48  # postings' worth of work to score one block for one query term (measured: 1M SPLADE-like)
+MAXSCORE_TERMS = 16  # a pruned query of up to this many terms is read with MaxScore when blocks would not pay
+MAXSCORE_POSTINGS = 10_000  # ... and reads at least this many postings, and MAXSCORE_PER_HIT per hit asked
+MAXSCORE_PER_HIT = 300  # (below: the exhaustive kernel is faster; measured on BM25 1M, scripts/bench_sparse_scale.py)
+ROUTE_EXHAUSTIVE, ROUTE_BLOCKMAX, ROUTE_MAXSCORE = 0, 1, 2  # how a query was read (InvertedIndex.last_route)
 BLOCKS_PER_HIT = 4  # blocks a top-k search scores per hit, before an index has measured its own
 # (k = 10: 3.4 on 1M SPLADE-like with bp, 18 on BM25 1M; InvertedIndex.blocks_per_hit learns it)
 NO_BLOCK = -(1 << 62)  # below any block of an int32 doc id, even a corrupt negative one
@@ -378,8 +382,8 @@ MODE_TABLE, MODE_VALUES, MODE_BM25 = 0, 1, 2  # how a term's value codes become 
 FLAG_BLOCKMAX = 4
 # term state, one row per query term (int64), filled by open_term
 ST_DF, ST_MODE, ST_BASE, ST_SIZE, ST_NC, ST_DIR, ST_DWD, ST_OFFS, ST_DWO, ST_BM, ST_M, ST_CHUNKS, ST_END, \
-    ST_CACHED, ST_CACHED_N, ST_VALUES, ST_VPOS, ST_VW, ST_ARENA, ST_BLK, ST_BLKN = range(21)
-NST = 21
+    ST_CACHED, ST_CACHED_N, ST_VALUES, ST_VPOS, ST_VW, ST_ARENA, ST_BLK, ST_BLKN, ST_POS, ST_DOC = range(23)
+NST = 23  # ST_POS, ST_DOC: a MaxScore cursor (position in the decoded chunk, its doc id)
 
 
 def _nbytes(n, w):
@@ -1363,34 +1367,259 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     return (size if status == 0 else status), scored
 
 
+# -- MaxScore over packed postings ---------------------------------------------------------------
+#
+# Block-max bounds cannot pay for a short query of rare terms (BM25): its top-10 needs blocks
+# all over the collection, and the bounds pass alone touches every block of its longest term.
+# MaxScore (Turtle & Flood 1995) reads such a query document at a time instead. The terms sorted
+# by their upper bound ``w_j * bound(t_j)`` (``_term_bound``: from the value widths of its
+# chunks, nothing decoded; a one-chunk term's own largest impact), the longest
+# prefix whose bounds sum below the threshold are *non-essential*: a document holding only those
+# cannot reach the top k, so only the essential terms' postings are walked; a non-essential term
+# is looked up (its chunk found through the chunk directory) only for a document that can still
+# win, best bound first, stopping as soon as it cannot. A document's score is the float32 sum of
+# its terms' ``w_j * impact`` in the query's term order, the exhaustive kernel's own arithmetic,
+# so scores are equal bit for bit. Bounds are summed in float64 and widened by ``2 (n + 1)
+# 2**-24`` (more than float32 rounding of a sum of n positive terms can add), and a document is
+# skipped only when its bound is *below* the threshold: one tied with the k-th score is still
+# scored, so the tie order is kept. (The kernel takes ``approx = a``, skipping when ``a * bound <
+# theta``; searches route only exact queries here, approximate ones stay with block-max bounds.)
+
+def _term_bound(buf, st, table, float_bits, nmax):
+    """An upper bound of every impact of the term in ``st``, read from its chunk headers: the
+    widest value code of its chunks bounds its codes, and every way a code becomes an impact is
+    non-decreasing in the code (a table sorted ascending; a float32's bits of a positive number;
+    a BM25 ``tf`` whose product with the largest length factor ``nmax`` bounds ``tf * norm``),
+    float32 rounding included. -1 when a chunk header is corrupt; inf when the widths allow any
+    float (then the term is always essential)."""
+    wmax = 0
+    for c in range(st[ST_NC]):
+        pos = st[ST_CHUNKS]
+        if c > 0:
+            pos += _bits_at(buf, st[ST_OFFS], c - 1, st[ST_DWO])
+        wd, wv, h = _chunk_header(buf, pos, st[ST_END])
+        if h == 0:
+            return np.float32(-1.0)
+        if wv > wmax:
+            wmax = wv
+    top = (np.int64(1) << wmax) - 1  # the largest code those widths can hold
+    mode = st[ST_MODE]
+    if mode == MODE_TABLE:
+        return np.float32(table[st[ST_BASE] + min(top, st[ST_SIZE] - 1)])
+    if mode == MODE_BM25:
+        return _bm25p(np.float32(table[st[ST_BASE]]), np.float32(top + 1) * nmax)
+    if float_bits:
+        return np.float32(np.inf) if wmax > 30 else _float_of_bits(top)
+    return np.float32(top)
+
+
+def _ms_seek(buf, st, d, num_docs, docs_row):
+    """Move the cursor of the term in ``st`` to its first posting >= doc ``d`` (``ST_DOC``:
+    that doc, or ``num_docs`` past the end); decodes doc ids only. 0, or -1 when corrupt."""
+    if st[ST_DOC] >= d:
+        return 0
+    c = st[ST_CACHED]
+    n = st[ST_CACHED_N]
+    p = st[ST_POS]
+    if c < 0 or docs_row[n - 1] < d:
+        c = _find_chunk(buf, st, d)
+        n = _load_docs(buf, st, c, num_docs, docs_row)
+        if n < 0:
+            return -1
+        p = 0
+    lo = p
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if docs_row[mid] < d:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo == n:  # only in the term's last chunk
+        st[ST_POS] = n - 1
+        st[ST_DOC] = num_docs
+    else:
+        st[ST_POS] = lo
+        st[ST_DOC] = docs_row[lo]
+    return 0
+
+
+def _ms_next(buf, st, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row):
+    """Move an essential term's cursor to its next posting (whole chunks decoded, doc ids and
+    values). 0, or -1 when corrupt."""
+    p = st[ST_POS] + 1
+    if p < st[ST_CACHED_N] and st[ST_VALUES] == st[ST_CACHED]:
+        st[ST_POS] = p
+        st[ST_DOC] = docs_row[p]
+        return 0
+    c = st[ST_CACHED]
+    if p >= st[ST_CACHED_N]:
+        c += 1
+        p = 0
+    if c >= st[ST_NC]:
+        st[ST_DOC] = num_docs
+        return 0
+    if _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
+        return -1
+    st[ST_POS] = p
+    st[ST_DOC] = docs_row[p]
+    return 0
+
+
+def _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
+                     heap, qstate, cache_docs, cache_vals):
+    """MaxScore over packed postings (above): the k best keys left in ``heap``; returns their
+    count, or -1 for a corrupt index."""
+    num_docs = tie_rank.shape[0]
+    n = q_terms.shape[0]
+    ub = np.zeros(n, dtype=np.float64)
+    idf = np.zeros(n, dtype=np.float32)
+    contrib = np.zeros(n, dtype=np.float32)
+    score = np.zeros(1, dtype=np.float32)
+    score_bits = score.view(np.uint32)
+    nmax = np.float32(0.0)
+    for i in range(norm_table.shape[0]):
+        if norm_table[i] > nmax:
+            nmax = norm_table[i]
+    for j in range(n):
+        st = qstate[j]
+        if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                      st) < 0:
+            return -1
+        st[ST_POS] = 0
+        st[ST_DOC] = num_docs
+        if st[ST_DF] == 0:
+            continue
+        idf[j] = _idf(st, table)
+        n0 = _load_chunk(buf, st, 0, num_docs, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j])
+        if n0 < 0:
+            return -1
+        st[ST_DOC] = cache_docs[j, 0]
+        if st[ST_NC] == 1:  # decoded already: its own largest impact
+            best = np.float32(0.0)
+            for i in range(n0):
+                if cache_vals[j, i] > best:
+                    best = cache_vals[j, i]
+            bound = _impact(st[ST_MODE], idf[j], best)
+        else:
+            bound = _term_bound(buf, st, table, float_bits, nmax)
+            if bound < 0.0:
+                return -1
+        ub[j] = np.float64(q_weights[j] * bound)
+    srt = np.argsort(ub, kind="mergesort")  # ascending bounds; non-essential terms are a prefix
+    cub = np.zeros(n + 1, dtype=np.float64)  # cub[i]: the bounds of srt[:i] summed
+    for i in range(n):
+        cub[i + 1] = cub[i] + ub[srt[i]]
+    widen = np.float64(approx) * (1.0 + 2.0 * (n + 1) * 2.0 ** -24)
+    theta = np.float64(0.0)
+    size = 0
+    ess = 0  # srt[:ess] are non-essential
+    while True:
+        d = num_docs
+        for i in range(ess, n):
+            x = qstate[srt[i], ST_DOC]
+            if x < d:
+                d = x
+        if d >= num_docs:
+            break
+        part = np.float64(0.0)
+        for i in range(ess, n):
+            j = srt[i]
+            st = qstate[j]
+            if st[ST_DOC] == d:
+                v = cache_vals[j, st[ST_POS]]
+                c = q_weights[j] * _impact(st[ST_MODE], idf[j], v)
+                contrib[j] = c
+                part += c
+                nxt = st[ST_POS] + 1
+                if nxt < st[ST_CACHED_N]:  # inline: a call per posting costs more than the posting
+                    st[ST_POS] = nxt
+                    st[ST_DOC] = cache_docs[j, nxt]
+                elif _ms_next(buf, st, num_docs, table, float_bits, norms, norm_table, cache_docs[j],
+                              cache_vals[j]) < 0:
+                    return -1
+        alive = True
+        for i in range(ess - 1, -1, -1):
+            if (part + cub[i + 1]) * widen < theta:
+                alive = False
+                break
+            j = srt[i]
+            st = qstate[j]
+            if _ms_seek(buf, st, d, num_docs, cache_docs[j]) < 0:
+                return -1
+            if st[ST_DOC] == d:
+                if st[ST_VALUES] == st[ST_CACHED]:
+                    v = cache_vals[j, st[ST_POS]]
+                else:
+                    v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
+                    if np.isnan(v):
+                        return -1
+                c = q_weights[j] * _impact(st[ST_MODE], idf[j], v)
+                contrib[j] = c
+                part += c
+        if alive and part * widen >= theta:
+            total = np.float32(0.0)
+            for j in range(n):  # the exhaustive kernel's sum: term order, float32 (+0.0 changes nothing)
+                total += contrib[j]
+            if total > 0.0:
+                score[0] = total
+                size = _heap_push(heap, size, k, (np.uint64(score_bits[0]) << np.uint64(32))
+                                  | (_LOW - np.uint64(tie_rank[d])))
+                if size == k:
+                    theta = np.float64(np.uint32(heap[0] >> np.uint64(32)).view(np.float32))
+                    while ess < n and cub[ess + 1] * widen < theta:
+                        ess += 1
+        for j in range(n):
+            contrib[j] = 0.0
+    return size
+
+
 def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, per_hit, buf, term_ptr,
                    table, float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
                    order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
-                   arena_vals, arena_blocks, whole, out_keys, out_counts, out_scored):
+                   arena_vals, arena_blocks, whole, ms_terms, ms_postings, ms_per_hit, out_keys, out_counts, out_scored,
+                   out_route):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
-    ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query."""
+    ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query.
+    A pruned query that block-max bounds would not pay for is read with MaxScore when it is exact
+    (``approx`` 1), has at most ``ms_terms`` terms and reads at least ``max(ms_postings,
+    ms_per_hit * k)`` postings, else exhaustively. ``out_route``: ROUTE_* per query."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
         if terms.shape[0] > qstate.shape[0]:
             out_counts[q] = -1
             continue
+        route = ROUTE_EXHAUSTIVE
         if strategy == 0:
             size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights, tie_rank,
                                       k, acc, seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs,
                                       arena_vals, False)
             scored = 0
         else:
+            route = ROUTE_BLOCKMAX
             size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
                                           weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
                                           cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
                                           cache_vals, arena_docs, arena_vals, arena_blocks, whole)
+            postings = 0
             if size == -2:
+                for j in range(terms.shape[0]):  # opened by the pruned kernel
+                    postings += qstate[j, ST_DF]
+            if size == -2 and terms.shape[0] <= ms_terms and approx == 1.0 and \
+                    postings >= max(ms_postings, ms_per_hit * k):
+                route = ROUTE_MAXSCORE
+                size = _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
+                                        tie_rank, k, approx, heap, qstate, cache_docs, cache_vals)
+                scored = -1 - scored
+            elif size == -2:
+                route = ROUTE_EXHAUSTIVE
                 size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                           tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
                                           arena_docs, arena_vals, True)
                 scored = -1 - scored
+        out_route[q] = route
         out_counts[q] = size
         out_scored[q] = scored
         if size > 0:
@@ -1419,6 +1648,10 @@ if HAVE_NUMBA:
     _bounds_derived = njit(nogil=True, cache=True)(_bounds_derived)
     _score_block_packed = njit(nogil=True, cache=True)(_score_block_packed)
     _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
+    _term_bound = njit(nogil=True, cache=True)(_term_bound)
+    _ms_seek = njit(nogil=True, cache=True)(_ms_seek)
+    _ms_next = njit(nogil=True, cache=True)(_ms_next)
+    _maxscore_packed = njit(nogil=True, cache=True)(_maxscore_packed)
     search_packed = njit(nogil=True, cache=True)(_search_packed)
     _nbytes = njit(nogil=True, cache=True, inline="always")(_nbytes)
     _get_varint = njit(nogil=True, cache=True, inline="always")(_get_varint)

@@ -11,7 +11,10 @@ Corpora:
           log-normal weights), quantised like the sparse kind's default (uint16, x100), built
           from a stream, then (``--reorder bp``) renumbered by recursive graph bisection.
   bm25    BM25 flat on the Zipf pseudo-word corpus of scripts/synthetic.py (~60 tokens/doc),
-          built by the bm25 kind (with ``reorder``), queried with its text queries.
+          built by the bm25 kind (with ``reorder``), queried twice: ``text_queries`` (2-6 words
+          uniform over ranks 100-20,000: mostly rare terms, ~4,000 postings a query) and
+          ``weighted_text_queries`` (2-6 words drawn with the corpus's own frequencies from rank
+          100 on, as query logs follow their collection: most queries hold a long list).
 
 For each index, in a fresh process (peak memory is that process's VmHWM):
   - per-query latency (mean, p50, p99) and q/s, single thread, at k = 10 and k = 1000, for the
@@ -166,16 +169,19 @@ def search_report(index, queries: list) -> dict:
     exact = {}
     for k in (10, 1000):
         (ex, ex_secs), (pr, pr_secs) = timed_pair(index, queries, k)
-        blocks = []
-        for q in queries:  # blocks scored (-1: the query fell back to the exhaustive kernel)
+        blocks, routes = [], []
+        for q in queries:  # blocks scored (< 0: not read by blocks) and the route taken
             index.search_many([q], k, "pruned", checked=True)
             blocks.append(int(index.last_blocks_scored[0]))
+            routes.append(int(index.last_route[0]))
         blocks = np.array(blocks)
+        routes = np.bincount(routes, minlength=3)
         same = sum(_same(a, b) for a, b in zip(ex, pr))
         report[f"k{k}"] = {"exhaustive": latency(ex_secs), "pruned": latency(pr_secs),
                            "speedup_pruned": round(ex_secs.sum() / pr_secs.sum(), 2),
                            "pruned_equals_exhaustive": f"{same}/{len(queries)}",
-                           "fell_back_to_exhaustive": int((blocks < 0).sum()),
+                           "routes": {"block_max": int(routes[1]), "maxscore": int(routes[2]),
+                                      "exhaustive": int(routes[0])},
                            "mean_blocks_scored": round(float(blocks[blocks >= 0].mean()), 1) if (blocks >= 0).any() else None,
                            "blocks": (index.num_docs >> index.shift) + 1}
         exact[k] = ex
@@ -250,13 +256,14 @@ def search_splade(path: Path, n_queries: int, n_check: int) -> dict:
     return report
 
 
-def search_bm25(path: Path, n_queries: int) -> dict:
+def search_bm25(path: Path, n_queries: int, query_set: str = "mid") -> dict:
     from retriever import Retriever
-    from scripts.synthetic import text_queries
+    from scripts.synthetic import text_queries, weighted_text_queries
 
     r = Retriever.load(path, verify=False)
     index = r.searcher.index
-    texts = list(text_queries(n_queries).values())
+    make = weighted_text_queries if query_set == "weighted" else text_queries
+    texts = list(make(n_queries).values())
     queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
     queries = [index._checked(t, w) for t, w in queries if len(t)]
     report, _ = search_report(index, queries)
@@ -303,7 +310,7 @@ def main() -> int:
         elif step == "search-splade":
             row = search_splade(Path(args[0]), int(args[1]), int(args[2]))
         else:
-            row = search_bm25(Path(args[0]), int(args[1]))
+            row = search_bm25(Path(args[0]), int(args[1]), args[2])
         print(json.dumps(row))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -348,7 +355,8 @@ def main() -> int:
         print(name, file=sys.stderr, flush=True)
         row = {"build": built(path, lambda: in_child("build-bm25", str(path), str(corpus), args.reorder))}
         row["load_before"] = load()
-        row["search"] = in_child("search-bm25", str(path), str(args.queries))
+        row["search"] = in_child("search-bm25", str(path), str(args.queries), "mid")
+        row["search_weighted_queries"] = in_child("search-bm25", str(path), str(args.queries), "weighted")
         row["load_after"] = load()
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")

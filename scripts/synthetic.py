@@ -71,6 +71,21 @@ def text_queries(num: int, vocab: int = 200_000, seed: int = 1) -> dict[str, str
     return out
 
 
+def weighted_text_queries(num: int, vocab: int = 200_000, first_rank: int = 100, seed: int = 2) -> dict[str, str]:
+    """Queries of 2-6 words drawn with the corpus's own Zipf frequencies from ranks >= ``first_rank``
+    (the top ranks play the stop words an analyzer drops): as in query logs, where the terms
+    people type follow the collection's frequencies, so most queries hold a term of long postings."""
+    rng = np.random.default_rng(seed)
+    words = pseudo_words(vocab, 0)
+    p = zipf_probabilities(vocab)[first_rank:]
+    p = p / p.sum()
+    out = {}
+    for i in range(num):
+        ranks = first_rank + rng.choice(len(p), rng.integers(2, 7), p=p)
+        out[f"w{i}"] = " ".join(words[r] for r in ranks)
+    return out
+
+
 def sparse_vectors(docs: int, vocab: int = 30_522, mean_terms: int = 250, seed: int = 0
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(token ids ascending, float32 weights) per document, SPLADE-like statistics."""

@@ -26,11 +26,12 @@ GUARD = 8
 
 
 def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=None, block_cost: float = 0.0,
-                   arena: int | None = None):
+                   arena: int | None = None, ms_terms: int | None = None):
     """Call the batch kernel (``fn``: default the compiled one for the index's layout) with every
     scratch buffer followed by sentinels; assert nothing was written past them and scratch came
-    back zeroed. ``arena``: postings the packed kernel may keep decoded (default: all of them).
-    Returns (keys per query, counts, blocks scored)."""
+    back zeroed. ``arena``: postings the packed kernel may keep decoded (default: all of them);
+    ``ms_terms``: MaxScore for pruned queries up to this long (default: the index's setting).
+    Returns (keys per query, counts, blocks scored); the packed kernel's routes in ``guarded_search.route``."""
     from indexing import kernels
 
     n, shift = index.num_docs, index.shift
@@ -77,12 +78,15 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
             size = p.num_postings if arena is None else arena
             arena_docs, arena_vals = buf(size, np.int32, -7), buf(size, np.float32, -7)
             arena_blocks = buf(size, np.int64, -7)
+            route = np.full(len(checked), -1, np.int8)
             fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost), np.float64(kernels.BLOCKS_PER_HIT),
                p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.tie_rank, shift,
                acc[:n], seen[:n], touched[:n], ub[:n_blocks], ub_seen[:n_blocks], ub_mask[:n_blocks],
                cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width], loc_list[:width], heap[:k],
                qstate[:rows], cache_docs[:rows], cache_vals[:rows], arena_docs[:size], arena_vals[:size],
-               arena_blocks[:size], index.whole, out_keys, counts, scored)
+               arena_blocks[:size], index.whole, index.maxscore_terms if ms_terms is None else ms_terms,
+               index.maxscore_postings, index.maxscore_per_hit, out_keys, counts, scored, route)
+            guarded_search.route = route
             guarded += [("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
                         ("arena_blocks", arena_blocks, -7)]
             clean += [("ub_mask", ub_mask)]

@@ -1,0 +1,193 @@
+"""MaxScore over packed postings (indexing.kernels._maxscore_packed): the route a pruned query of
+few terms takes when block-max bounds would not pay. It must return exactly what the exhaustive
+kernel returns (ids, scores bit for bit, tie order), whatever the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from oracles import guarded_search
+from test_compressed_postings import oracle, queries_for, random_index
+
+from indexing import kernels
+from indexing.compress import NST
+from indexing.inverted import InvertedIndex
+
+
+def maxscore(index):
+    """Every pruned query of the index goes to MaxScore (blocks expected never to pay)."""
+    index.blocks_per_hit = 1e6
+    index.maxscore_terms = 1 << 20
+    index.maxscore_postings = index.maxscore_per_hit = 0
+    return index
+
+
+def same(want, got):
+    for (a, sa), (b, sb) in zip(want, got):
+        assert a.tolist() == b.tolist()
+        assert sa.tobytes() == sb.tobytes()
+
+
+@pytest.mark.parametrize("seed, dtype, bm25", [(0, np.float32, False), (1, np.float32, False),
+                                               (2, np.uint16, False), (3, np.uint8, False),
+                                               (4, np.float32, True), (5, np.float32, True)])
+def test_maxscore_equals_exhaustive_and_the_oracle(seed, dtype, bm25):
+    index = random_index(seed, num_docs=3000, num_terms=40, dtype=dtype, bm25=bm25)
+    queries = queries_for(index, seed, n=20)
+    for packed in (maxscore(index.compressed()), maxscore(index.compressed(blockmax_min=0))):
+        for k in (1, 3, 10, 100, 5000):  # 5000: more than any query matches
+            want = packed.search_many(queries, k, "exhaustive")
+            got = packed.search_many(queries, k, "pruned", threads=2)
+            assert (packed.last_route == kernels.ROUTE_MAXSCORE).all()
+            same(want, got)
+            for (ids, scores), (t, w) in zip(got, queries):
+                o_ids, o_scores = oracle(index, t, w, k)
+                assert ids.tolist() == o_ids
+
+
+def test_ties_at_the_kth_score_keep_the_tie_order():
+    rng = np.random.default_rng(11)
+    n, terms = 4000, 6
+    d = np.concatenate([rng.choice(n, 900, replace=False) for _ in range(terms)])
+    t = np.repeat(np.arange(terms), 900)
+    values = np.ones(len(d), np.float32)  # every impact equal: scores tie in large groups
+    index = InvertedIndex.from_postings([f"t{i}" for i in range(terms)], t, d, values, n)
+    index.set_tie_order(rng.permutation(n).astype(np.int32))
+    packed = maxscore(index.compressed())
+    queries = [(np.arange(m, dtype=np.int32), np.ones(m, np.float32)) for m in (1, 2, 3, 6)]
+    for k in (1, 7, 10, 64, 900, 1000):
+        same(packed.search_many(queries, k, "exhaustive"), packed.search_many(queries, k, "pruned"))
+
+
+def test_one_term_long_queries_repeated_terms_and_terms_without_postings():
+    index = random_index(6, num_docs=2500, num_terms=60, dtype=np.uint16)
+    offsets = index.offsets.copy()
+    empty = int(np.flatnonzero(np.diff(offsets) == 0)[0]) if (np.diff(offsets) == 0).any() else None
+    packed = maxscore(index.compressed())
+    rng = np.random.default_rng(6)
+    queries = [(np.array([3], np.int32), np.array([1.0], np.float32)),
+               (np.array([5, 5, 9], np.int32), np.array([1.0, 2.0, 0.5], np.float32)),  # a term twice
+               (rng.integers(0, 60, 1000).astype(np.int32), rng.random(1000).astype(np.float32) + 0.01)]
+    if empty is not None:
+        queries.append((np.array([empty, 2], np.int32), np.array([3.0, 1.0], np.float32)))
+    for k in (1, 10, 2500):
+        same(packed.search_many(queries, k, "exhaustive"), packed.search_many(queries, k, "pruned"))
+
+
+def test_a_term_in_one_document_only():
+    n = 5000
+    t = np.array([0] + [1] * 3000 + [2] * 400)
+    d = np.concatenate([[4321], np.arange(0, 6000, 2), np.arange(1, 801, 2)])
+    values = np.concatenate([[0.5], np.linspace(0.1, 0.9, 3000), np.full(400, 0.3)]).astype(np.float32)
+    index = InvertedIndex.from_postings(["a", "b", "c"], t, d, values, n)
+    packed = maxscore(index.compressed())
+    queries = [(np.array([0, 1, 2], np.int32), np.array([9.0, 1.0, 1.0], np.float32)),
+               (np.array([1, 0], np.int32), np.array([1.0, 0.1], np.float32))]
+    for k in (1, 2, 10, 1000):
+        same(packed.search_many(queries, k, "exhaustive"), packed.search_many(queries, k, "pruned"))
+
+
+def test_long_queries_are_not_routed_to_maxscore():
+    index = maxscore(random_index(7, num_docs=2000, num_terms=40, bm25=True).compressed())
+    index.maxscore_terms = 4
+    queries = [(np.arange(m, dtype=np.int32), np.ones(m, np.float32)) for m in (2, 4, 5, 30)]
+    want = index.search_many(queries, 10, "exhaustive")
+    got = index.search_many(queries, 10, "pruned")
+    assert index.last_route.tolist() == [kernels.ROUTE_MAXSCORE] * 2 + [kernels.ROUTE_EXHAUSTIVE] * 2
+    same(want, got)
+    index.maxscore_terms = 0  # never
+    index.search_many(queries, 10, "pruned")
+    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()
+    index.maxscore_terms = 4  # queries reading few postings per hit asked: exhaustive
+    postings = [int(index.packed.df[t].sum()) for t, _ in queries[:2]]
+    index.maxscore_per_hit = min(postings) // 10 + 1
+    index.search_many(queries[:2], 10, "pruned")
+    assert index.last_route.tolist() == [kernels.ROUTE_MAXSCORE if p >= 10 * index.maxscore_per_hit
+                                         else kernels.ROUTE_EXHAUSTIVE for p in postings]
+    assert kernels.ROUTE_EXHAUSTIVE in index.last_route.tolist()
+    index.maxscore_per_hit = 0
+    index.maxscore_postings = max(postings) + 1
+    index.search_many(queries[:2], 10, "pruned")
+    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()
+    index.blocks_per_hit = 0.5  # the blocks are expected to pay: block-max bounds
+    index.block_cost = 0.0
+    index.search_many(queries, 10, "pruned")
+    assert (index.last_route == kernels.ROUTE_BLOCKMAX).all()
+
+
+def test_approximate_searches_keep_to_block_max_bounds():
+    index = maxscore(random_index(8, num_docs=3000, num_terms=40, bm25=True).compressed())
+    queries = queries_for(index, 8, n=20)
+    index.search_many(queries, 10, "approx", 0.5)
+    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()  # the blocks would not pay: read exhaustively
+
+
+def test_the_kernel_approximates_by_its_factor():
+    """Called with ``approx`` < 1, MaxScore returns true scores of at most the exact documents."""
+    index = random_index(8, num_docs=3000, num_terms=40, bm25=True)
+    packed = index.compressed()
+    p = packed.packed
+    for t, w in queries_for(index, 8, n=20):
+        exact = oracle(index, t, w, 10 ** 6)
+        full = dict(zip(*exact))
+        for a in (1.0, 0.9, 0.5, 0.1):
+            heap = np.zeros(10, np.uint64)
+            rows = len(t)
+            size = kernels._maxscore_packed(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table,
+                                            t, w, packed.tie_rank, 10, np.float32(a), heap,
+                                            np.zeros((rows, NST), np.int64), np.zeros((rows, 128), np.int32),
+                                            np.zeros((rows, 128), np.float32))
+            ranks, scores = kernels.decode_keys(np.sort(heap[:size])[::-1])
+            ids = packed.tie_order[ranks]
+            assert all(full[i] == s for i, s in zip(ids.tolist(), scores.tolist()))
+            if a == 1.0:
+                assert ids.tolist() == exact[0][:10]
+
+
+@pytest.mark.parametrize("seed, dtype, bm25, huge", [(0, np.float32, False, False), (1, np.float32, False, True),
+                                                     (2, np.uint16, False, False), (3, np.uint8, False, False),
+                                                     (4, np.float32, True, False)])
+def test_term_bounds_from_chunk_widths_bound_every_impact(seed, dtype, bm25, huge):
+    index = random_index(seed, num_docs=3000, num_terms=40, dtype=dtype, bm25=bm25)
+    if huge:  # float impacts whose bit patterns need 30-31 bits
+        index._impacts = (index._impacts * np.float32(1e30)).astype(np.float32)
+    packed = index.compressed(blockmax_min=10 ** 9)
+    p = packed.packed
+    nmax = np.float32(p.norm_table.max()) if len(p.norm_table) else np.float32(0)
+    st = np.zeros(NST, np.int64)
+    for t in range(len(index.terms)):
+        lo, hi = index.offsets[t], index.offsets[t + 1]
+        assert kernels._open_term(p.stream, p.term_ptr, t, index.num_docs, len(p.table), len(p.norms),
+                                  len(p.norm_table), st) == 0
+        if hi == lo:
+            continue
+        bound = kernels._term_bound(p.stream, st, p.table, p.float_bits, nmax)
+        assert bound >= np.float32(index.impacts[lo:hi].astype(np.float32).max())
+
+
+def test_the_kernel_stays_inside_its_buffers_on_the_maxscore_route():
+    index = random_index(9, num_docs=2000, bm25=True)
+    packed = index.compressed(blockmax_min=200, blockmax_ratio=1.5)
+    packed.maxscore_postings = packed.maxscore_per_hit = 0
+    queries = queries_for(index, 9, n=8)
+    want, _, _ = guarded_search(index, queries, 50, 0)
+    got, _, _ = guarded_search(packed, queries, 50, 1, block_cost=32.0, ms_terms=64)
+    assert [w.tolist() for w in want] == [g.tolist() for g in got]
+    assert (guarded_search.route == kernels.ROUTE_MAXSCORE).any()
+
+
+def test_a_corrupt_chunk_fails_the_maxscore_query(tmp_path):
+    from indexing.manifest import IndexFormatError
+
+    index = random_index(10, num_docs=3000, num_terms=10, dtype=np.uint16)
+    packed = maxscore(index.compressed())
+    t = int(np.argmax(np.diff(index.offsets)))
+    stream = packed.packed.stream.copy()
+    start = int(packed.packed.term_ptr[t])
+    st = np.zeros(NST, np.int64)
+    kernels._open_term(stream, packed.packed.term_ptr, t, index.num_docs, len(packed.packed.table), 0, 0, st)
+    stream[int(st[kernels.ST_CHUNKS])] = 0x3F  # doc gap width 63: corrupt
+    assert start <= int(st[kernels.ST_CHUNKS])
+    packed.packed.stream = stream
+    with pytest.raises(IndexFormatError):
+        packed.search_many([(np.array([t], np.int32), np.array([1.0], np.float32))], 10, "pruned")
