@@ -14,7 +14,8 @@ Corpora:
           built by the bm25 kind (with ``reorder``), queried twice: ``text_queries`` (2-6 words
           uniform over ranks 100-20,000: mostly rare terms, ~4,000 postings a query) and
           ``weighted_text_queries`` (2-6 words drawn with the corpus's own frequencies from rank
-          100 on, as query logs follow their collection: most queries hold a long list).
+          100 on, as query logs follow their collection: most queries hold a long list), and the
+          same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps).
 
 For each index, in a fresh process (peak memory is that process's VmHWM):
   - per-query latency (mean, p50, p99) and q/s, single thread, at k = 10 and k = 1000, for the
@@ -262,8 +263,10 @@ def search_bm25(path: Path, n_queries: int, query_set: str = "mid") -> dict:
 
     r = Retriever.load(path, verify=False)
     index = r.searcher.index
-    make = weighted_text_queries if query_set == "weighted" else text_queries
-    texts = list(make(n_queries).values())
+    if query_set == "mid":
+        texts = list(text_queries(n_queries).values())
+    else:  # weighted: from rank 100 (stop words dropped); weighted-all: every rank (stop words kept)
+        texts = list(weighted_text_queries(n_queries, first_rank=1 if query_set == "weighted-all" else 100).values())
     queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
     queries = [index._checked(t, w) for t, w in queries if len(t)]
     report, _ = search_report(index, queries)
@@ -357,6 +360,8 @@ def main() -> int:
         row["load_before"] = load()
         row["search"] = in_child("search-bm25", str(path), str(args.queries), "mid")
         row["search_weighted_queries"] = in_child("search-bm25", str(path), str(args.queries), "weighted")
+        row["search_weighted_queries_all_ranks"] = in_child("search-bm25", str(path), str(args.queries),
+                                                             "weighted-all")
         row["load_after"] = load()
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")
