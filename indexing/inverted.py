@@ -52,6 +52,7 @@ BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
 BLOCK_SHIFT = 6  # 64 documents per block
 CSR = "csr"  # the uncompressed layout's name in a manifest ("postings": {"format": ...})
 ARENA = 1 << 20  # postings per thread the pruned kernel may keep decoded for a query (16 MB)
+BP_MAX_POSTINGS = 400_000_000  # postings BP reorders by at most (3.2 GB of forward index and its copy)
 
 
 def _finite_float32(weights) -> np.ndarray:
@@ -259,12 +260,16 @@ class InvertedIndex:
                              load_npy(out_dir / POSTINGS_IMPACTS, "r"), self.num_docs, self.scale,
                              model=model)
 
-    def bp_order(self) -> np.ndarray:
+    def bp_order(self, max_postings: int | None = BP_MAX_POSTINGS) -> np.ndarray:
         """An order of the documents that puts similar ones together (recursive graph bisection,
-        ``indexing.reorder``): tighter block maxima, smaller gaps between postings."""
-        from indexing.reorder import bisect_order, doc_term_csr
+        ``indexing.reorder``): tighter block maxima, smaller gaps between postings. Memory stays
+        bounded: BP's forward index (and its working copy, 8 bytes a posting in all) holds at
+        most ``max_postings`` postings, of the rarest terms of two or more documents
+        (``reorder.bp_terms``; None: every such term)."""
+        from indexing.reorder import bisect_order, bp_terms, doc_term_csr
 
-        indptr, indices = doc_term_csr(self.offsets, self.docs, self.num_docs)
+        terms = bp_terms(np.diff(self.offsets), max_postings)
+        indptr, indices = doc_term_csr(self.offsets, self.docs, self.num_docs, terms)
         return bisect_order(indptr, indices, len(self.terms))
 
     def ensure_blockmax(self) -> tuple:

@@ -55,7 +55,7 @@ try:
 except ImportError:  # pragma: no cover - numba is a core dependency
     HAVE_NUMBA = False
 
-__all__ = ["bisect_order", "bisect_order_reference", "log_gap_cost", "doc_term_csr",
+__all__ = ["bisect_order", "bisect_order_reference", "log_gap_cost", "doc_term_csr", "bp_terms",
            "inverse_permutation"]
 
 
@@ -300,14 +300,15 @@ def _log_gap_cost(indptr, indices, order, num_terms, log2n):
     return total, postings
 
 
-def _doc_term_csr(offsets, docs, num_docs):
+def _doc_term_csr(offsets, docs, num_docs, terms):
     counts = np.zeros(num_docs + 1, dtype=np.int64)
-    for p in range(docs.shape[0]):
-        counts[docs[p] + 1] += 1
+    for t in terms:
+        for p in range(offsets[t], offsets[t + 1]):
+            counts[docs[p] + 1] += 1
     indptr = np.cumsum(counts)
     fill = indptr[:-1].copy()
-    indices = np.empty(docs.shape[0], dtype=np.int32)
-    for t in range(offsets.shape[0] - 1):
+    indices = np.empty(indptr[-1], dtype=np.int32)
+    for t in terms:
         for p in range(offsets[t], offsets[t + 1]):
             d = docs[p]
             indices[fill[d]] = t
@@ -539,17 +540,39 @@ def log_gap_cost(indptr, indices, num_terms: int, order=None) -> tuple[float, in
     return float(total), int(postings)
 
 
-def doc_term_csr(offsets, docs, num_docs: int) -> tuple[np.ndarray, np.ndarray]:
+def doc_term_csr(offsets, docs, num_docs: int, terms=None) -> tuple[np.ndarray, np.ndarray]:
     """Transpose a term -> doc CSR (an impact index's ``offsets``, ``postings_docs``) into the
     document -> term CSR :func:`bisect_order` takes: ``(indptr int64, indices int32)``, terms
-    ascending within each document. O(postings) time; the output is the only large allocation."""
+    ascending within each document. ``terms``: only these term ids (ascending; default all).
+    O(postings) time; the output is the only large allocation (``docs`` may be a memory map:
+    it is read, a term at a time, twice)."""
     offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-    docs = np.ascontiguousarray(docs, dtype=np.int32)
-    if len(docs) and (int(docs.min()) < 0 or int(docs.max()) >= num_docs):
-        raise ValueError(f"doc ids must lie in [0, {num_docs})")
+    if not isinstance(docs, np.ndarray) or docs.dtype != np.int32:
+        docs = np.ascontiguousarray(docs, dtype=np.int32)
     if int(offsets[0]) != 0 or int(offsets[-1]) != len(docs):
         raise ValueError("offsets must rise from 0 to the number of postings")
-    return _doc_term_csr(offsets, docs, int(num_docs))
+    if len(docs) and (int(docs.min()) < 0 or int(docs.max()) >= num_docs):
+        raise ValueError(f"doc ids must lie in [0, {num_docs})")
+    if terms is None:
+        terms = np.arange(len(offsets) - 1, dtype=np.int64)
+    terms = np.asarray(terms, dtype=np.int64)
+    if len(terms) and (terms.min() < 0 or terms.max() >= len(offsets) - 1 or (np.diff(terms) <= 0).any()):
+        raise ValueError("terms must be ascending term ids of the index")
+    return _doc_term_csr(offsets, docs, int(num_docs), terms)
+
+
+def bp_terms(df, max_postings: int | None) -> np.ndarray:
+    """The terms BP reads when its forward index may hold at most ``max_postings`` postings: the
+    terms of at least two documents (a term of one document has no gap to shorten), from the
+    rarest up while they fit (frequent terms weigh least in the LogGap cost per posting and
+    cost the most memory). Ascending term ids; every such term when ``max_postings`` is None."""
+    df = np.asarray(df, dtype=np.int64)
+    useful = np.flatnonzero(df >= 2)
+    if max_postings is None or int(df[useful].sum()) <= max_postings:
+        return useful
+    by_df = useful[np.argsort(df[useful], kind="stable")]
+    fits = np.searchsorted(np.cumsum(df[by_df]), int(max_postings), side="right")
+    return np.sort(by_df[:fits])
 
 
 def inverse_permutation(order) -> np.ndarray:

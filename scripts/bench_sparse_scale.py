@@ -63,8 +63,9 @@ def dir_bytes(path: Path, skip: tuple[str, ...] = ("docs.jsonl", "docs_offsets.n
 
 # -- building ---------------------------------------------------------------------------------
 
-def build_splade(out: Path, n: int, reorder: str) -> dict:
+def build_splade(out: Path, n: int, reorder: str, bp_max_postings: int | None = None) -> dict:
     from indexing.impacts import build_impact_index
+    from indexing.inverted import BP_MAX_POSTINGS
     from indexing.manifest import IndexWriter
     from scripts.synthetic_splade import VOCAB, SpladeLike
 
@@ -77,8 +78,9 @@ def build_splade(out: Path, n: int, reorder: str) -> dict:
         order = np.arange(n, dtype=np.int64)
         if reorder == "bp":
             t = time.perf_counter()
-            order = index.bp_order()
+            order = index.bp_order() if bp_max_postings is None else index.bp_order(bp_max_postings)
             row["bp_s"] = round(time.perf_counter() - t, 1)
+            row["bp_max_postings"] = bp_max_postings or BP_MAX_POSTINGS
             t = time.perf_counter()
             index = index.renumbered(order, w.tmp)
             row["renumber_s"] = round(time.perf_counter() - t, 1)
@@ -307,7 +309,7 @@ def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         step, args = sys.argv[2], sys.argv[3:]
         if step == "build-splade":
-            row = build_splade(Path(args[0]), int(args[1]), args[2])
+            row = build_splade(Path(args[0]), int(args[1]), args[2], int(args[3]) or None)
         elif step == "build-bm25":
             row = build_bm25(Path(args[0]), Path(args[1]), args[2])
         elif step == "search-splade":
@@ -317,8 +319,9 @@ def main() -> int:
         print(json.dumps(row))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", default="1000000", help="SPLADE-like corpus sizes (with --reorder bp, ~2.6 GB "
-                    "of memory per million documents: 10M needs --reorder none on a 24 GB machine)")
+    ap.add_argument("--sizes", default="1000000", help="SPLADE-like corpus sizes")
+    ap.add_argument("--bp-max-postings", type=int, default=0, help="BP's forward index budget (postings; "
+                    "default: indexing.inverted.BP_MAX_POSTINGS, 3.2 GB)")
     ap.add_argument("--bm25-docs", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--check", type=int, default=20, help="queries checked against the scipy brute force")
@@ -335,10 +338,12 @@ def main() -> int:
     sections = args.sections.split(",")
     if "splade" in sections:
         for n in (int(x) for x in args.sizes.split(",")):
-            name = f"splade-like {n:,} ({args.reorder})"
-            path = work / f"splade-like-{n}-{args.reorder}"
+            tag = args.reorder + (f", bp budget {args.bp_max_postings:,}" if args.bp_max_postings else "")
+            name = f"splade-like {n:,} ({tag})"
+            path = work / (f"splade-like-{n}-{args.reorder}" + (f"-{args.bp_max_postings}" if args.bp_max_postings else ""))
             print(name, file=sys.stderr, flush=True)
-            row = {"build": built(path, lambda: in_child("build-splade", str(path), str(n), args.reorder))}
+            row = {"build": built(path, lambda: in_child("build-splade", str(path), str(n), args.reorder,
+                                                                   str(args.bp_max_postings)))}
             row["build"]["s_per_million"] = round(sum(row["build"].get(k, 0) for k in
                                                       ("build_s", "bp_s", "renumber_s", "save_s")) / (n / 1e6), 1)
             row["load_before"] = load()
