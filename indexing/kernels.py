@@ -36,6 +36,11 @@ whose bound reaches it counted), and while scoring.
 ``approx = a`` in (0, 1] stops when ``a * UB < theta`` instead (``a = 1`` is exact); smaller
 values skip blocks that are unlikely, not impossible, to hold a top-k document.
 
+Over packed postings, an exact query the blocks would not pay for and that has few terms and
+many postings (a BM25 query holding a frequent term) is read with MaxScore instead of
+exhaustively (``_maxscore_packed``, below: document at a time, the terms whose bounds sum below
+the threshold only looked up), again with the exhaustive kernel's scores bit for bit.
+
 Keys pack (float32 score bits << 32) | (2**32 - 1 - tie rank): positive float32 bit patterns
 order like the numbers, so the largest keys are the best hits, ties going to the lower rank.
 
