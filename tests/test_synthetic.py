@@ -150,3 +150,18 @@ def test_generation_is_fast():
     start = time.perf_counter()
     n = sum(len(b.topic) for b in model.blocks(0, 3 * 8192))
     assert n / (time.perf_counter() - start) > 5_000  # docs/s; ~40,000 on the 2-core machine
+
+
+def test_frequency_weighted_text_queries_follow_the_corpus_from_their_first_rank():
+    from scripts.synthetic import pseudo_words, text_queries, weighted_text_queries
+
+    vocab = 25_000
+    rank = {w: i for i, w in enumerate(pseudo_words(vocab, 0))}
+    a = weighted_text_queries(300, vocab=vocab, first_rank=100)
+    assert a == weighted_text_queries(300, vocab=vocab, first_rank=100)  # seeded
+    ranks = [rank[w] for q in a.values() for w in q.split()]
+    assert min(ranks) >= 100 and all(2 <= len(q.split()) <= 6 for q in a.values())
+    uniform = [rank[w] for q in text_queries(300, vocab=vocab).values() for w in q.split()]
+    assert np.median(ranks) < np.median(uniform) / 3  # frequent words far more often than uniform draws
+    assert min(rank[w] for q in weighted_text_queries(300, vocab=vocab, first_rank=1).values()
+               for w in q.split()) < 10
