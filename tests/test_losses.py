@@ -42,6 +42,30 @@ def test_margin_mse_by_hand():
     assert loss.item() == pytest.approx(0.5)
 
 
+def test_margin_mse_rescaled_by_hand():
+    """Rescaled: the student's margins are brought to the teacher's spread before the MSE, so the
+    loss does not change when the student's scores are scaled, and a student that orders like the
+    teacher at ten times its scale costs nothing."""
+    s_pos, s_neg = torch.tensor([30.0, 12.0]), torch.tensor([[10.0, 20.0], [2.0, 8.0]])
+    t_pos, t_neg = torch.tensor([1.0, 0.9]), torch.tensor([[0.2, 0.5], [0.1, 0.3]])
+    loss = MarginMSELoss(rescale=True)
+    s_m, t_m = s_pos.unsqueeze(-1) - s_neg, t_pos.unsqueeze(-1) - t_neg
+    want = ((s_m * (t_m.std() / s_m.std()) - t_m) ** 2).mean()
+    assert float(loss(s_pos, s_neg, t_pos, t_neg)) == pytest.approx(float(want), rel=1e-6)
+    assert float(loss(7 * s_pos, 7 * s_neg, t_pos, t_neg)) == pytest.approx(float(want), rel=1e-5)
+    assert float(loss(10 * t_pos, 10 * t_neg, t_pos, t_neg)) == pytest.approx(0.0, abs=1e-10)
+    assert float(MarginMSELoss()(10 * t_pos, 10 * t_neg, t_pos, t_neg)) > 1.0  # plain: the scale costs
+    # the factor is a constant for the gradient: d loss / d student = 2 c (c m_s - m_t) / n
+    s = s_pos.clone().requires_grad_(True)
+    loss(s, s_neg, t_pos, t_neg).backward()
+    c = t_m.std() / s_m.std()
+    want_grad = (2 * c * (c * s_m - t_m) / s_m.numel()).sum(dim=1)
+    assert torch.allclose(s.grad, want_grad, rtol=1e-5)
+    # all student margins equal (no spread): left as they are
+    flat = MarginMSELoss(rescale=True)(torch.tensor([2.0]), torch.tensor([[1.0, 1.0]]), t_pos[:1], t_neg[:1])
+    assert float(flat) == pytest.approx(float(((torch.tensor([1.0, 1.0]) - t_m[0]) ** 2).mean()))
+
+
 def test_kl_distillation_by_hand():
     student = torch.tensor([[0.0, 0.0]])
     teacher = torch.tensor([[math.log(3.0), 0.0]])  # teacher distribution 0.75 / 0.25

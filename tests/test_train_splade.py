@@ -129,6 +129,7 @@ def test_cli_trains_inference_free_splade_and_it_indexes(tiny_mlm, tmp_path, one
     assert weights.shape == (190,) and (weights >= 0).all()
     resolved = json.loads((out / "training_config.json").read_text())
     assert resolved["temperature"] == 1.0 and resolved["encoder"]["inference_free"]
+    assert resolved["distill_rescale"] is True  # splade's default: its dot products have no fixed scale
     idx = tmp_path / "idx"
     result = CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--kind", "sparse", "--model", str(out),
                                            "--quiet", "--device", "cpu"])

@@ -302,6 +302,7 @@ def test_cli_trains_keeps_the_best_dev_model_and_it_indexes(tiny_mlm, train_set,
     assert best_step == min(h["step"] for h in summary["history"] if h["dev_ndcg@10"] == best_score)
     resolved = json.loads((out / "training_config.json").read_text())
     assert resolved["total_steps"] == 4 and resolved["encoder"]["pooling"] == "cls"
+    assert resolved["distill_rescale"] is False  # dense's default: cosine scores
     # the output directory is a model: pooling and prefixes come back through retriever.encoders.dense
     from retriever.encoders.dense import DenseEncoder
 

@@ -143,7 +143,8 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
     loss = [f"contrastive (temperature {config.get('temperature')}, "
             f"{'in-batch and hard negatives' if config.get('in_batch', True) else 'own hard negatives only'})"]
     if config.get("distill", "none") != "none":
-        loss.append(f"{config['distill']} distillation (weight {config.get('distill_weight')})")
+        loss.append(f"{config['distill']} distillation (weight {config.get('distill_weight')}"
+                    f"{', teacher margins rescaled to the student' if config.get('distill_rescale') else ''})")
     dims = config.get("matryoshka_dims")
     if dims:
         weights = config.get("matryoshka_weights") or [1.0] * len(dims)

@@ -79,6 +79,7 @@ class TrainConfig:
     in_batch: bool = True                 # other queries' passages as negatives
     distill: str = "none"                 # none | margin-mse | kl (needs teacher scores)
     distill_weight: float = 1.0
+    distill_rescale: bool = False         # margin-mse: teacher margins rescaled to the student's spread
     contrastive_weight: float = 1.0
     kl_temperature: float = 1.0
     topic_batches: bool = False
@@ -160,7 +161,7 @@ class Trainer:
         self.save_every = c.save_every or self.dev_every
         self.positives = {e.qid: set(e.pos) for e in self.data.train}
         self.contrastive = ContrastiveLoss(c.temperature)
-        self.margin_mse, self.kl = MarginMSELoss(), KLDistillationLoss(c.kl_temperature)
+        self.margin_mse, self.kl = MarginMSELoss(c.distill_rescale), KLDistillationLoss(c.kl_temperature)
         self.optimizer = torch.optim.AdamW(self.param_groups(), lr=c.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: self._lr_factor(s))
         self.step = 0

@@ -44,6 +44,10 @@ _TRAINER_OPTIONS = [
     _opt("--distill", type=click.Choice(["none", "margin-mse", "kl"]), default="none", show_default=True,
          help="Distil from teacher scores in the negatives file (mine with --teacher)."),
     _opt("--distill-weight", type=float, default=1.0, show_default=True),
+    _opt("--distill-rescale/--no-distill-rescale", default=None,
+         help="margin-mse: teacher margins rescaled to the student's spread in each batch (default: "
+              "splade yes, its dot products have no fixed scale; dense no, cosine scores live near the "
+              "normalised teachers' 0-1)."),
     _opt("--contrastive-weight", type=float, default=1.0, show_default=True),
     _opt("--topic-batches", is_flag=True, help="Draw each batch from one cluster of similar queries."),
     _opt("--topic-clusters", type=int, default=None, help="Query clusters (default: queries / 4 batches)."),
@@ -160,6 +164,7 @@ def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, m
             raise click.UsageError(f"--matryoshka-weights: {e}") from None
     extra = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "doc_prefix": doc_prefix}
     flags["temperature"] = flags["temperature"] or 0.05
+    flags["distill_rescale"] = bool(flags["distill_rescale"])
     flags.update(matryoshka_dims=matryoshka_dims, matryoshka_weights=matryoshka_weights)
 
     def make():
@@ -189,6 +194,7 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
              "query_regularizer": query_regularizer, "idf_flops": idf_flops, "inference_free": inference_free,
              "query_weighting": query_weighting}
     flags["temperature"] = flags["temperature"] or 1.0
+    flags["distill_rescale"] = flags["distill_rescale"] is not False
 
     def make():
         idf = corpus_idf(flags["model"], flags["dataset"], flags["max_length"]) if idf_flops or inference_free else None
@@ -217,7 +223,7 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--split", default="train", show_default=True, help="Qrels split of the training queries (live negatives).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT (and a finished run in OUT.train).")
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
-                       "--distill-weight", "--contrastive-weight", "--dev-docs", "--lr"))
+                       "--distill-weight", "--distill-rescale", "--contrastive-weight", "--dev-docs", "--lr"))
 @click.option("--lr", type=float, default=None,
               help="Learning rate (default: 2e-5 for a dense query encoder, 0.1 for inference-free query weights: chosen on a SciFact dev carve).")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
