@@ -44,6 +44,32 @@ def test_top_k_equals_brute_force(seed, ties, packed):
             np.testing.assert_allclose(scores, oracle_scores[want], rtol=1e-5)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("strategy", ["exhaustive", "pruned"])
+def test_large_k_from_few_documents_equals_brute_force(packed, strategy):
+    """A top-k of k >= SELECT_MIN_K from at most SELECT_PER_HIT * k matched documents is chosen
+    by a partition, not the heap: the same documents, scores and tie order as the brute force,
+    and scratch left clean (guarded_search)."""
+    index, matrix, terms = _random_index(7, num_docs=3000, num_terms=40, density=0.1, ties=True)
+    if packed:
+        index = index.compressed()
+    rng = np.random.default_rng(8)
+    queries = [{terms[i]: float(rng.integers(1, 3)) for i in rng.choice(len(terms), 3, replace=False)}
+               for _ in range(8)]
+    for k in (kernels.SELECT_MIN_K, 100, 500, 1500):
+        for query in queries:
+            want, oracle_scores = _oracle(matrix, terms, query, k)
+            matched = int((matrix @ np.array([query.get(t, 0.0) for t in terms], np.float32) > 0).sum())
+            assert k < matched <= kernels.SELECT_PER_HIT * k if k < 1500 else matched < k  # partition / heap
+            ids, scores = index.top_k(query, k, strategy)
+            assert ids.tolist() == want
+            np.testing.assert_allclose(scores, oracle_scores[want], rtol=1e-5)
+        keys, _, _ = guarded_search(index, [index.encode(q) for q in queries], k, 0)
+        for query, got in zip(queries, keys):
+            ranks, _ = kernels.decode_keys(got)
+            assert index.tie_order[ranks].tolist() == _oracle(matrix, terms, query, k)[0]
+
+
 def test_empty_unknown_and_zero_queries():
     index, _, _ = _random_index(0)
     for query in ({}, {"nope": 1.0}, {"t1": 0.0}):
