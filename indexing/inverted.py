@@ -70,6 +70,8 @@ def _finite_float32(weights) -> np.ndarray:
 
 
 class InvertedIndex:
+    _NO_SUPER = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+
     def __init__(self, terms: list[str], offsets: np.ndarray | None, docs: np.ndarray | None,
                  impacts: np.ndarray | None, num_docs: int, scale: float | None = None, *,
                  packed: PackedPostings | None = None, model: Bm25Model | None = None) -> None:
@@ -96,6 +98,10 @@ class InvertedIndex:
         self.maxscore_postings = kernels.MAXSCORE_POSTINGS  # ... reading at least this many postings
         self.maxscore_per_hit = kernels.MAXSCORE_PER_HIT  # ... and this many per hit asked (k)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
+        self.superblock_shift = kernels.SB_SHIFT  # packed: 2**this blocks per superblock
+        self.superblock_min = kernels.SB_MIN  # ... summarised for terms of this many block-max entries (0: off)
+        self._super: tuple | None = None  # (key, summary arrays), see ensure_superblocks
+        self._super_lock = threading.Lock()
 
     def _csr(self) -> None:
         """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
@@ -159,6 +165,7 @@ class InvertedIndex:
         index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
         index.maxscore_terms, index.maxscore_postings = self.maxscore_terms, self.maxscore_postings
         index.maxscore_per_hit = self.maxscore_per_hit
+        index.superblock_shift, index.superblock_min = self.superblock_shift, self.superblock_min
         return index
 
     def set_tie_order(self, order: np.ndarray | None) -> None:
@@ -277,6 +284,35 @@ class InvertedIndex:
         if self.blockmax is None:
             self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
         return self.blockmax
+
+    def ensure_superblocks(self) -> tuple:
+        """Packed postings: the superblock summary the pruned kernel bounds first
+        (``kernels._pruned_super``: per summarised term, for each superblock it touches, the first
+        block, its block-max entry, the largest impact), derived from the stored block-max lists
+        on the first pruned search (nothing stored on disk). Empty (a pointer of length 1, the
+        plain block-max kernel) when ``superblock_min`` is 0 or no term has that many entries."""
+        key = (self.superblock_shift, self.superblock_min, self.shift)
+        with self._super_lock:
+            if self._super is None or self._super[0] != key:
+                self._super = (key, self._summarise())
+            return self._super[1]
+
+    def _summarise(self) -> tuple:
+        p = self.packed
+        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        if p is None or self.superblock_min < 1:
+            return none
+        st = np.zeros(NST, dtype=np.int64)
+        ptr = np.zeros(len(p.term_ptr), dtype=np.int64)
+        args = (p.stream, p.term_ptr, self.num_docs, p.table, p.float_bits, p.norms.shape[0], p.norm_table,
+                self.shift, int(self.superblock_shift), int(self.superblock_min), st, ptr)
+        total = kernels.super_summary(*args, *none[1:], False)
+        if total == 0:
+            return none
+        np.cumsum(ptr, out=ptr)
+        first, entry, val = np.empty(total, np.int32), np.empty(total, np.int32), np.empty(total, np.float32)
+        kernels.super_summary(*args, first, entry, val, True)
+        return ptr, first, entry, val
 
     @staticmethod
     def layout_of(manifest: dict) -> str | None:
@@ -434,6 +470,11 @@ class InvertedIndex:
             local.loc_list = np.empty(width, dtype=np.int32)
         if getattr(local, "heap", None) is None or len(local.heap) < k:
             local.heap = np.empty(max(k, 16), dtype=np.uint64)
+        n_super = ((self.num_docs >> self.shift) >> self.superblock_shift) + 1
+        if getattr(local, "sub", None) is None or len(local.sub) != n_super:
+            local.sub = np.zeros(n_super, dtype=np.float32)
+            local.sub_seen = np.zeros(n_super, dtype=np.uint8)
+            local.sub_cand = np.empty(n_super, dtype=np.int64)
         if self.packed is not None and getattr(local, "arena_docs", None) is None:
             size = min(ARENA, self.num_postings)
             local.arena_docs = np.zeros(size, dtype=np.int32)
@@ -526,6 +567,8 @@ class InvertedIndex:
         per_hit = np.float64(self.blocks_per_hit)
 
         if packed is not None:
+            sb = self.ensure_superblocks() if mode else self._NO_SUPER
+
             def run(lo: int, hi: int) -> None:
                 s = self._scratch(k, longest)
                 kernels.search_packed(lo, hi, q_ptr, q_terms, q_weights, k, mode, np.float32(approx),
@@ -535,7 +578,8 @@ class InvertedIndex:
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
                                       s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
                                       int(self.maxscore_terms), int(self.maxscore_postings),
-                                      int(self.maxscore_per_hit), out_keys, out_counts, out_scored, out_route)
+                                      int(self.maxscore_per_hit), out_keys, out_counts, out_scored, out_route,
+                                      *sb, int(self.superblock_shift), s.sub, s.sub_seen, s.sub_cand)
         else:
             bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
                                                       np.zeros(0, self._impacts.dtype), np.zeros(0, np.uint32))

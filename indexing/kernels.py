@@ -36,6 +36,11 @@ whose bound reaches it counted), and while scoring.
 ``approx = a`` in (0, 1] stops when ``a * UB < theta`` instead (``a = 1`` is exact); smaller
 values skip blocks that are unlikely, not impossible, to hold a top-k document.
 
+On large collections (packed postings) the terms with long block-max lists are also summarised
+per *superblock* of ``2**SB_SHIFT`` blocks, derived at load: superblocks are bounded first and
+refined best first, so a common term's entries are decoded only where they can matter
+(``_pruned_super``, below); the result is the same.
+
 Over packed postings, an exact query the blocks would not pay for and that has few terms and
 many postings (a BM25 query holding a frequent term) is read with MaxScore instead of
 exhaustively (``_maxscore_packed``, below: document at a time, the terms whose bounds sum below
@@ -295,7 +300,9 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
         off = loc_list[i]
         if status == 0 and loc_acc[off] > 0.0:
             d = base + off
-            size = _heap_push(heap, size, k, (np.uint64(bits[off]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d])))
+            key = (np.uint64(bits[off]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
+            if size < k or key > heap[0]:
+                size = _heap_push(heap, size, k, key)
         loc_acc[off] = 0.0
         loc_seen[off] = 0
     return size if status == 0 else -1
@@ -1313,7 +1320,9 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
         off = loc_list[i]
         if status == 0 and loc_acc[off] > 0.0:
             d = base + off
-            size = _heap_push(heap, size, k, (np.uint64(bits[off]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d])))
+            key = (np.uint64(bits[off]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
+            if size < k or key > heap[0]:
+                size = _heap_push(heap, size, k, key)
         loc_acc[off] = 0.0
         loc_seen[off] = 0
     return size if status == 0 else -1
@@ -1603,17 +1612,314 @@ def _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_term
     return size
 
 
+# -- superblocks: a coarse first level of block-max bounds (packed postings) --------------------
+#
+# On a large collection the bounds pass dominates a pruned query: a common query term holds a
+# block-max entry in nearly every block (156,000 blocks at 10M documents), each decoded and
+# added. A *superblock* is ``2**sb_shift`` consecutive blocks. For every term whose stored
+# block-max list has at least ``sb_min`` entries, the index derives at load (``super_summary``:
+# nothing stored, no format change) one entry per superblock it touches: the first block it holds
+# there, where that block's entry sits in its block-max list, and the largest impact there.
+#
+# ``_pruned_super`` then bounds superblocks first: the terms without a summary (short lists) add
+# their block maxima into the block bounds as before, each superblock takes the largest of its
+# blocks' bounds, and every summarised term adds ``w * max`` to the superblocks it touches.
+# Superblocks are *refined* best bound first (the summarised terms' entries of that superblock
+# decoded into its blocks' bounds, found from the summary without reading the rest of the list),
+# their blocks go on a max-heap of block bounds, and the best block is scored whenever its bound
+# is at least the best unrefined superblock's; the search stops when neither can reach the k-th
+# score. Block bounds now add terms in two passes, not in the query's term order, so every bound
+# is widened by ``2 (n + 1) 2**-24`` (more than float32 rounding of a sum of n positive terms can
+# move it) and compared in float64; a block or superblock is skipped only when below the
+# threshold, so ties are scored and the result stays the exhaustive one, bit for bit.
+
+SB_SHIFT = 6  # 64 blocks (4,096 documents) per superblock
+SB_MIN = 32768  # block-max entries a term needs for a superblock summary (measured on 10M SPLADE-like: 4,096
+# makes queries slower, most superblock bounds being loose; shorter lists are cheaper to read whole)
+
+
+def _super_summary(buf, term_ptr, num_docs, table, float_bits, norms_len, norm_table, shift, sb_shift, sb_min, st,
+                   ptr, first, entry, val, fill):
+    """Count (``fill`` False: into ``ptr[t + 1]``) or write each summarised term's superblock
+    entries: first block, its entry index, largest impact (float32, as the bounds pass reads
+    it). A term whose header or block-max list is corrupt gets none (the kernel's own checks
+    then find it). Returns the number of entries."""
+    n_blocks = (num_docs >> shift) + 1
+    total = 0
+    for t in range(term_ptr.shape[0] - 1):
+        if fill and ptr[t + 1] == ptr[t]:
+            continue
+        if _open_term(buf, term_ptr, t, num_docs, table.shape[0], norms_len, norm_table.shape[0], st) < 0:
+            continue
+        m = st[ST_M]
+        if st[ST_BM] < 0 or m < sb_min:
+            continue
+        pos = st[ST_BM]
+        wg = np.int64(buf[pos])
+        wv = np.int64(buf[pos + 1])
+        gpos = pos + 2
+        vpos = gpos + _nbytes(m, wg)
+        npos = vpos + _nbytes(m, wv)
+        mode = st[ST_MODE]
+        base = st[ST_BASE]
+        size = st[ST_SIZE]
+        idf = np.float32(table[base]) if mode == MODE_BM25 else np.float32(0.0)
+        b = -1
+        cur = -1
+        n = 0
+        e = ptr[t] if fill else 0
+        ok = True
+        for i in range(m):
+            b += 1 + _bits_at(buf, gpos, i, wg)
+            code = _bits_at(buf, vpos, i, wv)
+            if b >= n_blocks or (mode == MODE_TABLE and code >= size):
+                ok = False
+                break
+            s = b >> sb_shift
+            if s != cur:
+                cur = s
+                n += 1
+                if fill:
+                    first[e + n - 1] = b
+                    entry[e + n - 1] = i
+                    val[e + n - 1] = 0.0
+            if fill:
+                if mode == MODE_BM25:
+                    v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
+                else:
+                    v = _value(mode, code, base, size, table, float_bits, idf, np.float32(0.0))
+                if v > val[e + n - 1]:
+                    val[e + n - 1] = v
+        if not fill:
+            ptr[t + 1] = n if ok else 0
+        total += n if ok else 0
+    return total
+
+
+def _mh_push(h, n, key):
+    """Push ``key`` on the max-heap ``h[:n]``; returns n + 1."""
+    i = n
+    h[i] = key
+    while i > 0:
+        parent = (i - 1) >> 1
+        if h[parent] >= h[i]:
+            break
+        h[parent], h[i] = h[i], h[parent]
+        i = parent
+    return n + 1
+
+
+def _mh_pop(h, n):
+    """Remove the largest key of the max-heap ``h[:n]`` (n > 0); returns n - 1."""
+    n -= 1
+    h[0] = h[n]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and h[c + 1] > h[c]:
+            c += 1
+        if h[i] >= h[c]:
+            break
+        h[i], h[c] = h[c], h[i]
+        i = c
+    return n
+
+
+def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand):
+    """Add a summarised term's block maxima of one superblock (its block-max list from entry
+    ``e0``, block ``b0``) to the block bounds; (n_cand, status)."""
+    m = st[ST_M]
+    pos = st[ST_BM]
+    wg = np.int64(buf[pos])
+    wv = np.int64(buf[pos + 1])
+    gpos = pos + 2
+    vpos = gpos + _nbytes(m, wg)
+    npos = vpos + _nbytes(m, wv)
+    mode = st[ST_MODE]
+    base = st[ST_BASE]
+    size = st[ST_SIZE]
+    idf = np.float32(table[base]) if mode == MODE_BM25 else np.float32(0.0)
+    s = b0 >> sb_shift
+    b = b0
+    i = e0
+    while True:
+        code = _bits_at(buf, vpos, i, wv)
+        if b >= ub.shape[0] or (mode == MODE_TABLE and code >= size):
+            return n_cand, -1
+        if mode == MODE_BM25:
+            v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
+        else:
+            v = _value(mode, code, base, size, table, float_bits, idf, np.float32(0.0))
+        if ub_seen[b] == 0:
+            ub_seen[b] = 1
+            cand[n_cand] = b
+            n_cand += 1
+        ub[b] += w * v
+        ub_mask[b] |= bit
+        i += 1
+        if i >= m:
+            break
+        b += 1 + _bits_at(buf, gpos, i, wg)
+        if (b >> sb_shift) != s:
+            break
+    return n_cand, 0
+
+
+def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
+                  approx, block_cost, per_hit, ub, ub_seen, ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list,
+                  qstate, cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole, sb_ptr, sb_first,
+                  sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand):
+    """``_pruned_packed`` with superblocks (above): the same result, the same contract (size or
+    -1 corrupt / -2 over budget, blocks scored); ``order`` holds the block heap; ``sub``,
+    ``sub_seen`` (one per superblock, zeros) and ``sub_cand`` come back zeroed."""
+    num_docs = tie_rank.shape[0]
+    n = q_terms.shape[0]
+    n_cand = 0
+    n_sc = 0
+    status = 0
+    postings = 0
+    used = np.zeros(2, dtype=np.int64)
+    for j in range(n):
+        if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                      qstate[j]) < 0:
+            return -1, 0
+        postings += qstate[j, ST_DF]
+    budget = _budget(postings, block_cost, n)
+    if budget >= 0 and max(_first_blocks(k, shift), per_hit * k) > budget:
+        return -2, 0
+    summarised = np.zeros(n, dtype=np.bool_)
+    for j in range(n):  # terms without a summary: block bounds, as _pruned_packed
+        st = qstate[j]
+        if st[ST_DF] == 0:
+            continue
+        t = q_terms[j]
+        if st[ST_BM] >= 0 and sb_ptr[t + 1] > sb_ptr[t]:
+            summarised[j] = True
+            continue
+        bit = np.uint64(1) << np.uint64(j & 63)
+        if st[ST_BM] >= 0:
+            n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table,
+                                            ub, ub_seen, ub_mask, cand, n_cand)
+        else:
+            n_cand, status = _bounds_derived(buf, st, q_weights[j], bit, shift, num_docs, table, float_bits, norms,
+                                             norm_table, cache_docs[j], cache_vals[j], ub, ub_seen, ub_mask, cand,
+                                             n_cand, arena_docs, arena_vals, arena_blocks, used)
+        if status < 0:
+            break
+    if status == 0:
+        for i in range(n_cand):  # a superblock's bound from those terms: its best block's
+            b = cand[i]
+            s = b >> sb_shift
+            if sub_seen[s] == 0:
+                sub_seen[s] = 1
+                sub_cand[n_sc] = s
+                n_sc += 1
+            if ub[b] > sub[s]:
+                sub[s] = ub[b]
+        for j in range(n):
+            if not summarised[j]:
+                continue
+            t = q_terms[j]
+            w = q_weights[j]
+            for e in range(sb_ptr[t], sb_ptr[t + 1]):
+                s = sb_first[e] >> sb_shift
+                if s >= sub.shape[0]:
+                    status = -1
+                    break
+                if sub_seen[s] == 0:
+                    sub_seen[s] = 1
+                    sub_cand[n_sc] = s
+                    n_sc += 1
+                sub[s] += w * sb_val[e]
+    widen = np.float64(approx) * (1.0 + 2.0 * (n + 1) * 2.0 ** -24)
+    scored = 0
+    size = 0
+    nh = 0
+    if status == 0:
+        sub_bits = sub.view(np.uint32)
+        skeys = np.empty(n_sc, dtype=np.uint64)
+        for i in range(n_sc):
+            s = sub_cand[i]
+            skeys[i] = (np.uint64(sub_bits[s]) << np.uint64(32)) | np.uint64(s)
+        skeys = np.sort(skeys)
+        ub_bits = ub.view(np.uint32)
+        nxt = n_sc - 1
+        while True:
+            theta = np.float64(_threshold(heap, size, k))
+            sb_bound = np.float64(np.uint32(skeys[nxt] >> np.uint64(32)).view(np.float32)) if nxt >= 0 else -1.0
+            if nh > 0 and np.float64(np.uint32(order[0] >> np.uint64(32)).view(np.float32)) >= sb_bound:
+                key = order[0]
+                if widen * np.float64(np.uint32(key >> np.uint64(32)).view(np.float32)) < theta:
+                    break  # no block, and no superblock, can reach the top k
+                if budget >= 0 and scored >= budget:
+                    status = -2
+                    break
+                nh = _mh_pop(order, nh)
+                b = np.int64(key & _LOW)
+                ub_seen[b] = 2  # scored
+                size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank,
+                                           k, heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs,
+                                           cache_vals, arena_docs, arena_vals, arena_blocks, used, whole)
+                scored += 1
+                if size < 0:
+                    status = -1
+                    break
+                continue
+            if nxt < 0 or widen * sb_bound < theta:
+                break
+            s = np.int64(skeys[nxt] & _LOW)
+            nxt -= 1
+            for j in range(n):  # refine: the summarised terms' maxima of the superblock's blocks
+                if not summarised[j]:
+                    continue
+                t = q_terms[j]
+                lo = sb_ptr[t]
+                hi = sb_ptr[t + 1]
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if (sb_first[mid] >> sb_shift) < s:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo == sb_ptr[t + 1] or (sb_first[lo] >> sb_shift) != s:
+                    continue
+                n_cand, status = _refine(buf, qstate[j], q_weights[j], np.uint64(1) << np.uint64(j & 63),
+                                         np.int64(sb_entry[lo]), np.int64(sb_first[lo]), sb_shift, table, float_bits,
+                                         norm_table, ub, ub_seen, ub_mask, cand, n_cand)
+                if status < 0:
+                    break
+            if status < 0:
+                break
+            for b in range(s << sb_shift, min((s + 1) << sb_shift, ub.shape[0])):
+                if ub_seen[b] == 1 and ub[b] > 0.0 and widen * np.float64(ub[b]) >= theta:
+                    nh = _mh_push(order, nh, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
+    for i in range(n_cand):
+        b = cand[i]
+        ub[b] = 0.0
+        ub_seen[b] = 0
+        ub_mask[b] = 0
+    for i in range(n_sc):
+        s = sub_cand[i]
+        sub[s] = 0.0
+        sub_seen[s] = 0
+    return (size if status == 0 else status), scored
+
+
 def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, per_hit, buf, term_ptr,
                    table, float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
                    order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
                    arena_vals, arena_blocks, whole, ms_terms, ms_postings, ms_per_hit, out_keys, out_counts, out_scored,
-                   out_route):
+                   out_route, sb_ptr, sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
     ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query.
     A pruned query that block-max bounds would not pay for is read with MaxScore when it is exact
     (``approx`` 1), has at most ``ms_terms`` terms and reads at least ``max(ms_postings,
-    ms_per_hit * k)`` postings, else exhaustively. ``out_route``: ROUTE_* per query."""
+    ms_per_hit * k)`` postings, else exhaustively. ``out_route``: ROUTE_* per query. With a
+    superblock summary (``sb_ptr`` longer than 1: ``super_summary``), block-max queries bound
+    superblocks first (``_pruned_super``; ``sub``, ``sub_seen``, ``sub_cand``: its scratch)."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
@@ -1628,10 +1934,17 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
             scored = 0
         else:
             route = ROUTE_BLOCKMAX
-            size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
-                                          weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
-                                          cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
-                                          cache_vals, arena_docs, arena_vals, arena_blocks, whole)
+            if sb_ptr.shape[0] > 1:
+                size, scored = _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
+                                             weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
+                                             cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
+                                             cache_vals, arena_docs, arena_vals, arena_blocks, whole, sb_ptr,
+                                             sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand)
+            else:
+                size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
+                                              weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen,
+                                              ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
+                                              cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
             postings = 0
             if size == -2:
                 for j in range(terms.shape[0]):  # opened by the pruned kernel
@@ -1682,6 +1995,11 @@ if HAVE_NUMBA:
     _ms_seek = njit(nogil=True, cache=True)(_ms_seek)
     _ms_next = njit(nogil=True, cache=True)(_ms_next)
     _maxscore_packed = njit(nogil=True, cache=True)(_maxscore_packed)
+    super_summary = njit(nogil=True, cache=True)(_super_summary)
+    _mh_push = njit(nogil=True, cache=True)(_mh_push)
+    _mh_pop = njit(nogil=True, cache=True)(_mh_pop)
+    _refine = njit(nogil=True, cache=True)(_refine)
+    _pruned_super = njit(nogil=True, cache=True)(_pruned_super)
     search_packed = njit(nogil=True, cache=True)(_search_packed)
     _nbytes = njit(nogil=True, cache=True, inline="always")(_nbytes)
     _get_varint = njit(nogil=True, cache=True, inline="always")(_get_varint)
@@ -1710,6 +2028,7 @@ if HAVE_NUMBA:
 else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
     search_packed = _search_packed
+    super_summary = _super_summary
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):

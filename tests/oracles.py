@@ -79,17 +79,21 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
             arena_docs, arena_vals = buf(size, np.int32, -7), buf(size, np.float32, -7)
             arena_blocks = buf(size, np.int64, -7)
             route = np.full(len(checked), -1, np.int8)
+            sb = index.ensure_superblocks() if mode else index._NO_SUPER
+            n_super = (n_blocks >> index.superblock_shift) + 1
+            sub, sub_seen, sub_cand = buf(n_super, np.float32, 0), buf(n_super, np.uint8, 0), buf(n_super, np.int64, -7)
             fn(0, len(checked), q_ptr, q_terms, q_weights, k, mode, np.float32(approx), np.float64(block_cost), np.float64(kernels.BLOCKS_PER_HIT),
                p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.tie_rank, shift,
                acc[:n], seen[:n], touched[:n], ub[:n_blocks], ub_seen[:n_blocks], ub_mask[:n_blocks],
                cand[:n_blocks], order[:n_blocks], loc_acc[:width], loc_seen[:width], loc_list[:width], heap[:k],
                qstate[:rows], cache_docs[:rows], cache_vals[:rows], arena_docs[:size], arena_vals[:size],
                arena_blocks[:size], index.whole, index.maxscore_terms if ms_terms is None else ms_terms,
-               index.maxscore_postings, index.maxscore_per_hit, out_keys, counts, scored, route)
+               index.maxscore_postings, index.maxscore_per_hit, out_keys, counts, scored, route,
+               *sb, index.superblock_shift, sub[:n_super], sub_seen[:n_super], sub_cand[:n_super])
             guarded_search.route = route
             guarded += [("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
-                        ("arena_blocks", arena_blocks, -7)]
-            clean += [("ub_mask", ub_mask)]
+                        ("arena_blocks", arena_blocks, -7), ("sub_cand", sub_cand, -7)]
+            clean += [("ub_mask", ub_mask), ("sub", sub), ("sub_seen", sub_seen)]
             for name, array in (("qstate", qstate), ("cache_docs", cache_docs), ("cache_vals", cache_vals)):
                 assert (array[rows] == -7).all(), f"the kernel wrote past {name}"
     for name, array, fill in guarded:

@@ -1,0 +1,126 @@
+"""Superblocks (a coarse first level of block-max bounds over packed postings): the pruned search
+still returns exactly the exhaustive result; the summary is what the block-max lists say."""
+
+import numpy as np
+import pytest
+from oracles import guarded_search
+
+from indexing import kernels
+from indexing.compress import NST
+from indexing.inverted import InvertedIndex
+
+
+def _clustered_index(seed, num_docs=6000, num_terms=40, ties=False):
+    """Documents in topical runs (each run favours a few terms with high impacts), so that some
+    superblocks can be skipped; long lists get stored block-max lists; superblocks of 4 blocks,
+    summaries for terms of >= 8 block-max entries."""
+    rng = np.random.default_rng(seed)
+    topic = (np.arange(num_docs) // 500) % 6
+    favoured = rng.integers(0, num_terms, size=(6, 6))
+    dense = rng.random((num_docs, num_terms)) < 0.12
+    dense[np.arange(num_docs)[:, None], favoured[topic]] |= rng.random((num_docs, 6)) < 0.6
+    weights = rng.integers(1, 6, size=dense.shape).astype(np.float32) if ties else rng.random(dense.shape).astype(np.float32)
+    boost = np.zeros(dense.shape, np.float32)
+    boost[np.arange(num_docs)[:, None], favoured[topic]] = 4.0
+    matrix = np.where(dense, weights + boost, 0).astype(np.float32)
+    # the last 4 terms are rare (too short for a stored block-max list) and weigh heavily where
+    # they occur: their bounds must reach the superblocks, or those documents are missed
+    matrix[:, -4:] = 0
+    for j in range(num_terms - 4, num_terms):
+        matrix[rng.choice(num_docs, 5, replace=False), j] = 20.0 + rng.random(5).astype(np.float32)
+    d, t = np.nonzero(matrix)
+    index = InvertedIndex.from_postings([f"t{i}" for i in range(num_terms)], t, d, matrix[d, t], num_docs)
+    index = index.compressed(blockmax_min=200)
+    index.superblock_shift, index.superblock_min = 2, 8
+    index.block_cost = 0.0  # never fall back to the exhaustive kernel: the superblock path is what is tested
+    return index, matrix
+
+
+def _queries(index, seed, n=12):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        size = int(rng.integers(1, 12))
+        terms = rng.choice(len(index.terms) - 4, size, replace=False)
+        if rng.random() < 0.5:
+            terms = np.r_[terms, len(index.terms) - 1 - rng.integers(0, 4)]  # with a rare heavy term
+        terms = np.sort(terms).astype(np.int32)
+        out.append((terms, rng.integers(1, 4, len(terms)).astype(np.float32)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+def test_pruned_with_superblocks_equals_exhaustive(seed, ties):
+    index, matrix = _clustered_index(seed, ties=ties)
+    ptr = index.ensure_superblocks()[0]
+    assert len(ptr) > 1 and ptr[-1] > 0  # summaries exist: the superblock kernel runs
+    queries = _queries(index, 50 + seed)
+    scored = []
+    for k in (1, 10, 100):
+        exhaustive = index.search_many(queries, k, "exhaustive")
+        pruned = index.search_many(queries, k, "pruned")
+        assert (index.last_route == kernels.ROUTE_BLOCKMAX).all()
+        scored += index.last_blocks_scored.tolist()
+        for (ids_e, s_e), (ids_p, s_p), (t, w) in zip(exhaustive, pruned, queries):
+            assert ids_p.tolist() == ids_e.tolist() and s_p.tolist() == s_e.tolist()
+            brute = matrix[:, t] @ w
+            want = sorted(np.flatnonzero(brute > 0).tolist(), key=lambda i: (-brute[i], i))[:k]
+            assert ids_e.tolist() == want
+        keys_e, _, _ = guarded_search(index, queries, k, 0)
+        keys_p, _, _ = guarded_search(index, queries, k, 1)  # scratch (superblock bounds too) left clean
+        assert [x.tolist() for x in keys_p] == [x.tolist() for x in keys_e]
+    n_blocks = (index.num_docs >> index.shift) + 1
+    assert min(scored) < n_blocks  # some blocks were skipped
+
+
+def test_superblocks_off_or_absent_give_the_same_results():
+    index, _ = _clustered_index(9)
+    queries = _queries(index, 3)
+    with_sb = index.search_many(queries, 10, "pruned")
+    index.superblock_min = 0  # off: the plain block-max kernel
+    assert len(index.ensure_superblocks()[0]) == 1
+    without = index.search_many(queries, 10, "pruned")
+    csr = index.uncompressed()  # CSR postings have no summary
+    plain = csr.search_many(queries, 10, "pruned")
+    for a, b, c in zip(with_sb, without, plain):
+        assert a[0].tolist() == b[0].tolist() == c[0].tolist() and a[1].tolist() == b[1].tolist() == c[1].tolist()
+
+
+def test_summary_is_the_block_max_lists_per_superblock():
+    index, _ = _clustered_index(2)
+    ptr, first, entry, val = index.ensure_superblocks()
+    p = index.packed
+    st = np.zeros(NST, np.int64)
+    sbs = index.superblock_shift
+    summarised = 0
+    for t in range(len(index.terms)):
+        assert kernels._open_term(p.stream, p.term_ptr, t, index.num_docs, p.table.shape[0], p.norms.shape[0],
+                                  p.norm_table.shape[0], st) == 0
+        m = int(st[kernels.ST_M])
+        if st[kernels.ST_BM] < 0 or m < index.superblock_min:
+            assert ptr[t + 1] == ptr[t]
+            continue
+        blocks, vals = np.zeros(m, np.int64), np.zeros(m, np.float32)
+        assert kernels._read_blockmax(p.stream, st, p.table, p.float_bits, p.norm_table, blocks, vals) == m
+        supers = blocks >> sbs
+        starts = np.flatnonzero(np.r_[True, supers[1:] != supers[:-1]])
+        lo, hi = ptr[t], ptr[t + 1]
+        assert first[lo:hi].tolist() == blocks[starts].tolist()
+        assert entry[lo:hi].tolist() == starts.tolist()
+        assert val[lo:hi].tolist() == np.maximum.reduceat(vals, starts).tolist()
+        summarised += 1
+    assert summarised > 0
+
+
+def test_approx_with_superblocks_returns_exact_scores_of_what_it_finds():
+    """Approximate search skips superblocks and blocks that are unlikely to matter; whatever it
+    returns is scored exactly (the exhaustive score of that document)."""
+    index, matrix = _clustered_index(5)
+    queries = _queries(index, 8)
+    for approx in (0.9, 0.5):
+        keys, _, _ = guarded_search(index, queries, 10, 1, approx=approx)
+        for got, (t, w) in zip(keys, queries):
+            ranks, scores = kernels.decode_keys(got)
+            ids = index.tie_order[ranks]
+            np.testing.assert_allclose(scores, (matrix[:, t] @ w)[ids], rtol=1e-5)
