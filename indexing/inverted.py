@@ -32,6 +32,7 @@ consistent). The kernels bounds-check what they read, so even a corrupt index th
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from pathlib import Path
@@ -99,7 +100,8 @@ class InvertedIndex:
         self.maxscore_per_hit = kernels.MAXSCORE_PER_HIT  # ... and this many per hit asked (k)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
         self.superblock_shift = kernels.SB_SHIFT  # packed: 2**this blocks per superblock
-        self.superblock_min = kernels.SB_MIN  # ... summarised for terms of this many block-max entries (0: off)
+        self.superblock_min: int | None = None  # ... for terms of this many block-max entries (0: off; None:
+        # kernels.SB_SHARE of the blocks)
         self._super: tuple | None = None  # (key, summary arrays), see ensure_superblocks
         self._super_lock = threading.Lock()
 
@@ -290,7 +292,8 @@ class InvertedIndex:
         (``kernels._pruned_super``: per summarised term, for each superblock it touches, the first
         block, its block-max entry, the largest impact), derived from the stored block-max lists
         on the first pruned search (nothing stored on disk). Empty (a pointer of length 1, the
-        plain block-max kernel) when ``superblock_min`` is 0 or no term has that many entries."""
+        plain block-max kernel) when ``superblock_min`` is 0 or no term has that many entries
+        (default: ``kernels.SB_SHARE`` of the blocks)."""
         key = (self.superblock_shift, self.superblock_min, self.shift)
         with self._super_lock:
             if self._super is None or self._super[0] != key:
@@ -300,12 +303,14 @@ class InvertedIndex:
     def _summarise(self) -> tuple:
         p = self.packed
         none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-        if p is None or self.superblock_min < 1:
+        n_blocks = (self.num_docs >> self.shift) + 1
+        least = self.superblock_min if self.superblock_min is not None else math.ceil(kernels.SB_SHARE * n_blocks)
+        if p is None or least < 1:
             return none
         st = np.zeros(NST, dtype=np.int64)
         ptr = np.zeros(len(p.term_ptr), dtype=np.int64)
         args = (p.stream, p.term_ptr, self.num_docs, p.table, p.float_bits, p.norms.shape[0], p.norm_table,
-                self.shift, int(self.superblock_shift), int(self.superblock_min), st, ptr)
+                self.shift, int(self.superblock_shift), int(least), st, ptr)
         total = kernels.super_summary(*args, *none[1:], False)
         if total == 0:
             return none
