@@ -96,7 +96,8 @@ class InvertedIndex:
         self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
         self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for queries up to this long (0: never)
-        self.maxscore_postings = kernels.MAXSCORE_POSTINGS  # ... reading at least this many postings
+        self.maxscore_postings: int | None = None  # ... whose longest term has this many postings (None:
+        # kernels.MAXSCORE_SHARE of the documents)
         self.maxscore_per_hit = kernels.MAXSCORE_PER_HIT  # ... and this many per hit asked (k)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
         self.superblock_shift = kernels.SB_SHIFT  # packed: 2**this blocks per superblock
@@ -286,6 +287,12 @@ class InvertedIndex:
         if self.blockmax is None:
             self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
         return self.blockmax
+
+    def _maxscore_postings(self) -> int:
+        """The longest query term's postings a query needs for the MaxScore route."""
+        if self.maxscore_postings is not None:
+            return int(self.maxscore_postings)
+        return max(1, math.ceil(kernels.MAXSCORE_SHARE * self.num_docs))
 
     def ensure_superblocks(self) -> tuple:
         """Packed postings: the superblock summary the pruned kernel bounds first
@@ -582,7 +589,7 @@ class InvertedIndex:
                                       s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
                                       s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
-                                      int(self.maxscore_terms), int(self.maxscore_postings),
+                                      int(self.maxscore_terms), self._maxscore_postings(),
                                       int(self.maxscore_per_hit), out_keys, out_counts, out_scored, out_route,
                                       *sb, int(self.superblock_shift), s.sub, s.sub_seen, s.sub_cand)
         else:

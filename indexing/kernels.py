@@ -41,8 +41,8 @@ per *superblock* of ``2**SB_SHIFT`` blocks, derived at load: superblocks are bou
 refined best first, so a common term's entries are decoded only where they can matter
 (``_pruned_super``, below); the result is the same.
 
-Over packed postings, an exact query the blocks would not pay for and that has few terms and
-many postings (a BM25 query holding a frequent term) is read with MaxScore instead of
+Over packed postings, an exact query the blocks would not pay for and that has few terms, one of
+them very frequent (a BM25 query holding a near stop word), is read with MaxScore instead of
 exhaustively (``_maxscore_packed``, below: document at a time, the terms whose bounds sum below
 the threshold only looked up), again with the exhaustive kernel's scores bit for bit.
 
@@ -74,8 +74,10 @@ _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 48  # postings' worth of work to score one block for one query term (measured: 1M SPLADE-like)
 MAXSCORE_TERMS = 16  # a pruned query of up to this many terms is read with MaxScore when blocks would not pay
-MAXSCORE_POSTINGS = 10_000  # ... and reads at least this many postings, and MAXSCORE_PER_HIT per hit asked
-MAXSCORE_PER_HIT = 300  # (below: the exhaustive kernel is faster; measured on BM25 1M, scripts/bench_sparse_scale.py)
+MAXSCORE_SHARE = 0.1  # ... and its longest term is in this share of the documents, and holds MAXSCORE_PER_HIT
+MAXSCORE_PER_HIT = 3000  # postings per hit asked (below: the exhaustive kernel is as fast or faster; measured on
+# BM25 1M against the exhaustive kernel with partition top-k: k = 10, longest term >= 300k postings: 2.7 vs 8.5 ms,
+# 100k-300k 2.2 vs 2.3; 20k-50k of frequency-weighted queries 1.4 vs 1.0; k = 1000: slower at every length)
 ROUTE_EXHAUSTIVE, ROUTE_BLOCKMAX, ROUTE_MAXSCORE = 0, 1, 2  # how a query was read (InvertedIndex.last_route)
 BLOCKS_PER_HIT = 4  # blocks a top-k search scores per hit, before an index has measured its own
 # (k = 10: 3.4 on 1M SPLADE-like with bp, 18 on BM25 1M; InvertedIndex.blocks_per_hit learns it)
@@ -1917,10 +1919,15 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
     ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query.
     A pruned query that block-max bounds would not pay for is read with MaxScore when it is exact
-    (``approx`` 1), has at most ``ms_terms`` terms and reads at least ``max(ms_postings,
-    ms_per_hit * k)`` postings, else exhaustively. ``out_route``: ROUTE_* per query. With a
-    superblock summary (``sb_ptr`` longer than 1: ``super_summary``), block-max queries bound
-    superblocks first (``_pruned_super``; ``sub``, ``sub_seen``, ``sub_cand``: its scratch)."""
+    (``approx`` 1), has at most ``ms_terms`` terms and its longest term holds at least
+    ``max(ms_postings, ms_per_hit * k)`` postings (a term that soon becomes non-essential), else
+    exhaustively. ``out_route``: ROUTE_* per query. With a
+    superblock summary (``sb_ptr`` longer than 1: ``super_summary``), block-max queries of more
+    than ``ms_terms`` terms bound superblocks first (``_pruned_super``; ``sub``, ``sub_seen``,
+    ``sub_cand``: its scratch); shorter ones keep the plain kernel, whose early estimate of the
+    blocks left sends a query that blocks will not pay for to MaxScore or the exhaustive kernel
+    before it spends its budget (measured on BM25 1M: with superblocks for every query, pruned
+    k = 1000 fell to 0.68x exhaustive)."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
@@ -1935,7 +1942,7 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
             scored = 0
         else:
             route = ROUTE_BLOCKMAX
-            if sb_ptr.shape[0] > 1:
+            if sb_ptr.shape[0] > 1 and terms.shape[0] > ms_terms:
                 size, scored = _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
                                              weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
                                              cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
@@ -1946,12 +1953,12 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                                               weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen,
                                               ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
                                               cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
-            postings = 0
+            longest = 0
             if size == -2:
                 for j in range(terms.shape[0]):  # opened by the pruned kernel
-                    postings += qstate[j, ST_DF]
+                    longest = max(longest, qstate[j, ST_DF])
             if size == -2 and terms.shape[0] <= ms_terms and approx == 1.0 and \
-                    postings >= max(ms_postings, ms_per_hit * k):
+                    longest >= max(ms_postings, ms_per_hit * k):
                 route = ROUTE_MAXSCORE
                 size = _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                         tie_rank, k, approx, heap, qstate, cache_docs, cache_vals)

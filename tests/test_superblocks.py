@@ -33,6 +33,7 @@ def _clustered_index(seed, num_docs=6000, num_terms=40, ties=False):
     index = index.compressed(blockmax_min=200)
     index.superblock_shift, index.superblock_min = 2, 8
     index.block_cost = 0.0  # never fall back to the exhaustive kernel: the superblock path is what is tested
+    index.maxscore_terms = 0  # superblocks serve queries longer than this (no MaxScore here)
     return index, matrix
 
 
