@@ -125,3 +125,33 @@ def test_approx_with_superblocks_returns_exact_scores_of_what_it_finds():
             ranks, scores = kernels.decode_keys(got)
             ids = index.tie_order[ranks]
             np.testing.assert_allclose(scores, (matrix[:, t] @ w)[ids], rtol=1e-5)
+
+
+def test_a_corrupt_block_max_list_fails_the_query_not_the_summary():
+    """Gaps that run past the last block: the summary leaves that term out (it is then bounded
+    block by block), and the bounds pass reports the corrupt index instead of reading outside."""
+    from indexing.manifest import IndexFormatError
+
+    index, _ = _clustered_index(4, num_docs=20000)
+    ptr = index.ensure_superblocks()[0]
+    p = index.packed
+    st = np.zeros(NST, np.int64)
+    for t in np.flatnonzero(np.diff(ptr) > 0):  # a summarised term whose list has gaps to corrupt
+        kernels._open_term(p.stream, p.term_ptr, int(t), index.num_docs, p.table.shape[0], p.norms.shape[0],
+                           p.norm_table.shape[0], st)
+        wg = int(p.stream[st[kernels.ST_BM]])
+        if wg > 0:
+            break
+    assert wg > 0
+    t = int(t)
+    stream = p.stream.copy()
+    gaps = int(st[kernels.ST_BM]) + 2
+    stream[gaps:gaps + kernels._nbytes(int(st[kernels.ST_M]), wg)] = 0xFF  # every gap the largest
+    p.stream = stream
+    index.superblock_min = 7  # a new summary over the corrupt stream
+    ptr = index.ensure_superblocks()[0]
+    assert ptr[t + 1] == ptr[t]
+    with pytest.raises(IndexFormatError):
+        index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))] * 1, 10, "pruned")
+    other = int(np.flatnonzero(np.diff(ptr) > 0)[0])  # the other terms still search
+    index.search_many([(np.array([other], np.int32), np.ones(1, np.float32))], 10, "pruned")
