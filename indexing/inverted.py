@@ -309,7 +309,7 @@ class InvertedIndex:
 
     def _summarise(self) -> tuple:
         p = self.packed
-        none = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
+        none = self._NO_SUPER
         n_blocks = (self.num_docs >> self.shift) + 1
         least = self.superblock_min if self.superblock_min is not None else math.ceil(kernels.SB_SHARE * n_blocks)
         if p is None or least < 1:
