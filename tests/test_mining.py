@@ -29,6 +29,18 @@ def test_mining_never_returns_a_positive_and_respects_skip_and_max():
     assert records[0]["neg"] == ["n1", "n2", "n3", "j0"]  # a judged non-relevant doc is a negative
 
 
+def test_graded_qrels_min_relevance_chooses_the_positives():
+    # q1: p1 grade 1, p2 grade 2; with min_relevance 2 only p2 is a positive, p1 is neither
+    records, _ = mine(RUN, QRELS, max_negatives=10, min_relevance=2)
+    by_q = {r["qid"]: r for r in records}
+    assert set(by_q) == {"q1"}  # q2's only judgement (grade 1) is below the bar
+    assert by_q["q1"]["pos"] == ["p2"]
+    assert by_q["q1"]["neg"] == ["n1", "n2", "n3", "j0"]  # p1 is not a negative either
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="min_relevance"):
+            mine(RUN, QRELS, min_relevance=bad)
+
+
 class FakeTeacher:
     """Scores are fixed per document through one-hot embeddings."""
 
@@ -71,3 +83,10 @@ def test_cli_mines_from_an_index_and_refuses_test(beir_dir, tmp_path):
     res = CliRunner().invoke(cli.main, ["mine", str(tmp_path / "idx"), "--dataset", str(beir_dir),
                                         "--split", "test", "--out", str(tmp_path / "x.jsonl")])
     assert res.exit_code == 2 and "test split" in res.output
+    (beir_dir / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t2\nq1\td2\t1\nq2\td3\t1\n")
+    res = CliRunner().invoke(cli.main, ["mine", str(tmp_path / "idx"), "--dataset", str(beir_dir), "--out",
+                                        str(tmp_path / "graded.jsonl"), "--min-relevance", "2"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (tmp_path / "graded.jsonl").read_text().splitlines()]
+    assert [(x["qid"], x["pos"]) for x in lines] == [("q1", ["d1"])] and "d2" not in lines[0]["neg"]

@@ -285,6 +285,99 @@ def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp
         make_trainer(other).train()
 
 
+class FakeClock:
+    """``time.perf_counter`` for the trainer: it moves only when a test says so."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def clocked_trainer(cfg, monkeypatch, step_s, dev_s=0.0, **kw):
+    """A trainer whose steps take ``step_s`` and dev evaluations ``dev_s`` seconds of a fake clock."""
+    import training.trainer as trainer_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(trainer_module, "time", clock)
+    t = make_trainer(cfg, **kw)
+    step, dev = t.micro_step, t.dev_metrics
+
+    def timed_step(*a, **k):
+        clock.now += step_s
+        return step(*a, **k)
+
+    def timed_dev():
+        clock.now += dev_s
+        return dev()
+
+    t.micro_step, t.dev_metrics = timed_step, timed_dev
+    return t, clock
+
+
+def test_time_budget_fits_the_schedule_to_the_steps_that_fit(tiny_mlm, train_set, tmp_path, monkeypatch,
+                                                              one_torch_thread):
+    ds, negatives = train_set
+    # 10 s a step, 60 s: after 3 probe steps (30 s) 3 more fit; the decay ends at step 6, not 100
+    t, clock = clocked_trainer(config(tmp_path, tiny_mlm, ds, negatives, max_steps=100, max_minutes=1.0),
+                               monkeypatch, step_s=10.0)
+    result = t.train()
+    assert result["steps"] == 6 and t.total_steps == 6 and t.planned_steps == 100
+    assert clock.now - 1000.0 == pytest.approx(60.0)
+    assert t.scheduler.get_last_lr()[0] == 0.0  # the linear decay reached zero at the fitted end
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["steps"] == 6 and summary["planned_steps"] == 100 and summary["max_minutes"] == 1.0
+    # a budget larger than the plan changes nothing
+    t2, _ = clocked_trainer(config(tmp_path / "big", tiny_mlm, ds, negatives, max_steps=5, max_minutes=60.0),
+                            monkeypatch, step_s=10.0)
+    assert t2.train()["steps"] == 5
+
+
+def test_time_budget_counts_dev_evaluations_and_stops_past_the_budget(tiny_mlm, train_set, tmp_path,
+                                                                      monkeypatch, one_torch_thread):
+    ds, negatives = train_set
+    # dev every 2 steps, 20 s each, steps 5 s, budget 100 s: after the probe (step 3) 55 s are spent
+    # (evaluations at 0 and 2); step 4 and its evaluation fit (25 s), a 5th would cost 50
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=100, max_minutes=100 / 60, dev_fraction=0.34,
+                 dev_every=2)
+    t, clock = clocked_trainer(cfg, monkeypatch, step_s=5.0, dev_s=20.0)
+    result = t.train()
+    assert result["steps"] == 4 and clock.now - 1000.0 == pytest.approx(80.0)
+    assert [h["step"] for h in result["history"]] == [0, 2, 4]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    # a step that ends past the budget is the last: 100 s a step, 1 minute
+    t, _ = clocked_trainer(config(tmp_path / "slow", tiny_mlm, ds, negatives, max_steps=100, max_minutes=1.0),
+                           monkeypatch, step_s=100.0)
+    assert t.train()["steps"] == 1
+
+
+def test_a_resumed_budgeted_run_keeps_its_schedule(tiny_mlm, train_set, tmp_path, monkeypatch, one_torch_thread):
+    ds, negatives = train_set
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 4:
+            raise Stop
+
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=100, max_minutes=1.0, save_every=4)
+    t, _ = clocked_trainer(cfg, monkeypatch, step_s=10.0, on_step=interrupt)
+    with pytest.raises(Stop):
+        t.train()
+    cfg.resume = True
+    resumed, clock = clocked_trainer(cfg, monkeypatch, step_s=10.0)
+    assert resumed.train()["steps"] == 6  # the fitted 6 steps, and 20 s left of the budget
+    assert clock.now - 1000.0 == pytest.approx(20.0)
+
+
+def test_max_minutes_must_be_positive(tmp_path):
+    for bad in (0, -1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="max-minutes"):
+            TrainConfig(model="m", dataset="d", negatives="n", out=str(tmp_path), max_minutes=bad)
+
+
 def test_cli_trains_keeps_the_best_dev_model_and_it_indexes(tiny_mlm, train_set, tmp_path, one_torch_thread):
     ds, negatives = train_set
     out = tmp_path / "model"

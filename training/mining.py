@@ -1,7 +1,8 @@
 """Hard-negative mining: turn a run over training queries into negatives, as data.
 
-For every query with a positive judgement: retrieve ``depth`` documents from any index, drop the
-positives (and the query's own id, BEIR's convention), skip the first ``skip_top`` remaining
+For every query with a positive judgement (a grade of at least ``min_relevance``, default 1):
+retrieve ``depth`` documents from any index, drop the positives, the documents judged relevant
+below that grade (neither positive nor a safe negative) and the query's own id (BEIR's convention), skip the first ``skip_top`` remaining
 candidates (the likeliest unjudged positives), keep up to ``max_negatives``. With a teacher, a
 candidate whose teacher score exceeds ``margin`` x the best positive's teacher score is dropped
 as a probable false negative, and the kept scores are the teacher's. Output, one JSON object per
@@ -63,21 +64,24 @@ def _texts(corpus, wanted: set[str]) -> dict[str, Doc]:
 
 def mine(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]], *,
          skip_top: int = 0, max_negatives: int = 32, teacher: Teacher | Scorer | None = None,
-         margin: float = 0.95, queries: Mapping[str, str] | None = None, corpus=None
-         ) -> tuple[list[dict], MiningReport]:
+         margin: float = 0.95, queries: Mapping[str, str] | None = None, corpus=None,
+         min_relevance: int = 1) -> tuple[list[dict], MiningReport]:
     """Negatives per query from a run (``{qid: {docid: score}}``, any index kind)."""
     if skip_top < 0 or max_negatives < 1:
         raise ValueError("skip_top must be >= 0 and max_negatives >= 1")
+    if isinstance(min_relevance, bool) or not isinstance(min_relevance, int) or min_relevance < 1:
+        raise ValueError(f"min_relevance must be an integer >= 1, got {min_relevance!r}")
     if teacher is not None and (queries is None or corpus is None):
         raise ValueError("a teacher needs the query texts and the corpus")
     report = MiningReport()
     plans = []
     for qid, judged in qrels.items():
-        pos = sorted(d for d, rel in judged.items() if rel > 0)
+        pos = sorted(d for d, rel in judged.items() if rel >= min_relevance)
         if not pos:
             continue
         ranked = sorted(run.get(qid, {}).items(), key=lambda x: (-x[1], x[0]))
-        excluded = set(pos) | {qid}  # judged non-relevant documents stay: they are true negatives
+        # judged non-relevant documents stay: they are true negatives; lower positive grades go
+        excluded = {d for d, rel in judged.items() if rel > 0} | {qid}
         cands = [(d, s) for d, s in ranked if d not in excluded][skip_top:]
         plans.append((qid, pos, cands))
     if teacher is not None:

@@ -63,6 +63,7 @@ class TrainConfig:
     out: str
     epochs: float = 1.0
     max_steps: int | None = None          # optimiser steps; overrides epochs
+    max_minutes: float | None = None      # wall-clock budget: the schedule shrinks to the steps that fit
     batch_size: int = 32                  # queries per process per micro-batch
     group_size: int = 8                   # passages per query: 1 positive + group_size-1 negatives
     lr: float = 2e-5
@@ -125,6 +126,9 @@ class TrainConfig:
             raise ValueError("lr and temperature must be positive")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max-steps must be at least 1")
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not isinstance(
+                self.max_minutes, (int, float)) or not math.isfinite(self.max_minutes) or self.max_minutes <= 0):
+            raise ValueError(f"max-minutes must be a positive number, got {self.max_minutes!r}")
         if self.dev_split is not None and is_test_split(self.dev_split):
             raise ValueError("--dev-split test would select the model on the test queries; carve dev from "
                              "train (--dev-fraction) or name a dev split")
@@ -156,7 +160,10 @@ class Trainer:
         self.plan = BatchPlan(self.data, self.global_batch, self.plan_group_size(), c.seed, clusters)
         micro_per_epoch = self.plan.steps_per_epoch
         self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * micro_per_epoch / c.accumulation))
+        self.planned_steps = self.total_steps  # what epochs / max-steps ask; a time budget may shorten it
         self.warmup = c.warmup_steps if c.warmup_steps is not None else int(0.1 * self.total_steps)
+        self.spent_s = 0.0  # training seconds of earlier runs of a resumed schedule
+        self._started = time.perf_counter()  # this run's start (train() sets it)
         self.dev_every = c.dev_every or max(1, micro_per_epoch // c.accumulation)
         self.save_every = c.save_every or self.dev_every
         self.positives = {e.qid: set(e.pos) for e in self.data.train}
@@ -351,10 +358,15 @@ class Trainer:
             atomic_write_json(self.out / "training_config.json", self.resolved_config())
         log_file = self.out / "train_log.jsonl"
         started, window = time.perf_counter(), []
+        self._started = started
+        budget = _Budget(self, started) if c.max_minutes is not None else None
         if self.data.dev and self.step == 0:  # the starting model: the curve's origin and the bar to beat
             self._dev_eval(log_file, 0.0)
+            if budget is not None:
+                budget.dev_s = time.perf_counter() - started
         t0 = time.perf_counter()
         while self.step < self.total_steps:
+            step_started = time.perf_counter()
             parts_sum: dict[str, float] = {}
             for a in range(c.accumulation):
                 groups = self.plan.batch(self.step * c.accumulation + a)
@@ -369,6 +381,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             window.append(parts_sum)
+            if budget is not None:
+                budget.after_step(time.perf_counter() - step_started)
             if self.dist.main and (self.step % c.log_every == 0 or self.step == self.total_steps):
                 elapsed = time.perf_counter() - t0
                 examples = len(window) * c.accumulation * self.global_batch
@@ -382,7 +396,10 @@ class Trainer:
                          " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step"))
                 window, t0 = [], time.perf_counter()
             if self.data.dev and (self.step % self.dev_every == 0 or self.step == self.total_steps):
+                dev_started = time.perf_counter()
                 self._dev_eval(log_file, time.perf_counter() - started)
+                if budget is not None:
+                    budget.dev_s = time.perf_counter() - dev_started
                 t0 = time.perf_counter()  # the evaluation is not training throughput
             if self.step % self.save_every == 0 and self.step < self.total_steps:
                 self._checkpoint()
@@ -393,7 +410,8 @@ class Trainer:
                 self.model.save(self.out)
             self.model.save(self.out / "last")
             summary = {"steps": self.step, "best": self.best, "history": self.history,
-                       "train_seconds": time.perf_counter() - started}
+                       "train_seconds": time.perf_counter() - started, "planned_steps": self.planned_steps,
+                       "max_minutes": c.max_minutes}
             atomic_write_json(self.out / "training_summary.json", summary)
             write_model_card(self.out, device=self.device)
         distributed.barrier(self.dist)
@@ -447,6 +465,8 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": _scheduler_state(self.scheduler), "step": int(self.step),
                 "best": _plain(self.best), "history": _plain(self.history),
+                "total_steps": int(self.total_steps), "warmup": int(self.warmup),
+                "spent_s": float(self.spent_s + time.perf_counter() - self._started),
                 "config": _plain(self.resolved_config())}
 
     def _resume(self) -> None:
@@ -465,6 +485,9 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.history = state["step"], state["history"]
+        if "total_steps" in state:  # a time budget may have shortened the schedule: keep it
+            self.total_steps, self.warmup = int(state["total_steps"]), int(state["warmup"])
+            self.spent_s = float(state["spent_s"])
         self.best = tuple(state["best"]) if state["best"] is not None else None
         log_file = self.out / "train_log.jsonl"
         if self.dist.main and log_file.is_file():  # rows the interrupted run wrote after this checkpoint go
@@ -500,6 +523,62 @@ class Trainer:
                           min_points_per_centroid=1)
         km.train(x)
         return km.index.search(x, 1)[1][:, 0]
+
+
+class _Budget:
+    """``--max-minutes``: the schedule (linear decay, warm-up) is fitted to the steps that fit in
+    the wall-clock budget, from the seconds a step has taken so far and the last dev evaluation's
+    (one is kept for the final evaluation); fitted after the first ``PROBE`` steps and again after
+    every step, never beyond the planned steps (epochs or max-steps); the dev evaluations due are
+    counted where they fall. A step that ends past the budget is the last one. A resumed run spends what the budget has left."""
+
+    PROBE = 3
+
+    def __init__(self, trainer: Trainer, started: float) -> None:
+        self.t, self.started = trainer, started
+        self.seconds = trainer.config.max_minutes * 60.0
+        self.dev_s = 0.0
+        self.steps, self.step_s = 0, 0.0
+        self.fixed_warmup = trainer.config.warmup_steps is not None
+
+    def left(self) -> float:
+        return self.seconds - self.t.spent_s - (time.perf_counter() - self.started)
+
+    def after_step(self, seconds: float) -> None:
+        t = self.t
+        self.steps += 1
+        self.step_s += seconds
+        left = self.left()
+        if left <= 0:
+            t.total_steps = t.step
+            return
+        if self.steps < self.PROBE:
+            return
+        per_step = self.step_s / self.steps
+        lo, hi = 0, max(0, t.planned_steps - t.step)  # the most further steps whose cost fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.cost(mid, per_step) <= left:
+                lo = mid
+            else:
+                hi = mid - 1
+        first = self.steps == self.PROBE
+        t.total_steps = t.step + lo
+        if first and not self.fixed_warmup:
+            t.warmup = int(0.1 * t.total_steps)
+        if first:
+            log.info("time budget %.1f min: %d of %d planned steps fit (%.2f s a step, %.1f s a dev "
+                     "evaluation)", self.seconds / 60, t.total_steps, t.planned_steps, per_step, self.dev_s)
+
+    def cost(self, n: int, per_step: float) -> float:
+        """Seconds of ``n`` more steps and the dev evaluations due from this step to the last (each
+        multiple of dev-every, and the last step)."""
+        t = self.t
+        if not t.data.dev:
+            return n * per_step
+        end, every = t.step + n, t.dev_every
+        evals = end // every - (t.step - 1) // every + (end % every != 0)
+        return n * per_step + evals * self.dev_s
 
 
 # -- checkpoint files: nothing in them runs code when read -----------------------------------

@@ -34,9 +34,12 @@ def _weights(ctx, param, value):
 @click.option("--margin", type=FINITE, default=0.95, show_default=True,
               help="Drop a candidate whose teacher score exceeds margin x the positive's "
                    "(an ensemble's scores measured from the query's lowest).")
+@click.option("--min-relevance", type=AT_LEAST_1, default=1, show_default=True,
+              help="Graded qrels: the lowest grade that is a positive; documents judged relevant below it "
+                   "are neither positives nor negatives.")
 @click.option("--device", default="auto", show_default=True, help="Teacher device.")
 def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teachers, teacher_weights, teacher_norm,
-         margin, device):
+         margin, min_relevance, device):
     """Mine hard negatives for a split's queries from any index."""
     from eval.beir import BeirDataset
     from retriever.api import Retriever
@@ -71,7 +74,7 @@ def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher
     run = r.search_batch(queries, k=depth)
     records, report = mine_negatives(run, qrels, skip_top=skip_top, max_negatives=max_negatives,
                                      teacher=teacher, margin=margin, queries=queries,
-                                     corpus=ds.corpus_path)
+                                     corpus=ds.corpus_path, min_relevance=min_relevance)
     write_negatives(records, out)
     click.echo(f"{report}; wrote {out}")
     if report.examples_too_few:

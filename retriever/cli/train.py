@@ -24,6 +24,8 @@ _TRAINER_OPTIONS = [
          help="Output directory: the best model (loadable with --model OUT), checkpoints, logs."),
     _opt("--epochs", type=float, default=1.0, show_default=True),
     _opt("--max-steps", type=int, default=None, help="Optimiser steps (overrides --epochs)."),
+    _opt("--max-minutes", type=float, default=None,
+         help="Wall-clock budget (dev evaluations included): the schedule shrinks to the steps that fit."),
     _opt("--batch-size", type=int, default=32, show_default=True, help="Queries per process per micro-batch."),
     _opt("--group-size", type=int, default=8, show_default=True,
          help="Passages per query: 1 positive + N-1 hard negatives."),
