@@ -92,6 +92,70 @@ def test_unsupported_sentence_transformers_pooling_is_refused(tiny_mlm, tmp_path
         DenseSettings(pooling="max")
 
 
+def _with_dense_module(st, weight, bias=None, activation="torch.nn.modules.linear.Identity"):
+    """Insert a sentence-transformers Dense module after pooling (before Normalize)."""
+    from safetensors.torch import save_file
+
+    modules = json.loads((st / "modules.json").read_text())
+    modules.insert(2, {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+    (st / "modules.json").write_text(json.dumps(modules))
+    (st / "2_Dense").mkdir()
+    (st / "2_Dense" / "config.json").write_text(json.dumps({
+        "in_features": weight.shape[1], "out_features": weight.shape[0], "bias": bias is not None,
+        "activation_function": activation}))
+    state = {"linear.weight": torch.from_numpy(weight)}
+    if bias is not None:
+        state["linear.bias"] = torch.from_numpy(bias)
+    save_file(state, str(st / "2_Dense" / "model.safetensors"))
+    return st
+
+
+def test_a_dense_module_projects_pooled_vectors_before_normalisation(tiny_mlm, tmp_path, one_torch_thread):
+    from retriever.encoders.models import fingerprint
+
+    rng = np.random.default_rng(3)
+    w, b = rng.standard_normal((16, 32)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    plain = _as_sentence_transformers(tiny_mlm, tmp_path / "plain")
+    for name, activation, act in (("identity", "torch.nn.modules.linear.Identity", lambda x: x),
+                                  ("tanh", "torch.nn.modules.activation.Tanh", np.tanh)):
+        st = _with_dense_module(_as_sentence_transformers(tiny_mlm, tmp_path / activation), w, b, activation)
+        enc = DenseEncoder(str(st), device="cpu")
+        assert enc.dim == 16
+        pooled = manual(st, TEXTS, "cls", False, 48, "")
+        want = act(pooled @ w.T + b)
+        want /= np.linalg.norm(want, axis=1, keepdims=True)
+        np.testing.assert_allclose(enc.encode_documents(TEXTS), want, atol=2e-5)
+        assert fingerprint(str(st)) != fingerprint(str(plain))  # the module's weights are part of the model
+        # saved and read back: same layout (Dense before Normalize), same vectors
+        enc.model.save(tmp_path / f"saved-{name}")
+    saved = tmp_path / "saved-tanh"
+    types = [m["type"].rsplit(".", 1)[-1] for m in json.loads((saved / "modules.json").read_text())]
+    assert types == ["Transformer", "Pooling", "Dense", "Normalize"]
+    np.testing.assert_allclose(DenseEncoder(str(saved), device="cpu").encode_documents(TEXTS),
+                               DenseEncoder(str(tmp_path / "torch.nn.modules.activation.Tanh"),
+                                            device="cpu").encode_documents(TEXTS), atol=1e-6)
+    assert fingerprint(str(plain)) == fingerprint(str(tiny_mlm))  # no Dense module: the fingerprint it always had
+
+
+def test_unknown_sentence_transformers_modules_and_bad_dense_modules_are_refused(tiny_mlm, tmp_path):
+    st = _as_sentence_transformers(tiny_mlm, tmp_path / "st")
+    modules = json.loads((st / "modules.json").read_text())
+    (st / "modules.json").write_text(json.dumps(modules + [{"idx": 3, "name": "3", "path": "3_X",
+                                                            "type": "sentence_transformers.models.LayerNorm"}]))
+    with pytest.raises(ValueError, match="LayerNorm.*not supported"):
+        DenseEncoder(str(st), device="cpu")
+    w = np.zeros((4, 32), dtype=np.float32)
+    relu = _with_dense_module(_as_sentence_transformers(tiny_mlm, tmp_path / "relu"), w,
+                              activation="torch.nn.modules.activation.ReLU")
+    with pytest.raises(ValueError, match="2_Dense/config.json: activation"):
+        DenseEncoder(str(relu), device="cpu")
+    wrong = _with_dense_module(_as_sentence_transformers(tiny_mlm, tmp_path / "wrong"), w)
+    cfg = json.loads((wrong / "2_Dense" / "config.json").read_text())
+    (wrong / "2_Dense" / "config.json").write_text(json.dumps({**cfg, "in_features": 8}))
+    with pytest.raises(ValueError, match="weights do not match"):
+        DenseEncoder(str(wrong), device="cpu")
+
+
 def test_int8_cpu_path_stays_close_to_float(tiny_mlm, one_torch_thread):
     s = DenseSettings(pooling="mean", normalize=True, doc_max_length=64)
     exact = DenseEncoder(str(tiny_mlm), settings=s, device="cpu").encode_documents(TEXTS)

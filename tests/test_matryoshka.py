@@ -196,6 +196,54 @@ def test_cli_trains_with_matryoshka_and_records_the_dims(tiny_mlm, train_set, tm
     assert len(Retriever.load(idx).search("vitamin d bone", k=3)) == 3
 
 
+def test_pca_init_rotates_onto_principal_axes_and_keeps_full_size_scores(tiny_mlm, train_set, tmp_path,
+                                                                        one_torch_thread):
+    from training.dev_eval import embed
+
+    ds, negatives = train_set
+    plain = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives))
+    rotated = make_trainer(config(tmp_path / "b", tiny_mlm, ds, negatives, pca_init=True))
+    r = rotated.model.projection.linear.weight.detach().double()
+    assert rotated.model.projection.linear.bias is None
+    torch.testing.assert_close(r @ r.T, torch.eye(TINY_DIM, dtype=torch.float64), atol=1e-5, rtol=0)
+    docs = sorted(rotated.data.docs)
+    texts = [rotated.data.docs[i] for i in docs]
+    before = embed(plain.model, texts, "doc", 8, "cpu")
+    after = embed(rotated.model, texts, "doc", 8, "cpu")
+    torch.testing.assert_close(after, before @ r.float().T, atol=1e-5, rtol=1e-5)  # x -> R x
+    torch.testing.assert_close(after @ after.T, before @ before.T, atol=1e-4, rtol=1e-4)  # scores kept
+    energy = (after.double() ** 2).mean(0)  # second moment per axis: largest first
+    assert torch.all(energy[:-1] >= energy[1:] - 1e-9)
+    by_hand = torch.linalg.eigvalsh((before.double().T @ before.double()) / len(before)).flip(0)
+    torch.testing.assert_close(energy, by_hand, atol=1e-6, rtol=1e-5)
+    # a SPLADE model has no vector space to rotate
+    from training.encoders import SpladeTrainEncoder
+    from training.trainer import Trainer
+
+    cfg = config(tmp_path / "c", tiny_mlm, ds, negatives, pca_init=True)
+    with pytest.raises(ValueError, match="rotates dense models only"):
+        Trainer(cfg, lambda: SpladeTrainEncoder(cfg.model, max_length=32, query_max_length=16))
+
+
+def test_cli_pca_init_is_on_with_matryoshka_and_the_model_saves_its_rotation(tiny_mlm, train_set, tmp_path,
+                                                                            one_torch_thread):
+    ds, negatives = train_set
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli.main, _train_args(tiny_mlm, ds, negatives, out, "--matryoshka", "32,8"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "training_config.json").read_text())["pca_init"] is True
+    types = [m["type"].rsplit(".", 1)[-1] for m in json.loads((out / "modules.json").read_text())]
+    assert "Dense" in types
+    enc = DenseEncoder(str(out), device="cpu")
+    assert enc.dim == TINY_DIM and enc.model.projection is not None
+    plain = tmp_path / "plain"
+    result = CliRunner().invoke(cli.main, _train_args(tiny_mlm, ds, negatives, plain, "--matryoshka", "32,8",
+                                                      "--no-pca-init"))
+    assert result.exit_code == 0, result.output
+    assert not (plain / "2_Dense").exists()
+    assert json.loads((plain / "training_config.json").read_text())["pca_init"] is False
+
+
 # -- truncated indexes --------------------------------------------------------------------
 def brute_force(model, beir_dir, dim, k, normalize=True):
     """Full-size vectors from the encoder, cut to ``dim`` and re-normalised in numpy; exact top k."""

@@ -52,7 +52,7 @@ DISTILL = ("none", "margin-mse", "kl")
 # settings a resumed run must share with the run it continues
 _RESUME_KEYS = ("model", "batch_size", "group_size", "lr", "temperature", "seed", "max_length",
                 "query_max_length", "accumulation", "distill", "in_batch", "topic_batches",
-                "matryoshka_dims", "matryoshka_weights")
+                "matryoshka_dims", "matryoshka_weights", "pca_init")
 
 
 @dataclass
@@ -98,6 +98,7 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)  # the encoder's own settings (recorded only)
     matryoshka_dims: list[int] | None = None      # ranking losses on these prefixes too (descending)
     matryoshka_weights: list[float] | None = None  # one per dim; default all 1
+    pca_init: bool = False                # dense: rotate the output onto its principal axes first
 
     def __post_init__(self) -> None:
         if self.matryoshka_dims is not None:
@@ -155,6 +156,8 @@ class Trainer:
         self.matryoshka = self._matryoshka() if c.matryoshka_dims else None
         self.out = Path(c.out)
         self.data = self.load_data()
+        if c.pca_init:
+            self._rotate_to_principal_axes()
         self.global_batch = c.batch_size * self.dist.world
         clusters = self._topic_clusters() if c.topic_batches else None
         self.plan = BatchPlan(self.data, self.global_batch, self.plan_group_size(), c.seed, clusters)
@@ -308,6 +311,46 @@ class Trainer:
             raise ValueError(f"--matryoshka {','.join(map(str, c.matryoshka_dims))}: "
                              f"{', '.join(map(str, too_wide))} > the model's dimension {width}")
         return MatryoshkaLoss(c.matryoshka_dims, c.matryoshka_weights, normalize=self.model.settings.normalize)
+
+    PCA_DOCS = 4096  # documents whose vectors estimate the principal axes
+
+    def _rotate_to_principal_axes(self) -> None:
+        """``--pca-init``: an orthogonal map ``R`` after pooling, whose rows are the principal axes
+        (eigenvectors of the uncentred second moment, largest first) of the starting model's
+        vectors of up to ``PCA_DOCS`` training-set documents. Dot products and norms are unchanged,
+        so the full-size model scores exactly as before (up to float rounding), while every prefix
+        now starts as the best linear projection of its size: what Matryoshka training then refines.
+        Composed with a Dense module the model already has (identity activation only)."""
+        from retriever.encoders.dense import Projection
+
+        model = self.model
+        if not hasattr(model, "projection"):
+            raise ValueError("--pca-init rotates dense models only")
+        old = model.projection
+        if old is not None and old.activation is not None:
+            raise ValueError("--pca-init: the model's Dense module has a tanh activation; a rotation after it "
+                             "cannot be folded in")
+        ids = sorted(self.data.docs)
+        if len(ids) > self.PCA_DOCS:
+            rng = np.random.default_rng(self.config.seed)
+            ids = [ids[i] for i in sorted(rng.choice(len(ids), self.PCA_DOCS, replace=False))]
+        x = embed(model, [self.data.docs[i] for i in ids], "doc", self.config.eval_batch_size, self.device)
+        x = x.double().cpu()
+        values, vectors = torch.linalg.eigh(x.T @ x / len(x))
+        order = torch.argsort(values, descending=True)
+        rotation = vectors[:, order].T  # rows: principal axes, largest second moment first
+        dim = rotation.shape[0]
+        linear = torch.nn.Linear(old.linear.in_features if old else dim, dim, bias=bool(old and old.linear.bias is not None))
+        with torch.no_grad():
+            w = old.linear.weight.double().cpu() if old else torch.eye(dim, dtype=torch.float64)
+            linear.weight.copy_((rotation @ w).float())
+            if linear.bias is not None:
+                linear.bias.copy_((rotation @ old.linear.bias.double().cpu()).float())
+        model.projection = Projection(linear).to(self.device)
+        share = torch.cumsum(values[order], 0) / values.sum()
+        dims = self.config.matryoshka_dims or [dim]
+        log.info("--pca-init: %d documents; share of the second moment in the first %s dimensions: %s", len(ids),
+                 "/".join(map(str, dims)), " / ".join(f"{float(share[d - 1]):.3f}" for d in dims))
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16,

@@ -151,7 +151,11 @@ def run_training(make_encoder, flags: dict, extra: dict) -> None:
                    "--matryoshka-weights; index a prefix with `retriever index --dim D`.")
 @click.option("--matryoshka-weights", default=None, callback=_matryoshka_weights, metavar="W1,W2,...",
               help="Weight of each --matryoshka dimension's loss, in the same order (default: all 1).")
-def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, matryoshka_weights, **flags):
+@click.option("--pca-init/--no-pca-init", default=None,
+              help="Before training, rotate the vectors onto the principal axes of the starting model's "
+                   "document vectors (an orthogonal map saved as a Dense module: full-size scores unchanged, "
+                   "each prefix the best projection of its size). Default: on with --matryoshka.")
+def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, matryoshka_weights, pca_init, **flags):
     """Dual encoder: contrastive loss over in-batch and hard negatives (+ distillation)."""
     from training.encoders import DenseTrainEncoder
 
@@ -167,7 +171,8 @@ def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, m
     extra = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix, "doc_prefix": doc_prefix}
     flags["temperature"] = flags["temperature"] or 0.05
     flags["distill_rescale"] = bool(flags["distill_rescale"])
-    flags.update(matryoshka_dims=matryoshka_dims, matryoshka_weights=matryoshka_weights)
+    flags.update(matryoshka_dims=matryoshka_dims, matryoshka_weights=matryoshka_weights,
+                 pca_init=matryoshka_dims is not None if pca_init is None else pca_init)
 
     def make():
         return DenseTrainEncoder(flags["model"], max_length=flags["max_length"],

@@ -4,8 +4,10 @@
 ``DenseEncoder`` wraps it for indexing and search. Settings that change the vectors — pooling
 (cls | mean | last), L2 normalisation, query and document prefixes, max lengths — come from
 explicit arguments, else from a sentence-transformers directory (``modules.json``,
-``1_Pooling/config.json``, a Normalize module, ``sentence_bert_config.json``, prompts), else
-defaults; ``DenseModel.save`` writes them back in that layout. At inference texts are sorted by
+``1_Pooling/config.json``, a Dense module, a Normalize module, ``sentence_bert_config.json``,
+prompts), else defaults; ``DenseModel.save`` writes them back in that layout. A Dense module (a
+linear map after pooling, identity or tanh activation; ``projection``) is applied before
+normalisation; any other module type is refused by name rather than skipped. At inference texts are sorted by
 length so batches carry little padding; on a GPU the transformer runs under bf16 autocast and
 pooling in float32.
 
@@ -58,6 +60,9 @@ def sentence_transformers_settings(path: str) -> dict:
     out: dict = {"normalize": False}
     for m in modules:
         kind = m.get("type", "").rsplit(".", 1)[-1]
+        if kind not in ST_MODULES:
+            raise ValueError(f"{modules_file}: module {m.get('type')!r} is not supported (supported: "
+                             f"{', '.join(ST_MODULES)})")
         if kind == "Pooling":
             cfg = json.loads((root / m["path"] / "config.json").read_text(encoding="utf-8"))
             modes = [name for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
@@ -86,6 +91,78 @@ def sentence_transformers_settings(path: str) -> dict:
                 out["doc_prefix"] = prompts[key]
                 break
     return out
+
+
+ST_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.modules.activation.Tanh": "tanh"}
+
+
+class Projection(torch.nn.Module):
+    """A sentence-transformers Dense module: ``activation(x @ W.T + b)`` on pooled vectors, with
+    identity or tanh activation; saved as ``2_Dense/config.json`` + ``model.safetensors``
+    (``linear.weight``, ``linear.bias``), the layout sentence-transformers reads."""
+
+    def __init__(self, linear: torch.nn.Linear, activation: str | None = None) -> None:
+        super().__init__()
+        self.linear, self.activation = linear, activation
+
+    @property
+    def out_features(self) -> int:
+        return int(self.linear.out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(x.to(self.linear.weight.dtype))
+        return torch.tanh(y) if self.activation == "tanh" else y
+
+    @classmethod
+    def load(cls, root: Path) -> "Projection":
+        cfg_file = root / "config.json"
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        activation = cfg.get("activation_function", "torch.nn.modules.activation.Tanh")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"{cfg_file}: activation {activation!r} is not supported (identity or tanh)")
+        try:
+            n_in, n_out, bias = int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{cfg_file}: in_features and out_features must be integers") from None
+        if (root / "model.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            state = load_file(str(root / "model.safetensors"))
+        elif (root / "pytorch_model.bin").is_file():
+            state = torch.load(root / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise ValueError(f"{root}: a Dense module without weights (model.safetensors)")
+        linear = torch.nn.Linear(n_in, n_out, bias=bias)
+        try:
+            linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+        except RuntimeError as e:
+            raise ValueError(f"{root}: weights do not match {cfg_file} ({str(e).splitlines()[0]})") from None
+        return cls(linear, ACTIVATIONS[activation])
+
+    def save(self, root: Path) -> None:
+        from safetensors.torch import save_file
+
+        root.mkdir(parents=True, exist_ok=True)
+        name = next(k for k, v in ACTIVATIONS.items() if v == self.activation)
+        _write_json(root / "config.json", {"in_features": int(self.linear.in_features),
+                                           "out_features": self.out_features,
+                                           "bias": self.linear.bias is not None, "activation_function": name})
+        save_file({f"linear.{k}": v.detach().contiguous().cpu() for k, v in self.linear.state_dict().items()},
+                  str(root / "model.safetensors"))
+
+
+def load_projection(path: str) -> Projection | None:
+    """The Dense module a sentence-transformers directory declares (None when it has none)."""
+    root = Path(path)
+    modules_file = root / "modules.json"
+    if not modules_file.is_file():
+        return None
+    dense = [m for m in json.loads(modules_file.read_text(encoding="utf-8"))
+             if m.get("type", "").rsplit(".", 1)[-1] == "Dense"]
+    if len(dense) > 1:
+        raise ValueError(f"{modules_file}: more than one Dense module is not supported")
+    return Projection.load(root / dense[0]["path"]) if dense else None
 
 
 def resolve_settings(path: str, **overrides) -> DenseSettings:
@@ -144,12 +221,13 @@ class DenseModel(EncoderModel):
         self.path = resolve_model(model)
         self.settings = settings or resolve_settings(self.path, **overrides)
         self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
+        self.projection = load_projection(self.path)
         self.doc_max_length = self.settings.doc_max_length
         self.query_max_length = self.settings.query_max_length
 
     @property
     def dim(self) -> int:
-        return int(self.model.config.hidden_size)
+        return self.projection.out_features if self.projection is not None else int(self.model.config.hidden_size)
 
     def prefix(self, kind: str) -> str:
         return self.settings.query_prefix if check_kind(kind) == "query" else self.settings.doc_prefix
@@ -159,8 +237,12 @@ class DenseModel(EncoderModel):
         return self.model(**batch).last_hidden_state
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """One float32 vector per text from its token states (see ``pool``)."""
-        return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
+        """One float32 vector per text from its token states (see ``pool``), through the
+        projection when the model has one, then normalised when the settings say so."""
+        if self.projection is None:
+            return pool(hidden, mask, self.settings.pooling, self.settings.normalize)
+        out = self.projection(pool(hidden, mask, self.settings.pooling, False)).float()
+        return torch.nn.functional.normalize(out, p=2, dim=-1) if self.settings.normalize else out
 
     def encode(self, batch: dict, kind: str) -> torch.Tensor:
         return self.pool(self.hidden_states(batch), batch["attention_mask"])
@@ -180,14 +262,18 @@ class DenseModel(EncoderModel):
         s = self.settings
         modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+        if self.projection is not None:
+            modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
+            self.projection.save(out / "2_Dense")
         if s.normalize:
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+            i = len(modules)
+            modules.append({"idx": i, "name": str(i), "path": f"{i}_Normalize",
                             "type": "sentence_transformers.models.Normalize"})
-            (out / "2_Normalize").mkdir(exist_ok=True)
+            (out / f"{i}_Normalize").mkdir(exist_ok=True)
         _write_json(out / "modules.json", modules)
         (out / "1_Pooling").mkdir(exist_ok=True)
         _write_json(out / "1_Pooling" / "config.json", {
-            "word_embedding_dimension": self.dim,
+            "word_embedding_dimension": int(self.model.config.hidden_size),
             "pooling_mode_cls_token": s.pooling == "cls", "pooling_mode_mean_tokens": s.pooling == "mean",
             "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
             "pooling_mode_lasttoken": s.pooling == "last"})

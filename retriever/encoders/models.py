@@ -152,7 +152,7 @@ def fingerprint(model_dir: str) -> str | None:
     if not root.is_dir():
         return None
     h = hashlib.sha256()
-    for name in _WEIGHT_FILES:
+    for name in _WEIGHT_FILES + _dense_module_files(root):
         p = root / name
         if p.is_file():
             h.update(name.encode())
@@ -160,6 +160,19 @@ def fingerprint(model_dir: str) -> str | None:
                 while block := f.read(1 << 22):
                     h.update(block)
     return h.hexdigest()
+
+
+def _dense_module_files(root: Path) -> tuple[str, ...]:
+    """A sentence-transformers Dense module's config and weights (they change the vectors);
+    nothing for a model without one, so its fingerprint is what it always was."""
+    import json
+
+    try:
+        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
+        paths = [m["path"] for m in modules if str(m.get("type", "")).endswith(".Dense")]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return ()
+    return tuple(f"{p}/{name}" for p in paths for name in ("config.json", "model.safetensors", "pytorch_model.bin"))
 
 
 def length_sorted_batches(tokenizer, texts, max_length: int, batch_size: int, device: str,
