@@ -16,6 +16,7 @@ Use it from any test module (``.ci/run`` installs Chromium and its driver):
         browser.wait_for("body[data-ready]")
         browser.type("#q", "vitamin D")
         rows = browser.attributes("li.hit", "data-docid")
+        assert rows[:1] == ["doc1"]                         # what the page must show
 
 When Chromium, chromedriver or selenium is missing, the fixture FAILS (never skips) with the
 command that installs it: a missing browser must not make a green CI.

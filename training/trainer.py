@@ -573,7 +573,8 @@ class _Budget:
     the wall-clock budget, from the seconds a step has taken so far and the last dev evaluation's
     (one is kept for the final evaluation); fitted after the first ``PROBE`` steps and again after
     every step, never beyond the planned steps (epochs or max-steps); the dev evaluations due are
-    counted where they fall. A step that ends past the budget is the last one. A resumed run spends what the budget has left."""
+    counted where they fall. A step that ends past the budget is the last one. A resumed run
+    spends what the budget has left."""
 
     PROBE = 3
 
@@ -582,7 +583,6 @@ class _Budget:
         self.seconds = trainer.config.max_minutes * 60.0
         self.dev_s = 0.0
         self.steps, self.step_s = 0, 0.0
-        self.fixed_warmup = trainer.config.warmup_steps is not None
 
     def left(self) -> float:
         return self.seconds - self.t.spent_s - (time.perf_counter() - self.started)
@@ -607,7 +607,7 @@ class _Budget:
                 hi = mid - 1
         first = self.steps == self.PROBE
         t.total_steps = t.step + lo
-        if first and not self.fixed_warmup:
+        if first and t.config.warmup_steps is None and not t.spent_s:  # a resumed run keeps its warm-up
             t.warmup = int(0.1 * t.total_steps)
         if first:
             log.info("time budget %.1f min: %d of %d planned steps fit (%.2f s a step, %.1f s a dev "

@@ -28,7 +28,7 @@ import torch
 
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, check_kind, inference_batches
 from retriever.encoders.device import resolve_device
-from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model
+from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model, st_modules
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")
@@ -53,15 +53,14 @@ class DenseSettings:
 def sentence_transformers_settings(path: str) -> dict:
     """Settings a sentence-transformers directory declares (empty for a plain HF model)."""
     root = Path(path)
-    modules_file = root / "modules.json"
-    if not modules_file.is_file():
+    modules = st_modules(root)
+    if not modules:
         return {}
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))
     out: dict = {"normalize": False}
     for m in modules:
-        kind = m.get("type", "").rsplit(".", 1)[-1]
+        kind = m["kind"]
         if kind not in ST_MODULES:
-            raise ValueError(f"{modules_file}: module {m.get('type')!r} is not supported (supported: "
+            raise ValueError(f"{root / 'modules.json'}: module {m.get('type')!r} is not supported (supported: "
                              f"{', '.join(ST_MODULES)})")
         if kind == "Pooling":
             cfg = json.loads((root / m["path"] / "config.json").read_text(encoding="utf-8"))
@@ -155,13 +154,9 @@ class Projection(torch.nn.Module):
 def load_projection(path: str) -> Projection | None:
     """The Dense module a sentence-transformers directory declares (None when it has none)."""
     root = Path(path)
-    modules_file = root / "modules.json"
-    if not modules_file.is_file():
-        return None
-    dense = [m for m in json.loads(modules_file.read_text(encoding="utf-8"))
-             if m.get("type", "").rsplit(".", 1)[-1] == "Dense"]
+    dense = [m for m in st_modules(root) if m["kind"] == "Dense"]
     if len(dense) > 1:
-        raise ValueError(f"{modules_file}: more than one Dense module is not supported")
+        raise ValueError(f"{root / 'modules.json'}: more than one Dense module is not supported")
     return Projection.load(root / dense[0]["path"]) if dense else None
 
 

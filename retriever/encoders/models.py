@@ -162,14 +162,23 @@ def fingerprint(model_dir: str) -> str | None:
     return h.hexdigest()
 
 
+def st_modules(root) -> list[dict]:
+    """The modules a sentence-transformers directory lists in ``modules.json`` (``[]`` without
+    one), each with ``kind``: its type's last name (``sentence_transformers.models.Dense`` -> Dense)."""
+    import json
+
+    modules_file = Path(root) / "modules.json"
+    if not modules_file.is_file():
+        return []
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    return [{**m, "kind": str(m.get("type", "")).rsplit(".", 1)[-1]} for m in modules]
+
+
 def _dense_module_files(root: Path) -> tuple[str, ...]:
     """A sentence-transformers Dense module's config and weights (they change the vectors);
     nothing for a model without one, so its fingerprint is what it always was."""
-    import json
-
     try:
-        modules = json.loads((root / "modules.json").read_text(encoding="utf-8"))
-        paths = [m["path"] for m in modules if str(m.get("type", "")).endswith(".Dense")]
+        paths = [m["path"] for m in st_modules(root) if m["kind"] == "Dense"]
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return ()
     return tuple(f"{p}/{name}" for p in paths for name in ("config.json", "model.safetensors", "pytorch_model.bin"))
