@@ -17,6 +17,26 @@ def test_contrastive_by_hand():
     assert ContrastiveLoss(0.5)(scores, target).item() == pytest.approx(math.log(1 + math.exp(-4) + math.exp(-2)))
 
 
+def test_learnable_temperature_starts_at_the_fixed_one_and_its_gradient_is_the_numeric_one():
+    scores = torch.tensor([[2.0, 0.0, 1.0], [0.5, 3.0, -1.0]])
+    target = torch.tensor([0, 2])
+    learned = ContrastiveLoss(0.5, learnable=True)
+    assert learned.temperature == pytest.approx(0.5)
+    loss = learned(scores, target)
+    assert loss.item() == pytest.approx(ContrastiveLoss(0.5)(scores, target).item())
+    loss.backward()
+    # d loss / d log_scale by central differences on the fixed-temperature loss: T = exp(-log_scale)
+    eps, s0 = 1e-3, math.log(2.0)
+
+    def at(log_scale):
+        return ContrastiveLoss(math.exp(-log_scale))(scores.double(), target).item()
+
+    numeric = (at(s0 + eps) - at(s0 - eps)) / (2 * eps)
+    assert learned.log_scale.grad.item() == pytest.approx(numeric, rel=1e-4)
+    assert numeric > 0  # query 1 ranks its target last: a sharper softmax costs more, so descent raises the temperature
+    assert not ContrastiveLoss(0.5).state_dict()  # a fixed temperature has nothing to train or save
+
+
 def test_decoupled_softmax_drops_other_positives_from_the_denominator():
     scores = torch.tensor([[2.0, 0.0, 1.0]])
     exclude = torch.tensor([[False, False, True]])  # column 2 is another positive of this query
@@ -86,3 +106,24 @@ def test_losses_have_gradients_and_validate():
         ContrastiveLoss(0.0)
     with pytest.raises(ValueError, match="temperature"):
         KLDistillationLoss(-1.0)
+
+
+def test_best_temperature_is_the_minimum_of_the_contrastive_loss_on_a_grid():
+    from training.trainer import best_temperature, contrastive_at
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(6, 12, generator=gen, dtype=torch.float64) * 8  # over-confident, often wrong
+    targets = torch.arange(6) * 2
+    exclude = torch.zeros(6, 12, dtype=torch.bool)
+    exclude[0, 5] = True
+    batches = [(scores, targets, exclude)]
+    t = best_temperature(batches)
+    grid = [10 ** (k / 200) for k in range(-800, 801)]
+    assert contrastive_at(batches, t) <= min(contrastive_at(batches, g) for g in grid) + 1e-9
+    assert contrastive_at(batches, t) < contrastive_at(batches, 1.0)
+    assert 1.0 < t < 1e4  # the scores are mostly wrong: the softmax wants softening
+    # scores that are all right want a sharp softmax: a temperature far below 1, loss ~0
+    right = torch.full((2, 4), -1.0, dtype=torch.float64)
+    right[0, 0] = right[1, 2] = 1.0
+    batch = [(right, torch.tensor([0, 2]), torch.zeros(2, 4, dtype=torch.bool))]
+    assert best_temperature(batch, lo=1e-2) < 0.1 and contrastive_at(batch, best_temperature(batch)) < 1e-6

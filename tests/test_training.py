@@ -285,6 +285,47 @@ def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp
         make_trainer(other).train()
 
 
+def test_a_learned_temperature_trains_is_logged_and_resumes(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=4, save_every=10,
+                                temperature=0.5, learn_temperature=True))
+    whole.train()
+    assert whole.contrastive.temperature != pytest.approx(0.5, abs=1e-4)  # it moved
+    rows = [json.loads(x) for x in (tmp_path / "a" / "out" / "train_log.jsonl").read_text().splitlines()]
+    # it started where the starting model's loss on the first batches is lowest, not at 0.5
+    start = whole.start_temperature
+    assert start != pytest.approx(0.5, rel=1e-3)
+    summary = json.loads((tmp_path / "a" / "out" / "training_summary.json").read_text())
+    assert summary["temperature"] == {"start": start, "end": whole.contrastive.temperature}
+    # each row: the temperature its step's loss used
+    assert rows[0]["temperature"] == pytest.approx(start) and rows[-1]["temperature"] != pytest.approx(start, abs=1e-4)
+    fixed = make_trainer(config(tmp_path / "f", tiny_mlm, ds, negatives, max_steps=1, temperature=0.5))
+    fixed.train()
+    assert fixed.contrastive.temperature == 0.5
+    assert "temperature" not in json.loads((tmp_path / "f" / "out" / "train_log.jsonl").read_text().splitlines()[0])
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 2:
+            raise Stop
+
+    cfg = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=4, save_every=2, temperature=0.5,
+                 learn_temperature=True)
+    with pytest.raises(Stop):
+        make_trainer(cfg, on_step=interrupt).train()
+    cfg.resume = True
+    resumed = make_trainer(cfg)
+    resumed.train()
+    assert resumed.contrastive.temperature == whole.contrastive.temperature
+    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=4, save_every=2, temperature=0.5, resume=True)
+    with pytest.raises(ValueError, match="learn_temperature True"):
+        make_trainer(other).train()
+
+
 class FakeClock:
     """``time.perf_counter`` for the trainer: it moves only when a test says so."""
 

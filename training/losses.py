@@ -28,17 +28,34 @@ class ContrastiveLoss(nn.Module):
     ``exclude`` (bool, same shape as scores) removes entries from the softmax denominator: the
     decoupled softmax for queries with several positives passes their *other* positives here, so
     a second relevant passage is not pushed down as if it were a negative.
+
+    ``learnable``: the temperature starts at ``temperature`` and is trained with the model (as
+    ``log_scale``, the log of its inverse). A model whose scores have no fixed scale (SPLADE's dot
+    products) can then calibrate its softmax through this one number; with a fixed temperature the
+    only way to soften an over-confident softmax is to shrink the representations, which for
+    SPLADE means dropping terms (measured on NFCorpus: documents 181 -> 63 terms in 40 steps).
     """
 
-    def __init__(self, temperature: float = 0.05) -> None:
+    def __init__(self, temperature: float = 0.05, learnable: bool = False) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        self.temperature = temperature
+        self.learnable = learnable
+        if learnable:
+            self.log_scale = nn.Parameter(torch.tensor(-math.log(temperature), dtype=torch.float32))
+        else:
+            self._temperature = float(temperature)
+
+    @property
+    def temperature(self) -> float:
+        return math.exp(-float(self.log_scale.detach())) if self.learnable else self._temperature
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor,
                 exclude: torch.Tensor | None = None) -> torch.Tensor:
-        logits = scores / self.temperature
+        if self.learnable:
+            logits = scores * self.log_scale.exp().to(scores.dtype)
+        else:
+            logits = scores / self._temperature
         if exclude is not None:
             keep_target = F.one_hot(targets, logits.shape[1]).bool()
             logits = logits.masked_fill(exclude & ~keep_target, float("-inf"))

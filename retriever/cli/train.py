@@ -34,6 +34,8 @@ _TRAINER_OPTIONS = [
     _opt("--warmup-steps", type=int, default=None, help="Linear warm-up steps (default 10%)."),
     _opt("--temperature", type=float, default=None,
          help="Softmax temperature (default: dense 0.05 for cosine scores, splade 1.0)."),
+    _opt("--learn-temperature/--fixed-temperature", default=False, show_default=True,
+         help="Train the softmax temperature with the model, starting from --temperature."),
     _opt("--max-length", type=int, default=256, show_default=True, help="Passage tokens in training."),
     _opt("--query-max-length", type=int, default=64, show_default=True),
     _opt("--seed", type=int, default=42, show_default=True),
@@ -66,11 +68,28 @@ _TRAINER_OPTIONS = [
 ]
 
 
-def trainer_options(f=None, *, skip: tuple[str, ...] = ()):
-    """The shared trainer flags on a command (``skip``: the ones it does not take, by name)."""
+def _flag(decls) -> str:
+    """An option's name: its first flag (``--a/--no-a``: ``--a``)."""
+    return decls[0].split("/", 1)[0]
+
+
+def trainer_options(f=None, *, skip: tuple[str, ...] = (), recipe: str | None = None):
+    """The shared trainer flags on a command (``skip``: the ones it does not take, by name;
+    ``recipe``: a kind in ``training.recipes.RECIPES`` whose values become the flags' defaults)."""
+    defaults = {}
+    if recipe is not None:
+        from training.recipes import recipe as recipe_of
+
+        defaults = {"--" + k.replace("_", "-"): v for k, v in recipe_of(recipe).items()}
+        unknown = set(defaults) - {_flag(decls) for decls, _ in _TRAINER_OPTIONS}
+        if unknown:
+            raise ValueError(f"recipe {recipe!r} sets flags the trainer does not have: {sorted(unknown)}")
+
     def apply(f):
         for decls, attrs in reversed(_TRAINER_OPTIONS):
-            if decls[0] not in skip:
+            if _flag(decls) not in skip:
+                if _flag(decls) in defaults:
+                    attrs = {**attrs, "default": defaults[_flag(decls)], "show_default": True}
                 f = click.option(*decls, **attrs)(f)
         return f
 
@@ -139,7 +158,7 @@ def run_training(make_encoder, flags: dict, extra: dict) -> None:
 
 
 @train.command("dense")
-@trainer_options
+@trainer_options(recipe="dense")
 @click.option("--pooling", type=click.Choice(["cls", "mean", "last"]), default=None,
               help="Default: the model's sentence-transformers config, else mean.")
 @click.option("--normalize/--no-normalize", default=None)
@@ -182,7 +201,7 @@ def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, m
 
 
 @train.command("splade")
-@trainer_options
+@trainer_options(recipe="splade")
 @click.option("--lambda-q", type=float, default=0.0, show_default=True, help="Query regularisation weight.")
 @click.option("--lambda-d", type=float, default=0.0, show_default=True, help="Document FLOPS weight.")
 @click.option("--flops-warmup", type=int, default=0, show_default=True,
