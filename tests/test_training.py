@@ -326,6 +326,28 @@ def test_a_learned_temperature_trains_is_logged_and_resumes(tiny_mlm, train_set,
         make_trainer(other).train()
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_started_afresh_with_its_log_kept(tiny_mlm, train_set, tmp_path,
+                                                                                      one_torch_thread):
+    ds, negatives = train_set
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 2:
+            raise Stop
+
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=10)
+    with pytest.raises(Stop):
+        make_trainer(cfg, on_step=interrupt).train()
+    out = tmp_path / "out"
+    dead = (out / "train_log.jsonl").read_text()
+    assert [json.loads(x)["step"] for x in dead.splitlines()] == [1, 2]
+    make_trainer(cfg).train()  # no checkpoint to resume: a new run
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (out / "train_log.interrupted.jsonl").read_text() == dead
+
+
 class FakeClock:
     """``time.perf_counter`` for the trainer: it moves only when a test says so."""
 

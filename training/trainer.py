@@ -443,9 +443,11 @@ class Trainer:
         elif self.dist.main and (self.out / "training_summary.json").is_file():
             raise FileExistsError(f"{self.out} holds a finished training run; choose another --out "
                                   "(nothing there was changed)")
-        if self.dist.main:
-            atomic_write_json(self.out / "training_config.json", self.resolved_config())
         log_file = self.out / "train_log.jsonl"
+        if self.dist.main:
+            if not c.resume and log_file.is_file():  # a run stopped before its first checkpoint: start afresh,
+                os.replace(log_file, self.out / "train_log.interrupted.jsonl")  # its rows kept aside
+            atomic_write_json(self.out / "training_config.json", self.resolved_config())
         started, window = time.perf_counter(), []
         self._started = started
         budget = _Budget(self, started) if c.max_minutes is not None else None
