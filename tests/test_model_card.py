@@ -67,3 +67,16 @@ def test_model_card_refuses_a_directory_that_is_not_a_trained_model(tmp_path, be
     res = CliRunner().invoke(cli.main, ["eval", "--index", str(idx), "--dataset", str(beir_dir),
                                         "--model-card", str(tmp_path)])
     assert res.exit_code == 1 and "training_config.json" in res.output
+
+
+def test_the_card_says_when_the_temperature_was_learned():
+    from training.model_card import render
+
+    config = {"model": "m", "temperature": 1.0, "learn_temperature": True, "extra": {"lambda_d": 0.001},
+              "encoder": {"kind": "splade"}}
+    card = render("x", config, {"temperature": {"start": 3.6246, "end": 3.3957}, "steps": 3}, [], {}, [])
+    assert "temperature learned: 3.62 at the start (the starting model's best), 3.4 at the end" in card
+    resumed = render("x", config, {"temperature": {"start": None, "end": 2.0}}, [], {}, [])
+    assert "temperature learned: start not recorded (a resumed run), 2 at the end" in resumed
+    fixed = render("x", {**config, "learn_temperature": False}, {}, [], {}, [])
+    assert "contrastive (temperature 1.0," in fixed

@@ -14,6 +14,7 @@ def captured(monkeypatch):
 
     def fake_run(make_encoder, flags, extra):
         seen.update(flags)
+        seen.update(extra)
 
     monkeypatch.setattr(train_cli, "run_training", fake_run)
     return seen
@@ -56,7 +57,12 @@ def test_query_training_keeps_the_trainer_defaults():
     assert defaults["group_size"] == 8 and defaults["epochs"] == 1.0
 
 
-def test_a_recipe_naming_an_unknown_flag_is_refused(monkeypatch):
-    monkeypatch.setitem(RECIPES, "odd", {"batch_sise": 4})
-    with pytest.raises(ValueError, match="batch-sise"):
-        train_cli.trainer_options(recipe="odd")
+def test_splade_recipe_learns_its_temperature_with_flops():
+    assert recipe("splade") == {"batch_size": 32, "group_size": 2, "max_length": 128, "epochs": 5.0, "lr": 1e-4,
+                                "learn_temperature": True, "lambda_q": 1e-3, "lambda_d": 1e-3, "flops_warmup": 40}
+
+
+def test_the_fixed_temperature_flag_turns_the_recipe_s_learned_one_off(beir_dir, tmp_path, captured):
+    result = CliRunner().invoke(cli.main, _args("splade", beir_dir, tmp_path, "--fixed-temperature", "--lambda-d", "0"))
+    assert result.exit_code == 0, result.output
+    assert captured["learn_temperature"] is False and captured["lambda_d"] == 0 and captured["lambda_q"] == 1e-3

@@ -140,7 +140,14 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
               f"({'split ' + str(config['dev_split']) if config.get('dev_split') else 'carved from the training queries, fraction ' + str(config.get('dev_fraction'))})",
               f"- hard negatives: `{config.get('negatives')}` (mined with `retriever mine`); "
               f"teacher scores for distillation: {'yes' if config.get('has_teacher_scores') else 'no'}", ""]
-    loss = [f"contrastive (temperature {config.get('temperature')}, "
+    learned = summary.get("temperature") if config.get("learn_temperature") else None
+    if learned:
+        start = (f"{learned['start']:.3g} at the start (the starting model's best)" if learned.get("start") is not None
+                 else "start not recorded (a resumed run)")
+        temperature = f"temperature learned: {start}, {learned['end']:.3g} at the end"
+    else:
+        temperature = f"temperature {config.get('temperature')}"
+    loss = [f"contrastive ({temperature}, "
             f"{'in-batch and hard negatives' if config.get('in_batch', True) else 'own hard negatives only'})"]
     if config.get("distill", "none") != "none":
         loss.append(f"{config['distill']} distillation (weight {config.get('distill_weight')}"

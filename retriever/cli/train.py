@@ -80,10 +80,8 @@ def trainer_options(f=None, *, skip: tuple[str, ...] = (), recipe: str | None = 
     if recipe is not None:
         from training.recipes import recipe as recipe_of
 
-        defaults = {"--" + k.replace("_", "-"): v for k, v in recipe_of(recipe).items()}
-        unknown = set(defaults) - {_flag(decls) for decls, _ in _TRAINER_OPTIONS}
-        if unknown:
-            raise ValueError(f"recipe {recipe!r} sets flags the trainer does not have: {sorted(unknown)}")
+        defaults = {"--" + k.replace("_", "-"): v for k, v in recipe_of(recipe).items()}  # the command's own
+        # flags take theirs from recipe_default
 
     def apply(f):
         for decls, attrs in reversed(_TRAINER_OPTIONS):
@@ -94,6 +92,13 @@ def trainer_options(f=None, *, skip: tuple[str, ...] = (), recipe: str | None = 
         return f
 
     return apply if f is None else apply(f)
+
+
+def recipe_default(kind: str, name: str, fallback):
+    """A command's own flag's default: its recipe's value, else ``fallback``."""
+    from training.recipes import recipe
+
+    return recipe(kind).get(name, fallback)
 
 
 @click.group()
@@ -202,9 +207,11 @@ def train_dense(pooling, normalize, query_prefix, doc_prefix, matryoshka_dims, m
 
 @train.command("splade")
 @trainer_options(recipe="splade")
-@click.option("--lambda-q", type=float, default=0.0, show_default=True, help="Query regularisation weight.")
-@click.option("--lambda-d", type=float, default=0.0, show_default=True, help="Document FLOPS weight.")
-@click.option("--flops-warmup", type=int, default=0, show_default=True,
+@click.option("--lambda-q", type=float, default=recipe_default("splade", "lambda_q", 0.0), show_default=True,
+              help="Query regularisation weight.")
+@click.option("--lambda-d", type=float, default=recipe_default("splade", "lambda_d", 0.0), show_default=True,
+              help="Document FLOPS weight.")
+@click.option("--flops-warmup", type=int, default=recipe_default("splade", "flops_warmup", 0), show_default=True,
               help="Steps of quadratic warm-up of both regularisation weights.")
 @click.option("--query-regularizer", type=click.Choice(["flops", "l1"]), default="flops", show_default=True)
 @click.option("--idf-flops", is_flag=True, help="IDF-aware FLOPS on documents (common terms pay more).")
@@ -249,7 +256,8 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--split", default="train", show_default=True, help="Qrels split of the training queries (live negatives).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT (and a finished run in OUT.train).")
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
-                       "--distill-weight", "--distill-rescale", "--contrastive-weight", "--dev-docs", "--lr"))
+                       "--distill-weight", "--distill-rescale", "--contrastive-weight", "--dev-docs", "--lr",
+                       "--learn-temperature"))
 @click.option("--lr", type=float, default=None,
               help="Learning rate (default: 2e-5 for a dense query encoder, 0.1 for inference-free query weights: chosen on a SciFact dev carve).")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
