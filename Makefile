@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_matryoshka.py --model minilm
 	bash scripts/bench_distill.sh
 	$(BIN)/python scripts/bench_train_query.py
+	$(BIN)/python scripts/bench_recipe.py
 	$(BIN)/python scripts/bench_best.py
 	$(BIN)/python scripts/bench_best.py --dataset ../shared/data/beir/nfcorpus --report-split dev
 

@@ -348,6 +348,35 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_afresh_with_its_log
     assert (out / "train_log.interrupted.jsonl").read_text() == dead
 
 
+def test_a_checkpoint_older_than_a_setting_resumes_with_that_setting_s_default(tiny_mlm, train_set, tmp_path,
+                                                                                 one_torch_thread):
+    ds, negatives = train_set
+
+    class Stop(Exception):
+        pass
+
+    def interrupt(step):
+        if step == 2:
+            raise Stop
+
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=2)
+    with pytest.raises(Stop):
+        make_trainer(cfg, on_step=interrupt).train()
+    state_file = next((tmp_path / "out" / "checkpoints").glob("step-*")) / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    for key in ("learn_temperature", "pca_init"):  # settings added after such a checkpoint was written
+        state["config"].pop(key)
+    del state["contrastive"]
+    torch.save(state, state_file)
+    cfg.resume = True
+    resumed = make_trainer(cfg)
+    resumed.train()
+    assert resumed.step == 3
+    cfg2 = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=2, learn_temperature=True, resume=True)
+    with pytest.raises(ValueError, match="learn_temperature False"):  # the default it had, not None
+        make_trainer(cfg2).train()
+
+
 class FakeClock:
     """``time.perf_counter`` for the trainer: it moves only when a test says so."""
 

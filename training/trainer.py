@@ -578,7 +578,7 @@ class Trainer:
         differ = [k for k in _RESUME_KEYS if saved.get(k, defaults.get(k)) != now.get(k)]
         if differ:
             raise ValueError(f"--resume: {ckpt} was trained with other settings: " + ", ".join(
-                f"{k} {saved.get(k)!r} (now {now.get(k)!r})" for k in differ))
+                f"{k} {saved.get(k, defaults.get(k))!r} (now {now.get(k)!r})" for k in differ))
         self.model.load_state_dict(state["model"])
         self.contrastive.load_state_dict(state.get("contrastive", {}))
         self.optimizer.load_state_dict(state["optimizer"])
