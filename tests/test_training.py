@@ -69,6 +69,19 @@ def config(tmp_path, model, ds, negatives, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+class Interrupted(Exception):
+    """What ``stop_at``'s callback raises: a run killed between two optimiser steps."""
+
+
+def stop_at(step: int):
+    """An ``on_step`` callback that interrupts the run after optimiser step ``step``."""
+    def on_step(done: int) -> None:
+        if done == step:
+            raise Interrupted
+
+    return on_step
+
+
 def make_trainer(cfg: TrainConfig, **kw) -> Trainer:
     return Trainer(cfg, lambda: DenseTrainEncoder(cfg.model, max_length=cfg.max_length,
                                                   query_max_length=cfg.query_max_length), **kw)
@@ -260,16 +273,9 @@ def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp
         make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=5, save_every=10)).train()
     assert (tmp_path / "a" / "out" / "model.safetensors").read_bytes() == before
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 2:
-            raise Stop
-
     cfg = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=5, save_every=2)
-    with pytest.raises(Stop):
-        make_trainer(cfg, on_step=interrupt).train()
+    with pytest.raises(Interrupted):
+        make_trainer(cfg, on_step=stop_at(2)).train()
     with pytest.raises(FileExistsError, match="--resume"):
         make_trainer(cfg).train()
     cfg.resume = True
@@ -304,17 +310,10 @@ def test_a_learned_temperature_trains_is_logged_and_resumes(tiny_mlm, train_set,
     assert fixed.contrastive.temperature == 0.5
     assert "temperature" not in json.loads((tmp_path / "f" / "out" / "train_log.jsonl").read_text().splitlines()[0])
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 2:
-            raise Stop
-
     cfg = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=4, save_every=2, temperature=0.5,
                  learn_temperature=True)
-    with pytest.raises(Stop):
-        make_trainer(cfg, on_step=interrupt).train()
+    with pytest.raises(Interrupted):
+        make_trainer(cfg, on_step=stop_at(2)).train()
     cfg.resume = True
     resumed = make_trainer(cfg)
     resumed.train()
@@ -330,16 +329,9 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_afresh_with_its_log
                                                                                       one_torch_thread):
     ds, negatives = train_set
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 2:
-            raise Stop
-
     cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=10)
-    with pytest.raises(Stop):
-        make_trainer(cfg, on_step=interrupt).train()
+    with pytest.raises(Interrupted):
+        make_trainer(cfg, on_step=stop_at(2)).train()
     out = tmp_path / "out"
     dead = (out / "train_log.jsonl").read_text()
     assert [json.loads(x)["step"] for x in dead.splitlines()] == [1, 2]
@@ -352,16 +344,9 @@ def test_a_checkpoint_older_than_a_setting_resumes_with_that_setting_s_default(t
                                                                                  one_torch_thread):
     ds, negatives = train_set
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 2:
-            raise Stop
-
     cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=2)
-    with pytest.raises(Stop):
-        make_trainer(cfg, on_step=interrupt).train()
+    with pytest.raises(Interrupted):
+        make_trainer(cfg, on_step=stop_at(2)).train()
     state_file = next((tmp_path / "out" / "checkpoints").glob("step-*")) / "state.pt"
     state = torch.load(state_file, weights_only=True)
     for key in ("learn_temperature", "pca_init"):  # settings added after such a checkpoint was written
@@ -447,16 +432,9 @@ def test_time_budget_counts_dev_evaluations_and_stops_past_the_budget(tiny_mlm, 
 def test_a_resumed_budgeted_run_keeps_its_schedule(tiny_mlm, train_set, tmp_path, monkeypatch, one_torch_thread):
     ds, negatives = train_set
 
-    class Stop(Exception):
-        pass
-
-    def interrupt(step):
-        if step == 4:
-            raise Stop
-
     cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=100, max_minutes=1.0, save_every=4)
-    t, _ = clocked_trainer(cfg, monkeypatch, step_s=10.0, on_step=interrupt)
-    with pytest.raises(Stop):
+    t, _ = clocked_trainer(cfg, monkeypatch, step_s=10.0, on_step=stop_at(4))
+    with pytest.raises(Interrupted):
         t.train()
     cfg.resume = True
     resumed, clock = clocked_trainer(cfg, monkeypatch, step_s=10.0)

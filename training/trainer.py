@@ -338,13 +338,13 @@ class Trainer:
         finally:
             self.model.train()
 
-        best = math.log(1 / best_temperature(batches))
+        start = best_temperature(batches)
         with torch.no_grad():
-            self.contrastive.log_scale.fill_(best)
+            self.contrastive.log_scale.fill_(-math.log(start))
         log.info("learned temperature starts at %.4g (contrastive loss %.4f there; %.4f at --temperature %.4g)",
-                 math.exp(-best), contrastive_at(batches, math.exp(-best)),
-                 contrastive_at(batches, self.config.temperature), self.config.temperature)
-        return math.exp(-best)
+                 start, contrastive_at(batches, start), contrastive_at(batches, self.config.temperature),
+                 self.config.temperature)
+        return start
 
     def _matryoshka(self) -> MatryoshkaLoss:
         """The prefix loss for the configured dims, checked against the model's size."""
@@ -573,12 +573,12 @@ class Trainer:
         ckpt = found[-1]
         state = _load_state(ckpt, self.device)
         saved, now = state["config"], _plain(self.resolved_config())
-        # a key the checkpoint predates had its default then
         defaults = {f.name: f.default for f in fields(TrainConfig)}
-        differ = [k for k in _RESUME_KEYS if saved.get(k, defaults.get(k)) != now.get(k)]
+        was = {k: saved.get(k, defaults.get(k)) for k in _RESUME_KEYS}  # a key the checkpoint predates: its default
+        differ = [k for k in _RESUME_KEYS if was[k] != now.get(k)]
         if differ:
             raise ValueError(f"--resume: {ckpt} was trained with other settings: " + ", ".join(
-                f"{k} {saved.get(k, defaults.get(k))!r} (now {now.get(k)!r})" for k in differ))
+                f"{k} {was[k]!r} (now {now.get(k)!r})" for k in differ))
         self.model.load_state_dict(state["model"])
         self.contrastive.load_state_dict(state.get("contrastive", {}))
         self.optimizer.load_state_dict(state["optimizer"])

@@ -80,8 +80,8 @@ def trainer_options(f=None, *, skip: tuple[str, ...] = (), recipe: str | None = 
     if recipe is not None:
         from training.recipes import recipe as recipe_of
 
-        defaults = {"--" + k.replace("_", "-"): v for k, v in recipe_of(recipe).items()}  # the command's own
-        # flags take theirs from recipe_default
+        # the recipe's values for the shared flags (a command's own flags read theirs with recipe_default)
+        defaults = {"--" + k.replace("_", "-"): v for k, v in recipe_of(recipe).items()}
 
     def apply(f):
         for decls, attrs in reversed(_TRAINER_OPTIONS):
