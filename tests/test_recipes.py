@@ -1,11 +1,13 @@
-"""The default flags of `retriever train dense|splade` are the measured recipes (training.recipes)."""
+"""The default flags of `retriever train dense|splade|query` are the measured recipes (training.recipes)."""
+
+from types import SimpleNamespace
 
 import pytest
 from click.testing import CliRunner
 
 from retriever import cli
 from retriever.cli import train as train_cli
-from training.recipes import RECIPES, recipe
+from training.recipes import QUERY_RECIPES, RECIPES, query_recipe, recipe
 
 
 @pytest.fixture
@@ -51,10 +53,58 @@ def test_recipes_are_what_was_measured():
         recipe("colbert")
 
 
-def test_query_training_keeps_the_trainer_defaults():
-    query = cli.main.commands["train"].commands["query"]
-    defaults = {p.name: p.default for p in query.params}
-    assert defaults["group_size"] == 8 and defaults["epochs"] == 1.0
+@pytest.fixture
+def query_run(monkeypatch, beir_dir, tmp_path):
+    """`retriever train query` on an index of a given kind, the trainer replaced by one that records
+    its config and options."""
+    from indexing import manifest
+    from training import query_trainer
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, config, index, **options):
+            seen.update(vars(config), **options)
+            self.model = SimpleNamespace(docs=SimpleNamespace(trainable=False))
+
+        def train(self):
+            return {"best": None, "steps": 0, "history": []}
+
+    monkeypatch.setattr(query_trainer, "QueryTrainer", Recorder)
+    monkeypatch.setattr(query_trainer, "write_index", lambda *a, **k: None)
+    index = tmp_path / "idx"
+    index.mkdir()
+
+    def run(kind, *extra):
+        monkeypatch.setattr(manifest, "read_manifest", lambda root: {"kind": kind, "encoder": {"model": "m"}})
+        result = CliRunner().invoke(cli.main, ["train", "query", "--index", str(index), "--dataset", str(beir_dir),
+                                               "--out", str(tmp_path / f"out-{kind}"), *extra])
+        assert result.exit_code == 0, result.output
+        return dict(seen)
+
+    return run
+
+
+@pytest.mark.parametrize("kind", ["dense", "sparse"])
+def test_query_training_takes_the_recipe_of_its_index_kind(kind, query_run):
+    seen = query_run(kind)
+    assert {k: seen[k] for k in QUERY_RECIPES[kind]} == QUERY_RECIPES[kind]
+
+
+def test_query_recipes_are_what_was_measured():
+    # docs/BENCHMARKS.md "Live against static negatives": change both together
+    assert query_recipe("dense") == {"group_size": 32, "depth": 32, "in_batch": False, "epochs": 10.0, "lr": 2e-5,
+                                     "temperature": 0.05}
+    assert query_recipe("sparse")["lr"] == 0.1 and query_recipe("sparse")["in_batch"] is True
+    with pytest.raises(ValueError, match="no query-training recipe for 'hybrid'"):
+        query_recipe("hybrid")
+
+
+def test_flags_on_the_line_override_the_query_recipe(query_run):
+    seen = query_run("dense", "--in-batch", "--depth", "50", "--group-size", "4", "--temperature", "0.1")
+    assert (seen["in_batch"], seen["depth"], seen["group_size"], seen["temperature"]) == (True, 50, 4, 0.1)
+    assert seen["epochs"] == 10.0 and seen["lr"] == 2e-5
+    assert query_run("sparse", "--no-in-batch")["in_batch"] is False
 
 
 def test_splade_recipe_learns_its_temperature_with_flops():

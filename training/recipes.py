@@ -22,6 +22,25 @@ RECIPES: dict[str, dict] = {
 }
 
 
+# ``retriever train query``: per kind of index, for the flags a command does not set. Dense (ADORE):
+# each query's 31 best-ranked non-positives as the index returns them for the model as it is now, no
+# in-batch negatives, ten epochs: beat static BM25 negatives of the same shape on SciFact dev and
+# test at three seeds (docs/BENCHMARKS.md, "Live against static negatives"). Sparse (inference-free
+# query weights): the trainer's defaults and the learning rate chosen on a SciFact dev carve.
+QUERY_RECIPES: dict[str, dict] = {
+    "dense": {"group_size": 32, "depth": 32, "in_batch": False, "epochs": 10.0, "lr": 2e-5, "temperature": 0.05},
+    "sparse": {"group_size": 8, "depth": 100, "in_batch": True, "epochs": 1.0, "lr": 0.1, "temperature": 1.0},
+}
+
+
+def query_recipe(kind: str) -> dict:
+    """The default flags of ``retriever train query`` on an index of this kind (a copy)."""
+    try:
+        return dict(QUERY_RECIPES[kind])
+    except KeyError:
+        raise ValueError(f"no query-training recipe for {kind!r} indexes; known: {', '.join(QUERY_RECIPES)}") from None
+
+
 def recipe(kind: str) -> dict:
     """The default flags of ``retriever train KIND`` (a copy)."""
     try:

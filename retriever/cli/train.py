@@ -43,8 +43,8 @@ _TRAINER_OPTIONS = [
     _opt("--accumulation", type=int, default=1, show_default=True, help="Micro-batches per optimiser step."),
     _opt("--grad-cache", "grad_cache_chunk", type=int, default=0, show_default=True,
          help="Gradient caching: encode N texts per chunk (0: off)."),
-    _opt("--no-in-batch", "in_batch", flag_value=False, default=True,
-         help="Only each query's own group as negatives."),
+    _opt("--in-batch/--no-in-batch", default=True, show_default=True,
+         help="Other queries' passages as negatives too (--no-in-batch: each query's own group only)."),
     _opt("--distill", type=click.Choice(["none", "margin-mse", "kl"]), default="none", show_default=True,
          help="Distil from teacher scores in the negatives file (mine with --teacher)."),
     _opt("--distill-weight", type=float, default=1.0, show_default=True),
@@ -237,7 +237,17 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
     run_training(make, flags, extra)
 
 
-@train.command("query")
+def _by_kind() -> str:
+    from training.recipes import QUERY_RECIPES
+
+    return "Default by index kind (training.recipes): " + "; ".join(
+        f"{kind} " + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in r.items()) for kind, r in QUERY_RECIPES.items())
+
+
+_BY_KIND = "Default: by index kind (below)."
+
+
+@train.command("query", epilog=_by_kind())
 @click.option("--index", "index", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               help="A dense index (Flat, IVF, HNSW or IVF-PQ): its documents stay fixed.")
 @click.option("--negatives", default="live", show_default=True,
@@ -245,8 +255,8 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
                    "from `retriever mine` (static).")
 @click.option("--refresh", type=int, default=1, show_default=True,
               help="Live negatives: search each batch's queries every step (1), or all training queries every N steps.")
-@click.option("--depth", type=int, default=100, show_default=True,
-              help="Live negatives are drawn from this many top results (positives excluded).")
+@click.option("--depth", type=int, default=None,
+              help="Live negatives are drawn from this many top results (positives excluded). " + _BY_KIND)
 @click.option("--skip-top", type=int, default=0, show_default=True,
               help="Live negatives: leave out the first N non-positive results (likely unjudged positives).")
 @click.option("--centroid-lr", type=float, default=1e-4, show_default=True,
@@ -257,9 +267,13 @@ def train_splade(lambda_q, lambda_d, flops_warmup, query_regularizer, idf_flops,
 @click.option("--overwrite", is_flag=True, help="Replace an existing index at OUT (and a finished run in OUT.train).")
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
                        "--distill-weight", "--distill-rescale", "--contrastive-weight", "--dev-docs", "--lr",
-                       "--learn-temperature"))
-@click.option("--lr", type=float, default=None,
-              help="Learning rate (default: 2e-5 for a dense query encoder, 0.1 for inference-free query weights: chosen on a SciFact dev carve).")
+                       "--learn-temperature", "--group-size", "--epochs", "--in-batch", "--temperature"))
+@click.option("--group-size", type=int, default=None, help="Passages per query: 1 positive + N-1 negatives. " + _BY_KIND)
+@click.option("--epochs", type=float, default=None, help="Passes over the training queries. " + _BY_KIND)
+@click.option("--in-batch/--no-in-batch", default=None,
+              help="Other queries' passages as negatives too. " + _BY_KIND)
+@click.option("--lr", type=float, default=None, help="Learning rate. " + _BY_KIND)
+@click.option("--temperature", type=float, default=None, help="Softmax temperature. " + _BY_KIND)
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="The new index: same documents and codes, trained centroids and query encoder, no refine. "
                    "Checkpoints and logs go to OUT.train/.")
@@ -298,12 +312,15 @@ def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_c
 def _train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_centroids, split, work, flags):
     from indexing.manifest import read_manifest
     from training.query_trainer import LIVE, QueryTrainer
+    from training.recipes import query_recipe
     from training.trainer import TrainConfig
 
     manifest = read_manifest(index)
-    dense = manifest.get("kind") == "dense"  # which kinds train: QueryTrainer checks
-    flags["temperature"] = flags["temperature"] or (0.05 if dense else 1.0)
-    flags["lr"] = flags["lr"] or (2e-5 if dense else 0.1)
+    # the flags not on the line: the recipe of the index's kind (which kinds train: QueryTrainer checks)
+    defaults = query_recipe("dense" if manifest.get("kind") == "dense" else "sparse")
+    recipe_depth = defaults.pop("depth")  # the live negatives' depth is the command's, not the trainer's
+    depth = recipe_depth if depth is None else depth
+    flags.update({k: v for k, v in defaults.items() if flags.get(k) is None})
     model = (manifest.get("encoder") or {}).get("model", "")
     config = TrainConfig(model=str(model), negatives=str(negatives), out=str(work),
                          **{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()})
