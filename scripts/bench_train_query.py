@@ -80,7 +80,7 @@ def main() -> int:
     report = {"command": "python " + " ".join(sys.argv), "dataset": str(ds), "model": args.model,
               "steps": args.steps, "flags": FLAGS + args.extra.split(), "recipe_flags": RECIPE_FLAGS,
               "seeds": seeds, "start": {}, "runs": {}}
-    for name in dict.fromkeys(RUNS[n][0] for n in names):
+    for name in dict.fromkeys(["flat"] + [RUNS[n][0] for n in names]):  # flat: every gain's reference
         where, spec = indexes[name]
         report["start"][name] = test_eval(ds, where, ["--kind", "dense", "--model", args.model, *spec])
         report["start"][name]["bytes_per_vector"] = json.loads((where / "manifest.json").read_text())["faiss"]["bytes_per_vector"]

@@ -93,18 +93,19 @@ def test_query_training_takes_the_recipe_of_its_index_kind(kind, query_run):
 
 def test_query_recipes_are_what_was_measured():
     # docs/BENCHMARKS.md "Live against static negatives": change both together
-    assert query_recipe("dense") == {"group_size": 32, "depth": 32, "in_batch": False, "epochs": 10.0, "lr": 2e-5,
-                                     "temperature": 0.05}
+    assert query_recipe("dense") == {"group_size": 32, "depth": 32, "in_batch": True, "epochs": 10.0, "lr": 2e-5,
+                                     "temperature": 0.05, "learn_temperature": True}
     assert query_recipe("sparse")["lr"] == 0.1 and query_recipe("sparse")["in_batch"] is True
     with pytest.raises(ValueError, match="no query-training recipe for 'hybrid'"):
         query_recipe("hybrid")
 
 
 def test_flags_on_the_line_override_the_query_recipe(query_run):
-    seen = query_run("dense", "--in-batch", "--depth", "50", "--group-size", "4", "--temperature", "0.1")
-    assert (seen["in_batch"], seen["depth"], seen["group_size"], seen["temperature"]) == (True, 50, 4, 0.1)
+    seen = query_run("dense", "--no-in-batch", "--depth", "50", "--group-size", "4", "--fixed-temperature")
+    assert (seen["in_batch"], seen["depth"], seen["group_size"], seen["learn_temperature"]) == (False, 50, 4, False)
     assert seen["epochs"] == 10.0 and seen["lr"] == 2e-5
     assert query_run("sparse", "--no-in-batch")["in_batch"] is False
+    assert query_run("sparse", "--learn-temperature")["learn_temperature"] is True
 
 
 def test_splade_recipe_learns_its_temperature_with_flops():

@@ -491,3 +491,38 @@ def test_a_second_run_on_the_same_output_stops_at_once(query_set, tmp_path):
         assert not out.exists()
     finally:
         held.release()
+
+
+def test_a_learned_temperature_is_calibrated_on_the_live_groups(query_set, tmp_path, one_torch_thread, monkeypatch):
+    """Calibration scores what training scores: each query's positive and the negatives retrieved
+    for it (``batch_vectors``), not the plan's positive-only groups."""
+    import training.trainer as trainer_module
+    from training.query_trainer import QueryTrainer
+
+    ds, flat, _ = query_set
+    trainer = QueryTrainer(_config(tmp_path, ds, group_size=4, learn_temperature=True), flat, depth=8)
+    seen = []
+
+    def fake_best(batches):
+        seen.extend(batches)
+        return 0.25
+
+    monkeypatch.setattr(trainer_module, "best_temperature", fake_best)
+    assert trainer.calibrate_temperature() == 0.25
+    assert trainer.contrastive.temperature == pytest.approx(0.25)
+    assert seen
+    for scores, targets, exclude in seen:
+        n = len(targets)
+        assert scores.shape == exclude.shape == (n, n * 4)  # in-batch: every query's 4 passages
+        assert targets.tolist() == [4 * i for i in range(n)]
+
+
+def test_train_query_learns_its_temperature_by_default_on_a_dense_index(query_set, tmp_path, one_torch_thread):
+    ds, flat, _ = query_set
+    out = tmp_path / "lt"
+    assert _train(ds, flat, out).exit_code == 0
+    summary = json.loads((tmp_path / "lt.train" / "training_summary.json").read_text())
+    start, end = summary["temperature"]["start"], summary["temperature"]["end"]
+    assert 1e-4 <= start <= 1e4 and start != 0.05 and end > 0
+    assert _train(ds, flat, tmp_path / "fixed", "--fixed-temperature").exit_code == 0
+    assert "temperature" not in json.loads((tmp_path / "fixed.train" / "training_summary.json").read_text())

@@ -315,15 +315,19 @@ class QueryTrainer(Trainer):
 
     # -- one micro-batch -------------------------------------------------------------------------
     def micro_step(self, groups: list[Group], scale: float = 1.0) -> dict:
+        q, d, groups = self.batch_vectors(groups)
+        loss, parts = self.loss(q, d, groups)
+        (loss * scale).backward()
+        return parts
+
+    def batch_vectors(self, groups: list[Group]) -> tuple[torch.Tensor, torch.Tensor, list[Group]]:
+        """Queries encoded now; live negatives retrieved for them; passages from the index."""
         qb = self._to_device(self.model.tokenize([g.query for g in groups], "query"))
         q = self._encode(qb, "query")
         if self.live:
             groups = self._live_groups(groups, q.detach())
         rows = [self.row[d] for g in groups for d in g.doc_ids]
-        d = self.model.docs.vectors(torch.tensor(rows, device=q.device))
-        loss, parts = self.loss(q, d, groups)
-        (loss * scale).backward()
-        return parts
+        return q, self.model.docs.vectors(torch.tensor(rows, device=q.device)), groups
 
     def _live_groups(self, groups: list[Group], q: torch.Tensor) -> list[Group]:
         """Each group's positive plus ``group_size - 1`` negatives drawn from the top ``depth`` the

@@ -28,8 +28,10 @@ RECIPES: dict[str, dict] = {
 # test at three seeds (docs/BENCHMARKS.md, "Live against static negatives"). Sparse (inference-free
 # query weights): the trainer's defaults and the learning rate chosen on a SciFact dev carve.
 QUERY_RECIPES: dict[str, dict] = {
-    "dense": {"group_size": 32, "depth": 32, "in_batch": False, "epochs": 10.0, "lr": 2e-5, "temperature": 0.05},
-    "sparse": {"group_size": 8, "depth": 100, "in_batch": True, "epochs": 1.0, "lr": 0.1, "temperature": 1.0},
+    "dense": {"group_size": 32, "depth": 32, "in_batch": True, "epochs": 10.0, "lr": 2e-5, "temperature": 0.05,
+              "learn_temperature": True},
+    "sparse": {"group_size": 8, "depth": 100, "in_batch": True, "epochs": 1.0, "lr": 0.1, "temperature": 1.0,
+               "learn_temperature": False},
 }
 
 

@@ -240,6 +240,14 @@ class Trainer:
             (loss * scale).backward()
         return parts
 
+    def batch_vectors(self, groups: list[Group]) -> tuple[torch.Tensor, torch.Tensor, list[Group]]:
+        """The vectors of a whole batch's queries and passages in this process, and its groups (an
+        index-aware trainer adds the negatives it retrieves): what calibration scores."""
+        q = self._encode(self._to_device(self.model.tokenize([g.query for g in groups], "query")), "query")
+        d = self._encode(self._to_device(self.model.tokenize([self.data.docs[i] for g in groups for i in g.doc_ids],
+                                                             "doc")), "doc")
+        return q, d, groups
+
     def loss(self, q_local: torch.Tensor, d_local: torch.Tensor, groups: list[Group]):
         """The global loss from this process's representations and the global batch."""
         c = self.config
@@ -329,10 +337,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 for b in range(min(self.CALIBRATION_BATCHES, self.plan.steps_per_epoch)):
-                    groups = self.plan.batch(b)
-                    q = self._encode(self._to_device(self.model.tokenize([x.query for x in groups], "query")), "query")
-                    d = self._encode(self._to_device(self.model.tokenize(
-                        [self.data.docs[i] for x in groups for i in x.doc_ids], "doc")), "doc")
+                    q, d, groups = self.batch_vectors(self.plan.batch(b))
                     scores, targets, _ = self._scores(q, d, len(groups), len(groups[0].doc_ids))
                     batches.append((scores.double(), targets, self._exclude(groups, q.device)))
         finally:

@@ -268,6 +268,9 @@ _BY_KIND = "Default: by index kind (below)."
 @trainer_options(skip=("--model", "--negatives", "--out", "--max-length", "--grad-cache", "--distill",
                        "--distill-weight", "--distill-rescale", "--contrastive-weight", "--dev-docs", "--lr",
                        "--learn-temperature", "--group-size", "--epochs", "--in-batch", "--temperature"))
+@click.option("--learn-temperature/--fixed-temperature", default=None,
+              help="Train the softmax temperature with the query side, starting from the one that fits the "
+                   "start model best. " + _BY_KIND)
 @click.option("--group-size", type=int, default=None, help="Passages per query: 1 positive + N-1 negatives. " + _BY_KIND)
 @click.option("--epochs", type=float, default=None, help="Passes over the training queries. " + _BY_KIND)
 @click.option("--in-batch/--no-in-batch", default=None,

@@ -1,0 +1,189 @@
+"""Exploration (issue 14, not merged): approximate top-k from per-term heads plus exact block scoring.
+
+    python scripts/explore_heads_approx.py INDEX QUERIES CAP DEPTHS BLOCKS
+    python scripts/explore_heads_approx.py /tmp/retriever-bench/splade-like-1000000-bp 100 4096 256,1024,4096 8,32,128
+
+INDEX: a SPLADE-like index of scripts/bench_sparse_scale.py. Each term's ``CAP`` highest-impact
+postings (its head) are derived from the packed postings; a query accumulates the first ``depth`` of
+each of its terms' heads into partial scores, ranks blocks by their best partial score and scores the
+top ``blocks`` blocks exactly with the pruned kernel's block scorer (``kernels._score_block_packed``),
+so every returned score is exact and only recall is approximate. Prints agreement with the exact
+top-10 and the speed-up over the exhaustive kernel, beside exact pruning's, in the same process.
+
+Measured on 1M SPLADE-like documents (docs/BENCHMARKS.md, "tried and not merged"): no point beats
+exact pruning at the same agreement: a block costs ~14 us to score through the postings, and the
+heads cost ~20 ns a posting to accumulate. What would make this pay is a cheaper block score (a
+forward index per block) and candidates from fewer postings (clustered heads with summaries).
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from indexing import kernels as K  # noqa: E402
+from indexing.inverted import InvertedIndex  # noqa: E402
+from scripts.synthetic_splade import SpladeLike  # noqa: E402
+
+
+@njit(nogil=True, cache=False)
+def derive_heads(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, cap, st, arena_docs,
+                 arena_vals, arena_blocks, ptr, out_docs, out_vals, fill):
+    total = 0
+    used = np.zeros(2, dtype=np.int64)
+    for t in range(term_ptr.shape[0] - 1):
+        if fill and ptr[t + 1] == ptr[t]:
+            continue
+        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            continue
+        df = st[K.ST_DF]
+        if df == 0:
+            continue
+        h = min(df, cap)
+        if not fill:
+            ptr[t + 1] = h
+            total += h
+            continue
+        used[0] = 0
+        used[1] = 0
+        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                           arena_blocks, used) < 0:
+            continue
+        mode = st[K.ST_MODE]
+        idf = np.float32(table[st[K.ST_BASE]]) if mode == K.MODE_BM25 else np.float32(0.0)
+        vals = np.empty(df, dtype=np.float32)
+        for i in range(df):
+            vals[i] = K._impact(mode, idf, arena_vals[i])
+        order = np.argsort(-vals, kind="mergesort")[:h]
+        e = ptr[t]
+        for i in range(h):
+            out_docs[e + i] = arena_docs[order[i]]
+            out_vals[e + i] = vals[order[i]]
+        total += h
+    return total
+
+
+@njit(nogil=True, cache=False)
+def heads_search(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
+                 depth, n_blocks, head_ptr, head_docs, head_vals, acc, seen, touched, ub, ub_seen, ub_mask, cand,
+                 heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs, arena_vals,
+                 arena_blocks, whole):
+    num_docs = tie_rank.shape[0]
+    n = q_terms.shape[0]
+    for j in range(n):
+        if K._open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                        qstate[j]) < 0:
+            return -1, 0
+    nt = 0
+    for j in range(n):
+        t = q_terms[j]
+        w = q_weights[j]
+        lo = head_ptr[t]
+        hi = min(head_ptr[t + 1], lo + depth)
+        for i in range(lo, hi):
+            d = head_docs[i]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[nt] = d
+                nt += 1
+            acc[d] += w * head_vals[i]
+    n_cand = 0
+    for i in range(nt):
+        d = touched[i]
+        b = d >> shift
+        if ub_seen[b] == 0:
+            ub_seen[b] = 1
+            cand[n_cand] = b
+            n_cand += 1
+        if acc[d] > ub[b]:
+            ub[b] = acc[d]
+        acc[d] = 0.0
+        seen[d] = 0
+    ub_bits = ub.view(np.uint32)
+    keys = np.empty(n_cand, dtype=np.uint64)
+    for i in range(n_cand):
+        b = cand[i]
+        keys[i] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
+    keys = np.sort(keys)
+    size = 0
+    used = np.zeros(2, dtype=np.int64)
+    scored = 0
+    allbits = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for i in range(n_cand - 1, max(n_cand - 1 - n_blocks, -1), -1):
+        b = np.int64(keys[i] & np.uint64(0xFFFFFFFF))
+        ub_mask[b] = allbits
+        size = K._score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k,
+                                     heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals,
+                                     arena_docs, arena_vals, arena_blocks, used, whole)
+        scored += 1
+        if size < 0:
+            break
+    for i in range(n_cand):
+        b = cand[i]
+        ub[b] = 0.0
+        ub_seen[b] = 0
+        ub_mask[b] = 0
+    return size, scored
+
+
+def main():
+    path = Path(sys.argv[1])
+    nq = int(sys.argv[2])
+    n = json.loads((path / "manifest.json").read_text())["doc_count"]
+    index = InvertedIndex.load(path, num_docs=n, scale=100.0)
+    p = index.packed
+    queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(nq)]
+    t0 = time.perf_counter()
+    st = np.zeros(K.NST, dtype=np.int64)
+    maxdf = int(index.doc_freqs().max())
+    ad, av, ab = np.zeros(maxdf + 1, np.int32), np.zeros(maxdf + 1, np.float32), np.zeros(maxdf + 1, np.int64)
+    cap = int(sys.argv[3]) if len(sys.argv) > 3 else 4096
+    ptr = np.zeros(len(p.term_ptr), dtype=np.int64)
+    args = (p.stream, p.term_ptr, n, p.table, p.float_bits, p.norms, p.norm_table, index.shift, cap, st, ad, av, ab,
+            ptr)
+    total = derive_heads(*args, np.zeros(0, np.int32), np.zeros(0, np.float32), False)
+    np.cumsum(ptr, out=ptr)
+    hd, hv = np.empty(total, np.int32), np.empty(total, np.float32)
+    derive_heads(*args, hd, hv, True)
+    print(f"heads: {total:,} entries ({total / n:.1f}/doc), {time.perf_counter() - t0:.1f} s", flush=True)
+    k = 10
+    exact, ex_secs = [], []
+    index.search_many(queries[:3], k, "exhaustive", checked=True)
+    for q in queries:
+        t = time.perf_counter()
+        exact.append(index.search_many([q], k, "exhaustive", checked=True)[0])
+        ex_secs.append(time.perf_counter() - t)
+    ex = np.mean(ex_secs)
+    pr_secs = []
+    index.search_many(queries[:3], k, "pruned", checked=True)
+    for q in queries:
+        t = time.perf_counter()
+        index.search_many([q], k, "pruned", checked=True)
+        pr_secs.append(time.perf_counter() - t)
+    print(f"exhaustive {1000 * ex:.2f} ms, pruned {1000 * np.mean(pr_secs):.2f} ms ({ex / np.mean(pr_secs):.1f}x)")
+    s = index._scratch(k, 64)
+    for depth in [int(x) for x in sys.argv[4].split(",")]:
+        for nb in [int(x) for x in sys.argv[5].split(",")]:
+            agree, secs, sc = [], [], []
+            for qi, (terms, weights) in enumerate(queries):
+                t = time.perf_counter()
+                size, scored = heads_search(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table,
+                                            index.shift, terms, weights, index.tie_rank, k, depth, nb, ptr, hd, hv,
+                                            s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.heap,
+                                            s.loc_acc, s.loc_seen, s.loc_list, s.qstate, s.cache_docs, s.cache_vals,
+                                            s.arena_docs, s.arena_vals, s.arena_blocks, index.whole)
+                ranks, _ = K.decode_keys(np.sort(s.heap[:size])[::-1])
+                ids = index.tie_order[ranks]
+                secs.append(time.perf_counter() - t)
+                sc.append(scored)
+                agree.append(len(set(ids.tolist()) & set(exact[qi][0].tolist())) / max(1, len(exact[qi][0])))
+            m = np.mean(secs[2:])
+            print(f"depth {depth:5d} blocks {nb:4d}: agreement {np.mean(agree):.3f}, {1000 * m:.3f} ms, "
+                  f"{ex / m:.1f}x, scored {np.mean(sc):.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
