@@ -1,19 +1,18 @@
 """Exploration (issue 14, not merged): approximate top-k from per-term heads plus exact block scoring.
 
     python scripts/explore_heads_approx.py INDEX QUERIES CAP DEPTHS BLOCKS
-    python scripts/explore_heads_approx.py /tmp/retriever-bench/splade-like-1000000-bp 100 4096 256,1024,4096 8,32,128
+    python scripts/explore_heads_approx.py /tmp/retriever-bench/splade-like-1000000-bp 100 4096 128,256,1024 32,128,512
 
 INDEX: a SPLADE-like index of scripts/bench_sparse_scale.py. Each term's ``CAP`` highest-impact
 postings (its head) are derived from the packed postings; a query accumulates the first ``depth`` of
 each of its terms' heads into partial scores, ranks blocks by their best partial score and scores the
-top ``blocks`` blocks exactly with the pruned kernel's block scorer (``kernels._score_block_packed``),
-so every returned score is exact and only recall is approximate. Prints agreement with the exact
-top-10 and the speed-up over the exhaustive kernel, beside exact pruning's, in the same process.
+top ``blocks`` blocks exactly, through the postings (``kernels._score_block_packed``) or from a
+forward index per block built here, so every returned score is exact and only recall is
+approximate. Prints agreement with the exact top-10 and the speed-up over the exhaustive kernel,
+beside exact pruning's, in the same process.
 
-Measured on 1M SPLADE-like documents (docs/BENCHMARKS.md, "tried and not merged"): no point beats
-exact pruning at the same agreement: a block costs ~14 us to score through the postings, and the
-heads cost ~20 ns a posting to accumulate. What would make this pay is a cheaper block score (a
-forward index per block) and candidates from fewer postings (clustered heads with summaries).
+Measured on 1M SPLADE-like documents (docs/BENCHMARKS.md, "tried and not merged"): at 0.98
+agreement 10.5x with the forward index, 7.5x through the postings, against exact pruning's 8.2x.
 """
 import json
 import sys
@@ -67,23 +66,17 @@ def derive_heads(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, 
 
 
 @njit(nogil=True, cache=False)
-def heads_search(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
-                 depth, n_blocks, head_ptr, head_docs, head_vals, acc, seen, touched, ub, ub_seen, ub_mask, cand,
-                 heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs, arena_vals,
-                 arena_blocks, whole):
-    num_docs = tie_rank.shape[0]
-    n = q_terms.shape[0]
-    for j in range(n):
-        if K._open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
-                        qstate[j]) < 0:
-            return -1, 0
+def candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched, ub,
+                     ub_seen, cand):
+    """Blocks by the best partial score of their documents over the first ``depth`` of each
+    query term's head: block keys (bound bits << 32 | block), ascending; ``ub``/``ub_seen`` of the
+    ``cand`` blocks are left for the caller to clear."""
     nt = 0
-    for j in range(n):
+    for j in range(q_terms.shape[0]):
         t = q_terms[j]
         w = q_weights[j]
         lo = head_ptr[t]
-        hi = min(head_ptr[t + 1], lo + depth)
-        for i in range(lo, hi):
+        for i in range(lo, min(head_ptr[t + 1], lo + depth)):
             d = head_docs[i]
             if seen[d] == 0:
                 seen[d] = 1
@@ -107,25 +100,119 @@ def heads_search(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_t
     for i in range(n_cand):
         b = cand[i]
         keys[i] = (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b)
-    keys = np.sort(keys)
+        ub[b] = 0.0
+        ub_seen[b] = 0
+    return np.sort(keys)
+
+
+@njit(nogil=True, cache=False)
+def heads_search(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
+                 depth, n_blocks, head_ptr, head_docs, head_vals, acc, seen, touched, ub, ub_seen, ub_mask, cand,
+                 heap, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs, arena_vals,
+                 arena_blocks, whole):
+    """The candidate blocks scored through the postings (``kernels._score_block_packed``)."""
+    num_docs = tie_rank.shape[0]
+    for j in range(q_terms.shape[0]):
+        if K._open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                        qstate[j]) < 0:
+            return -1, 0
+    keys = candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched,
+                            ub, ub_seen, cand)
     size = 0
     used = np.zeros(2, dtype=np.int64)
     scored = 0
-    allbits = np.uint64(0xFFFFFFFFFFFFFFFF)
-    for i in range(n_cand - 1, max(n_cand - 1 - n_blocks, -1), -1):
+    for i in range(keys.shape[0] - 1, max(keys.shape[0] - 1 - n_blocks, -1), -1):
         b = np.int64(keys[i] & np.uint64(0xFFFFFFFF))
-        ub_mask[b] = allbits
+        ub_mask[b] = np.uint64(0xFFFFFFFFFFFFFFFF)
         size = K._score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k,
                                      heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals,
                                      arena_docs, arena_vals, arena_blocks, used, whole)
+        ub_mask[b] = 0
         scored += 1
         if size < 0:
             break
-    for i in range(n_cand):
-        b = cand[i]
-        ub[b] = 0.0
-        ub_seen[b] = 0
-        ub_mask[b] = 0
+    return size, scored
+
+
+@njit(nogil=True, cache=False)
+def build_forward(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs, arena_vals,
+                  arena_blocks, fptr, fterm, foff, fval, fill):
+    """A forward index per block: for each block its (term, document offset, impact) entries,
+    by term (terms are visited in order). Count pass (``fill`` False) into ``fptr[b + 1]``."""
+    used = np.zeros(2, dtype=np.int64)
+    cursor = fptr[:-1].copy()
+    for t in range(term_ptr.shape[0] - 1):
+        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            continue
+        df = st[K.ST_DF]
+        if df == 0:
+            continue
+        used[0] = 0
+        used[1] = 0
+        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                           arena_blocks, used) < 0:
+            continue
+        mode = st[K.ST_MODE]
+        idf = np.float32(table[st[K.ST_BASE]]) if mode == K.MODE_BM25 else np.float32(0.0)
+        for i in range(df):
+            d = arena_docs[i]
+            b = d >> shift
+            if fill:
+                e = cursor[b]
+                fterm[e] = t
+                foff[e] = d - (b << shift)
+                fval[e] = K._impact(mode, idf, arena_vals[i])
+                cursor[b] = e + 1
+            else:
+                fptr[b + 1] += 1
+
+
+@njit(nogil=True, cache=False)
+def heads_search_forward(shift, q_terms, q_weights, tie_rank, k, depth, n_blocks, head_ptr, head_docs, head_vals,
+                         fptr, fterm, foff, fval, acc, seen, touched, ub, ub_seen, cand, heap, loc_acc, loc_seen,
+                         loc_list):
+    """The candidate blocks scored from the forward index: per block, each query term (ascending)
+    found by binary search in the block's term column."""
+    order = np.argsort(q_terms)
+    qt = q_terms[order]
+    qw = q_weights[order]
+    keys = candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched,
+                            ub, ub_seen, cand)
+    size = 0
+    scored = 0
+    for i in range(keys.shape[0] - 1, max(keys.shape[0] - 1 - n_blocks, -1), -1):
+        b = np.int64(keys[i] & np.uint64(0xFFFFFFFF))
+        base = b << shift
+        lo = fptr[b]
+        end = fptr[b + 1]
+        n_loc = 0
+        for j in range(qt.shape[0]):
+            t = qt[j]
+            hi = end
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if fterm[mid] < t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            while lo < end and fterm[lo] == t:
+                off = foff[lo]
+                if loc_seen[off] == 0:
+                    loc_seen[off] = 1
+                    loc_list[n_loc] = off
+                    n_loc += 1
+                loc_acc[off] += qw[j] * fval[lo]
+                lo += 1
+        bits = loc_acc.view(np.uint32)
+        for m in range(n_loc):
+            off = loc_list[m]
+            if loc_acc[off] > 0.0:
+                key = (np.uint64(bits[off]) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[base + off]))
+                if size < k or key > heap[0]:
+                    size = K._heap_push(heap, size, k, key)
+            loc_acc[off] = 0.0
+            loc_seen[off] = 0
+        scored += 1
     return size, scored
 
 
@@ -165,25 +252,41 @@ def main():
         pr_secs.append(time.perf_counter() - t)
     print(f"exhaustive {1000 * ex:.2f} ms, pruned {1000 * np.mean(pr_secs):.2f} ms ({ex / np.mean(pr_secs):.1f}x)")
     s = index._scratch(k, 64)
+    t0 = time.perf_counter()
+    n_blocks_all = (n >> index.shift) + 1
+    fptr = np.zeros(n_blocks_all + 1, dtype=np.int64)
+    fargs = (p.stream, p.term_ptr, n, p.table, p.float_bits, p.norms, p.norm_table, index.shift, st, ad, av, ab, fptr)
+    build_forward(*fargs, np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros(0, np.float32), False)
+    np.cumsum(fptr, out=fptr)
+    fterm, foff, fval = np.empty(fptr[-1], np.int32), np.empty(fptr[-1], np.uint8), np.empty(fptr[-1], np.float32)
+    build_forward(*fargs, fterm, foff, fval, True)
+    print(f"forward index: {fptr[-1]:,} entries, {time.perf_counter() - t0:.1f} s", flush=True)
+    def packed(terms, weights, depth, nb):
+        return heads_search(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.shift, terms,
+                            weights, index.tie_rank, k, depth, nb, ptr, hd, hv, s.acc, s.seen, s.touched, s.ub,
+                            s.ub_seen, s.ub_mask, s.cand, s.heap, s.loc_acc, s.loc_seen, s.loc_list, s.qstate,
+                            s.cache_docs, s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, index.whole)
+
+    def forward(terms, weights, depth, nb):
+        return heads_search_forward(index.shift, terms, weights, index.tie_rank, k, depth, nb, ptr, hd, hv, fptr,
+                                    fterm, foff, fval, s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.cand, s.heap,
+                                    s.loc_acc, s.loc_seen, s.loc_list)
+
     for depth in [int(x) for x in sys.argv[4].split(",")]:
         for nb in [int(x) for x in sys.argv[5].split(",")]:
-            agree, secs, sc = [], [], []
-            for qi, (terms, weights) in enumerate(queries):
-                t = time.perf_counter()
-                size, scored = heads_search(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table,
-                                            index.shift, terms, weights, index.tie_rank, k, depth, nb, ptr, hd, hv,
-                                            s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.heap,
-                                            s.loc_acc, s.loc_seen, s.loc_list, s.qstate, s.cache_docs, s.cache_vals,
-                                            s.arena_docs, s.arena_vals, s.arena_blocks, index.whole)
-                ranks, _ = K.decode_keys(np.sort(s.heap[:size])[::-1])
-                ids = index.tie_order[ranks]
-                secs.append(time.perf_counter() - t)
-                sc.append(scored)
-                agree.append(len(set(ids.tolist()) & set(exact[qi][0].tolist())) / max(1, len(exact[qi][0])))
-            m = np.mean(secs[2:])
-            print(f"depth {depth:5d} blocks {nb:4d}: agreement {np.mean(agree):.3f}, {1000 * m:.3f} ms, "
-                  f"{ex / m:.1f}x, scored {np.mean(sc):.0f}", flush=True)
-
+            for name, scorer in (("postings", packed), ("forward", forward)):
+                agree, secs, sc = [], [], []
+                for qi, (terms, weights) in enumerate(queries):
+                    t = time.perf_counter()
+                    size, scored = scorer(terms, weights, depth, nb)
+                    ranks, _ = K.decode_keys(np.sort(s.heap[:size])[::-1])
+                    ids = index.tie_order[ranks]
+                    secs.append(time.perf_counter() - t)
+                    sc.append(scored)
+                    agree.append(len(set(ids.tolist()) & set(exact[qi][0].tolist())) / max(1, len(exact[qi][0])))
+                m = np.mean(secs[2:])
+                print(f"depth {depth:5d} blocks {nb:4d} {name:8s}: agreement {np.mean(agree):.3f}, "
+                      f"{1000 * m:.3f} ms, {ex / m:.1f}x, scored {np.mean(sc):.0f}", flush=True)
 
 if __name__ == "__main__":
     main()
