@@ -1,6 +1,6 @@
 """The best system the engine makes from small models (<= 25M parameters each), with its cost.
 
-    python scripts/bench_best.py [--dataset DIR] [--report-split test] [--work DIR] [--steps 200]
+    python scripts/bench_best.py [--dataset DIR] [--report-split test] [--work DIR] [--steps N]
                                  [--out docs/bench_best.json]
 
 Components, each built with `retriever` commands as a user runs them (reused when present):
@@ -8,9 +8,9 @@ Components, each built with `retriever` commands as a user runs them (reused whe
 - bm25:   `retriever index DATASET` (no parameters);
 - splade: SPLADE-tiny (`retriever models pull splade-tiny`, 4.4M parameters), not fine-tuned here;
 - dense:  all-MiniLM-L6-v2 (22.7M) indexed as IVF64,PQ48 (48-byte codes, no refine), then
-          `retriever train query` (JPQ: query encoder and centroids trained against the fixed
-          codes, live negatives from the index; `--max-steps --steps`, the flags of
-          scripts/bench_train_query.py);
+          `retriever train query` with its defaults (JPQ: query encoder and centroids trained
+          against the fixed codes with the dense recipe of training.recipes: live negatives from
+          the index, 10 epochs; `--steps N` sets `--max-steps N` instead);
 - splade-if: SPLADE-tiny documents with inference-free queries: built with the token IDF the
           inference-free trainer starts from (`--query-mode learned --query-weights`, IDF over the
           corpus tokenised at 128 tokens), then `retriever train query` trains the per-token query
@@ -41,7 +41,7 @@ from eval.beir import BeirDataset, carve_dev  # noqa: E402
 from eval.fusion import fuse  # noqa: E402
 from eval.metrics import evaluate  # noqa: E402
 from scripts.bench_train import sh  # noqa: E402
-from scripts.bench_train_query import FLAGS  # noqa: E402
+from scripts.bench_train_query import RECIPE_FLAGS  # noqa: E402
 
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "beir" / "scifact"
 # Pyserini's BEIR regression table (nDCG@10, test), for scale: models of 110M parameters
@@ -87,7 +87,7 @@ def build(ds: Path, work: Path, steps: int) -> dict:
     for name, spec in specs.items():
         if not (idx[name] / "manifest.json").is_file():
             sh(["index", str(ds), str(idx[name]), "--quiet", "--overwrite", *spec])
-    trained = {"dense": ("pq48", ["--max-steps", str(steps), *FLAGS]),
+    trained = {"dense": ("pq48", [*RECIPE_FLAGS, *(["--max-steps", str(steps)] if steps else [])]),
                "splade-if": ("if-start", ["--max-steps", "400", "--lr", "0.1", "--batch-size", "32", "--group-size", "8",
                                           "--dev-every", "40", "--log-every", "40", "--device", "cpu"])}
     minutes = {}
@@ -144,7 +144,7 @@ def main() -> int:
     ap.add_argument("--dataset", default=str(DEFAULT_DATASET))
     ap.add_argument("--report-split", default="test")
     ap.add_argument("--work", default="/tmp/retriever-bench/best")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=0, help="JPQ steps (default: the recipe's 10 epochs)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench_best.json"))
     args = ap.parse_args()
     ds = Path(args.dataset)
@@ -195,7 +195,7 @@ def main() -> int:
     report = {"starts": starts, "command": "python " + " ".join(sys.argv), "dataset": ds.name,
               "report_split": args.report_split,
               "dev": f"carve of train (20%, seed 0): {len(dev_q)} queries", "steps": args.steps,
-              "train_flags": FLAGS, "rows": rows, "references": REFERENCES.get(ds.name, {}),
+              "train_flags": RECIPE_FLAGS, "rows": rows, "references": REFERENCES.get(ds.name, {}),
               "top_dev_settings": [{"dev": round(s[0], 4), "components": s[2], "method": s[3], "weights": s[4]}
                                    for s in scored[:5]]}
     out = Path(args.out)
