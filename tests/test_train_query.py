@@ -526,3 +526,16 @@ def test_train_query_learns_its_temperature_by_default_on_a_dense_index(query_se
     assert 1e-4 <= start <= 1e4 and start != 0.05 and end > 0
     assert _train(ds, flat, tmp_path / "fixed", "--fixed-temperature").exit_code == 0
     assert "temperature" not in json.loads((tmp_path / "fixed.train" / "training_summary.json").read_text())
+
+
+def test_inference_free_query_weights_can_learn_their_temperature(query_set, sparse_index, tmp_path,
+                                                                  one_torch_thread):
+    """Not the sparse recipe's default, but a flag that works there too: calibrated on the live
+    groups of the impact index, logged, and recorded in the summary."""
+    ds = query_set[0]
+    out = tmp_path / "learned-t"
+    result = _train(ds, sparse_index, out, "--lr", "0.05", "--learn-temperature")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "learned-t.train" / "training_summary.json").read_text())
+    assert 1e-4 <= summary["temperature"]["start"] <= 1e4 and summary["temperature"]["end"] > 0
+    assert read_manifest(out)["query"]["mode"] == "learned"
