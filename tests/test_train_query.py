@@ -340,7 +340,10 @@ def test_refusals(query_set, tmp_path, tiny_mlm):
     assert CliRunner().invoke(cli.main, ["index", str(ds), str(bm25), "--quiet"]).exit_code == 0
     result = _train(ds, bm25, tmp_path / "y")
     assert result.exit_code != 0 and "needs a dense or an inference-free sparse index" in result.output
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    for flag in ("--depth", "--refresh"):
+        result = _train(ds, flat, tmp_path / "z", flag, "0")
+        assert result.exit_code != 0 and f"{flag} must be at least 1, got 0" in result.output
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
 
 
 def test_resume_gives_the_jpq_model_of_an_uninterrupted_run(query_set, tmp_path, one_torch_thread):

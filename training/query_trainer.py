@@ -238,8 +238,9 @@ class QueryTrainer(Trainer):
     def __init__(self, config: TrainConfig, index: str | Path, *, refresh: int = 1, depth: int = 100,
                  skip_top: int = 0, centroid_lr: float = 1e-4, train_centroids: bool = True, split: str = "train",
                  on_step=None) -> None:
-        if refresh < 1 or depth < 1:
-            raise ValueError("refresh and depth must be at least 1")
+        for name, value in (("refresh", refresh), ("depth", depth)):
+            if value < 1:
+                raise ValueError(f"--{name} must be at least 1, got {value}")
         if not 0 <= skip_top < depth:
             raise ValueError("skip-top must be at least 0 and below depth")
         if not centroid_lr > 0:
