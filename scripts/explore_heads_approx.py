@@ -6,9 +6,9 @@
 INDEX: a SPLADE-like index of scripts/bench_sparse_scale.py. Each term's ``CAP`` highest-impact
 postings (its head) are derived from the packed postings; a query accumulates the first ``depth`` of
 each of its terms' heads into partial scores, ranks blocks by their best partial score and scores the
-top ``blocks`` blocks exactly, through the postings (``kernels._score_block_packed``) or from a
-forward index per block built here, so every returned score is exact and only recall is
-approximate. Prints agreement with the exact top-10 and the speed-up over the exhaustive kernel,
+top ``blocks`` blocks exactly, through the postings (``kernels._score_block_packed``), from a
+forward index per block built here, or from that forward index through a per-block directory of
+its distinct terms, so every returned score is exact and only recall is approximate. Prints agreement with the exact top-10 and the speed-up over the exhaustive kernel,
 beside exact pruning's, in the same process.
 
 Measured on 1M SPLADE-like documents (docs/BENCHMARKS.md, "tried and not merged"): at 0.98
@@ -216,6 +216,81 @@ def heads_search_forward(shift, q_terms, q_weights, tie_rank, k, depth, n_blocks
     return size, scored
 
 
+@njit(nogil=True, cache=False)
+def build_directory(fptr, fterm, dptr, dterm, dstart, fill):
+    """Per block, its distinct terms (uint16, ascending) and where each one's entries start in the
+    block (``dstart``, relative): the part of a block a query's binary searches touch, ~1/3 of its
+    entries in 2 bytes each. Count pass (``fill`` False) into ``dptr[b + 1]``."""
+    for b in range(fptr.shape[0] - 1):
+        e = dptr[b] if fill else 0
+        prev = -1
+        for i in range(fptr[b], fptr[b + 1]):
+            t = fterm[i]
+            if t != prev:
+                if fill:
+                    dterm[e] = t
+                    dstart[e] = i - fptr[b]
+                e += 1
+                prev = t
+        if not fill:
+            dptr[b + 1] = e
+
+
+@njit(nogil=True, cache=False)
+def heads_search_directory(shift, q_terms, q_weights, tie_rank, k, depth, n_blocks, head_ptr, head_docs, head_vals,
+                           fptr, foff, fval, dptr, dterm, dstart, acc, seen, touched, ub, ub_seen, cand, heap, loc_acc,
+                           loc_seen, loc_list):
+    """``heads_search_forward`` with each block's term directory searched instead of its entries."""
+    order = np.argsort(q_terms)
+    qt = q_terms[order]
+    qw = q_weights[order]
+    keys = candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched,
+                            ub, ub_seen, cand)
+    size = 0
+    scored = 0
+    for i in range(keys.shape[0] - 1, max(keys.shape[0] - 1 - n_blocks, -1), -1):
+        b = np.int64(keys[i] & np.uint64(0xFFFFFFFF))
+        base = b << shift
+        e0 = fptr[b]
+        n_e = fptr[b + 1] - e0
+        lo = dptr[b]
+        end = dptr[b + 1]
+        n_loc = 0
+        for j in range(qt.shape[0]):
+            t = qt[j]
+            hi = end
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if dterm[mid] < t:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo == end:
+                break
+            if dterm[lo] != t:
+                continue
+            a = e0 + dstart[lo]
+            z = e0 + (dstart[lo + 1] if lo + 1 < end else n_e)
+            for x in range(a, z):
+                off = foff[x]
+                if loc_seen[off] == 0:
+                    loc_seen[off] = 1
+                    loc_list[n_loc] = off
+                    n_loc += 1
+                loc_acc[off] += qw[j] * fval[x]
+        bits = loc_acc.view(np.uint32)
+        for m in range(n_loc):
+            off = loc_list[m]
+            if loc_acc[off] > 0.0:
+                key = (np.uint64(bits[off]) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[base + off]))
+                if size < k or key > heap[0]:
+                    size = K._heap_push(heap, size, k, key)
+            loc_acc[off] = 0.0
+            loc_seen[off] = 0
+        scored += 1
+    return size, scored
+
+
 def main():
     path = Path(sys.argv[1])
     nq = int(sys.argv[2])
@@ -261,6 +336,14 @@ def main():
     fterm, foff, fval = np.empty(fptr[-1], np.int32), np.empty(fptr[-1], np.uint8), np.empty(fptr[-1], np.float32)
     build_forward(*fargs, fterm, foff, fval, True)
     print(f"forward index: {fptr[-1]:,} entries, {time.perf_counter() - t0:.1f} s", flush=True)
+    t0 = time.perf_counter()
+    dptr = np.zeros(len(fptr), dtype=np.int64)
+    build_directory(fptr, fterm, dptr, np.zeros(0, np.uint16), np.zeros(0, np.int32), False)
+    np.cumsum(dptr, out=dptr)
+    dterm, dstart = np.empty(dptr[-1], np.uint16), np.empty(dptr[-1], np.int32)
+    build_directory(fptr, fterm, dptr, dterm, dstart, True)
+    print(f"block term directories: {dptr[-1]:,} entries ({dptr[-1] / (len(dptr) - 1):.0f} terms a block), "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
     def packed(terms, weights, depth, nb):
         return heads_search(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table, index.shift, terms,
                             weights, index.tie_rank, k, depth, nb, ptr, hd, hv, s.acc, s.seen, s.touched, s.ub,
@@ -272,9 +355,14 @@ def main():
                                     fterm, foff, fval, s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.cand, s.heap,
                                     s.loc_acc, s.loc_seen, s.loc_list)
 
+    def directory(terms, weights, depth, nb):
+        return heads_search_directory(index.shift, terms, weights, index.tie_rank, k, depth, nb, ptr, hd, hv, fptr,
+                                      foff, fval, dptr, dterm, dstart, s.acc, s.seen, s.touched, s.ub, s.ub_seen,
+                                      s.cand, s.heap, s.loc_acc, s.loc_seen, s.loc_list)
+
     for depth in [int(x) for x in sys.argv[4].split(",")]:
         for nb in [int(x) for x in sys.argv[5].split(",")]:
-            for name, scorer in (("postings", packed), ("forward", forward)):
+            for name, scorer in (("postings", packed), ("forward", forward), ("fwd+dir", directory)):
                 agree, secs, sc = [], [], []
                 for qi, (terms, weights) in enumerate(queries):
                     t = time.perf_counter()
