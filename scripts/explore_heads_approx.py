@@ -10,7 +10,8 @@ top ``blocks`` blocks exactly, through the postings (``kernels._score_block_pack
 forward index per block built here, or from that forward index through a per-block directory of
 its distinct terms; or (``docs``) the ``blocks x 64`` documents with the best partial scores are
 scored one by one from a forward list per document. Every returned score is exact; only recall is
-approximate. SCORERS (optional 6th argument): comma-separated of postings, forward, fwd+dir, docs. Prints agreement with the exact top-10 and the speed-up over the exhaustive kernel,
+approximate. SCORERS (optional 6th argument): comma-separated of postings, forward, fwd+dir, docs, and
+docs-q6 / docs-q10 / docs-q16 (candidates from the heads of the query's 6 / 10 / 16 heaviest terms). Prints agreement with the exact top-10 and the speed-up over the exhaustive kernel,
 beside exact pruning's, in the same process.
 
 Measured on 1M SPLADE-like documents (docs/BENCHMARKS.md, "tried and not merged"): at 0.98
@@ -313,14 +314,22 @@ def build_doc_forward(fptr, fterm, foff, fval, shift, num_docs, dp, dterm, dval,
 
 @njit(nogil=True, cache=False)
 def heads_search_docs(q_terms, q_weights, tie_rank, k, depth, n_docs, head_ptr, head_docs, head_vals, dp, dterm, dval,
-                      acc, seen, touched, heap):
-    """Seismic-like: the ``n_docs`` documents with the best partial scores over the heads, each scored
-    exactly from its own forward list (merged with the query's terms, ascending)."""
+                      acc, seen, touched, heap, q_cut):
+    """Seismic-like: the ``n_docs`` documents with the best partial scores over the heads of the
+    query's ``q_cut`` terms of largest weight x head maximum (all when 0), each scored exactly from
+    its own forward list (merged with all the query's terms, ascending)."""
     order = np.argsort(q_terms)
     qt = q_terms[order]
     qw = q_weights[order]
-    nt = 0
+    mass = np.empty(q_terms.shape[0], dtype=np.float32)
     for j in range(q_terms.shape[0]):
+        t = q_terms[j]
+        mass[j] = q_weights[j] * head_vals[head_ptr[t]] if head_ptr[t + 1] > head_ptr[t] else 0.0
+    by_mass = np.argsort(-mass)
+    n_use = q_terms.shape[0] if q_cut <= 0 else min(q_cut, q_terms.shape[0])
+    nt = 0
+    for jj in range(n_use):
+        j = by_mass[jj]
         t = q_terms[j]
         w = q_weights[j]
         lo = head_ptr[t]
@@ -445,11 +454,14 @@ def main():
     build_doc_forward(fptr, fterm, foff, fval, index.shift, n, dp, dterm, dval, True)
     print(f"document forward lists: {time.perf_counter() - t0:.1f} s", flush=True)
 
-    def docs(terms, weights, depth, nb):  # nb x 64 documents: as many as nb blocks hold
-        return heads_search_docs(terms, weights, index.tie_rank, k, depth, nb << index.shift, ptr, hd, hv, dp, dterm,
-                                 dval, s.acc, s.seen, s.touched, s.heap)
+    def docs_cut(q_cut):
+        def docs(terms, weights, depth, nb):  # nb x 64 documents: as many as nb blocks hold
+            return heads_search_docs(terms, weights, index.tie_rank, k, depth, nb << index.shift, ptr, hd, hv, dp,
+                                     dterm, dval, s.acc, s.seen, s.touched, s.heap, q_cut)
+        return docs
 
-    scorers = {"postings": packed, "forward": forward, "fwd+dir": directory, "docs": docs}
+    scorers = {"postings": packed, "forward": forward, "fwd+dir": directory, "docs": docs_cut(0),
+               **{f"docs-q{c}": docs_cut(c) for c in (6, 10, 16)}}
     chosen = sys.argv[6].split(",") if len(sys.argv) > 6 else list(scorers)
     for depth in [int(x) for x in sys.argv[4].split(",")]:
         for nb in [int(x) for x in sys.argv[5].split(",")]:
