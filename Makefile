@@ -61,6 +61,8 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_matryoshka.py --model minilm
 	bash scripts/bench_distill.sh
 	$(BIN)/python scripts/bench_train_query.py
+	$(BIN)/python scripts/bench_train_query.py --runs recipe-live,recipe-static --seeds 42,1,2 --out docs/bench_adore.json
+	$(BIN)/python scripts/bench_train_query.py --runs recipe-jpq --out docs/bench_recipe_jpq.json
 	$(BIN)/python scripts/bench_recipe.py
 	$(BIN)/python scripts/bench_best.py
 	$(BIN)/python scripts/bench_best.py --dataset ../shared/data/beir/nfcorpus --report-split dev
