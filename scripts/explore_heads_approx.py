@@ -70,13 +70,11 @@ def derive_heads(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, 
 
 
 @njit(nogil=True, cache=False)
-def candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched, ub,
-                     ub_seen, cand):
-    """Blocks by the best partial score of their documents over the first ``depth`` of each
-    query term's head: block keys (bound bits << 32 | block), ascending; ``ub``/``ub_seen`` of the
-    ``cand`` blocks are left for the caller to clear."""
+def accumulate_heads(use, q_terms, q_weights, depth, head_ptr, head_docs, head_vals, acc, seen, touched):
+    """Partial scores over the first ``depth`` of the heads of query terms ``use`` (positions in the
+    query) into ``acc``; the documents touched listed in ``touched`` (their count returned)."""
     nt = 0
-    for j in range(q_terms.shape[0]):
+    for j in use:
         t = q_terms[j]
         w = q_weights[j]
         lo = head_ptr[t]
@@ -87,6 +85,38 @@ def candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head
                 touched[nt] = d
                 nt += 1
             acc[d] += w * head_vals[i]
+    return nt
+
+
+@njit(nogil=True, cache=False, inline="always")
+def push_doc(d, score, tie_rank, k, heap, size):
+    """Document ``d`` with ``score`` into the top-k heap (the kernels' key: score bits, then tie order)."""
+    if score > 0.0:
+        key = (np.uint64(np.float32(score).view(np.uint32)) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[d]))
+        if size < k or key > heap[0]:
+            size = K._heap_push(heap, size, k, key)
+    return size
+
+
+@njit(nogil=True, cache=False)
+def push_block(base, n_loc, loc_acc, loc_seen, loc_list, tie_rank, k, heap, size):
+    """A scored block's documents (``loc_list`` offsets from ``base``) into the heap; its scratch cleared."""
+    for m in range(n_loc):
+        off = loc_list[m]
+        size = push_doc(base + off, loc_acc[off], tie_rank, k, heap, size)
+        loc_acc[off] = 0.0
+        loc_seen[off] = 0
+    return size
+
+
+@njit(nogil=True, cache=False)
+def candidate_blocks(q_terms, q_weights, depth, shift, head_ptr, head_docs, head_vals, acc, seen, touched, ub,
+                     ub_seen, cand):
+    """Blocks by the best partial score of their documents over the first ``depth`` of each
+    query term's head: block keys (bound bits << 32 | block), ascending; ``ub``/``ub_seen`` of the
+    ``cand`` blocks are left for the caller to clear."""
+    nt = accumulate_heads(np.arange(q_terms.shape[0]), q_terms, q_weights, depth, head_ptr, head_docs, head_vals,
+                          acc, seen, touched)
     n_cand = 0
     for i in range(nt):
         d = touched[i]
@@ -207,15 +237,7 @@ def heads_search_forward(shift, q_terms, q_weights, tie_rank, k, depth, n_blocks
                     n_loc += 1
                 loc_acc[off] += qw[j] * fval[lo]
                 lo += 1
-        bits = loc_acc.view(np.uint32)
-        for m in range(n_loc):
-            off = loc_list[m]
-            if loc_acc[off] > 0.0:
-                key = (np.uint64(bits[off]) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[base + off]))
-                if size < k or key > heap[0]:
-                    size = K._heap_push(heap, size, k, key)
-            loc_acc[off] = 0.0
-            loc_seen[off] = 0
+        size = push_block(base, n_loc, loc_acc, loc_seen, loc_list, tie_rank, k, heap, size)
         scored += 1
     return size, scored
 
@@ -282,15 +304,7 @@ def heads_search_directory(shift, q_terms, q_weights, tie_rank, k, depth, n_bloc
                     loc_list[n_loc] = off
                     n_loc += 1
                 loc_acc[off] += qw[j] * fval[x]
-        bits = loc_acc.view(np.uint32)
-        for m in range(n_loc):
-            off = loc_list[m]
-            if loc_acc[off] > 0.0:
-                key = (np.uint64(bits[off]) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[base + off]))
-                if size < k or key > heap[0]:
-                    size = K._heap_push(heap, size, k, key)
-            loc_acc[off] = 0.0
-            loc_seen[off] = 0
+        size = push_block(base, n_loc, loc_acc, loc_seen, loc_list, tie_rank, k, heap, size)
         scored += 1
     return size, scored
 
@@ -327,19 +341,8 @@ def heads_search_docs(q_terms, q_weights, tie_rank, k, depth, n_docs, head_ptr, 
         mass[j] = q_weights[j] * head_vals[head_ptr[t]] if head_ptr[t + 1] > head_ptr[t] else 0.0
     by_mass = np.argsort(-mass)
     n_use = q_terms.shape[0] if q_cut <= 0 else min(q_cut, q_terms.shape[0])
-    nt = 0
-    for jj in range(n_use):
-        j = by_mass[jj]
-        t = q_terms[j]
-        w = q_weights[j]
-        lo = head_ptr[t]
-        for i in range(lo, min(head_ptr[t + 1], lo + depth)):
-            d = head_docs[i]
-            if seen[d] == 0:
-                seen[d] = 1
-                touched[nt] = d
-                nt += 1
-            acc[d] += w * head_vals[i]
+    nt = accumulate_heads(by_mass[:n_use], q_terms, q_weights, depth, head_ptr, head_docs, head_vals, acc, seen,
+                          touched)
     vals = np.empty(nt, dtype=np.float32)
     for i in range(nt):
         vals[i] = acc[touched[i]]
@@ -369,10 +372,7 @@ def heads_search_docs(q_terms, q_weights, tie_rank, k, depth, n_docs, head_ptr, 
                 a += 1
                 j += 1
         scored += 1
-        if score > 0.0:
-            key = (np.uint64(np.float32(score).view(np.uint32)) << np.uint64(32)) | (K._LOW - np.uint64(tie_rank[d]))
-            if size < k or key > heap[0]:
-                size = K._heap_push(heap, size, k, key)
+        size = push_doc(d, score, tie_rank, k, heap, size)
     return size, scored
 
 
@@ -450,14 +450,14 @@ def main():
     build_doc_forward(fptr, fterm, foff, fval, index.shift, n, dp, np.zeros(0, np.int32), np.zeros(0, np.float32),
                       False)
     np.cumsum(dp, out=dp)
-    dterm, dval = np.empty(dp[-1], np.int32), np.empty(dp[-1], np.float32)
-    build_doc_forward(fptr, fterm, foff, fval, index.shift, n, dp, dterm, dval, True)
+    doc_terms, doc_vals = np.empty(dp[-1], np.int32), np.empty(dp[-1], np.float32)
+    build_doc_forward(fptr, fterm, foff, fval, index.shift, n, dp, doc_terms, doc_vals, True)
     print(f"document forward lists: {time.perf_counter() - t0:.1f} s", flush=True)
 
     def docs_cut(q_cut):
         def docs(terms, weights, depth, nb):  # nb x 64 documents: as many as nb blocks hold
             return heads_search_docs(terms, weights, index.tie_rank, k, depth, nb << index.shift, ptr, hd, hv, dp,
-                                     dterm, dval, s.acc, s.seen, s.touched, s.heap, q_cut)
+                                     doc_terms, doc_vals, s.acc, s.seen, s.touched, s.heap, q_cut)
         return docs
 
     scorers = {"postings": packed, "forward": forward, "fwd+dir": directory, "docs": docs_cut(0),
