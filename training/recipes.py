@@ -37,17 +37,18 @@ QUERY_RECIPES: dict[str, dict] = {
 }
 
 
+def _copy(table: dict[str, dict], kind: str, what: str) -> dict:
+    try:
+        return dict(table[kind])
+    except KeyError:
+        raise ValueError(f"no {what} for {kind!r}; known: {', '.join(table)}") from None
+
+
 def query_recipe(kind: str) -> dict:
     """The default flags of ``retriever train query`` on an index of this kind (a copy)."""
-    try:
-        return dict(QUERY_RECIPES[kind])
-    except KeyError:
-        raise ValueError(f"no query-training recipe for {kind!r} indexes; known: {', '.join(QUERY_RECIPES)}") from None
+    return _copy(QUERY_RECIPES, kind, "query-training recipe")
 
 
 def recipe(kind: str) -> dict:
     """The default flags of ``retriever train KIND`` (a copy)."""
-    try:
-        return dict(RECIPES[kind])
-    except KeyError:
-        raise ValueError(f"no training recipe for {kind!r}; known: {', '.join(RECIPES)}") from None
+    return _copy(RECIPES, kind, "training recipe")
