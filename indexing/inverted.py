@@ -105,6 +105,8 @@ class InvertedIndex:
         # kernels.SB_SHARE of the blocks)
         self._super: tuple | None = None  # (key, summary arrays), see ensure_superblocks
         self._super_lock = threading.Lock()
+        self.root: Path | None = None  # the directory it was loaded from (where its heads live)
+        self._heads = None  # indexing.heads.Heads, see ensure_heads
 
     def _csr(self) -> None:
         """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
@@ -326,6 +328,19 @@ class InvertedIndex:
         kernels.super_summary(*args, first, entry, val, True)
         return ptr, first, entry, val
 
+    def ensure_heads(self):
+        """The heads and forward lists of ``INDEX/heads`` (``indexing.heads``), opened on the first
+        ``heads`` search; a clear error when the index has none or they are stale."""
+        from indexing import heads
+
+        if self._heads is None:
+            where = None if self.root is None else self.root / heads.HEADS_DIR
+            if where is None or not (where / "manifest.json").is_file():
+                raise IndexFormatError(f"{self.root or 'this index'}: no heads for strategy 'heads'; derive them "
+                                       f"with `retriever heads {self.root or 'INDEX'}`")
+            self._heads = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
+        return self._heads
+
     @staticmethod
     def layout_of(manifest: dict) -> str | None:
         """The postings layout an index's manifest records (``postings.format``); None when it
@@ -356,6 +371,7 @@ class InvertedIndex:
             packed = PackedPostings.load(root, num_docs, mmap, BLOCK_SHIFT)
             index = cls(terms, None, None, None, num_docs, scale, packed=packed)
             index.check(root)
+            index.root = root
             return index
         if layout != CSR:
             raise IndexFormatError(f"{root}: postings format {layout!r} is unknown to this retriever; "
@@ -539,13 +555,16 @@ class InvertedIndex:
         return self.search_many([(terms, weights)], k, strategy, approx)[0]
 
     def search_many(self, queries: list, k: int, strategy: str = "pruned", approx: float = 1.0,
-                    threads: int = 1, checked: bool = False, raw: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+                    threads: int = 1, checked: bool = False, raw: bool = False, heads_depth: int | None = None,
+                    candidates: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(internal ids, scores) of the k best documents for each ``(term ids, weights)`` query.
 
         ``strategy``: ``pruned`` (exact: block-max bounds; a query the blocks would not pay for
         is read with MaxScore (packed postings) when it has at most ``maxscore_terms`` terms and
         enough postings (``kernels._search_packed``), else exhaustively), ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
-        threshold``; ``approx`` in (0, 1]). ``last_route`` tells which way each query went. ``threads``: queries
+        threshold``; ``approx`` in (0, 1]), or ``heads`` (``indexing.heads``: the ``candidates``
+        (at least k) documents of best partial score over the first ``heads_depth`` postings of each query
+        term's head, scored exactly; needs ``INDEX/heads``). ``last_route`` tells which way each query went. ``threads``: queries
         are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
         ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
         scores can differ there and be equal once divided; merging results of several indexes
@@ -558,6 +577,14 @@ class InvertedIndex:
                 raise ValueError(f"approx must be in (0, 1], got {approx!r}")
         else:
             approx = 1.0
+        if strategy == "heads":
+            from indexing import heads as heads_mod
+
+            heads_depth = heads_mod.DEPTH if heads_depth is None else heads_depth
+            candidates = heads_mod.CANDIDATES if candidates is None else candidates
+            for name, v in (("heads_depth", heads_depth), ("candidates", candidates)):
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                    raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not checked:
             queries = [self._checked(t, w) for t, w in queries]
         k = min(int(k), self.num_docs)
@@ -578,7 +605,21 @@ class InvertedIndex:
         packed = self.packed
         per_hit = np.float64(self.blocks_per_hit)
 
-        if packed is not None:
+        if strategy == "heads":
+            h = self.ensure_heads()
+            out_route[:] = kernels.ROUTE_HEADS
+
+            def run(lo: int, hi: int) -> None:
+                s = self._scratch(k, longest)
+                if getattr(s, "qpos", None) is None:
+                    s.qpos = np.full(len(self.terms), -1, dtype=np.int32)
+                    s.qmark = np.zeros(len(self.terms), dtype=np.uint8)
+                if getattr(s, "qnext", None) is None or len(s.qnext) < longest:
+                    s.qnext, s.qval = np.empty(max(longest, 16), np.int32), np.zeros(max(longest, 16), np.float32)
+                heads_mod.search(lo, hi, q_ptr, q_terms, q_weights, k, int(heads_depth), max(int(candidates), k), h.head_ptr,
+                                 h.head_docs, h.head_vals, h.doc_ptr, h.fwd_terms, h.fwd_vals, self.tie_rank,
+                                 s.acc, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored)
+        elif packed is not None:
             sb = self.ensure_superblocks() if mode else self._NO_SUPER
 
             def run(lo: int, hi: int) -> None:
@@ -611,7 +652,7 @@ class InvertedIndex:
             run(0, n)
         else:
             list(self._pool(len(parts) - 1).map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
-        if mode:
+        if mode and strategy != "heads":
             self._learn(out_scored, k)
             if packed is None:
                 out_route[out_scored < 0] = kernels.ROUTE_EXHAUSTIVE

@@ -78,7 +78,7 @@ MAXSCORE_SHARE = 0.1  # ... and its longest term is in this share of the documen
 MAXSCORE_PER_HIT = 3000  # postings per hit asked (below: the exhaustive kernel is as fast or faster; measured on
 # BM25 1M against the exhaustive kernel with partition top-k: k = 10, longest term >= 300k postings: 2.7 vs 8.5 ms,
 # 100k-300k 2.2 vs 2.3; 20k-50k of frequency-weighted queries 1.4 vs 1.0; k = 1000: slower at every length)
-ROUTE_EXHAUSTIVE, ROUTE_BLOCKMAX, ROUTE_MAXSCORE = 0, 1, 2  # how a query was read (InvertedIndex.last_route)
+ROUTE_EXHAUSTIVE, ROUTE_BLOCKMAX, ROUTE_MAXSCORE, ROUTE_HEADS = 0, 1, 2, 3  # how a query was read (InvertedIndex.last_route)
 BLOCKS_PER_HIT = 4  # blocks a top-k search scores per hit, before an index has measured its own
 # (k = 10: 3.4 on 1M SPLADE-like with bp, 18 on BM25 1M; InvertedIndex.blocks_per_hit learns it)
 NO_BLOCK = -(1 << 62)  # below any block of an int32 doc id, even a corrupt negative one

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 Run = dict[str, dict[str, float]]
-STRATEGIES = ("pruned", "exhaustive", "approx")  # how an impact index is searched (indexing.inverted)
+STRATEGIES = ("pruned", "exhaustive", "approx", "heads")  # how an impact index is searched (indexing.inverted)
 
 
 class Hit(NamedTuple):

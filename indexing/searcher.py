@@ -57,7 +57,8 @@ Query = dict[str, float] | tuple[np.ndarray, np.ndarray]
 
 class ImpactSearcher:
     """Search over an impact index (``strategy``: pruned, exact by default; ``exhaustive``;
-    ``approx`` with its factor; see ``indexing.inverted``).
+    ``approx`` with its factor; ``heads`` with ``heads_depth`` and ``candidates``; see
+    ``indexing.inverted``).
 
     ``encode_queries`` turns a list of texts into queries, each either ``{term: weight}`` or
     ``(term ids, weights)`` already in the index's term-id space; batches are encoded at once and
@@ -66,13 +67,15 @@ class ImpactSearcher:
 
     def __init__(self, index: InvertedIndex, docids: list[str],
                  encode_queries: Callable[[list[str]], list[Query]] | None,
-                 strategy: str = "pruned", approx: float = 1.0) -> None:
+                 strategy: str = "pruned", approx: float = 1.0, heads_depth: int | None = None,
+                 candidates: int | None = None) -> None:
         self.index = index
         self.docids = docids
         self._docids = np.array(docids, dtype=object)
         self.encode_queries = encode_queries
         self.strategy, self.approx = strategy, approx
-        index.search_many([], 1, strategy, approx)  # checks the strategy and factor now
+        self.heads = {"heads_depth": heads_depth, "candidates": candidates}
+        index.search_many([], 1, strategy, approx, **self.heads)  # checks the strategy and its knobs now
 
     def _encode(self, texts: list[str]) -> list[Query]:
         if self.encode_queries is None:
@@ -86,7 +89,7 @@ class ImpactSearcher:
     def _search(self, queries: list[Query], k: int, threads: int = 1,
                 raw: bool = False) -> list[tuple[list[str], list[float]]]:
         found = self.index.search_many([self._ids(q) for q in queries], k, self.strategy, self.approx,
-                                       threads=threads, checked=True, raw=raw)
+                                       threads=threads, checked=True, raw=raw, **self.heads)
         return [(self._docids[ids].tolist(), scores.tolist()) for ids, scores in found]
 
     def search_raw(self, queries: list[Query], k: int) -> list[tuple[list[str], list[float]]]:

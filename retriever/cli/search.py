@@ -16,10 +16,26 @@ from retriever.cli.main import AT_LEAST_1, DATASET, _Finite, _output_file, main
 def _load_options(given: dict) -> dict:
     """CLI load flags -> Retriever.load options (only those given)."""
     names = {"query_model": "model", "nprobe": "nprobe", "ef_search": "ef_search", "strategy": "strategy",
-             "approx": "approx", "ray_address": "ray", "replicas": "replicas"}
+             "approx": "approx", "heads_depth": "heads_depth", "candidates": "candidates", "ray_address": "ray",
+             "replicas": "replicas"}
     if given.get("replicas") is not None and given.get("ray_address") is None:
         raise click.UsageError("--replicas places shard groups on Ray actors; it needs --ray")
     return {names[k]: v for k, v in given.items() if v is not None}
+
+
+def strategy_options(f):
+    """--strategy and its knobs (bm25/sparse indexes)."""
+    f = click.option("--candidates", type=AT_LEAST_1, default=None,
+                     help="bm25/sparse --strategy heads: documents scored exactly per query (default 256).")(f)
+    f = click.option("--heads-depth", type=AT_LEAST_1, default=None,
+                     help="bm25/sparse --strategy heads: postings read from each query term's head "
+                          "(default 1024).")(f)
+    f = click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
+                     help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")(f)
+    return click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+                        help="bm25/sparse: pruned (exact block-max, default), exhaustive, approx, or heads "
+                             "(candidates from each term's highest impacts, scored exactly; needs "
+                             "`retriever heads INDEX`).")(f)
 
 
 def ray_options(f):
@@ -51,10 +67,7 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-              help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
-@click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
-              help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
+@strategy_options
 @ray_options
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
 @click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
@@ -114,10 +127,7 @@ def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, *
               help="Query model location, when the index's model has moved (must match it).")
 @click.option("--nprobe", type=AT_LEAST_1, default=None, help="dense IVF: lists probed per query.")
 @click.option("--ef-search", type=AT_LEAST_1, default=None, help="dense HNSW: candidate list size.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-              help="bm25/sparse: pruned (exact block-max, default), exhaustive, or approx.")
-@click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
-              help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")
+@strategy_options
 @ray_options
 def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_out, save_run, ties, model_card,
              **load):

@@ -220,7 +220,7 @@ def query_encoder(root, manifest: dict, model: str | None = None
 
 
 def open_index(root, manifest: dict, docids: list[str], model: str | None = None, strategy: str = "pruned",
-               approx: float = 1.0) -> ImpactSearcher:
+               approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None) -> ImpactSearcher:
     """Load the impact index and the query encoder its manifest describes."""
     stats = manifest["impacts"]
     index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"],
@@ -228,15 +228,15 @@ def open_index(root, manifest: dict, docids: list[str], model: str | None = None
     index.set_tie_order(read_docid_order(root, docids))
     found = query_encoder(root, manifest, model)
     if found is None:
-        return ImpactSearcher(index, docids, None, strategy, approx)
+        return ImpactSearcher(index, docids, None, strategy, approx, heads_depth, candidates)
     encode, vocab = found
     if manifest["vocabulary"] == "model":
-        return ImpactSearcher(index, docids, encode, strategy, approx)
+        return ImpactSearcher(index, docids, encode, strategy, approx, heads_depth, candidates)
 
     def encode_terms(texts):
         return [{vocab[i]: float(w) for i, w in zip(*v)} for v in encode(texts)]
 
-    return ImpactSearcher(index, docids, encode_terms, strategy, approx)
+    return ImpactSearcher(index, docids, encode_terms, strategy, approx, heads_depth, candidates)
 
 
 SCHEMA = (("impacts", "dict"), ("impacts.scale", "number|null"), ("query", "dict"), ("query.mode", "str"),

@@ -1,0 +1,358 @@
+"""Approximate top-k from per-term heads, scored exactly from per-document forward lists.
+
+The ``heads`` strategy of an impact index (issue 14; Seismic's idea, Bruch et al. SIGIR 2024,
+without its clustering): every term keeps its *head*, the ``cap`` postings of largest impact
+(ties: lower internal id first), and every document its *forward list*, its (term, impact)
+entries by term. A query
+
+1. adds the first ``depth`` postings of each of its terms' heads into partial scores (one
+   accumulator per document, the same scratch the exhaustive kernel uses);
+2. takes the ``candidates`` (at least k) documents of best partial score (every document tied
+   with the last one too);
+3. scores each of them from its forward list against all the query's terms, summed in the
+   query's term order in float32 as the exhaustive kernel sums them: a returned score is the
+   document's exact score, bit for bit. Only recall is approximate: a document of the exact top
+   k is missed when none of its postings is in the heads read, or its partial score is not
+   among the best.
+
+With ``depth`` at least every query term's length (and ``cap`` no shorter) and ``candidates`` at
+least the documents matched, the result is the exhaustive one (the tests check it).
+
+The heads and forward lists live in ``INDEX/heads/``, an index directory of its own (written
+atomically with its own manifest, ``retriever heads INDEX``), derived from the packed postings in
+bounded memory (the forward lists filled one range of documents at a time). Its manifest records
+the checksum of the index manifest it was derived from: an index rebuilt since makes it stale,
+and loading it then fails with a "derive them again" error instead of searching wrong lists.
+Forward-list terms are uint16 when the vocabulary fits, impacts uint16 when every impact is an
+integer there (quantised SPLADE), else float32 (BM25).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from numba import njit
+
+from indexing import kernels as K
+from indexing.manifest import (CHECKSUM_KEY, IndexFormatError, IndexWriter, load_array, read_manifest)
+
+HEADS_DIR = "heads"
+CAP = 4096  # postings kept per term head (1M SPLADE-like: 113.7 per document, 16 s to derive)
+DEPTH = 1024  # default postings read per query term
+CANDIDATES = 256  # default documents scored per query
+FILES = ("head_ptr.npy", "head_docs.npy", "head_vals.npy", "doc_ptr.npy", "fwd_terms.npy", "fwd_vals.npy")
+RANGE_ENTRIES = 256_000_000  # forward entries filled per pass over the postings (1 GB at 4 bytes each)
+
+
+# -- deriving (build time; compiled once per process: the decoding helpers live in kernels.py) ------
+
+@njit(nogil=True, cache=False)
+def _count(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, cap, st, arena_docs, arena_vals,
+           arena_blocks, head_len, doc_len):
+    """Per term its head's length, per document its forward entries; returns (0 or -1 when
+    corrupt, 1 when every impact is an integer in [0, 65535])."""
+    used = np.zeros(2, dtype=np.int64)
+    integral = 1
+    for t in range(term_ptr.shape[0] - 1):
+        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            return -1, 0
+        df = st[K.ST_DF]
+        if df == 0:
+            continue
+        used[0] = 0
+        used[1] = 0
+        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                           arena_blocks, used) < 0:
+            return -1, 0
+        mode = st[K.ST_MODE]
+        idf = K._idf(st, table)
+        head_len[t] = min(df, cap)
+        for i in range(df):
+            doc_len[arena_docs[i]] += 1
+            if integral:
+                v = K._impact(mode, idf, arena_vals[i])
+                if not (v >= 0 and v <= 65535 and np.float32(np.int64(v)) == v):
+                    integral = 0
+    return 0, integral
+
+
+@njit(nogil=True, cache=False)
+def _fill(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs, arena_vals,
+          arena_blocks, head_ptr, head_docs, head_vals, lo, hi, cursor, base, fwd_terms, fwd_vals):
+    """Forward entries of documents [lo, hi) into ``fwd_*[cursor[d] - base]`` (terms ascending),
+    and, when ``head_docs`` is not empty, every term's head. Returns 0, or -1 when corrupt."""
+    used = np.zeros(2, dtype=np.int64)
+    heads = head_docs.shape[0] > 0
+    for t in range(term_ptr.shape[0] - 1):
+        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+            return -1
+        df = st[K.ST_DF]
+        if df == 0:
+            continue
+        used[0] = 0
+        used[1] = 0
+        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                           arena_blocks, used) < 0:
+            return -1
+        mode = st[K.ST_MODE]
+        idf = K._idf(st, table)
+        vals = np.empty(df, dtype=np.float32)
+        for i in range(df):
+            vals[i] = K._impact(mode, idf, arena_vals[i])
+        a = np.searchsorted(arena_docs[:df], lo)
+        z = np.searchsorted(arena_docs[:df], hi)
+        for i in range(a, z):
+            d = arena_docs[i]
+            e = cursor[d] - base
+            fwd_terms[e] = t
+            fwd_vals[e] = vals[i]
+            cursor[d] += 1
+        if heads:
+            h0 = head_ptr[t]
+            h = head_ptr[t + 1] - h0
+            if h < df:
+                cut = np.partition(vals, df - h)[df - h]  # the h-th largest impact
+                pick = np.empty(h, dtype=np.int64)
+                m = 0
+                for i in range(df):  # above the cut, then tied with it in doc order, up to h
+                    if vals[i] > cut:
+                        pick[m] = i
+                        m += 1
+                for i in range(df):
+                    if m == h:
+                        break
+                    if vals[i] == cut:
+                        pick[m] = i
+                        m += 1
+                pick = np.sort(pick)
+            else:
+                pick = np.arange(df)
+            order = np.argsort(-vals[pick], kind="mergesort")  # impact descending, doc ascending
+            for i in range(h):
+                p = pick[order[i]]
+                head_docs[h0 + i] = arena_docs[p]
+                head_vals[h0 + i] = vals[p]
+    return 0
+
+
+def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None = None,
+           overwrite: bool = True, range_entries: int = RANGE_ENTRIES) -> dict:
+    """Write ``out`` (an index directory of its own) with the heads of ``index``'s terms (``cap``
+    postings each) and its documents' forward lists. Returns the build record."""
+    p = index.packed
+    if p is None:
+        raise IndexFormatError("heads are derived from packed postings; this index holds the older "
+                               "uncompressed layout: rebuild it with `retriever index`")
+    if not isinstance(cap, int) or cap < 1:
+        raise ValueError(f"cap must be a positive integer, got {cap!r}")
+    t0 = time.perf_counter()
+    n, n_terms = index.num_docs, len(index.terms)
+    maxdf = int(index.doc_freqs().max()) if n_terms else 0
+    st = np.zeros(K.NST, dtype=np.int64)
+    arena = (np.zeros(maxdf + 1, np.int32), np.zeros(maxdf + 1, np.float32), np.zeros(maxdf + 1, np.int64))
+    common = (p.stream, p.term_ptr, n, p.table, p.float_bits, p.norms, p.norm_table, index.shift)
+    head_ptr = np.zeros(n_terms + 1, dtype=np.int64)
+    doc_ptr = np.zeros(n + 1, dtype=np.int64)
+    status, integral = _count(*common, cap, st, *arena, head_ptr[1:], doc_ptr[1:])
+    if status < 0:
+        raise IndexFormatError("corrupt postings (run `retriever info INDEX --verify`)")
+    np.cumsum(head_ptr, out=head_ptr)
+    np.cumsum(doc_ptr, out=doc_ptr)
+    term_dtype = np.uint16 if n_terms <= 1 << 16 else np.int32
+    val_dtype = np.uint16 if integral else np.float32
+    total = int(doc_ptr[-1])
+    with IndexWriter(out, overwrite=overwrite) as w:
+        w.save_array("head_ptr.npy", head_ptr)
+        w.save_array("doc_ptr.npy", doc_ptr)
+        head_docs = np.lib.format.open_memmap(w.path("head_docs.npy"), "w+", np.int32, (int(head_ptr[-1]),))
+        head_vals = np.lib.format.open_memmap(w.path("head_vals.npy"), "w+", np.float32, (int(head_ptr[-1]),))
+        fwd_terms = np.lib.format.open_memmap(w.path("fwd_terms.npy"), "w+", term_dtype, (total,))
+        fwd_vals = np.lib.format.open_memmap(w.path("fwd_vals.npy"), "w+", val_dtype, (total,))
+        cursor = doc_ptr[:-1].copy()
+        passes, lo = 0, 0
+        while lo < n or passes == 0:  # documents [lo, hi) hold at most range_entries entries (or one document)
+            hi = int(np.searchsorted(doc_ptr, doc_ptr[lo] + max(1, range_entries), side="right")) - 1
+            hi = min(n, max(hi, lo + 1))
+            base = int(doc_ptr[lo])
+            size = int(doc_ptr[hi]) - base
+            terms_buf, vals_buf = np.empty(size, term_dtype), np.empty(size, val_dtype)
+            heads = (head_docs, head_vals) if passes == 0 else (np.empty(0, np.int32), np.empty(0, np.float32))
+            if _fill(*common, st, *arena, head_ptr, *heads, lo, hi, cursor, base, terms_buf, vals_buf) < 0:
+                raise IndexFormatError("corrupt postings (run `retriever info INDEX --verify`)")
+            fwd_terms[base:base + size] = terms_buf
+            fwd_vals[base:base + size] = vals_buf
+            passes += 1
+            lo = hi
+            if n == 0:
+                break
+        for a in (head_docs, head_vals, fwd_terms, fwd_vals):
+            a.flush()
+        del head_docs, head_vals, fwd_terms, fwd_vals
+        record = {"cap": cap, "heads": int(head_ptr[-1]), "entries": total, "passes": passes,
+                  "seconds": round(time.perf_counter() - t0, 1)}
+        w.finish({"kind": "heads", "backend": "native", "doc_count": n, "terms": n_terms, "cap": cap,
+                  "of": parent_checksum, "build": record})
+    return record
+
+
+class Heads:
+    """A loaded ``heads/`` directory (memory-mapped)."""
+
+    def __init__(self, root: str | Path, num_docs: int, num_terms: int, parent_checksum: str | None = None) -> None:
+        root = Path(root)
+        manifest = read_manifest(root, verify=False)
+        if manifest.get("kind") != "heads":
+            raise IndexFormatError(f"{root}: not a heads directory (kind {manifest.get('kind')!r})")
+        if parent_checksum is not None and manifest.get("of") != parent_checksum:
+            raise IndexFormatError(f"{root}: derived from another version of this index (rebuilt since); "
+                                   f"derive them again: `retriever heads {root.parent} --overwrite`")
+        if manifest.get("doc_count") != num_docs or manifest.get("terms") != num_terms:
+            raise IndexFormatError(f"{root}: made for {manifest.get('doc_count')} documents and "
+                                   f"{manifest.get('terms')} terms, the index has {num_docs} and {num_terms}")
+        self.cap = int(manifest["cap"])
+        (self.head_ptr, self.head_docs, self.head_vals, self.doc_ptr, self.fwd_terms,
+         self.fwd_vals) = (load_array(root, name) for name in FILES)
+        hp, dp = self.head_ptr, self.doc_ptr
+        ok = (hp.shape == (num_terms + 1,) and dp.shape == (num_docs + 1,) and hp.dtype == np.int64
+              and dp.dtype == np.int64 and int(hp[0]) == 0 and int(dp[0]) == 0
+              and int(hp[-1]) == len(self.head_docs) == len(self.head_vals)
+              and int(dp[-1]) == len(self.fwd_terms) == len(self.fwd_vals)
+              and self.head_docs.dtype == np.int32 and self.head_vals.dtype == np.float32
+              and self.fwd_terms.dtype in (np.uint16, np.int32) and self.fwd_vals.dtype in (np.uint16, np.float32)
+              and bool((np.diff(hp) >= 0).all()) and bool((np.diff(hp) <= self.cap).all()))
+        if not ok:
+            raise IndexFormatError(f"{root}: corrupt heads (array shapes, types or pointers); derive them "
+                                   f"again: `retriever heads {root.parent} --overwrite`")
+
+
+def parent_checksum(root: str | Path) -> str | None:
+    """The checksum field of the index manifest at ``root`` (what a heads directory records);
+    None when ``root`` holds no manifest (an index in memory, its heads saved beside it)."""
+    path = Path(root) / "manifest.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get(CHECKSUM_KEY)
+
+
+# -- searching -----------------------------------------------------------------------------------
+
+@njit(nogil=True, cache=True)
+def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_docs, head_vals, doc_ptr, fwd_terms,
+           fwd_vals, tie_rank, acc, touched, qmark, qpos, qnext, qval, out_keys, out_counts, out_scored):
+    """Queries ``lo..hi`` of a batch (module docstring). ``acc`` (float32 per document, zeros):
+    partial scores; ``qmark`` (uint8 per term, zeros) marks the query's terms, ``qpos`` (int32 per
+    term, all -1) maps one to its last position in the query, ``qnext`` chains positions of a
+    repeated term; all are left as found. ``out_counts[q]`` is -1 when the heads or forward lists hold a
+    doc id or term outside the index."""
+    num_docs = acc.shape[0]
+    n_terms = qpos.shape[0]
+    low = np.uint64(0xFFFFFFFF)
+    for q in range(lo, hi):
+        a = q_ptr[q]
+        nq = q_ptr[q + 1] - a
+        for j in range(nq):
+            t = q_terms[a + j]
+            qnext[j] = qpos[t]
+            qpos[t] = j
+            qval[j] = 0.0
+            qmark[t] = 1
+        nt = 0
+        bad = False
+        for j in range(nq):
+            t = q_terms[a + j]
+            w = q_weights[a + j]
+            h0 = head_ptr[t]
+            for i in range(h0, min(head_ptr[t + 1], h0 + depth)):
+                d = head_docs[i]
+                x = w * head_vals[i]
+                if d < 0 or d >= num_docs:
+                    bad = True
+                    break
+                if x > 0.0:  # a document is listed once, when its partial score leaves 0
+                    if acc[d] == 0.0:
+                        touched[nt] = d
+                        nt += 1
+                    acc[d] += x
+        cut = np.float32(-1.0)
+        if nt > n_cand and not bad:
+            part = np.empty(nt, dtype=np.float32)
+            for i in range(nt):
+                part[i] = acc[touched[i]]
+            cut = np.partition(part, nt - n_cand)[nt - n_cand]
+        n_c = 0  # the candidates, listed in place at the front of ``touched``
+        for i in range(nt):
+            d = touched[i]
+            partial = acc[d]
+            acc[d] = 0.0
+            if not bad and partial >= cut:
+                touched[n_c] = d
+                n_c += 1
+        # Read one entry per cache line of every candidate's forward list first: these loads are
+        # independent, so many are in flight at once; the scoring loop below then finds its lines
+        # in cache instead of waiting for each in turn (measured 1M: ~1.1 -> ~0.5 us a document).
+        sink = 0
+        for c in range(n_c):
+            d = touched[c]
+            for e in range(doc_ptr[d], doc_ptr[d + 1], 32):
+                sink += np.int64(fwd_terms[e]) + np.int64(fwd_vals[e])
+        if n_c < touched.shape[0]:
+            touched[n_c] = sink  # (kept, so the loads are not optimised away)
+        keys = np.empty(n_c + 1, dtype=np.uint64)
+        m = 0
+        scored = 0
+        for c in range(n_c):
+            d = touched[c]
+            e1 = doc_ptr[d + 1]
+            for e in range(doc_ptr[d], e1):
+                t = np.int64(fwd_terms[e])
+                if t >= n_terms:
+                    bad = True
+                    break
+                if qmark[t] == 0:  # not a query term (a byte per term: stays in the first-level cache)
+                    continue
+                j = qpos[t]
+                while j >= 0:
+                    qval[j] = np.float32(fwd_vals[e])
+                    j = qnext[j]
+            score = np.float32(0.0)
+            for j in range(nq):
+                v = qval[j]
+                if v != 0.0:
+                    score += q_weights[a + j] * v
+                    qval[j] = 0.0
+            scored += 1
+            if score > 0.0:
+                key = (np.uint64(np.float32(score).view(np.uint32)) << np.uint64(32)) | (low - np.uint64(tie_rank[d]))
+                keys[m] = key
+                m += 1
+        for j in range(nq):
+            qpos[q_terms[a + j]] = -1
+            qmark[q_terms[a + j]] = 0
+        if bad:
+            out_counts[q] = -1
+            continue
+        top = np.sort(keys[:m])[::-1][:k]  # keys are distinct (tie ranks are)
+        out_keys[q, :top.shape[0]] = top
+        out_counts[q] = top.shape[0]
+        out_scored[q] = scored
+
+
+def derive_index(root: str | Path, cap: int = CAP, overwrite: bool = False) -> dict:
+    """Derive ``root/heads`` for the native BM25 or sparse index at ``root`` (``retriever heads``)."""
+    from indexing.inverted import InvertedIndex
+
+    root = Path(root)
+    manifest = read_manifest(root, verify=False)
+    if manifest.get("shards"):
+        raise ValueError(f"{root}: a sharded index; derive heads for each shard (`retriever heads "
+                         f"{root}/shards/NAME`)")
+    if manifest.get("kind") not in ("bm25", "sparse") or manifest.get("backend", "native") != "native":
+        raise ValueError(f"{root}: a {manifest.get('kind')} ({manifest.get('backend')}) index; heads are "
+                         "for native bm25 and sparse indexes")
+    scale = manifest["impacts"]["scale"] if manifest["kind"] == "sparse" else None
+    index = InvertedIndex.load(root, num_docs=manifest["doc_count"], scale=scale,
+                               layout=InvertedIndex.layout_of(manifest))
+    return derive(index, root / HEADS_DIR, cap, parent_checksum(root), overwrite)

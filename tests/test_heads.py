@@ -1,0 +1,214 @@
+"""The ``heads`` strategy (indexing.heads): per-term heads and per-document forward lists derived
+from packed postings; candidates scored exactly. Reading every posting (depth and candidates at
+least the postings and documents) returns exactly the exhaustive result; fewer return exact scores
+for fewer documents; stale, missing and corrupt heads fail with a clear error."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from indexing import heads
+from indexing.inverted import InvertedIndex
+from indexing.manifest import IndexFormatError
+
+
+def _index(tmp_path, seed=0, num_docs=900, num_terms=60, ints=True, ties=False, cap=4096):
+    """A packed index with skewed term frequencies, its heads derived into ``tmp_path/heads``."""
+    rng = np.random.default_rng(seed)
+    p = np.minimum(0.6, 3.0 / (1 + np.arange(num_terms)) ** 0.8)
+    dense = rng.random((num_docs, num_terms)) < p
+    dense[:, -1] = False
+    dense[rng.integers(0, num_docs), -1] = True  # a term in one document only
+    if ints or ties:
+        vals = rng.integers(1, 4 if ties else 3000, size=dense.shape).astype(np.float32)
+    else:
+        vals = (rng.random(dense.shape) * 3).astype(np.float32)
+    matrix = np.where(dense, vals, 0).astype(np.float32)
+    d, t = np.nonzero(matrix)
+    index = InvertedIndex.from_postings([f"t{i}" for i in range(num_terms)], t, d, matrix[d, t], num_docs)
+    index = index.compressed()
+    index.root = tmp_path
+    heads.derive(index, tmp_path / heads.HEADS_DIR, cap=cap)
+    return index, matrix
+
+
+def _queries(rng, num_terms, n=25):
+    out = []
+    for i in range(n):
+        size = [1, 2, 5, 20, 60][i % 5]
+        terms = rng.choice(num_terms, min(size, num_terms), replace=False).astype(np.int32)
+        if i % 7 == 3:
+            terms = np.r_[terms, terms[:2]]  # a term repeated: each occurrence adds, as exhaustively
+        out.append((terms, rng.integers(1, 5, len(terms)).astype(np.float32)))
+    return out
+
+
+def _same(a, b):
+    return a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+
+
+@pytest.mark.parametrize("seed,ints,ties", [(0, True, False), (1, False, False), (2, True, True)])
+@pytest.mark.parametrize("k", [1, 10, 2000])
+def test_every_posting_read_equals_exhaustive(tmp_path, seed, ints, ties, k):
+    index, _ = _index(tmp_path, seed, ints=ints, ties=ties)
+    queries = _queries(np.random.default_rng(seed), len(index.terms))
+    exact = index.search_many(queries, k, "exhaustive")
+    got = index.search_many(queries, k, "heads", heads_depth=10**6, candidates=10**6)
+    assert all(_same(a, b) for a, b in zip(got, exact))
+    assert (index.last_route == 3).all()
+
+
+def test_fewer_candidates_return_exact_scores_of_fewer_documents(tmp_path):
+    index, matrix = _index(tmp_path, 3, ints=False)
+    queries = _queries(np.random.default_rng(3), len(index.terms))
+    missed = 0
+    for (terms, w), (ids, scores), (eids, _) in zip(
+            queries, index.search_many(queries, 10, "heads", heads_depth=8, candidates=12),
+            index.search_many(queries, 10, "exhaustive")):
+        assert len(ids) == min(10, len(eids)) or len(ids) < len(eids)
+        assert (np.diff(scores) <= 0).all()
+        full = index.search_many([(terms, w)], index.num_docs, "exhaustive")[0]
+        exact = dict(zip(full[0].tolist(), full[1].tolist()))
+        assert all(exact[i] == s for i, s in zip(ids.tolist(), scores.tolist()))  # bit for bit
+        missed += len(set(eids.tolist()) - set(ids.tolist()))
+    assert missed > 0  # depth 8 of heads of up to 540 postings: an approximation, measurably
+
+
+def test_candidates_at_least_k(tmp_path):
+    index, _ = _index(tmp_path, 4)
+    q = [(np.arange(10, dtype=np.int32), np.ones(10, np.float32))]
+    ids, _ = index.search_many(q, 300, "heads", heads_depth=10**6, candidates=5)[0]
+    exact_ids, _ = index.search_many(q, 300, "exhaustive")[0]
+    assert ids.tolist() == exact_ids.tolist()
+
+
+def test_heads_are_the_largest_impacts_and_forward_lists_the_documents(tmp_path):
+    index, matrix = _index(tmp_path, 5, ties=True, cap=50)
+    h = index.ensure_heads()
+    for t in range(matrix.shape[1]):
+        col = matrix[:, t]
+        docs = np.flatnonzero(col)
+        order = docs[np.lexsort((docs, -col[docs]))][:50]  # impact descending, doc ascending
+        got = h.head_docs[h.head_ptr[t]:h.head_ptr[t + 1]]
+        assert got.tolist() == order.tolist()
+        assert h.head_vals[h.head_ptr[t]:h.head_ptr[t + 1]].tolist() == col[order].tolist()
+    assert h.fwd_terms.dtype == np.uint16 and h.fwd_vals.dtype == np.uint16
+    for d in (0, 17, matrix.shape[0] - 1):
+        terms = np.flatnonzero(matrix[d])
+        assert h.fwd_terms[h.doc_ptr[d]:h.doc_ptr[d + 1]].tolist() == terms.tolist()
+        assert h.fwd_vals[h.doc_ptr[d]:h.doc_ptr[d + 1]].tolist() == matrix[d, terms].tolist()
+
+
+def test_passes_over_document_ranges_write_the_same_lists(tmp_path):
+    index, _ = _index(tmp_path / "a", 6, ints=False)
+    heads.derive(index, tmp_path / "b", range_entries=37)  # many passes, some of one document
+    one, many = heads.Heads(tmp_path / "a" / "heads", index.num_docs, len(index.terms)), \
+        heads.Heads(tmp_path / "b", index.num_docs, len(index.terms))
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["build"]["passes"] > 10
+    assert one.fwd_vals.dtype == np.float32  # impacts that are not integers stay float32
+    for name in heads.FILES:
+        name = name[:-len(".npy")]
+        assert np.array_equal(getattr(one, name), getattr(many, name)), name
+
+
+def test_threads_give_the_same_results(tmp_path):
+    index, _ = _index(tmp_path, 7)
+    queries = _queries(np.random.default_rng(7), len(index.terms), n=40)
+    one = index.search_many(queries, 10, "heads", heads_depth=30, candidates=20)
+    two = index.search_many(queries, 10, "heads", heads_depth=30, candidates=20, threads=2)
+    assert all(_same(a, b) for a, b in zip(one, two))
+
+
+def test_knobs_are_checked(tmp_path):
+    index, _ = _index(tmp_path, 8)
+    q = [(np.array([0], np.int32), np.ones(1, np.float32))]
+    for bad in ({"heads_depth": 0}, {"candidates": -1}, {"heads_depth": 2.5}, {"candidates": True}):
+        with pytest.raises(ValueError, match="positive integer"):
+            index.search_many(q, 10, "heads", **bad)
+
+
+def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
+    index, _ = _index(tmp_path / "x", 9)
+    bare = InvertedIndex.from_postings(["a"], np.array([0]), np.array([0]), np.array([1.0], np.float32), 1)
+    bare = bare.compressed()
+    q = [(np.array([0], np.int32), np.ones(1, np.float32))]
+    with pytest.raises(IndexFormatError, match="retriever heads"):
+        bare.search_many(q, 10, "heads")
+    bare.root = tmp_path / "empty"
+    with pytest.raises(IndexFormatError, match="no heads"):
+        bare.search_many(q, 10, "heads")
+    # a doc id out of range in a head: the query fails, nothing is read outside the arrays
+    docs_file = tmp_path / "x" / "heads" / "head_docs.npy"
+    arr = np.load(docs_file)
+    arr[0] = index.num_docs + 5
+    np.save(docs_file, arr)
+    index._heads = None
+    t = int(np.searchsorted(index.ensure_heads().head_ptr, 0, side="right") - 1)
+    with pytest.raises(IndexFormatError, match="corrupt"):
+        index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
+    # heads for another index (other counts)
+    index._heads = None
+    with pytest.raises(IndexFormatError, match="made for"):
+        heads.Heads(tmp_path / "x" / "heads", index.num_docs + 1, len(index.terms))
+
+
+def _bm25_index(tmp_path):
+    from retriever import Retriever
+
+    corpus = tmp_path / "corpus.jsonl"
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    with open(corpus, "w") as f:
+        for i in range(300):
+            text = " ".join(rng.choice(words, int(rng.integers(3, 12)), p=None))
+            f.write(json.dumps({"_id": f"d{i}", "text": text}) + "\n")
+    out = tmp_path / "idx"
+    Retriever.build(corpus, out, kind="bm25")
+    return out
+
+
+def test_cli_heads_then_search_and_stale_heads(tmp_path):
+    from retriever import Retriever
+    from retriever.cli import main
+
+    out = _bm25_index(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(main, ["heads", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "forward lists" in res.output
+    res = runner.invoke(main, ["heads", str(out)])
+    assert res.exit_code != 0 and "already exists" in res.output
+    exact = Retriever.load(out, strategy="exhaustive").search("w1 w2 w3", k=10)
+    full = Retriever.load(out, strategy="heads", heads_depth=10**6, candidates=10**6).search("w1 w2 w3", k=10)
+    assert exact == full
+    res = runner.invoke(main, ["search", str(out), "w1 w2", "--strategy", "heads", "--heads-depth", "50",
+                               "--candidates", "3"])
+    assert res.exit_code == 0, res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 10  # k 10 > 3 candidates: at least k scored
+    # an index rebuilt drops its heads; heads of another version of it are refused
+    Retriever.build(tmp_path / "corpus.jsonl", out, kind="bm25", overwrite=True, k1=1.2)
+    assert not (out / "heads").exists()  # rebuilding replaced the directory: heads are gone
+    res = runner.invoke(main, ["heads", str(out)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "heads" / "manifest.json").read_text())
+    assert manifest["of"] == heads.parent_checksum(out)
+    m = json.loads((out / "manifest.json").read_text())
+    from indexing.manifest import write_manifest
+
+    write_manifest(out, {**m, "corpus": {**m.get("corpus", {}), "note": "edited"}})
+    with pytest.raises(IndexFormatError, match="another version"):
+        Retriever.load(out, strategy="heads").search("w1", k=3)
+
+
+def test_cli_heads_refuses_other_kinds(tmp_path):
+    from retriever.cli import main
+
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    from indexing.manifest import write_manifest
+
+    write_manifest(idx, {"format_version": 3, "kind": "dense", "backend": "faiss", "doc_count": 0, "files": {}})
+    res = CliRunner().invoke(main, ["heads", str(idx)])
+    assert res.exit_code != 0 and "heads are for native bm25 and sparse" in res.output
