@@ -161,6 +161,7 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
         raise IndexFormatError("corrupt postings (run `retriever info INDEX --verify`)")
     np.cumsum(head_ptr, out=head_ptr)
     np.cumsum(doc_ptr, out=doc_ptr)
+    count_s = time.perf_counter() - t0
     term_dtype = np.uint16 if n_terms <= 1 << 16 else np.int32
     val_dtype = np.uint16 if integral else np.float32
     total = int(doc_ptr[-1])
@@ -192,7 +193,7 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
             a.flush()
         del head_docs, head_vals, fwd_terms, fwd_vals
         record = {"cap": cap, "heads": int(head_ptr[-1]), "entries": total, "passes": passes,
-                  "seconds": round(time.perf_counter() - t0, 1)}
+                  "count_s": round(count_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
         w.finish({"kind": "heads", "backend": "native", "doc_count": n, "terms": n_terms, "cap": cap,
                   "of": parent_checksum, "build": record})
     return record

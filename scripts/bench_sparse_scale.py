@@ -25,7 +25,9 @@ For each index, in a fresh process (peak memory is that process's VmHWM):
     generator's own vectors (float64 dot products of the same integer impacts);
   - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000);
   - the approximate mode at k = 10: speed and agreement with the exact top-10 per factor (curve
-    in ``--plot``); nDCG@10 on SciFact for the same factors is in scripts/bench_sparse.py's
+    in ``--plot``);
+  - (splade) the ``heads`` strategy (derived into INDEX/heads when missing, timed): agreement,
+    latency and speed-up per (depth, candidates), returned scores checked exact; nDCG@10 on SciFact for the same factors is in scripts/bench_sparse.py's
     SPLADE-tiny section when run with ``--approx``.
 Work files go to $RETRIEVER_BENCH_WORK (default /tmp/retriever-bench); indexes already built
 there are reused (their build record is kept next to them).
@@ -213,6 +215,50 @@ def search_report(index, queries: list) -> dict:
     return report, exact
 
 
+HEADS_GRID = ((256, 64), (512, 128), (1024, 128), (1024, 256), (2048, 256), (2048, 512), (4096, 512),
+              (4096, 1024))  # (postings read per query term, documents scored)
+
+
+def heads_report(index, path: Path, queries: list, exact10: list, exhaustive_ms: float) -> dict:
+    """The ``heads`` strategy (indexing.heads): derived if the index has none yet (timed), then
+    per (depth, candidates) of ``HEADS_GRID`` at k = 10: agreement with the exact top-10, latency,
+    speed-up over the exhaustive kernel's mean measured in the same process, and that every
+    returned score is the document's exact score (against the exhaustive top-1000)."""
+    from indexing import heads
+
+    row: dict = {}
+    if not (path / heads.HEADS_DIR / "manifest.json").is_file():
+        row["derive"] = heads.derive(index, path / heads.HEADS_DIR, heads.CAP, heads.parent_checksum(path))
+        row["derive"]["peak_rss_mb"] = round(peak_rss_mb())
+    row["bytes_per_doc"] = round(dir_bytes(path / heads.HEADS_DIR) / index.num_docs, 1)
+    full = [index.search_many([q], 1000, "exhaustive", checked=True)[0] for q in queries]
+    curve = []
+    for depth, cand in HEADS_GRID:
+        kw = {"heads_depth": depth, "candidates": cand}
+        index.search_many(queries[:3], 10, "heads", checked=True, **kw)
+        out, secs = [], []
+        for q in queries:
+            t = time.perf_counter()
+            out.append(index.search_many([q], 10, "heads", checked=True, **kw)[0])
+            secs.append(time.perf_counter() - t)
+        secs = np.array(secs)
+        agree = np.mean([len(set(x[0].tolist()) & set(y[0].tolist())) / max(1, len(y[0]))
+                         for x, y in zip(out, exact10)])
+        checked = wrong = 0
+        for (ids, scores), (fid, fsc) in zip(out, full):
+            known = dict(zip(fid.tolist(), fsc.tolist()))
+            for i, sc in zip(ids.tolist(), scores.tolist()):
+                if i in known:
+                    checked += 1
+                    wrong += known[i] != sc
+        curve.append({"depth": depth, "candidates": cand, "top10_agreement": round(float(agree), 4),
+                      **latency(secs), "speedup_vs_exhaustive": round(exhaustive_ms / (1000 * secs.mean()), 1),
+                      "scores_exact": f"{checked - wrong}/{checked}"})
+        print(f"  heads {depth}/{cand}: {curve[-1]}", file=sys.stderr, flush=True)
+    row["k10"] = curve
+    return row
+
+
 def brute_force_check(index, queries, exact_1000, order, n_check: int) -> dict:
     """Exhaustive top-1000 against float64 dot products over the generator's vectors."""
     import scipy.sparse as sp
@@ -259,6 +305,7 @@ def search_splade(path: Path, n_queries: int, n_check: int) -> dict:
     load_s = time.perf_counter() - t
     queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(n_queries)]
     report, exact = search_report(index, queries)
+    report["heads"] = heads_report(index, path, queries, exact[10], report["k10"]["exhaustive"]["mean_ms"])
     report["load_s"] = round(load_s, 2)
     report["bytes_per_doc"] = round(dir_bytes(path) / index.num_docs, 1)
     order = load_array(path, "bench_order.npy")
@@ -294,21 +341,26 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.2, 4.8))
     for name, section in report.items():
-        curve = section.get("search", {}).get("approx_k10")
-        if not curve:
-            continue
-        ax.plot([c["speedup_vs_exhaustive"] for c in curve], [c["top10_agreement"] for c in curve], "o-",
-                label=name)
-        for c in curve:
-            ax.annotate(f"{c['approx']:g}", (c["speedup_vs_exhaustive"], c["top10_agreement"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        search = section.get("search", {})
+        for curve, label, style in ((search.get("approx_k10"), lambda c: f"{c['approx']:g}", "o-"),
+                                    (search.get("heads", {}).get("k10"),
+                                     lambda c: f"{c['depth']}/{c['candidates']}", "s--")):
+            if not curve:
+                continue
+            kind = "block-max approx" if style == "o-" else "heads"
+            ax.plot([c["speedup_vs_exhaustive"] for c in curve], [c["top10_agreement"] for c in curve], style,
+                    label=f"{name}: {kind}")
+            for c in curve:
+                ax.annotate(label(c), (c["speedup_vs_exhaustive"], c["top10_agreement"]),
+                            fontsize=6, xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("speed-up over the exhaustive kernel (k = 10, 1 thread)")
     ax.set_ylabel("agreement with the exact top-10")
     ax.axhline(0.97, color="grey", lw=0.8, ls="--")
-    ax.set_title("approximate block-max search (labels: approx factor)")
+    ax.axvline(50, color="grey", lw=0.8, ls=":")
+    ax.set_title("approximate search (labels: approx factor; heads: depth/candidates)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
