@@ -107,6 +107,8 @@ class InvertedIndex:
         self._super_lock = threading.Lock()
         self.root: Path | None = None  # the directory it was loaded from (where its heads live)
         self._heads = None  # indexing.heads.Heads, see ensure_heads
+        self.heads_spread = True  # heads: read the postings of largest weight x impact (False: the first depth
+        # of each term's head; 1M SPLADE-like, depth 512 / 128 candidates: agreement 0.904 against 0.979)
 
     def _csr(self) -> None:
         """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
@@ -616,9 +618,11 @@ class InvertedIndex:
                     s.qmark = np.zeros(len(self.terms), dtype=np.uint8)
                 if getattr(s, "qnext", None) is None or len(s.qnext) < longest:
                     s.qnext, s.qval = np.empty(max(longest, 16), np.int32), np.zeros(max(longest, 16), np.float32)
+                    s.qends = np.empty(max(longest, 16), np.int64)
                 heads_mod.search(lo, hi, q_ptr, q_terms, q_weights, k, int(heads_depth), max(int(candidates), k), h.head_ptr,
                                  h.head_docs, h.head_vals, h.doc_ptr, h.fwd_terms, h.fwd_vals, self.tie_rank,
-                                 s.acc, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored)
+                                 s.acc, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored,
+                                 bool(self.heads_spread), s.qends)
         elif packed is not None:
             sb = self.ensure_superblocks() if mode else self._NO_SUPER
 

@@ -212,3 +212,23 @@ def test_cli_heads_refuses_other_kinds(tmp_path):
     write_manifest(idx, {"format_version": 3, "kind": "dense", "backend": "faiss", "doc_count": 0, "files": {}})
     res = CliRunner().invoke(main, ["heads", str(idx)])
     assert res.exit_code != 0 and "heads are for native bm25 and sparse" in res.output
+
+
+def test_spread_reads_the_largest_contributions_within_the_budget(tmp_path):
+    index, _ = _index(tmp_path, 10, ints=False)
+    h = index.ensure_heads()
+    rng = np.random.default_rng(10)
+    for _ in range(20):
+        terms = rng.choice(len(index.terms), 6, replace=False).astype(np.int32)
+        w = (rng.random(6) * 4 + 0.1).astype(np.float32)
+        ends = np.zeros(6, np.int64)
+        heads._ends(terms, w, 0, 6, h.head_ptr, h.head_vals, 20, True, ends)
+        read, unread = [], []
+        for j, t in enumerate(terms):
+            contrib = (w[j] * h.head_vals[h.head_ptr[t]:h.head_ptr[t + 1]]).tolist()
+            n = ends[j] - h.head_ptr[t]
+            read += contrib[:n]
+            unread += contrib[n:]
+        assert len(read) <= 20 * 6
+        assert not read or not unread or min(read) >= max(unread)
+        assert len(read) >= 20 * 6 - sum(x == max(unread) for x in read + unread) if unread else True
