@@ -178,6 +178,7 @@ def test_cli_heads_then_search_and_stale_heads(tmp_path):
     res = runner.invoke(main, ["heads", str(out)])
     assert res.exit_code == 0, res.output
     assert "forward lists" in res.output
+    assert "heads      cap=4096" in runner.invoke(main, ["info", str(out)]).output
     res = runner.invoke(main, ["heads", str(out)])
     assert res.exit_code != 0 and "already exists" in res.output
     exact = Retriever.load(out, strategy="exhaustive").search("w1 w2 w3", k=10)
@@ -198,6 +199,7 @@ def test_cli_heads_then_search_and_stale_heads(tmp_path):
     from indexing.manifest import write_manifest
 
     write_manifest(out, {**m, "corpus": {**m.get("corpus", {}), "note": "edited"}})
+    assert "stale" in runner.invoke(main, ["info", str(out)]).output
     with pytest.raises(IndexFormatError, match="another version"):
         Retriever.load(out, strategy="heads").search("w1", k=3)
 

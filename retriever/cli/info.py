@@ -46,6 +46,13 @@ def info(index_dir, as_json, verify):
             if m[key]:
                 click.echo(f"{key:<10} " + ", ".join(f"{k}={v}" for k, v in m[key].items()))
     click.echo(f"size       {size / 1e6:.2f} MB in {len(m.get('files', {}))} files")
+    if (index_dir / "heads" / "manifest.json").is_file():
+        from indexing.heads import parent_checksum
+
+        h = read_manifest(index_dir / "heads", verify=False)
+        stale = "" if h.get("of") == parent_checksum(index_dir) else " (stale: derived from another version)"
+        click.echo(f"heads      cap={h.get('cap')}, {h.get('build', {}).get('heads', 0):,} postings, "
+                   f"{sum(f['bytes'] for f in h['files'].values()) / 1e6:.2f} MB{stale}")
     click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
     click.echo(f"created    {m.get('created')}")
     if is_locked(index_dir):
