@@ -402,14 +402,19 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
 
 
 def derive_index(root: str | Path, cap: int = CAP, overwrite: bool = False) -> dict:
-    """Derive ``root/heads`` for the native BM25 or sparse index at ``root`` (``retriever heads``)."""
+    """Derive ``root/heads`` for the native BM25 or sparse index at ``root`` (``retriever heads``);
+    for a sharded index, each shard's."""
     from indexing.inverted import InvertedIndex
+
+    from indexing.manifest import safe_join
 
     root = Path(root)
     manifest = read_manifest(root, verify=False)
-    if manifest.get("shards"):
-        raise ValueError(f"{root}: a sharded index; derive heads for each shard (`retriever heads "
-                         f"{root}/shards/NAME`)")
+    if manifest.get("shards"):  # each shard is an index of its own, searched with its own heads
+        records = [derive_index(safe_join(root, e["path"], f"shard {i}"), cap, overwrite)
+                   for i, e in enumerate(manifest["shards"])]
+        return {"cap": cap, "shards": len(records), **{key: sum(r[key] for r in records)
+                                                        for key in ("heads", "entries", "seconds")}}
     if manifest.get("kind") not in ("bm25", "sparse") or manifest.get("backend", "native") != "native":
         raise ValueError(f"{root}: a {manifest.get('kind')} ({manifest.get('backend')}) index; heads are "
                          "for native bm25 and sparse indexes")

@@ -234,3 +234,18 @@ def test_spread_reads_the_largest_contributions_within_the_budget(tmp_path):
         assert len(read) <= 20 * 6
         assert not read or not unread or min(read) >= max(unread)
         assert len(read) >= 20 * 6 - sum(x == max(unread) for x in read + unread) if unread else True
+
+
+def test_sharded_index_heads_per_shard_equal_unsharded(tmp_path):
+    from retriever import Retriever
+    from retriever.cli import main
+
+    one = _bm25_index(tmp_path)
+    Retriever.build(tmp_path / "corpus.jsonl", tmp_path / "three", kind="bm25", shards=3)
+    res = CliRunner().invoke(main, ["heads", str(tmp_path / "three")])
+    assert res.exit_code == 0, res.output
+    assert "3 shards" in res.output
+    everything = {"strategy": "heads", "heads_depth": 10**6, "candidates": 10**6}
+    for q in ("w1 w2 w3", "w7", "w0 w39 w12 w5"):
+        assert Retriever.load(tmp_path / "three", **everything).search(q, k=20) == \
+            Retriever.load(one, strategy="exhaustive").search(q, k=20)

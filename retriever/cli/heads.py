@@ -16,9 +16,11 @@ from retriever.cli.main import AT_LEAST_1, main
 @click.option("--overwrite", is_flag=True, help="Replace heads derived before.")
 def heads(index_dir, cap, overwrite):
     """Derive INDEX/heads for `--strategy heads`: each term's highest-impact postings and each
-    document's forward list (bm25 and sparse indexes; about 4 bytes per posting)."""
+    document's forward list (bm25 and sparse indexes, each shard of a sharded one; about 4 bytes
+    per posting)."""
     from indexing.heads import derive_index
 
     record = derive_index(index_dir, cap, overwrite)
+    where = f"{record['shards']} shards' heads/" if "shards" in record else index_dir / "heads"
     click.echo(f"heads: {record['heads']:,} postings ({cap} per term at most), forward lists: "
-               f"{record['entries']:,} entries; {record['seconds']} s; wrote {index_dir / 'heads'}")
+               f"{record['entries']:,} entries; {record['seconds']:.1f} s; wrote {where}")
