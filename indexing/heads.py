@@ -7,8 +7,8 @@ entries by term. A query
 
 1. adds the ``depth x terms`` postings of largest contribution (query weight x impact) over all
    its terms' heads into partial scores (score-at-a-time, as JASS reads impact-ordered lists,
-   Lin & Trotman ICTIR 2015: a heavy term reads deep, a light one little or nothing), in one
-   accumulator per document, the scratch the exhaustive kernel uses;
+   Lin & Trotman ICTIR 2015: a heavy term reads deep, a light one little or nothing), in a
+   small hash table that stays in cache;
 2. takes the ``candidates`` (at least k) documents of best partial score (every document tied
    with the last one too);
 3. scores each of them from its forward list against all the query's terms, summed in the
@@ -32,6 +32,7 @@ integer there (quantised SPLADE), else float32 (BM25).
 from __future__ import annotations
 
 import json
+import mmap
 import time
 from pathlib import Path
 
@@ -46,6 +47,8 @@ CAP = 4096  # postings kept per term head (1M SPLADE-like: 113.7 per document, 1
 DEPTH = 1024  # default postings read per query term
 CANDIDATES = 256  # default documents scored per query
 FILES = ("head_ptr.npy", "head_docs.npy", "head_vals.npy", "doc_ptr.npy", "fwd_terms.npy", "fwd_vals.npy")
+MADV_POPULATE_READ = 22  # Linux >= 5.14 (not named by Python's mmap module)
+PAGE = 4096
 RANGE_ENTRIES = 256_000_000  # forward entries filled per pass over the postings (1 GB at 4 bytes each)
 
 
@@ -231,6 +234,52 @@ class Heads:
                                    f"again: `retriever heads {root.parent} --overwrite`")
 
 
+    def preload(self) -> float:
+        """Copy the heads and forward lists into this process's memory, on huge pages where the
+        system gives them (``MADV_HUGEPAGE``), as a search server would before taking queries.
+        A query touches ~60 short head ranges and a few hundred forward lists, each on a page of
+        its own: on 4 KB pages of a memory map every one is a TLB miss, which costs microseconds
+        in a virtual machine (nested page tables). Measured on 1M SPLADE-like documents, queries
+        never seen before, depth 64 / 256 candidates: 0.87 ms mapped, 0.35 ms on huge pages. When
+        the copy does not fit, the mapping is kept and its page tables filled
+        (``MADV_POPULATE_READ``). Returns the seconds it took."""
+        t0 = time.perf_counter()
+        for name in ("head_ptr", "head_docs", "head_vals", "doc_ptr", "fwd_terms", "fwd_vals"):
+            arr = getattr(self, name)
+            try:
+                setattr(self, name, _in_memory(arr))
+            except (MemoryError, OSError, ValueError):
+                _populate(arr)
+        return time.perf_counter() - t0
+
+
+def _in_memory(arr: np.ndarray) -> np.ndarray:
+    """``arr`` copied into anonymous memory, advised onto huge pages."""
+    if arr.nbytes < (1 << 21):
+        return np.array(arr)
+    buf = mmap.mmap(-1, arr.nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    out = np.frombuffer(buf, dtype=arr.dtype, count=len(arr))
+    step = 1 << 26  # copied in slices: the source's pages are read once, in order
+    for i in range(0, len(arr), step):
+        out[i:i + step] = arr[i:i + step]
+    return out
+
+
+def _populate(arr: np.ndarray) -> None:
+    """Fill the page tables of a memory-mapped array (one read per page where the kernel lacks
+    ``MADV_POPULATE_READ``)."""
+    mm = getattr(arr, "_mmap", None)
+    try:
+        if not isinstance(mm, mmap.mmap):
+            raise OSError
+        mm.madvise(MADV_POPULATE_READ)
+    except (OSError, ValueError):
+        if len(arr):
+            int(np.asarray(arr[::max(1, PAGE // max(1, arr.itemsize))]).astype(np.int64).sum())
+
+
 def parent_checksum(root: str | Path) -> str | None:
     """The checksum field of the index manifest at ``root`` (what a heads directory records);
     None when ``root`` holds no manifest (an index in memory, its heads saved beside it)."""
@@ -301,14 +350,17 @@ def _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, spread, ends):
 
 @njit(nogil=True, cache=True)
 def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_docs, head_vals, doc_ptr, fwd_terms,
-           fwd_vals, tie_rank, acc, touched, qmark, qpos, qnext, qval, out_keys, out_counts, out_scored, spread,
-           ends):
-    """Queries ``lo..hi`` of a batch (module docstring). ``acc`` (float32 per document, zeros):
-    partial scores; ``qmark`` (uint8 per term, zeros) marks the query's terms, ``qpos`` (int32 per
-    term, all -1) maps one to its last position in the query, ``qnext`` chains positions of a
-    repeated term; all are left as found. ``out_counts[q]`` is -1 when the heads or forward lists hold a
-    doc id or term outside the index."""
-    num_docs = acc.shape[0]
+           fwd_vals, tie_rank, hkeys, hvals, touched, qmark, qpos, qnext, qval, out_keys, out_counts, out_scored,
+           spread, ends):
+    """Queries ``lo..hi`` of a batch (module docstring). Partial scores go to a hash table
+    (``hkeys`` int32, all -1, and ``hvals`` float32, of a power-of-two size at least twice the
+    postings a query reads, or the documents), not to an array over all documents: its few
+    hundred KB stay in cache where an array's lines would each be a miss (10M documents: a 40 MB
+    array). ``qmark`` (uint8 per term, zeros) marks the query's terms, ``qpos`` (int32 per term,
+    all -1) maps one to its last position in the query, ``qnext`` chains positions of a repeated
+    term; all are left as found. ``out_counts[q]`` is -1 when the heads or forward lists hold a doc
+    id or term outside the index."""
+    num_docs = tie_rank.shape[0]
     n_terms = qpos.shape[0]
     low = np.uint64(0xFFFFFFFF)
     for q in range(lo, hi):
@@ -321,33 +373,47 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
             qval[j] = 0.0
             qmark[t] = 1
         _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, spread, ends)
-        nt = 0
+        total = 0
+        for j in range(nq):
+            total += ends[j] - head_ptr[q_terms[a + j]]
+        bits = 10
+        while (1 << bits) < 2 * min(total, num_docs) and (1 << bits) < hkeys.shape[0]:
+            bits += 1
+        mask = (1 << bits) - 1
+        shift = np.uint64(32 - bits)
+        nt = 0  # slots in use, listed in ``touched``
         bad = False
         for j in range(nq):
             t = q_terms[a + j]
             w = q_weights[a + j]
             for i in range(head_ptr[t], ends[j]):
                 d = head_docs[i]
-                x = w * head_vals[i]
                 if d < 0 or d >= num_docs:
                     bad = True
                     break
-                if x > 0.0:  # a document is listed once, when its partial score leaves 0
-                    if acc[d] == 0.0:
-                        touched[nt] = d
-                        nt += 1
-                    acc[d] += x
+                x = w * head_vals[i]
+                slot = np.int64(((np.uint64(d) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)) >> shift)
+                while hkeys[slot] != d and hkeys[slot] != -1:
+                    slot = (slot + 1) & mask
+                if hkeys[slot] == -1:
+                    hkeys[slot] = d
+                    hvals[slot] = x
+                    touched[nt] = slot
+                    nt += 1
+                else:
+                    hvals[slot] += x
         cut = np.float32(-1.0)
         if nt > n_cand and not bad:
             part = np.empty(nt, dtype=np.float32)
             for i in range(nt):
-                part[i] = acc[touched[i]]
+                part[i] = hvals[touched[i]]
             cut = np.partition(part, nt - n_cand)[nt - n_cand]
         n_c = 0  # the candidates, listed in place at the front of ``touched``
         for i in range(nt):
-            d = touched[i]
-            partial = acc[d]
-            acc[d] = 0.0
+            slot = touched[i]
+            d = hkeys[slot]
+            partial = hvals[slot]
+            hkeys[slot] = -1
             if not bad and partial >= cut:
                 touched[n_c] = d
                 n_c += 1

@@ -331,8 +331,9 @@ class InvertedIndex:
         return ptr, first, entry, val
 
     def ensure_heads(self):
-        """The heads and forward lists of ``INDEX/heads`` (``indexing.heads``), opened on the first
-        ``heads`` search; a clear error when the index has none or they are stale."""
+        """The heads and forward lists of ``INDEX/heads`` (``indexing.heads``), opened and copied
+        into memory (``Heads.preload``) on the first ``heads`` search; a clear error when the index has none or
+        they are stale."""
         from indexing import heads
 
         if self._heads is None:
@@ -340,7 +341,9 @@ class InvertedIndex:
             if where is None or not (where / "manifest.json").is_file():
                 raise IndexFormatError(f"{self.root or 'this index'}: no heads for strategy 'heads'; derive them "
                                        f"with `retriever heads {self.root or 'INDEX'}`")
-            self._heads = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
+            found = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
+            found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
+            self._heads = found
         return self._heads
 
     @staticmethod
@@ -611,8 +614,13 @@ class InvertedIndex:
             h = self.ensure_heads()
             out_route[:] = kernels.ROUTE_HEADS
 
+            need = min(self.num_docs, int(heads_depth) * longest)  # postings a query reads, at most
+            slots = 1 << max(10, (2 * need - 1).bit_length())
+
             def run(lo: int, hi: int) -> None:
                 s = self._scratch(k, longest)
+                if getattr(s, "hkeys", None) is None or len(s.hkeys) < slots:
+                    s.hkeys, s.hvals = np.full(slots, -1, dtype=np.int32), np.zeros(slots, dtype=np.float32)
                 if getattr(s, "qpos", None) is None:
                     s.qpos = np.full(len(self.terms), -1, dtype=np.int32)
                     s.qmark = np.zeros(len(self.terms), dtype=np.uint8)
@@ -621,7 +629,7 @@ class InvertedIndex:
                     s.qends = np.empty(max(longest, 16), np.int64)
                 heads_mod.search(lo, hi, q_ptr, q_terms, q_weights, k, int(heads_depth), max(int(candidates), k), h.head_ptr,
                                  h.head_docs, h.head_vals, h.doc_ptr, h.fwd_terms, h.fwd_vals, self.tie_rank,
-                                 s.acc, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored,
+                                 s.hkeys, s.hvals, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored,
                                  bool(self.heads_spread), s.qends)
         elif packed is not None:
             sb = self.ensure_superblocks() if mode else self._NO_SUPER
