@@ -60,8 +60,13 @@ def in_child(*args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def dir_bytes(path: Path, skip: tuple[str, ...] = ("docs.jsonl", "docs_offsets.npy", "bench_order.npy")) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and p.name not in skip)
+def dir_bytes(path: Path, skip: tuple[str, ...] = ("docs.jsonl", "docs_offsets.npy", "bench_order.npy"),
+              skip_dirs: tuple[str, ...] = ("heads",)) -> int:
+    """Bytes of an index directory's files, without the stored text, the bench's own order and
+    (reported apart) the heads of the ``heads`` strategy."""
+    root = Path(path)
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name not in skip
+               and not any(part in skip_dirs for part in p.relative_to(root).parts[:-1]))
 
 
 # -- building ---------------------------------------------------------------------------------

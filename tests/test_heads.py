@@ -249,3 +249,23 @@ def test_sharded_index_heads_per_shard_equal_unsharded(tmp_path):
     for q in ("w1 w2 w3", "w7", "w0 w39 w12 w5"):
         assert Retriever.load(tmp_path / "three", **everything).search(q, k=20) == \
             Retriever.load(one, strategy="exhaustive").search(q, k=20)
+
+
+def test_preload_copies_or_falls_back_to_the_mapping(tmp_path, monkeypatch):
+    index, _ = _index(tmp_path, 11)
+    queries = _queries(np.random.default_rng(11), len(index.terms))
+    want = index.search_many(queries, 10, "heads", heads_depth=40, candidates=30)
+    h = heads.Heads(tmp_path / "heads", index.num_docs, len(index.terms))
+    assert isinstance(h.fwd_terms, np.memmap)
+    h.preload()
+    assert not isinstance(h.fwd_terms, np.memmap)  # in this process's memory now
+
+    def no_memory(arr):
+        raise MemoryError
+
+    monkeypatch.setattr(heads, "_in_memory", no_memory)
+    index._heads = None
+    mapped = index.ensure_heads()
+    assert isinstance(mapped.fwd_terms, np.memmap)  # too big to copy: searched from the mapping
+    got = index.search_many(queries, 10, "heads", heads_depth=40, candidates=30)
+    assert all(_same(a, b) for a, b in zip(got, want))
