@@ -668,6 +668,9 @@ class InvertedIndex:
             self._learn(out_scored, k)
             if packed is None:
                 out_route[out_scored < 0] = kernels.ROUTE_EXHAUSTIVE
+        if (out_counts < 0).any() and strategy == "heads":
+            raise IndexFormatError(f"{self.root}/heads: corrupt heads or forward lists (a doc id or term outside "
+                                   f"the index); derive them again: `retriever heads {self.root} --overwrite`")
         if (out_counts < 0).any():
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")

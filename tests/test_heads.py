@@ -146,7 +146,7 @@ def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
     np.save(docs_file, arr)
     index._heads = None
     t = int(np.searchsorted(index.ensure_heads().head_ptr, 0, side="right") - 1)
-    with pytest.raises(IndexFormatError, match="corrupt"):
+    with pytest.raises(IndexFormatError, match="corrupt heads.*retriever heads"):
         index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
     # heads for another index (other counts)
     index._heads = None
