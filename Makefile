@@ -55,7 +55,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_splade_train_step.py
 	$(BIN)/python scripts/bench_index_size.py --out docs/bench_index_size.json
 	$(BIN)/python scripts/bench_sparse_scale.py
-	$(BIN)/python scripts/bench_sparse_scale.py --sections splade --sizes 1000000,10000000 --reorder none --queries 50 --check 5
+	$(BIN)/python scripts/bench_sparse_scale.py --sections splade --sizes 1000000,10000000 --reorder none --queries 50 --check 5 --no-heads
 	$(BIN)/python scripts/bench_sparse_scale.py --sections splade --sizes 10000000 --queries 50 --check 3
 	$(BIN)/python scripts/bench_shards.py
 	$(BIN)/python scripts/bench_matryoshka.py --model minilm

@@ -319,7 +319,7 @@ def brute_force_check(index, queries, exact_1000, order, n_check: int) -> dict:
             "max_relative_score_error": worst}
 
 
-def search_splade(path: Path, n_queries: int, n_check: int) -> dict:
+def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True) -> dict:
     from indexing.inverted import InvertedIndex
     from indexing.manifest import load_array
     from scripts.synthetic_splade import SpladeLike
@@ -338,7 +338,8 @@ def search_splade(path: Path, n_queries: int, n_check: int) -> dict:
     if n_check > 0:
         report["brute_force"] = brute_force_check(index, queries, exact[1000], order, n_check)
     report["peak_rss_mb"] = round(peak_rss_mb())
-    report["heads"] = heads_report(index, path, max(100, n_queries))
+    if heads:
+        report["heads"] = heads_report(index, path, max(100, n_queries))
     return report
 
 
@@ -401,7 +402,7 @@ def main() -> int:
         elif step == "build-bm25":
             row = build_bm25(Path(args[0]), Path(args[1]), args[2])
         elif step == "search-splade":
-            row = search_splade(Path(args[0]), int(args[1]), int(args[2]))
+            row = search_splade(Path(args[0]), int(args[1]), int(args[2]), len(args) < 4 or args[3] == "heads")
         else:
             row = search_bm25(Path(args[0]), int(args[1]), args[2])
         print(json.dumps(row))
@@ -415,6 +416,8 @@ def main() -> int:
     ap.add_argument("--check", type=int, default=20, help="queries checked against the scipy brute force")
     ap.add_argument("--reorder", choices=["none", "bp"], default="bp")
     ap.add_argument("--sections", default="splade,bm25")
+    ap.add_argument("--no-heads", dest="heads", action="store_false",
+                    help="skip the heads strategy (it derives INDEX/heads when missing: ~4 bytes a posting)")
     ap.add_argument("--work", default=os.environ.get("RETRIEVER_BENCH_WORK", "/tmp/retriever-bench"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench_sparse_scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "sparse_approx_curve.png"))
@@ -435,7 +438,8 @@ def main() -> int:
             row["build"]["s_per_million"] = round(sum(row["build"].get(k, 0) for k in
                                                       ("build_s", "bp_s", "renumber_s", "save_s")) / (n / 1e6), 1)
             row["load_before"] = load()
-            row["search"] = in_child("search-splade", str(path), str(args.queries), str(args.check))
+            row["search"] = in_child("search-splade", str(path), str(args.queries), str(args.check),
+                                     "heads" if args.heads else "no-heads")
             row["load_after"] = load()
             report[name] = row
             out.write_text(json.dumps(report, indent=1) + "\n")
