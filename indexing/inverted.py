@@ -107,6 +107,7 @@ class InvertedIndex:
         self._super_lock = threading.Lock()
         self.root: Path | None = None  # the directory it was loaded from (where its heads live)
         self._heads = None  # indexing.heads.Heads, see ensure_heads
+        self._heads_lock = threading.Lock()
         self.heads_spread = True  # heads: read the postings of largest weight x impact (False: the first depth
         # of each term's head; 1M SPLADE-like, depth 512 / 128 candidates: agreement 0.904 against 0.979)
 
@@ -336,15 +337,16 @@ class InvertedIndex:
         they are stale."""
         from indexing import heads
 
-        if self._heads is None:
-            where = None if self.root is None else self.root / heads.HEADS_DIR
-            if where is None or not (where / "manifest.json").is_file():
-                raise IndexFormatError(f"{self.root or 'this index'}: no heads for strategy 'heads'; derive them "
-                                       f"with `retriever heads {self.root or 'INDEX'}`")
-            found = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
-            found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
-            self._heads = found
-        return self._heads
+        with self._heads_lock:  # one copy in memory, whichever thread searches first
+            if self._heads is None:
+                where = None if self.root is None else self.root / heads.HEADS_DIR
+                if where is None or not (where / "manifest.json").is_file():
+                    raise IndexFormatError(f"{self.root or 'this index'}: no heads for strategy 'heads'; derive "
+                                           f"them with `retriever heads {self.root or 'INDEX'}`")
+                found = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
+                found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
+                self._heads = found
+            return self._heads
 
     @staticmethod
     def layout_of(manifest: dict) -> str | None:
@@ -568,8 +570,9 @@ class InvertedIndex:
         is read with MaxScore (packed postings) when it has at most ``maxscore_terms`` terms and
         enough postings (``kernels._search_packed``), else exhaustively), ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
         threshold``; ``approx`` in (0, 1]), or ``heads`` (``indexing.heads``: the ``candidates``
-        (at least k) documents of best partial score over the first ``heads_depth`` postings of each query
-        term's head, scored exactly; needs ``INDEX/heads``). ``last_route`` tells which way each query went. ``threads``: queries
+        (at least k) documents of best partial score over the ``heads_depth x terms`` head postings
+        of largest weight x impact, scored exactly; needs ``INDEX/heads``). ``last_route`` tells
+        which way each query went. ``threads``: queries
         are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
         ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
         scores can differ there and be equal once divided; merging results of several indexes
@@ -627,10 +630,10 @@ class InvertedIndex:
                 if getattr(s, "qnext", None) is None or len(s.qnext) < longest:
                     s.qnext, s.qval = np.empty(max(longest, 16), np.int32), np.zeros(max(longest, 16), np.float32)
                     s.qends = np.empty(max(longest, 16), np.int64)
-                heads_mod.search(lo, hi, q_ptr, q_terms, q_weights, k, int(heads_depth), max(int(candidates), k), h.head_ptr,
-                                 h.head_docs, h.head_vals, h.doc_ptr, h.fwd_terms, h.fwd_vals, self.tie_rank,
-                                 s.hkeys, s.hvals, s.touched, s.qmark, s.qpos, s.qnext, s.qval, out_keys, out_counts, out_scored,
-                                 bool(self.heads_spread), s.qends)
+                heads_mod.search(lo, hi, q_ptr, q_terms, q_weights, k, int(heads_depth), max(int(candidates), k),
+                                 h.head_ptr, h.head_docs, h.head_vals, h.doc_ptr, h.fwd_terms, h.fwd_vals,
+                                 self.tie_rank, s.hkeys, s.hvals, s.touched, s.qmark, s.qpos, s.qnext, s.qval,
+                                 out_keys, out_counts, out_scored, bool(self.heads_spread), s.qends)
         elif packed is not None:
             sb = self.ensure_superblocks() if mode else self._NO_SUPER
 

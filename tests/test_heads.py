@@ -187,7 +187,8 @@ def test_cli_heads_then_search_and_stale_heads(tmp_path):
     res = runner.invoke(main, ["search", str(out), "w1 w2", "--strategy", "heads", "--heads-depth", "50",
                                "--candidates", "3"])
     assert res.exit_code == 0, res.output
-    assert len([line for line in res.output.splitlines() if line.strip()]) == 10  # k 10 > 3 candidates: at least k scored
+    # k 10 > 3 candidates: at least k documents are scored
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 10
     # an index rebuilt drops its heads; heads of another version of it are refused
     Retriever.build(tmp_path / "corpus.jsonl", out, kind="bm25", overwrite=True, k1=1.2)
     assert not (out / "heads").exists()  # rebuilding replaced the directory: heads are gone
@@ -269,3 +270,21 @@ def test_preload_copies_or_falls_back_to_the_mapping(tmp_path, monkeypatch):
     assert isinstance(mapped.fwd_terms, np.memmap)  # too big to copy: searched from the mapping
     got = index.search_many(queries, 10, "heads", heads_depth=40, candidates=30)
     assert all(_same(a, b) for a, b in zip(got, want))
+
+
+def test_threads_opening_at_once_share_one_copy(tmp_path):
+    import threading
+
+    index, _ = _index(tmp_path, 12)
+    got, barrier = [], threading.Barrier(4)
+
+    def open_it():
+        barrier.wait()
+        got.append(index.ensure_heads())
+
+    workers = [threading.Thread(target=open_it) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(got) == 4 and all(h is got[0] for h in got)
