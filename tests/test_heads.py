@@ -148,6 +148,12 @@ def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
     t = int(np.searchsorted(index.ensure_heads().head_ptr, 0, side="right") - 1)
     with pytest.raises(IndexFormatError, match="corrupt heads.*retriever heads"):
         index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
+    # a truncated file: refused at open, by the size its manifest records
+    vals = tmp_path / "x" / "heads" / "fwd_vals.npy"
+    vals.write_bytes(vals.read_bytes()[:-2])
+    index._heads = None
+    with pytest.raises(IndexFormatError, match="fwd_vals.npy.*corrupt"):
+        index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
     # heads for another index (other counts)
     index._heads = None
     with pytest.raises(IndexFormatError, match="made for"):
