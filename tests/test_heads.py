@@ -150,10 +150,12 @@ def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
         index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
     # a truncated file: refused at open, by the size its manifest records
     vals = tmp_path / "x" / "heads" / "fwd_vals.npy"
-    vals.write_bytes(vals.read_bytes()[:-2])
+    whole = vals.read_bytes()
+    vals.write_bytes(whole[:-2])
     index._heads = None
     with pytest.raises(IndexFormatError, match="fwd_vals.npy.*corrupt"):
         index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
+    vals.write_bytes(whole)
     # heads for another index (other counts)
     index._heads = None
     with pytest.raises(IndexFormatError, match="made for"):
