@@ -55,58 +55,58 @@ RANGE_ENTRIES = 256_000_000  # forward entries filled per pass over the postings
 # -- deriving (build time; compiled once per process: the decoding helpers live in kernels.py) ------
 
 @njit(nogil=True, cache=False)
+def _term_impacts(buf, term_ptr, t, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs, arena_vals,
+                  arena_blocks, vals):
+    """Term ``t``'s postings decoded whole: doc ids in ``arena_docs``, float32 impacts (what the
+    kernels multiply) in ``vals``. Returns the count, or -1 when corrupt."""
+    if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+        return -1
+    df = st[K.ST_DF]
+    if df == 0:
+        return 0
+    used = np.zeros(2, dtype=np.int64)
+    if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
+                       arena_blocks, used) < 0:
+        return -1
+    mode = st[K.ST_MODE]
+    idf = K._idf(st, table)
+    for i in range(df):
+        vals[i] = K._impact(mode, idf, arena_vals[i])
+    return df
+
+
+@njit(nogil=True, cache=False)
 def _count(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, cap, st, arena_docs, arena_vals,
-           arena_blocks, head_len, doc_len):
+           arena_blocks, vals, head_len, doc_len):
     """Per term its head's length, per document its forward entries; returns (0 or -1 when
     corrupt, 1 when every impact is an integer in [0, 65535])."""
-    used = np.zeros(2, dtype=np.int64)
     integral = 1
     for t in range(term_ptr.shape[0] - 1):
-        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+        df = _term_impacts(buf, term_ptr, t, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs,
+                           arena_vals, arena_blocks, vals)
+        if df < 0:
             return -1, 0
-        df = st[K.ST_DF]
-        if df == 0:
-            continue
-        used[0] = 0
-        used[1] = 0
-        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
-                           arena_blocks, used) < 0:
-            return -1, 0
-        mode = st[K.ST_MODE]
-        idf = K._idf(st, table)
         head_len[t] = min(df, cap)
         for i in range(df):
             doc_len[arena_docs[i]] += 1
-            if integral:
-                v = K._impact(mode, idf, arena_vals[i])
-                if not (v >= 0 and v <= 65535 and np.float32(np.int64(v)) == v):
-                    integral = 0
+            v = vals[i]
+            if integral and not (v >= 0 and v <= 65535 and np.float32(np.int64(v)) == v):
+                integral = 0
     return 0, integral
 
 
 @njit(nogil=True, cache=False)
 def _fill(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs, arena_vals,
-          arena_blocks, head_ptr, head_docs, head_vals, lo, hi, cursor, base, fwd_terms, fwd_vals):
+          arena_blocks, all_vals, head_ptr, head_docs, head_vals, lo, hi, cursor, base, fwd_terms, fwd_vals):
     """Forward entries of documents [lo, hi) into ``fwd_*[cursor[d] - base]`` (terms ascending),
     and, when ``head_docs`` is not empty, every term's head. Returns 0, or -1 when corrupt."""
-    used = np.zeros(2, dtype=np.int64)
     heads = head_docs.shape[0] > 0
     for t in range(term_ptr.shape[0] - 1):
-        if K._open_term(buf, term_ptr, t, num_docs, table.shape[0], norms.shape[0], norm_table.shape[0], st) < 0:
+        df = _term_impacts(buf, term_ptr, t, num_docs, table, float_bits, norms, norm_table, shift, st, arena_docs,
+                           arena_vals, arena_blocks, all_vals)
+        if df < 0:
             return -1
-        df = st[K.ST_DF]
-        if df == 0:
-            continue
-        used[0] = 0
-        used[1] = 0
-        if K._decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
-                           arena_blocks, used) < 0:
-            return -1
-        mode = st[K.ST_MODE]
-        idf = K._idf(st, table)
-        vals = np.empty(df, dtype=np.float32)
-        for i in range(df):
-            vals[i] = K._impact(mode, idf, arena_vals[i])
+        vals = all_vals[:df]
         a = np.searchsorted(arena_docs[:df], lo)
         z = np.searchsorted(arena_docs[:df], hi)
         for i in range(a, z):
@@ -157,7 +157,8 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
     n, n_terms = index.num_docs, len(index.terms)
     maxdf = int(index.doc_freqs().max()) if n_terms else 0
     st = np.zeros(K.NST, dtype=np.int64)
-    arena = (np.zeros(maxdf + 1, np.int32), np.zeros(maxdf + 1, np.float32), np.zeros(maxdf + 1, np.int64))
+    arena = (np.zeros(maxdf + 1, np.int32), np.zeros(maxdf + 1, np.float32), np.zeros(maxdf + 1, np.int64),
+             np.zeros(maxdf + 1, np.float32))  # doc ids, value codes, blocks, impacts
     common = (p.stream, p.term_ptr, n, p.table, p.float_bits, p.norms, p.norm_table, index.shift)
     head_ptr = np.zeros(n_terms + 1, dtype=np.int64)
     doc_ptr = np.zeros(n + 1, dtype=np.int64)
@@ -179,7 +180,7 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
         fwd_vals = np.lib.format.open_memmap(w.path("fwd_vals.npy"), "w+", val_dtype, (total,))
         cursor = doc_ptr[:-1].copy()
         passes, lo = 0, 0
-        while lo < n or passes == 0:  # documents [lo, hi) hold at most range_entries entries (or one document)
+        while True:  # documents [lo, hi) hold at most range_entries entries (or one document)
             hi = int(np.searchsorted(doc_ptr, doc_ptr[lo] + max(1, range_entries), side="right")) - 1
             hi = min(n, max(hi, lo + 1))
             base = int(doc_ptr[lo])
@@ -192,7 +193,7 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
             fwd_vals[base:base + size] = vals_buf
             passes += 1
             lo = hi
-            if n == 0:
+            if lo >= n:
                 break
         for a in (head_docs, head_vals, fwd_terms, fwd_vals):
             a.flush()
@@ -292,16 +293,25 @@ def parent_checksum(root: str | Path) -> str | None:
 # -- searching -----------------------------------------------------------------------------------
 
 @njit(nogil=True, cache=True)
-def _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, spread, ends):
-    """Where each query term's head stops being read (``ends[j]``). Uniform: the first ``depth``
-    postings of each. ``spread``: the ``depth x nq`` postings of largest contribution (weight x
-    impact) over all the query's heads, found by bisecting the contribution threshold (heads are
-    sorted by impact, so each term's share is a prefix)."""
-    if not spread:
-        for j in range(nq):
-            t = q_terms[a + j]
-            ends[j] = min(head_ptr[t + 1], head_ptr[t] + depth)
-        return
+def _above(head_ptr, head_vals, t, w, c):
+    """The end of term ``t``'s head prefix whose contributions ``w x impact`` exceed ``c``."""
+    x, y = head_ptr[t], head_ptr[t + 1]
+    while x < y:
+        m = (x + y) >> 1
+        if w * head_vals[m] > c:
+            x = m + 1
+        else:
+            y = m
+    return x
+
+
+@njit(nogil=True, cache=True)
+def _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, ends):
+    """Where each query term's head stops being read (``ends[j]``): the ``depth x nq`` postings
+    of largest contribution (weight x impact) over all the query's heads, found by bisecting the
+    contribution threshold (heads are sorted by impact, so each term's share is a prefix). The
+    same depth for every term instead measured worse (1M SPLADE-like, 512 / 128 candidates:
+    agreement 0.904 against 0.979)."""
     budget = depth * nq
     top = np.float32(0.0)
     total = 0
@@ -322,36 +332,19 @@ def _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, spread, ends):
         count = 0
         for j in range(nq):
             t = q_terms[a + j]
-            w = q_weights[a + j]
-            x, y = head_ptr[t], head_ptr[t + 1]
-            while x < y:  # first position whose contribution is <= mid
-                m = (x + y) >> 1
-                if w * head_vals[m] > mid:
-                    x = m + 1
-                else:
-                    y = m
-            count += x - head_ptr[t]
+            count += _above(head_ptr, head_vals, t, q_weights[a + j], mid) - head_ptr[t]
         if count > budget:
             lo_c = mid
         else:
             hi_c = mid
     for j in range(nq):
-        t = q_terms[a + j]
-        w = q_weights[a + j]
-        x, y = head_ptr[t], head_ptr[t + 1]
-        while x < y:
-            m = (x + y) >> 1
-            if w * head_vals[m] > hi_c:
-                x = m + 1
-            else:
-                y = m
-        ends[j] = x
+        ends[j] = _above(head_ptr, head_vals, q_terms[a + j], q_weights[a + j], hi_c)
 
 
 @njit(nogil=True, cache=True)
 def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_docs, head_vals, doc_ptr, fwd_terms,
            fwd_vals, tie_rank, hkeys, hvals, touched, qmark, qpos, qnext, qval, out_keys, out_counts, out_scored,
-           spread, ends):
+           ends):
     """Queries ``lo..hi`` of a batch (module docstring). Partial scores go to a hash table
     (``hkeys`` int32, all -1, and ``hvals`` float32, of a power-of-two size at least twice the
     postings a query reads, or the documents), not to an array over all documents: its few
@@ -372,7 +365,7 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
             qpos[t] = j
             qval[j] = 0.0
             qmark[t] = 1
-        _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, spread, ends)
+        _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, ends)
         total = 0
         for j in range(nq):
             total += ends[j] - head_ptr[q_terms[a + j]]

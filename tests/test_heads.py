@@ -233,7 +233,7 @@ def test_spread_reads_the_largest_contributions_within_the_budget(tmp_path):
         terms = rng.choice(len(index.terms), 6, replace=False).astype(np.int32)
         w = (rng.random(6) * 4 + 0.1).astype(np.float32)
         ends = np.zeros(6, np.int64)
-        heads._ends(terms, w, 0, 6, h.head_ptr, h.head_vals, 20, True, ends)
+        heads._ends(terms, w, 0, 6, h.head_ptr, h.head_vals, 20, ends)
         read, unread = [], []
         for j, t in enumerate(terms):
             contrib = (w[j] * h.head_vals[h.head_ptr[t]:h.head_ptr[t + 1]]).tolist()
