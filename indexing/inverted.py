@@ -31,6 +31,7 @@ consistent). The kernels bounds-check what they read, so even a corrupt index th
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -95,10 +96,8 @@ class InvertedIndex:
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
         self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
-        self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for queries up to this long (0: never)
-        self.maxscore_postings: int | None = None  # ... whose longest term has this many postings (None:
-        # kernels.MAXSCORE_SHARE of the documents)
-        self.maxscore_per_hit = kernels.MAXSCORE_PER_HIT  # ... and this many per hit asked (k)
+        self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for exact queries up to this long (0: never)
+        self.seek_cost = float(kernels.TAAT_SEEK_COST)  # ... its cost of a seek, in postings (0: always MaxScore)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
         self.superblock_shift = kernels.SB_SHIFT  # packed: 2**this blocks per superblock
         self.superblock_min: int | None = None  # ... for terms of this many block-max entries (0: off; None:
@@ -169,8 +168,7 @@ class InvertedIndex:
     def _copy_settings(self, index: "InvertedIndex") -> "InvertedIndex":
         index.tie_order, index.tie_rank = self.tie_order, self.tie_rank
         index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
-        index.maxscore_terms, index.maxscore_postings = self.maxscore_terms, self.maxscore_postings
-        index.maxscore_per_hit = self.maxscore_per_hit
+        index.maxscore_terms, index.seek_cost = self.maxscore_terms, self.seek_cost
         index.superblock_shift, index.superblock_min = self.superblock_shift, self.superblock_min
         return index
 
@@ -290,12 +288,6 @@ class InvertedIndex:
         if self.blockmax is None:
             self.blockmax = kernels.build_blockmax(self.offsets, self.docs, self.impacts, self.shift)
         return self.blockmax
-
-    def _maxscore_postings(self) -> int:
-        """The longest query term's postings a query needs for the MaxScore route."""
-        if self.maxscore_postings is not None:
-            return int(self.maxscore_postings)
-        return max(1, math.ceil(kernels.MAXSCORE_SHARE * self.num_docs))
 
     def ensure_superblocks(self) -> tuple:
         """Packed postings: the superblock summary the pruned kernel bounds first
@@ -538,8 +530,12 @@ class InvertedIndex:
         then sends a query to the exhaustive kernel before its bounds pass when ``per hit * k``
         blocks would cost more than its postings (results are exact either way; only the time
         depends on it)."""
-        need = np.where(scored >= 0, scored, -1 - scored)
-        need = need[need > 0]
+        if len(scored) == 1:  # (one query a call: numpy's median costs more than the query's bookkeeping)
+            need = [int(scored[0]) if scored[0] >= 0 else -1 - int(scored[0])]
+            need = need if need[0] > 0 else []
+        else:
+            need = np.where(scored >= 0, scored, -1 - scored)
+            need = need[need > 0]
         if len(need):
             seen = float(np.median(need)) / k
             self.blocks_per_hit = min(max(0.75 * self.blocks_per_hit + 0.25 * seen, 0.5), 1e6)
@@ -564,9 +560,10 @@ class InvertedIndex:
                     candidates: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
         """(internal ids, scores) of the k best documents for each ``(term ids, weights)`` query.
 
-        ``strategy``: ``pruned`` (exact: block-max bounds; a query the blocks would not pay for
-        is read with MaxScore (packed postings) when it has at most ``maxscore_terms`` terms and
-        enough postings (``kernels._search_packed``), else exhaustively), ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
+        ``strategy``: ``pruned`` (exact: a query of at most ``maxscore_terms`` terms is read with
+        MaxScore term at a time (packed postings), longer ones with block-max bounds; either falls
+        back to the exhaustive kernel when it would not pay: ``kernels._search_packed``),
+        ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
         threshold``; ``approx`` in (0, 1]), or ``heads`` (``indexing.heads``: the ``candidates``
         (at least k) documents of best partial score over the ``heads_depth x terms`` head postings
         of largest weight x impact, scored exactly; needs ``INDEX/heads``). ``last_route`` tells
@@ -597,17 +594,22 @@ class InvertedIndex:
         n = len(queries)
         if n == 0 or k < 1:
             return [(np.empty(0, np.int32), np.empty(0, np.float32)) for _ in range(n)]
-        q_ptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum([len(t) for t, _ in queries], out=q_ptr[1:])
-        q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
-        q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
+        # (a few microseconds each: plain Python for the small bookkeeping, one query a call is common)
+        lengths = [len(t) for t, _ in queries]
+        q_ptr = np.array([0, *itertools.accumulate(lengths)], dtype=np.int64)
+        if n == 1:
+            q_terms = np.ascontiguousarray(queries[0][0], dtype=np.int32)
+            q_weights = np.ascontiguousarray(queries[0][1], dtype=np.float32)
+        else:
+            q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
+            q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
         mode = 0 if strategy == "exhaustive" else 1
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)
         self.last_blocks_scored = out_scored = np.zeros(n, dtype=np.int64)
         self.last_route = out_route = np.full(n, kernels.ROUTE_BLOCKMAX if mode else kernels.ROUTE_EXHAUSTIVE,
                                               dtype=np.int8)
-        longest = int(np.diff(q_ptr).max())
+        longest = max(lengths)
         packed = self.packed
         per_hit = np.float64(self.blocks_per_hit)
 
@@ -643,8 +645,8 @@ class InvertedIndex:
                                       s.acc, s.seen, s.touched, s.ub, s.ub_seen, s.ub_mask, s.cand, s.order,
                                       s.loc_acc, s.loc_seen, s.loc_list, s.heap, s.qstate, s.cache_docs,
                                       s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
-                                      int(self.maxscore_terms), self._maxscore_postings(),
-                                      int(self.maxscore_per_hit), out_keys, out_counts, out_scored, out_route,
+                                      int(self.maxscore_terms), np.float64(self.seek_cost), out_keys, out_counts,
+                                      out_scored, out_route,
                                       *sb, int(self.superblock_shift), s.sub, s.sub_seen, s.sub_cand)
         else:
             bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
@@ -660,7 +662,7 @@ class InvertedIndex:
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        parts = np.linspace(0, n, min(threads, n) + 1).astype(int)
+        parts = [n * i // min(threads, n) for i in range(min(threads, n) + 1)]
         if len(parts) == 2:
             run(0, n)
         else:
@@ -669,10 +671,11 @@ class InvertedIndex:
             self._learn(out_scored, k)
             if packed is None:
                 out_route[out_scored < 0] = kernels.ROUTE_EXHAUSTIVE
-        if (out_counts < 0).any() and strategy == "heads":
+        corrupt = out_counts.min() < 0
+        if corrupt and strategy == "heads":
             raise IndexFormatError(f"{self.root}/heads: corrupt heads or forward lists (a doc id or term outside "
                                    f"the index); derive them again: `retriever heads {self.root} --overwrite`")
-        if (out_counts < 0).any():
+        if corrupt:
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")
         out = []

@@ -73,11 +73,7 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the fallba
 _LOW = np.uint64(0xFFFFFFFF)
 SCORED_FIRST = 8  # blocks scored before the threshold is used
 BLOCK_COST = 48  # postings' worth of work to score one block for one query term (measured: 1M SPLADE-like)
-MAXSCORE_TERMS = 16  # a pruned query of up to this many terms is read with MaxScore when blocks would not pay
-MAXSCORE_SHARE = 0.1  # ... and its longest term is in this share of the documents, and holds MAXSCORE_PER_HIT
-MAXSCORE_PER_HIT = 3000  # postings per hit asked (below: the exhaustive kernel is as fast or faster; measured on
-# BM25 1M against the exhaustive kernel with partition top-k: k = 10, longest term >= 300k postings: 2.7 vs 8.5 ms,
-# 100k-300k 2.2 vs 2.3; 20k-50k of frequency-weighted queries 1.4 vs 1.0; k = 1000: slower at every length)
+MAXSCORE_TERMS = 16  # an exact pruned query of up to this many terms is read with MaxScore, term at a time
 ROUTE_EXHAUSTIVE, ROUTE_BLOCKMAX, ROUTE_MAXSCORE, ROUTE_HEADS = 0, 1, 2, 3  # how a query was read (InvertedIndex.last_route)
 BLOCKS_PER_HIT = 4  # blocks a top-k search scores per hit, before an index has measured its own
 # (k = 10: 3.4 on 1M SPLADE-like with bp, 18 on BM25 1M; InvertedIndex.blocks_per_hit learns it)
@@ -1414,23 +1410,11 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     return (size if status == 0 else status), scored
 
 
-# -- MaxScore over packed postings ---------------------------------------------------------------
+# -- MaxScore over packed postings: term bounds and cursors -------------------------------------
 #
-# Block-max bounds cannot pay for a short query of rare terms (BM25): its top-10 needs blocks
-# all over the collection, and the bounds pass alone touches every block of its longest term.
-# MaxScore (Turtle & Flood 1995) reads such a query document at a time instead. The terms sorted
-# by their upper bound ``w_j * bound(t_j)`` (``_term_bound``: from the value widths of its
-# chunks, nothing decoded; a one-chunk term's own largest impact), the longest
-# prefix whose bounds sum below the threshold are *non-essential*: a document holding only those
-# cannot reach the top k, so only the essential terms' postings are walked; a non-essential term
-# is looked up (its chunk found through the chunk directory) only for a document that can still
-# win, best bound first, stopping as soon as it cannot. A document's score is the float32 sum of
-# its terms' ``w_j * impact`` in the query's term order, the exhaustive kernel's own arithmetic,
-# so scores are equal bit for bit. Bounds are summed in float64 and widened by ``2 (n + 1)
-# 2**-24`` (more than float32 rounding of a sum of n positive terms can add), and a document is
-# skipped only when its bound is *below* the threshold: one tied with the k-th score is still
-# scored, so the tie order is kept. (The kernel takes ``approx = a``, skipping when ``a * bound <
-# theta``; searches route only exact queries here, approximate ones stay with block-max bounds.)
+# ``_term_bound``: an upper bound of a term's impacts from its chunk headers (nothing decoded);
+# ``_ms_seek``: a cursor moved to the first posting >= a document through the chunk directory.
+# Both serve MaxScore term at a time (``_maxscore_taat``, below).
 
 def _term_bound(buf, st, table, float_bits, nmax):
     """An upper bound of every impact of the term in ``st``, read from its chunk headers: the
@@ -1491,107 +1475,177 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
     return 0
 
 
-def _ms_next(buf, st, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row):
-    """Move an essential term's cursor to its next posting (whole chunks decoded, doc ids and
-    values). 0, or -1 when corrupt."""
-    p = st[ST_POS] + 1
-    if p < st[ST_CACHED_N] and st[ST_VALUES] == st[ST_CACHED]:
-        st[ST_POS] = p
-        st[ST_DOC] = docs_row[p]
-        return 0
-    c = st[ST_CACHED]
-    if p >= st[ST_CACHED_N]:
-        c += 1
-        p = 0
-    if c >= st[ST_NC]:
-        st[ST_DOC] = num_docs
-        return 0
-    if _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
-        return -1
-    st[ST_POS] = p
-    st[ST_DOC] = docs_row[p]
-    return 0
+# -- MaxScore term at a time (packed postings) ---------------------------------------------------
+#
+# Block-max bounds cannot pay for a short query of rare terms (BM25): its top-10 needs blocks all
+# over the collection, and the bounds pass alone touches every block of its longest term.
+# Turtle & Flood's MaxScore, term at a time: the query's terms are added into the accumulator
+# (the exhaustive kernel's loop) in decreasing order of their bound ``w * largest impact``
+# (``_term_bound``). After a term, when the bounds of the terms still unread sum to less than
+# ``theta``, the k-th best partial score of the first TAAT_SAMPLE documents touched (the rarest
+# terms'; a lower bound of the k-th best score: every score is at least its partial score), no
+# document that only those terms hold can reach the top k: the documents whose partial score plus
+# ``rest`` reaches ``theta`` are the candidates, and the rest of the lists is never decoded. It
+# stops at the first term where seeking the candidates (their number estimated from a sample) in
+# every list costs less than reading the next list (``seek_cost`` postings a seek); a query whose k
+# hits alone would cost a quarter of its postings in seeks is read exhaustively. Every candidate is then
+# scored exactly, each term in query order (seeking in its list, the exhaustive kernel's float32
+# sum), so scores are bit for bit the exhaustive ones. Partial sums run in another order than the
+# exact ones: the threshold is shrunk and the bounds widened by more than float32 rounding of a sum
+# of n positive terms can move them, so a document at the k-th score (a tie) stays a candidate.
+# On a term of long postings (a near stop word) it reads the rare terms and seeks the candidates
+# in the long list; with no such term it is the exhaustive kernel plus the k-th partial score per
+# term (and a few hundred seeks at the end).
+
+TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read between two terms
+TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
 
 
-def _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
-                     heap, qstate, cache_docs, cache_vals):
-    """MaxScore over packed postings (above): the k best keys left in ``heap``; returns their
-    count, or -1 for a corrupt index."""
-    num_docs = tie_rank.shape[0]
+def _kth_partial(acc, touched, n_touched, k, fheap):
+    """The k-th largest accumulator value over the touched documents (0 with fewer than k)."""
+    if n_touched < k:
+        return np.float32(0.0)
+    size = 0
+    for i in range(n_touched):
+        v = acc[touched[i]]
+        if size < k:
+            fheap[size] = v
+            c = size
+            size += 1
+            while c > 0:
+                p = (c - 1) >> 1
+                if fheap[p] <= fheap[c]:
+                    break
+                fheap[p], fheap[c] = fheap[c], fheap[p]
+                c = p
+        elif v > fheap[0]:
+            fheap[0] = v
+            c = 0
+            while True:
+                left = 2 * c + 1
+                small = c
+                if left < k and fheap[left] < fheap[small]:
+                    small = left
+                if left + 1 < k and fheap[left + 1] < fheap[small]:
+                    small = left + 1
+                if small == c:
+                    break
+                fheap[small], fheap[c] = fheap[c], fheap[small]
+                c = small
+    return fheap[0]
+
+
+def _candidates(acc, touched, n_touched, rest, theta, widen, out, count_only):
+    """The touched documents whose partial score plus ``rest`` (widened) reaches ``theta``:
+    their number (and, unless ``count_only``, the documents in ``out``)."""
+    m = 0
+    for i in range(n_touched):
+        d = touched[i]
+        if (np.float64(acc[d]) + rest) * widen >= theta:
+            if not count_only:
+                out[m] = d
+            m += 1
+    return m
+
+
+def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, acc,
+                   seen, touched, heap, qstate, cache_docs, cache_vals, seek_cost):
+    """MaxScore term at a time (above): the k best keys left in ``heap``; returns their count,
+    -1 for a corrupt index, -2 when too many candidates stay (the accumulator is cleared; the
+    caller reads the query exhaustively)."""
+    num_docs = acc.shape[0]
     n = q_terms.shape[0]
     ub = np.zeros(n, dtype=np.float64)
     idf = np.zeros(n, dtype=np.float32)
-    contrib = np.zeros(n, dtype=np.float32)
-    score = np.zeros(1, dtype=np.float32)
-    score_bits = score.view(np.uint32)
     nmax = np.float32(0.0)
     for i in range(norm_table.shape[0]):
         if norm_table[i] > nmax:
             nmax = norm_table[i]
+    total_postings = 0
+    for j in range(n):
+        if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                      qstate[j]) < 0:
+            return -1
+        total_postings += qstate[j, ST_DF]
+    if k * n * seek_cost * 4 > total_postings:  # the k candidates' seeks would cost a good share of reading all
+        return -3
     for j in range(n):
         st = qstate[j]
-        if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
-                      st) < 0:
-            return -1
-        st[ST_POS] = 0
-        st[ST_DOC] = num_docs
         if st[ST_DF] == 0:
             continue
         idf[j] = _idf(st, table)
-        n0 = _load_chunk(buf, st, 0, num_docs, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j])
-        if n0 < 0:
+        bound = _term_bound(buf, st, table, float_bits, nmax)
+        if bound < 0.0:
             return -1
-        st[ST_DOC] = cache_docs[j, 0]
-        if st[ST_NC] == 1:  # decoded already: its own largest impact
-            best = np.float32(0.0)
-            for i in range(n0):
-                if cache_vals[j, i] > best:
-                    best = cache_vals[j, i]
-            bound = _impact(st[ST_MODE], idf[j], best)
-        else:
-            bound = _term_bound(buf, st, table, float_bits, nmax)
-            if bound < 0.0:
-                return -1
-        ub[j] = np.float64(q_weights[j] * bound)
-    srt = np.argsort(ub, kind="mergesort")  # ascending bounds; non-essential terms are a prefix
-    cub = np.zeros(n + 1, dtype=np.float64)  # cub[i]: the bounds of srt[:i] summed
-    for i in range(n):
-        cub[i + 1] = cub[i] + ub[srt[i]]
-    widen = np.float64(approx) * (1.0 + 2.0 * (n + 1) * 2.0 ** -24)
+        ub[j] = np.float64(q_weights[j]) * np.float64(bound)
+    order = np.argsort(-ub, kind="mergesort")  # largest bound first
+    rest = np.zeros(n + 1, dtype=np.float64)  # rest[i]: the bounds of order[i:] summed
+    for i in range(n - 1, -1, -1):
+        rest[i] = rest[i + 1] + ub[order[i]]
+    eps = 8.0 * (n + 2) * 2.0 ** -24
+    widen = 1.0 + eps
+    fheap = np.empty(max(k, 1), dtype=np.float32)
+    n_touched = 0
     theta = np.float64(0.0)
-    size = 0
-    ess = 0  # srt[:ess] are non-essential
-    while True:
-        d = num_docs
-        for i in range(ess, n):
-            x = qstate[srt[i], ST_DOC]
-            if x < d:
-                d = x
-        if d >= num_docs:
-            break
-        part = np.float64(0.0)
-        for i in range(ess, n):
-            j = srt[i]
-            st = qstate[j]
-            if st[ST_DOC] == d:
-                v = cache_vals[j, st[ST_POS]]
-                c = q_weights[j] * _impact(st[ST_MODE], idf[j], v)
-                contrib[j] = c
-                part += c
-                nxt = st[ST_POS] + 1
-                if nxt < st[ST_CACHED_N]:  # inline: a call per posting costs more than the posting
-                    st[ST_POS] = nxt
-                    st[ST_DOC] = cache_docs[j, nxt]
-                elif _ms_next(buf, st, num_docs, table, float_bits, norms, norm_table, cache_docs[j],
-                              cache_vals[j]) < 0:
-                    return -1
-        alive = True
-        for i in range(ess - 1, -1, -1):
-            if (part + cub[i + 1]) * widen < theta:
-                alive = False
-                break
-            j = srt[i]
-            st = qstate[j]
+    read = 0  # postings added so far
+    stop = n
+    for i in range(n):
+        j = order[i]
+        st = qstate[j]
+        w = q_weights[j]
+        bm25 = st[ST_MODE] == MODE_BM25
+        docs_row = cache_docs[j]
+        vals_row = cache_vals[j]
+        for c in range(st[ST_NC]):
+            m = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+            if m < 0:
+                for x in range(n_touched):
+                    acc[touched[x]] = 0.0
+                    seen[touched[x]] = 0
+                return -1
+            for p in range(m):
+                d = docs_row[p]
+                if seen[d] == 0:
+                    seen[d] = 1
+                    touched[n_touched] = d
+                    n_touched += 1
+                if bm25:
+                    acc[d] += w * _bm25p(idf[j], vals_row[p])
+                else:
+                    acc[d] += w * vals_row[p]
+        read += st[ST_DF]
+        # can the terms left be dropped? Only if their bounds fall below what the read ones can give
+        if i + 1 < n and rest[i + 1] * widen < rest[0] - rest[i + 1] and n_touched >= k:
+            # the k-th best of the first documents touched (the rarest terms'): a lower bound, found cheaply
+            theta = np.float64(_kth_partial(acc, touched, min(n_touched, k + TAAT_SAMPLE), k, fheap)) * (1.0 - eps)
+            if rest[i + 1] * widen < theta:
+                stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
+                cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
+                                             theta, widen, touched, True)
+                if cands * n * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
+                    stop = i + 1
+                    break
+    if stop == n:
+        theta = np.float64(_kth_partial(acc, touched, n_touched, k, fheap)) * (1.0 - eps)
+    cand = np.empty(n_touched, dtype=np.int32)
+    m = _candidates(acc, touched, n_touched, rest[stop], theta, widen, cand, False)
+    for x in range(n_touched):
+        acc[touched[x]] = 0.0
+        seen[touched[x]] = 0
+    if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
+        return -2
+    cand = np.sort(cand[:m])
+    score = np.zeros(m, dtype=np.float32)
+    for j in range(n):  # exact scores: every term in query order, as the exhaustive kernel sums them
+        st = qstate[j]
+        if st[ST_DF] == 0:
+            continue
+        st[ST_CACHED] = -1
+        st[ST_VALUES] = -1
+        st[ST_DOC] = -1
+        w = q_weights[j]
+        for x in range(m):
+            d = cand[x]
             if _ms_seek(buf, st, d, num_docs, cache_docs[j]) < 0:
                 return -1
             if st[ST_DOC] == d:
@@ -1601,23 +1655,14 @@ def _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_term
                     v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
                     if np.isnan(v):
                         return -1
-                c = q_weights[j] * _impact(st[ST_MODE], idf[j], v)
-                contrib[j] = c
-                part += c
-        if alive and part * widen >= theta:
-            total = np.float32(0.0)
-            for j in range(n):  # the exhaustive kernel's sum: term order, float32 (+0.0 changes nothing)
-                total += contrib[j]
-            if total > 0.0:
-                score[0] = total
-                size = _heap_push(heap, size, k, (np.uint64(score_bits[0]) << np.uint64(32))
-                                  | (_LOW - np.uint64(tie_rank[d])))
-                if size == k:
-                    theta = np.float64(np.uint32(heap[0] >> np.uint64(32)).view(np.float32))
-                    while ess < n and cub[ess + 1] * widen < theta:
-                        ess += 1
-        for j in range(n):
-            contrib[j] = 0.0
+                score[x] += w * _impact(st[ST_MODE], idf[j], v)
+    bits = score.view(np.uint32)
+    size = 0
+    for x in range(m):
+        if score[x] > 0.0:
+            key = (np.uint64(bits[x]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[cand[x]]))
+            if size < k or key > heap[0]:
+                size = _heap_push(heap, size, k, key)
     return size
 
 
@@ -1907,21 +1952,20 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
 def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block_cost, per_hit, buf, term_ptr,
                    table, float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
                    order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
-                   arena_vals, arena_blocks, whole, ms_terms, ms_postings, ms_per_hit, out_keys, out_counts, out_scored,
+                   arena_vals, arena_blocks, whole, ms_terms, seek_cost, out_keys, out_counts, out_scored,
                    out_route, sb_ptr, sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
     ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query.
-    A pruned query that block-max bounds would not pay for is read with MaxScore when it is exact
-    (``approx`` 1), has at most ``ms_terms`` terms and its longest term holds at least
-    ``max(ms_postings, ms_per_hit * k)`` postings (a term that soon becomes non-essential), else
-    exhaustively. ``out_route``: ROUTE_* per query. With a
-    superblock summary (``sb_ptr`` longer than 1: ``super_summary``), block-max queries of more
-    than ``ms_terms`` terms bound superblocks first (``_pruned_super``; ``sub``, ``sub_seen``,
-    ``sub_cand``: its scratch); shorter ones keep the plain kernel, whose early estimate of the
-    blocks left sends a query that blocks will not pay for to MaxScore or the exhaustive kernel
-    before it spends its budget (measured on BM25 1M: with superblocks for every query, pruned
-    k = 1000 fell to 0.68x exhaustive)."""
+    An exact pruned query of at most ``ms_terms`` terms (BM25's short queries) is read with
+    MaxScore term at a time (``_maxscore_taat``, ``seek_cost`` its cost model), or exhaustively
+    when that would not pay; longer and approximate ones with block-max bounds (or exhaustively
+    when the blocks would not pay). ``out_route``: ROUTE_* per query. With a superblock summary
+    (``sb_ptr`` longer than 1: ``super_summary``), block-max queries of more than ``ms_terms``
+    terms bound superblocks first (``_pruned_super``; ``sub``, ``sub_seen``, ``sub_cand``: its
+    scratch); shorter (approximate) ones keep the plain kernel, whose early estimate of the blocks
+    left sends a query that blocks will not pay for to the exhaustive kernel before it spends its
+    budget (measured on BM25 1M: with superblocks for every query, pruned k = 1000 fell to 0.68x)."""
     for q in range(lo, hi):
         terms = q_terms[q_ptr[q]:q_ptr[q + 1]]
         weights = q_weights[q_ptr[q]:q_ptr[q + 1]]
@@ -1935,34 +1979,36 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                                       arena_vals, False)
             scored = 0
         else:
-            route = ROUTE_BLOCKMAX
-            if sb_ptr.shape[0] > 1 and terms.shape[0] > ms_terms:
-                size, scored = _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
-                                             weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen, ub_mask,
-                                             cand, order, heap, loc_acc, loc_seen, loc_list, qstate, cache_docs,
-                                             cache_vals, arena_docs, arena_vals, arena_blocks, whole, sb_ptr,
-                                             sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand)
-            else:
-                size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
-                                              weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen,
-                                              ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
-                                              cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
-            longest = 0
-            if size == -2:
-                for j in range(terms.shape[0]):  # opened by the pruned kernel
-                    longest = max(longest, qstate[j, ST_DF])
-            if size == -2 and terms.shape[0] <= ms_terms and approx == 1.0 and \
-                    longest >= max(ms_postings, ms_per_hit * k):
+            if approx == 1.0 and terms.shape[0] <= ms_terms:
                 route = ROUTE_MAXSCORE
-                size = _maxscore_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
-                                        tie_rank, k, approx, heap, qstate, cache_docs, cache_vals)
-                scored = -1 - scored
-            elif size == -2:
-                route = ROUTE_EXHAUSTIVE
-                size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
-                                          tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
-                                          arena_docs, arena_vals, True)
-                scored = -1 - scored
+                size = _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
+                                      tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
+                                      seek_cost)
+                scored = -1  # (no blocks)
+                if size == -2 or size == -3:  # it would not pay: the exhaustive kernel (-3: nothing read yet)
+                    route = ROUTE_EXHAUSTIVE
+                    size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
+                                              tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
+                                              arena_docs, arena_vals, size == -3)
+            else:
+                route = ROUTE_BLOCKMAX
+                if sb_ptr.shape[0] > 1 and terms.shape[0] > ms_terms:
+                    size, scored = _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
+                                                 weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen,
+                                                 ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
+                                                 cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole,
+                                                 sb_ptr, sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand)
+                else:
+                    size, scored = _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, terms,
+                                                  weights, tie_rank, k, approx, block_cost, per_hit, ub, ub_seen,
+                                                  ub_mask, cand, order, heap, loc_acc, loc_seen, loc_list, qstate,
+                                                  cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks, whole)
+                if size == -2:  # the blocks would not pay
+                    route = ROUTE_EXHAUSTIVE
+                    size = _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
+                                              tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
+                                              arena_docs, arena_vals, True)
+                    scored = -1 - scored
         out_route[q] = route
         out_counts[q] = size
         out_scored[q] = scored
@@ -1995,8 +2041,9 @@ if HAVE_NUMBA:
     _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
     _term_bound = njit(nogil=True, cache=True)(_term_bound)
     _ms_seek = njit(nogil=True, cache=True)(_ms_seek)
-    _ms_next = njit(nogil=True, cache=True)(_ms_next)
-    _maxscore_packed = njit(nogil=True, cache=True)(_maxscore_packed)
+    _kth_partial = njit(nogil=True, cache=True)(_kth_partial)
+    _candidates = njit(nogil=True, cache=True)(_candidates)
+    _maxscore_taat = njit(nogil=True, cache=True)(_maxscore_taat)
     super_summary = njit(nogil=True, cache=True)(_super_summary)
     _mh_push = njit(nogil=True, cache=True)(_mh_push)
     _mh_pop = njit(nogil=True, cache=True)(_mh_pop)

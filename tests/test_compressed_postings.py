@@ -210,6 +210,8 @@ def queries_for(index, seed, n=10):
 def test_search_equals_uncompressed_and_oracle(seed, dtype, bm25, shift):
     index = random_index(seed, dtype=dtype, bm25=bm25, shift=shift)
     variants = [index.compressed(), index.compressed(blockmax_min=0, blockmax_ratio=1.5)]
+    for packed in variants:  # plain block-max bounds for every query, as the uncompressed index (MaxScore:
+        packed.maxscore_terms = packed.superblock_min = 0  # test_maxscore; superblocks: test_superblocks)
     if bm25:
         assert variants[0].packed.norm_table.shape == (256,)  # the BM25 mode was used
     queries = queries_for(index, seed)
@@ -234,6 +236,7 @@ def test_search_equals_uncompressed_and_oracle(seed, dtype, bm25, shift):
 
 def test_pruned_search_learns_the_blocks_it_needs_per_hit():
     index = random_index(4, dtype=np.float32, bm25=True, shift=3).compressed()
+    index.maxscore_terms = index.superblock_min = 0  # (short queries would go to MaxScore)
     queries = queries_for(index, 4)
     want = index.search_many(queries, 10, "exhaustive")
     index.blocks_per_hit = 1e6  # every query expected to need more blocks than its postings cost
@@ -255,18 +258,18 @@ def test_packed_kernel_stays_inside_its_buffers(arena):
     index = random_index(7, num_docs=2000, bm25=True)
     packed = index.compressed(blockmax_min=200, blockmax_ratio=1.5)
     queries = queries_for(index, 8, n=6)
-    for mode in (0, 1):
+    for mode, ms_terms in ((0, None), (1, 0), (1, None)):  # exhaustive, block-max, MaxScore
         want, _, _ = guarded_search(index, queries, 50, mode, block_cost=32.0)
-        got, _, _ = guarded_search(packed, queries, 50, mode, block_cost=32.0, arena=arena)
+        got, _, _ = guarded_search(packed, queries, 50, mode, block_cost=32.0, arena=arena, ms_terms=ms_terms)
         assert [w.tolist() for w in want] == [g.tolist() for g in got]
 
 
 def test_plain_python_driver_equals_the_compiled_kernel():
     index = random_index(9, num_docs=700, num_terms=12, dtype=np.uint16).compressed(blockmax_min=0)
     queries = queries_for(index, 9, n=4)
-    for mode in (0, 1):
-        compiled, _, _ = guarded_search(index, queries, 20, mode)
-        python, _, _ = guarded_search(index, queries, 20, mode, fn=kernels._search_packed)
+    for mode, ms_terms in ((0, None), (1, 0), (1, None)):
+        compiled, _, _ = guarded_search(index, queries, 20, mode, ms_terms=ms_terms)
+        python, _, _ = guarded_search(index, queries, 20, mode, fn=kernels._search_packed, ms_terms=ms_terms)
         assert [k.tolist() for k in compiled] == [k.tolist() for k in python]
 
 

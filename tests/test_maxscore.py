@@ -1,6 +1,6 @@
-"""MaxScore over packed postings (indexing.kernels._maxscore_packed): the route a pruned query of
-few terms takes when block-max bounds would not pay. It must return exactly what the exhaustive
-kernel returns (ids, scores bit for bit, tie order), whatever the data."""
+"""MaxScore term at a time over packed postings (indexing.kernels._maxscore_taat): the route an
+exact pruned query of few terms takes. It must return exactly what the exhaustive kernel returns
+(ids, scores bit for bit, tie order), whatever the data, and leave unread what it can skip."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ from indexing.compress import NST
 from indexing.inverted import InvertedIndex
 
 
-def maxscore(index):
-    """Every pruned query of the index goes to MaxScore (blocks expected never to pay)."""
+def maxscore(index, seek_cost=0.0):
+    """Every exact pruned query of the index goes to MaxScore; seeks free (the default): it stops
+    at the first term it may and scores every candidate exactly, however many (blocks expected
+    never to pay, for the queries that do not go there)."""
     index.blocks_per_hit = 1e6
     index.maxscore_terms = 1 << 20
-    index.maxscore_postings = index.maxscore_per_hit = 0
+    index.seek_cost = seek_cost
     return index
 
 
@@ -34,15 +36,17 @@ def same(want, got):
 def test_maxscore_equals_exhaustive_and_the_oracle(seed, dtype, bm25):
     index = random_index(seed, num_docs=3000, num_terms=40, dtype=dtype, bm25=bm25)
     queries = queries_for(index, seed, n=20)
-    for packed in (maxscore(index.compressed()), maxscore(index.compressed(blockmax_min=0))):
-        for k in (1, 3, 10, 100, 5000):  # 5000: more than any query matches
-            want = packed.search_many(queries, k, "exhaustive")
-            got = packed.search_many(queries, k, "pruned", threads=2)
-            assert (packed.last_route == kernels.ROUTE_MAXSCORE).all()
-            same(want, got)
-            for (ids, scores), (t, w) in zip(got, queries):
-                o_ids, o_scores = oracle(index, t, w, k)
-                assert ids.tolist() == o_ids
+    for seek_cost in (0.0, 0.01, kernels.TAAT_SEEK_COST):  # every query / some / few (the rest: exhaustive)
+        for packed in (maxscore(index.compressed(), seek_cost), maxscore(index.compressed(blockmax_min=0), seek_cost)):
+            for k in (1, 3, 10, 100, 5000):  # 5000: more than any query matches
+                want = packed.search_many(queries, k, "exhaustive")
+                got = packed.search_many(queries, k, "pruned", threads=2)
+                if seek_cost == 0:
+                    assert (packed.last_route == kernels.ROUTE_MAXSCORE).all()
+                same(want, got)
+                for (ids, scores), (t, w) in zip(got, queries):
+                    o_ids, o_scores = oracle(index, t, w, k)
+                    assert ids.tolist() == o_ids
 
 
 def test_ties_at_the_kth_score_keep_the_tie_order():
@@ -95,23 +99,16 @@ def test_long_queries_are_not_routed_to_maxscore():
     got = index.search_many(queries, 10, "pruned")
     assert index.last_route.tolist() == [kernels.ROUTE_MAXSCORE] * 2 + [kernels.ROUTE_EXHAUSTIVE] * 2
     same(want, got)
+    index.seek_cost = 1e9  # seeks dear: MaxScore would not pay, the query is read exhaustively
+    same(want, index.search_many(queries, 10, "pruned"))
+    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()
+    index.seek_cost = 0.0
     index.maxscore_terms = 0  # never
     index.search_many(queries, 10, "pruned")
     assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()
-    index.maxscore_terms = 4  # queries whose longest term holds few postings per hit asked: exhaustive
-    postings = [int(index.packed.df[t].max()) for t, _ in queries[:2]]
-    index.maxscore_per_hit = min(postings) // 10 + 1
-    index.search_many(queries[:2], 10, "pruned")
-    assert index.last_route.tolist() == [kernels.ROUTE_MAXSCORE if p >= 10 * index.maxscore_per_hit
-                                         else kernels.ROUTE_EXHAUSTIVE for p in postings]
-    assert kernels.ROUTE_EXHAUSTIVE in index.last_route.tolist()
-    index.maxscore_per_hit = 0
-    index.maxscore_postings = max(postings) + 1
-    index.search_many(queries[:2], 10, "pruned")
-    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()
     index.blocks_per_hit = 0.5  # the blocks are expected to pay: block-max bounds
     index.block_cost = 0.0
-    index.search_many(queries, 10, "pruned")
+    same(want, index.search_many(queries, 10, "pruned"))
     assert (index.last_route == kernels.ROUTE_BLOCKMAX).all()
 
 
@@ -122,26 +119,40 @@ def test_approximate_searches_keep_to_block_max_bounds():
     assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()  # the blocks would not pay: read exhaustively
 
 
-def test_the_kernel_approximates_by_its_factor():
-    """Called with ``approx`` < 1, MaxScore returns true scores of at most the exact documents."""
-    index = random_index(8, num_docs=3000, num_terms=40, bm25=True)
+def test_a_long_list_is_only_sought_where_candidates_lie():
+    """A rare term of large impacts and a term in every document: MaxScore reads the rare term,
+    then seeks its few documents in the long list, whose other chunks it never decodes. Garbage
+    written into the middle of one of those (a corrupt index the exhaustive kernel rejects) shows
+    it: the pruned search still returns the oracle's answer."""
+    from indexing.manifest import IndexFormatError
+
+    n = 20_000
+    rare = np.arange(0, 40, 4)  # ten documents, all in the long list's first chunk
+    t = np.concatenate([np.zeros(len(rare), np.int64), np.ones(n, np.int64)])
+    d = np.concatenate([rare, np.arange(n)])
+    values = np.concatenate([np.full(len(rare), 50.0), 1.0 + (np.arange(n) % 7) / 10]).astype(np.float32)
+    index = InvertedIndex.from_postings(["rare", "common"], t, d, values, n)
+    query = [(np.array([1, 0], np.int32), np.array([1.0, 1.0], np.float32))]
     packed = index.compressed()
+    packed.blocks_per_hit = 1e6
+    want = oracle(index, query[0][0], query[0][1], 5)
+    assert packed.search_many(query, 5, "pruned")[0][0].tolist() == want[0]
+    assert packed.last_route.tolist() == [kernels.ROUTE_MAXSCORE]
+    st = np.zeros(NST, np.int64)
     p = packed.packed
-    for t, w in queries_for(index, 8, n=20):
-        exact = oracle(index, t, w, 10 ** 6)
-        full = dict(zip(*exact))
-        for a in (1.0, 0.9, 0.5, 0.1):
-            heap = np.zeros(10, np.uint64)
-            rows = len(t)
-            size = kernels._maxscore_packed(p.stream, p.term_ptr, p.table, p.float_bits, p.norms, p.norm_table,
-                                            t, w, packed.tie_rank, 10, np.float32(a), heap,
-                                            np.zeros((rows, NST), np.int64), np.zeros((rows, 128), np.int32),
-                                            np.zeros((rows, 128), np.float32))
-            ranks, scores = kernels.decode_keys(np.sort(heap[:size])[::-1])
-            ids = packed.tie_order[ranks]
-            assert all(full[i] == s for i, s in zip(ids.tolist(), scores.tolist()))
-            if a == 1.0:
-                assert ids.tolist() == exact[0][:10]
+    kernels._open_term(p.stream, p.term_ptr, 1, n, len(p.table), len(p.norms), len(p.norm_table), st)
+    c = int(st[kernels.ST_NC]) // 2  # a chunk far from the rare term's documents: its body, not its header
+    start = int(st[kernels.ST_CHUNKS]) + int(kernels._bits_at(p.stream, st[kernels.ST_OFFS], c - 1, st[kernels.ST_DWO]))
+    end = int(st[kernels.ST_CHUNKS]) + int(kernels._bits_at(p.stream, st[kernels.ST_OFFS], c, st[kernels.ST_DWO]))
+    header = int(kernels._chunk_header(p.stream, start, st[kernels.ST_END])[2])
+    stream = p.stream.copy()
+    stream[start + header:end] = 0xFF
+    p.stream = stream
+    with pytest.raises(IndexFormatError):
+        packed.search_many(query, 5, "exhaustive")
+    ids, scores = packed.search_many(query, 5, "pruned")[0]
+    assert ids.tolist() == want[0]
+    assert scores.tolist() == pytest.approx(want[1], rel=1e-6)
 
 
 @pytest.mark.parametrize("seed, dtype, bm25, huge", [(0, np.float32, False, False), (1, np.float32, False, True),
@@ -168,7 +179,7 @@ def test_term_bounds_from_chunk_widths_bound_every_impact(seed, dtype, bm25, hug
 def test_the_kernel_stays_inside_its_buffers_on_the_maxscore_route():
     index = random_index(9, num_docs=2000, bm25=True)
     packed = index.compressed(blockmax_min=200, blockmax_ratio=1.5)
-    packed.maxscore_postings = packed.maxscore_per_hit = 0
+    packed.seek_cost = 0.0
     queries = queries_for(index, 9, n=8)
     want, _, _ = guarded_search(index, queries, 50, 0)
     got, _, _ = guarded_search(packed, queries, 50, 1, block_cost=32.0, ms_terms=64)
