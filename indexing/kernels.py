@@ -1548,11 +1548,13 @@ def _candidates(acc, touched, n_touched, rest, theta, widen, out, count_only):
     return m
 
 
-def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, acc,
-                   seen, touched, heap, qstate, cache_docs, cache_vals, seek_cost):
+def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
+                   acc, seen, touched, heap, qstate, cache_docs, cache_vals, seek_cost):
     """MaxScore term at a time (above): the k best keys left in ``heap``; returns their count,
     -1 for a corrupt index, -2 when too many candidates stay (the accumulator is cleared; the
-    caller reads the query exhaustively)."""
+    caller reads the query exhaustively), -3 when it would not pay (nothing read). ``approx`` < 1:
+    the unread terms dropped once their bounds fall below ``theta / approx`` (sooner; a document
+    only they hold is missed; scores stay exact)."""
     num_docs = acc.shape[0]
     n = q_terms.shape[0]
     ub = np.zeros(n, dtype=np.float64)
@@ -1584,6 +1586,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
         rest[i] = rest[i + 1] + ub[order[i]]
     eps = 8.0 * (n + 2) * 2.0 ** -24
     widen = 1.0 + eps
+    shrink = 1.0 - eps
     fheap = np.empty(max(k, 1), dtype=np.float32)
     n_touched = 0
     theta = np.float64(0.0)
@@ -1615,10 +1618,10 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                     acc[d] += w * vals_row[p]
         read += st[ST_DF]
         # can the terms left be dropped? Only if their bounds fall below what the read ones can give
-        if i + 1 < n and rest[i + 1] * widen < rest[0] - rest[i + 1] and n_touched >= k:
+        if i + 1 < n and rest[i + 1] * widen * approx < rest[0] - rest[i + 1] and n_touched >= k:
             # the k-th best of the first documents touched (the rarest terms'): a lower bound, found cheaply
-            theta = np.float64(_kth_partial(acc, touched, min(n_touched, k + TAAT_SAMPLE), k, fheap)) * (1.0 - eps)
-            if rest[i + 1] * widen < theta:
+            theta = np.float64(_kth_partial(acc, touched, min(n_touched, k + TAAT_SAMPLE), k, fheap)) * shrink
+            if rest[i + 1] * widen * approx < theta:
                 stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
                 cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
                                              theta, widen, touched, True)
@@ -1626,7 +1629,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                     stop = i + 1
                     break
     if stop == n:
-        theta = np.float64(_kth_partial(acc, touched, n_touched, k, fheap)) * (1.0 - eps)
+        theta = np.float64(_kth_partial(acc, touched, n_touched, k, fheap)) * shrink
     cand = np.empty(n_touched, dtype=np.int32)
     m = _candidates(acc, touched, n_touched, rest[stop], theta, widen, cand, False)
     for x in range(n_touched):
@@ -1979,10 +1982,10 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                                       arena_vals, False)
             scored = 0
         else:
-            if approx == 1.0 and terms.shape[0] <= ms_terms:
+            if terms.shape[0] <= ms_terms:
                 route = ROUTE_MAXSCORE
                 size = _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
-                                      tie_rank, k, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
+                                      tie_rank, k, approx, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
                                       seek_cost)
                 scored = -1  # (no blocks)
                 if size == -2 or size == -3:  # it would not pay: the exhaustive kernel (-3: nothing read yet)

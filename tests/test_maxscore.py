@@ -112,11 +112,24 @@ def test_long_queries_are_not_routed_to_maxscore():
     assert (index.last_route == kernels.ROUTE_BLOCKMAX).all()
 
 
-def test_approximate_searches_keep_to_block_max_bounds():
-    index = maxscore(random_index(8, num_docs=3000, num_terms=40, bm25=True).compressed())
+def test_approximate_searches_drop_unread_terms_sooner_and_keep_exact_scores():
+    index = random_index(8, num_docs=3000, num_terms=40, bm25=True)
+    packed = maxscore(index.compressed())
     queries = queries_for(index, 8, n=20)
-    index.search_many(queries, 10, "approx", 0.5)
-    assert (index.last_route == kernels.ROUTE_EXHAUSTIVE).all()  # the blocks would not pay: read exhaustively
+    exact = packed.search_many(queries, 10, "pruned")
+    agreement = []
+    for a in (1.0, 0.8, 0.5, 0.2):
+        got = packed.search_many(queries, 10, "approx", a)
+        assert (packed.last_route == kernels.ROUTE_MAXSCORE).all()
+        hits = 0
+        for (ids, scores), (t, w), (e_ids, _) in zip(got, queries, exact):
+            full = dict(zip(*oracle(index, t, w, 10 ** 6)))
+            assert all(full[i] == s for i, s in zip(ids.tolist(), scores.tolist()))  # true scores
+            hits += len(set(ids.tolist()) & set(e_ids.tolist()))
+        agreement.append(hits)
+        if a == 1.0:
+            same(exact, got)
+    assert agreement == sorted(agreement, reverse=True) and agreement[-1] < agreement[0]
 
 
 def test_a_long_list_is_only_sought_where_candidates_lie():
