@@ -1501,6 +1501,35 @@ TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read 
 TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
 
 
+def _fheap_push(fheap, size, k, v):
+    """Min-heap of the k largest float32 values seen (``fheap[0]`` the k-th); the new size."""
+    if size < k:
+        fheap[size] = v
+        c = size
+        while c > 0:
+            p = (c - 1) >> 1
+            if fheap[p] <= fheap[c]:
+                break
+            fheap[p], fheap[c] = fheap[c], fheap[p]
+            c = p
+        return size + 1
+    if v > fheap[0]:
+        fheap[0] = v
+        c = 0
+        while True:
+            left = 2 * c + 1
+            small = c
+            if left < k and fheap[left] < fheap[small]:
+                small = left
+            if left + 1 < k and fheap[left + 1] < fheap[small]:
+                small = left + 1
+            if small == c:
+                break
+            fheap[small], fheap[c] = fheap[c], fheap[small]
+            c = small
+    return size
+
+
 def _kth_partial(acc, touched, n_touched, k, fheap):
     """The k-th largest accumulator value over the touched documents (0 with fewer than k)."""
     if n_touched < k:
@@ -1508,44 +1537,49 @@ def _kth_partial(acc, touched, n_touched, k, fheap):
     size = 0
     for i in range(n_touched):
         v = acc[touched[i]]
-        if size < k:
-            fheap[size] = v
-            c = size
-            size += 1
-            while c > 0:
-                p = (c - 1) >> 1
-                if fheap[p] <= fheap[c]:
-                    break
-                fheap[p], fheap[c] = fheap[c], fheap[p]
-                c = p
-        elif v > fheap[0]:
-            fheap[0] = v
-            c = 0
-            while True:
-                left = 2 * c + 1
-                small = c
-                if left < k and fheap[left] < fheap[small]:
-                    small = left
-                if left + 1 < k and fheap[left + 1] < fheap[small]:
-                    small = left + 1
-                if small == c:
-                    break
-                fheap[small], fheap[c] = fheap[c], fheap[small]
-                c = small
+        if size < k or v > fheap[0]:  # (inline: a call per document costs more than the document)
+            size = _fheap_push(fheap, size, k, v)
     return fheap[0]
 
 
-def _candidates(acc, touched, n_touched, rest, theta, widen, out, count_only):
-    """The touched documents whose partial score plus ``rest`` (widened) reaches ``theta``:
-    their number (and, unless ``count_only``, the documents in ``out``)."""
+def _candidates(acc, touched, n_touched, rest, theta, widen):
+    """How many of the touched documents reach ``theta`` with ``rest`` added (widened)."""
     m = 0
     for i in range(n_touched):
-        d = touched[i]
-        if (np.float64(acc[d]) + rest) * widen >= theta:
-            if not count_only:
-                out[m] = d
+        if (np.float64(acc[touched[i]]) + rest) * widen >= theta:
             m += 1
     return m
+
+
+def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand):
+    """One pass over the touched documents (their accumulator and seen flags zeroed): the
+    documents whose partial score plus ``rest`` (widened) reaches the k-th best partial score
+    (shrunk) into ``cand``; returns their number. A document is kept as it comes when it reaches the
+    k-th best so far (which only grows), and the kept ones are filtered at the end."""
+    size = 0
+    m = 0
+    theta = np.float64(0.0)
+    kept = np.empty(n_touched, dtype=np.float32)
+    for i in range(n_touched):
+        d = touched[i]
+        v = acc[d]
+        acc[d] = 0.0
+        seen[d] = 0
+        if size < k or v > fheap[0]:  # (inline: a call per document costs more than the document)
+            size = _fheap_push(fheap, size, k, v)
+            if size == k:
+                theta = np.float64(fheap[0]) * shrink
+        if (np.float64(v) + rest) * widen >= theta:
+            cand[m] = d
+            kept[m] = v
+            m += 1
+    theta = np.float64(fheap[0]) * shrink if size == k else 0.0
+    out = 0
+    for i in range(m):
+        if (np.float64(kept[i]) + rest) * widen >= theta:
+            cand[out] = cand[i]
+            out += 1
+    return out
 
 
 def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
@@ -1624,17 +1658,12 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
             if rest[i + 1] * widen * approx < theta:
                 stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
                 cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
-                                             theta, widen, touched, True)
+                                             theta, widen)
                 if cands * n * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
                     stop = i + 1
                     break
-    if stop == n:
-        theta = np.float64(_kth_partial(acc, touched, n_touched, k, fheap)) * shrink
     cand = np.empty(n_touched, dtype=np.int32)
-    m = _candidates(acc, touched, n_touched, rest[stop], theta, widen, cand, False)
-    for x in range(n_touched):
-        acc[touched[x]] = 0.0
-        seen[touched[x]] = 0
+    m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand)
     if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
         return -2
     cand = np.sort(cand[:m])
@@ -2044,8 +2073,10 @@ if HAVE_NUMBA:
     _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
     _term_bound = njit(nogil=True, cache=True)(_term_bound)
     _ms_seek = njit(nogil=True, cache=True)(_ms_seek)
+    _fheap_push = njit(nogil=True, cache=True)(_fheap_push)
     _kth_partial = njit(nogil=True, cache=True)(_kth_partial)
     _candidates = njit(nogil=True, cache=True)(_candidates)
+    _collect = njit(nogil=True, cache=True)(_collect)
     _maxscore_taat = njit(nogil=True, cache=True)(_maxscore_taat)
     super_summary = njit(nogil=True, cache=True)(_super_summary)
     _mh_push = njit(nogil=True, cache=True)(_mh_push)

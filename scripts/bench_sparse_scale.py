@@ -15,12 +15,15 @@ Corpora:
           uniform over ranks 100-20,000: mostly rare terms, ~4,000 postings a query) and
           ``weighted_text_queries`` (2-6 words drawn with the corpus's own frequencies from rank
           100 on, as query logs follow their collection: most queries hold a long list), and the
-          same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps).
+          same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps). Exact
+          queries of <= 16 terms go to MaxScore term at a time (``kernels._maxscore_taat``).
 
 For each index, in a fresh process (peak memory is that process's VmHWM):
   - per-query latency (mean, p50, p99) and q/s, single thread, at k = 10 and k = 1000, for the
     exhaustive kernel and exact pruning, timed query by query, alternating in blocks of 10; pruned results
     must equal exhaustive ones bit for bit (ids, scores, order) for every query;
+  - q/s at k = 10 as streams (``streams``, in a process of its own: each strategy back to back
+    over queries never searched before, exhaustive / pruned / pruned / exhaustive);
   - (splade) the exhaustive top-1000 of ``--check`` queries against a scipy brute force over the
     generator's own vectors (float64 dot products of the same integer impacts);
   - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000);
@@ -158,6 +161,57 @@ def timed_pair(index, queries, k, block: int = PAIR_BLOCK):
                 out[strategy][1][i] = time.perf_counter() - t
                 out[strategy][0][i] = hits
     return [(hits, np.array(secs)) for hits, secs in (out["exhaustive"], out["pruned"])]
+
+
+def streams(index, queries, k: int) -> dict:
+    """Queries/s of each strategy as a stream of queries (a server's steady state), on four
+    quarters of ``queries`` none of which the process has searched: exhaustive over the first,
+    pruned over the second and third, exhaustive over the fourth (ABBA: drift falls on both
+    alike). Against ``timed_pair``: no query is timed right after the other kernel swept the
+    caches, and none is a repeat (the 480 MB L3 makes a repeated query 2-3x faster)."""
+    q = len(queries) // 4
+    secs: dict = {"exhaustive": [], "pruned": []}
+    for strategy, part in zip(("exhaustive", "pruned", "pruned", "exhaustive"),
+                              (queries[i * q:(i + 1) * q] for i in range(4))):
+        for query in part:
+            t = time.perf_counter()
+            index.search_many([query], k, strategy, checked=True)
+            secs[strategy].append(time.perf_counter() - t)
+    ex, pr = np.array(secs["exhaustive"]), np.array(secs["pruned"])
+    return {"k": k, "queries_each": len(ex), "exhaustive": latency(ex), "pruned": latency(pr),
+            "speedup_pruned": round(float(ex.mean() / pr.mean()), 2)}
+
+
+def search_streams(path: Path, n_queries: int, kind: str) -> dict:
+    """``streams`` at k = 10 on a built index, in a process of its own (``--child search-streams
+    PATH N splade|mid|weighted|weighted-all``): SPLADE-like queries from far past those the other
+    sections search, BM25 query sets of other seeds."""
+    from retriever import Retriever
+
+    if kind == "splade":
+        from indexing.inverted import InvertedIndex
+        from scripts.synthetic_splade import SpladeLike
+
+        index = InvertedIndex.load(path, num_docs=json.loads((path / "manifest.json").read_text())["doc_count"],
+                                   scale=SCALE)
+        raw = SpladeLike(0).queries(STREAM_OFFSET + 4 * n_queries + 3)[STREAM_OFFSET:]
+        queries = [index._checked(t, w) for t, w in raw]
+    else:
+        from scripts.synthetic import text_queries, weighted_text_queries
+
+        r = Retriever.load(path, verify=False)
+        index = r.searcher.index
+        n = 4 * n_queries + 3
+        texts = list((text_queries(n, seed=11) if kind == "mid" else
+                      weighted_text_queries(n, first_rank=1 if kind == "weighted-all" else 100, seed=12)).values())
+        queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
+        queries = [index._checked(t, w) for t, w in queries if len(t)]
+    for strategy in ("exhaustive", "pruned"):  # compiled, scratch allocated (three queries not timed after)
+        index.search_many(queries[-3:], 10, strategy, checked=True)
+    return {"index": str(path), "queries": kind, **streams(index, queries[:-3], 10)}
+
+
+STREAM_OFFSET = 20_000  # SPLADE-like queries before this one are searched by the other sections
 
 
 def latency(secs: np.ndarray) -> dict:
@@ -399,6 +453,8 @@ def main() -> int:
         step, args = sys.argv[2], sys.argv[3:]
         if step == "build-splade":
             row = build_splade(Path(args[0]), int(args[1]), args[2], int(args[3]) or None)
+        elif step == "search-streams":
+            row = search_streams(Path(args[0]), int(args[1]), args[2])
         elif step == "build-bm25":
             row = build_bm25(Path(args[0]), Path(args[1]), args[2])
         elif step == "search-splade":
@@ -440,6 +496,7 @@ def main() -> int:
             row["load_before"] = load()
             row["search"] = in_child("search-splade", str(path), str(args.queries), str(args.check),
                                      "heads" if args.heads else "no-heads")
+            row["streams_k10"] = in_child("search-streams", str(path), str(args.queries), "splade")
             row["load_after"] = load()
             report[name] = row
             out.write_text(json.dumps(report, indent=1) + "\n")
@@ -459,6 +516,8 @@ def main() -> int:
         row["search_weighted_queries"] = in_child("search-bm25", str(path), str(args.queries), "weighted")
         row["search_weighted_queries_all_ranks"] = in_child("search-bm25", str(path), str(args.queries),
                                                              "weighted-all")
+        row["streams_k10"] = {kind: in_child("search-streams", str(path), str(args.queries), kind)
+                              for kind in ("mid", "weighted", "weighted-all")}
         row["load_after"] = load()
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")
