@@ -1551,15 +1551,15 @@ def _candidates(acc, touched, n_touched, rest, theta, widen):
     return m
 
 
-def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand):
+def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand, kept):
     """One pass over the touched documents (their accumulator and seen flags zeroed): the
     documents whose partial score plus ``rest`` (widened) reaches the k-th best partial score
     (shrunk) into ``cand``; returns their number. A document is kept as it comes when it reaches the
-    k-th best so far (which only grows), and the kept ones are filtered at the end."""
+    k-th best so far (which only grows; its partial score in ``kept``), and the kept ones are
+    filtered at the end."""
     size = 0
     m = 0
     theta = np.float64(0.0)
-    kept = np.empty(n_touched, dtype=np.float32)
     for i in range(n_touched):
         d = touched[i]
         v = acc[d]
@@ -1583,7 +1583,7 @@ def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand)
 
 
 def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
-                   acc, seen, touched, heap, qstate, cache_docs, cache_vals, seek_cost):
+                   acc, seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, seek_cost):
     """MaxScore term at a time (above): the k best keys left in ``heap``; returns their count,
     -1 for a corrupt index, -2 when too many candidates stay (the accumulator is cleared; the
     caller reads the query exhaustively), -3 when it would not pay (nothing read). ``approx`` < 1:
@@ -1662,12 +1662,19 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                 if cands * n * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
                     stop = i + 1
                     break
-    cand = np.empty(n_touched, dtype=np.int32)
-    m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand)
+    if n_touched <= arena_docs.shape[0]:  # (per-thread scratch: an allocation per query stalls threads)
+        cand = arena_docs[:n_touched]
+        score = arena_vals[:n_touched]
+    else:
+        cand = np.empty(n_touched, dtype=np.int32)
+        score = np.empty(n_touched, dtype=np.float32)
+    m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand, score)
     if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
         return -2
-    cand = np.sort(cand[:m])
-    score = np.zeros(m, dtype=np.float32)
+    cand = cand[:m]
+    cand.sort()
+    score = score[:m]
+    score[:] = 0.0
     for j in range(n):  # exact scores: every term in query order, as the exhaustive kernel sums them
         st = qstate[j]
         if st[ST_DF] == 0:
@@ -2015,7 +2022,7 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                 route = ROUTE_MAXSCORE
                 size = _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                       tie_rank, k, approx, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
-                                      seek_cost)
+                                      arena_docs, arena_vals, seek_cost)
                 scored = -1  # (no blocks)
                 if size == -2 or size == -3:  # it would not pay: the exhaustive kernel (-3: nothing read yet)
                     route = ROUTE_EXHAUSTIVE
