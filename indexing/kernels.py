@@ -41,10 +41,10 @@ per *superblock* of ``2**SB_SHIFT`` blocks, derived at load: superblocks are bou
 refined best first, so a common term's entries are decoded only where they can matter
 (``_pruned_super``, below); the result is the same.
 
-Over packed postings, an exact query the blocks would not pay for and that has few terms, one of
-them very frequent (a BM25 query holding a near stop word), is read with MaxScore instead of
-exhaustively (``_maxscore_packed``, below: document at a time, the terms whose bounds sum below
-the threshold only looked up), again with the exhaustive kernel's scores bit for bit.
+Over packed postings, a query of at most ``MAXSCORE_TERMS`` terms (BM25's short queries) is
+read with MaxScore term at a time instead (``_maxscore_taat``, below: the terms added largest
+bound first, the lists left unread once their bounds sum below the k-th partial score, the
+candidates scored exactly), again with the exhaustive kernel's scores bit for bit.
 
 Keys pack (float32 score bits << 32) | (2**32 - 1 - tie rank): positive float32 bit patterns
 order like the numbers, so the largest keys are the best hits, ties going to the lower rank.
