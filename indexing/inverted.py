@@ -35,6 +35,7 @@ import itertools
 import json
 import math
 import os
+import statistics
 import threading
 from pathlib import Path
 
@@ -530,14 +531,10 @@ class InvertedIndex:
         then sends a query to the exhaustive kernel before its bounds pass when ``per hit * k``
         blocks would cost more than its postings (results are exact either way; only the time
         depends on it)."""
-        if len(scored) == 1:  # (one query a call: numpy's median costs more than the query's bookkeeping)
-            need = [int(scored[0]) if scored[0] >= 0 else -1 - int(scored[0])]
-            need = need if need[0] > 0 else []
-        else:
-            need = np.where(scored >= 0, scored, -1 - scored)
-            need = need[need > 0]
-        if len(need):
-            seen = float(np.median(need)) / k
+        # (plain Python: numpy's calls cost more than this on the one query a call searches often carry)
+        need = [x for x in (s if s >= 0 else -1 - s for s in scored.tolist()) if x > 0]
+        if need:
+            seen = float(statistics.median(need)) / k
             self.blocks_per_hit = min(max(0.75 * self.blocks_per_hit + 0.25 * seen, 0.5), 1e6)
 
     def top_k(self, query: dict[str, float], k: int, strategy: str = "pruned",
@@ -597,12 +594,8 @@ class InvertedIndex:
         # (a few microseconds each: plain Python for the small bookkeeping, one query a call is common)
         lengths = [len(t) for t, _ in queries]
         q_ptr = np.array([0, *itertools.accumulate(lengths)], dtype=np.int64)
-        if n == 1:
-            q_terms = np.ascontiguousarray(queries[0][0], dtype=np.int32)
-            q_weights = np.ascontiguousarray(queries[0][1], dtype=np.float32)
-        else:
-            q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
-            q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
+        q_terms = np.concatenate([t for t, _ in queries]).astype(np.int32) if q_ptr[-1] else np.empty(0, np.int32)
+        q_weights = np.concatenate([w for _, w in queries]).astype(np.float32) if q_ptr[-1] else np.empty(0, np.float32)
         mode = 0 if strategy == "exhaustive" else 1
         out_keys = np.zeros((n, k), dtype=np.uint64)
         out_counts = np.zeros(n, dtype=np.int64)

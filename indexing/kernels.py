@@ -1021,6 +1021,30 @@ _bm25 = bm25_impact  # compiled below, for scalars inside the kernels
 # the rest) has postings in block b, so scoring a block looks up only those terms. Scores, bounds
 # and their order of accumulation are the uncompressed kernels' own: results are equal bit for bit.
 
+def _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, docs_row, vals_row, acc, seen, touched,
+                n_touched):
+    """Add ``w x`` every posting of the open term in ``st`` into the accumulator, chunk by chunk
+    (touched documents listed); the new count of touched documents, or ``-1 - count`` when a chunk
+    is corrupt (the ones touched so far still listed, for the caller to clear)."""
+    num_docs = acc.shape[0]
+    bm25 = st[ST_MODE] == MODE_BM25
+    for c in range(st[ST_NC]):
+        n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
+        if n < 0:
+            return -1 - n_touched
+        for i in range(n):
+            d = docs_row[i]
+            if seen[d] == 0:
+                seen[d] = 1
+                touched[n_touched] = d
+                n_touched += 1
+            if bm25:
+                acc[d] += w * _bm25p(idf, vals_row[i])
+            else:
+                acc[d] += w * vals_row[i]
+    return n_touched
+
+
 def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, acc,
                        seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, reuse):
     """``_exhaustive`` over packed postings. ``reuse``: the terms are open already (the pruned
@@ -1049,25 +1073,13 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
                 else:
                     acc[d] += w * arena_vals[i]
             continue
-        docs_row = cache_docs[j]
-        vals_row = cache_vals[j]
-        for c in range(st[ST_NC]):
-            n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
-            if n < 0:
-                status = -1
-                break
-            for i in range(n):
-                d = docs_row[i]
-                if seen[d] == 0:
-                    seen[d] = 1
-                    touched[n_touched] = d
-                    n_touched += 1
-                if bm25:
-                    acc[d] += w * _bm25p(idf, vals_row[i])
-                else:
-                    acc[d] += w * vals_row[i]
-        if status < 0:
+        added = _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j],
+                            acc, seen, touched, n_touched)
+        if added < 0:
+            n_touched = -1 - added
+            status = -1
             break
+        n_touched = added
     if status < 0:
         for i in range(n_touched):
             acc[touched[i]] = 0.0
@@ -1629,27 +1641,14 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     for i in range(n):
         j = order[i]
         st = qstate[j]
-        w = q_weights[j]
-        bm25 = st[ST_MODE] == MODE_BM25
-        docs_row = cache_docs[j]
-        vals_row = cache_vals[j]
-        for c in range(st[ST_NC]):
-            m = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
-            if m < 0:
-                for x in range(n_touched):
-                    acc[touched[x]] = 0.0
-                    seen[touched[x]] = 0
-                return -1
-            for p in range(m):
-                d = docs_row[p]
-                if seen[d] == 0:
-                    seen[d] = 1
-                    touched[n_touched] = d
-                    n_touched += 1
-                if bm25:
-                    acc[d] += w * _bm25p(idf[j], vals_row[p])
-                else:
-                    acc[d] += w * vals_row[p]
+        added = _add_chunks(buf, st, q_weights[j], idf[j], table, float_bits, norms, norm_table, cache_docs[j],
+                            cache_vals[j], acc, seen, touched, n_touched)
+        if added < 0:
+            for x in range(-1 - added):
+                acc[touched[x]] = 0.0
+                seen[touched[x]] = 0
+            return -1
+        n_touched = added
         read += st[ST_DF]
         # can the terms left be dropped? Only if their bounds fall below what the read ones can give
         if i + 1 < n and rest[i + 1] * widen * approx < rest[0] - rest[i + 1] and n_touched >= k:
@@ -2072,6 +2071,7 @@ if HAVE_NUMBA:
     search_queries = njit(nogil=True, cache=True)(_search_queries)
     build_counts = njit(nogil=True, cache=True)(_build_counts)
     build_fill = njit(nogil=True, cache=True)(_build_fill)
+    _add_chunks = njit(nogil=True, cache=True)(_add_chunks)
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
     _bounds_stored = njit(nogil=True, cache=True)(_bounds_stored)

@@ -186,26 +186,14 @@ def search_streams(path: Path, n_queries: int, kind: str) -> dict:
     """``streams`` at k = 10 on a built index, in a process of its own (``--child search-streams
     PATH N splade|mid|weighted|weighted-all``): SPLADE-like queries from far past those the other
     sections search, BM25 query sets of other seeds."""
-    from retriever import Retriever
-
     if kind == "splade":
-        from indexing.inverted import InvertedIndex
         from scripts.synthetic_splade import SpladeLike
 
-        index = InvertedIndex.load(path, num_docs=json.loads((path / "manifest.json").read_text())["doc_count"],
-                                   scale=SCALE)
+        index = load_splade(path)
         raw = SpladeLike(0).queries(STREAM_OFFSET + 4 * n_queries + 3)[STREAM_OFFSET:]
         queries = [index._checked(t, w) for t, w in raw]
     else:
-        from scripts.synthetic import text_queries, weighted_text_queries
-
-        r = Retriever.load(path, verify=False)
-        index = r.searcher.index
-        n = 4 * n_queries + 3
-        texts = list((text_queries(n, seed=11) if kind == "mid" else
-                      weighted_text_queries(n, first_rank=1 if kind == "weighted-all" else 100, seed=12)).values())
-        queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
-        queries = [index._checked(t, w) for t, w in queries if len(t)]
+        index, queries = bm25_queries(path, kind, 4 * n_queries + 3, seed=11 if kind == "mid" else 12)
     for strategy in ("exhaustive", "pruned"):  # compiled, scratch allocated (three queries not timed after)
         index.search_many(queries[-3:], 10, strategy, checked=True)
     return {"index": str(path), "queries": kind, **streams(index, queries[:-3], 10)}
@@ -374,13 +362,11 @@ def brute_force_check(index, queries, exact_1000, order, n_check: int) -> dict:
 
 
 def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True) -> dict:
-    from indexing.inverted import InvertedIndex
     from indexing.manifest import load_array
     from scripts.synthetic_splade import SpladeLike
 
     t = time.perf_counter()
-    index = InvertedIndex.load(path, num_docs=json.loads((path / "manifest.json").read_text())["doc_count"],
-                               scale=SCALE)
+    index = load_splade(path)
     if index.packed is None:  # (packed postings carry their block maxima; asking would decode them all)
         index.ensure_blockmax()
     load_s = time.perf_counter() - t
@@ -397,18 +383,33 @@ def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True) 
     return report
 
 
-def search_bm25(path: Path, n_queries: int, query_set: str = "mid") -> dict:
+def load_splade(path: Path):
+    from indexing.inverted import InvertedIndex
+
+    return InvertedIndex.load(path, num_docs=json.loads((path / "manifest.json").read_text())["doc_count"],
+                              scale=SCALE)
+
+
+def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
+    """The BM25 index at ``path`` and ``n`` queries of ``query_set`` (``mid``, ``weighted``: from
+    rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept), encoded and
+    checked (those without a known term dropped); ``seed``: the generator's (default its own)."""
     from retriever import Retriever
     from scripts.synthetic import text_queries, weighted_text_queries
 
     r = Retriever.load(path, verify=False)
     index = r.searcher.index
+    kw = {} if seed is None else {"seed": seed}
     if query_set == "mid":
-        texts = list(text_queries(n_queries).values())
-    else:  # weighted: from rank 100 (stop words dropped); weighted-all: every rank (stop words kept)
-        texts = list(weighted_text_queries(n_queries, first_rank=1 if query_set == "weighted-all" else 100).values())
+        texts = list(text_queries(n, **kw).values())
+    else:
+        texts = list(weighted_text_queries(n, first_rank=1 if query_set == "weighted-all" else 100, **kw).values())
     queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
-    queries = [index._checked(t, w) for t, w in queries if len(t)]
+    return index, [index._checked(t, w) for t, w in queries if len(t)]
+
+
+def search_bm25(path: Path, n_queries: int, query_set: str = "mid") -> dict:
+    index, queries = bm25_queries(path, query_set, n_queries)
     report, _ = search_report(index, queries)
     report["bytes_per_doc"] = round(dir_bytes(path) / index.num_docs, 1)
     report["peak_rss_mb"] = round(peak_rss_mb())
