@@ -1032,16 +1032,23 @@ def _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, docs_row,
         n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
         if n < 0:
             return -1 - n_touched
-        for i in range(n):
-            d = docs_row[i]
-            if seen[d] == 0:
-                seen[d] = 1
-                touched[n_touched] = d
-                n_touched += 1
-            if bm25:
-                acc[d] += w * _bm25p(idf, vals_row[i])
-            else:
-                acc[d] += w * vals_row[i]
+        n_touched = _add_postings(docs_row, vals_row, 0, n, w, idf, bm25, acc, seen, touched, n_touched)
+    return n_touched
+
+
+def _add_postings(docs, vals, lo, hi, w, idf, bm25, acc, seen, touched, n_touched):
+    """Add ``w x`` the decoded postings ``lo:hi`` (BM25: their products turned into impacts with
+    ``idf``) into the accumulator; returns the new count of touched documents."""
+    for i in range(lo, hi):
+        d = docs[i]
+        if seen[d] == 0:
+            seen[d] = 1
+            touched[n_touched] = d
+            n_touched += 1
+        if bm25:
+            acc[d] += w * _bm25p(idf, vals[i])
+        else:
+            acc[d] += w * vals[i]
     return n_touched
 
 
@@ -1062,16 +1069,8 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
         bm25 = st[ST_MODE] == MODE_BM25
         idf = _idf(st, table)
         if reuse and st[ST_ARENA] >= 0:
-            for i in range(st[ST_ARENA], st[ST_ARENA] + st[ST_DF]):
-                d = arena_docs[i]
-                if seen[d] == 0:
-                    seen[d] = 1
-                    touched[n_touched] = d
-                    n_touched += 1
-                if bm25:
-                    acc[d] += w * _bm25p(idf, arena_vals[i])
-                else:
-                    acc[d] += w * arena_vals[i]
+            n_touched = _add_postings(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf, bm25,
+                                      acc, seen, touched, n_touched)
             continue
         added = _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j],
                             acc, seen, touched, n_touched)
@@ -2071,6 +2070,7 @@ if HAVE_NUMBA:
     search_queries = njit(nogil=True, cache=True)(_search_queries)
     build_counts = njit(nogil=True, cache=True)(_build_counts)
     build_fill = njit(nogil=True, cache=True)(_build_fill)
+    _add_postings = njit(nogil=True, cache=True)(_add_postings)
     _add_chunks = njit(nogil=True, cache=True)(_add_chunks)
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
