@@ -1087,8 +1087,11 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
     return _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap)
 
 
-def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand):
-    """Add a term's stored block maxima (times ``w``) to the block bounds; (n_cand, status)."""
+def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand, track):
+    """Add a term's stored block maxima (times ``w``) to the block bounds; (n_cand, status).
+    ``track`` False: blocks are not listed as candidates here (``ub_mask`` alone marks them; the
+    caller lists them with ``_gather``): without the branch and the two writes per entry the pass
+    runs ~1.6x faster (see ``_gather``)."""
     m = st[ST_M]
     wg, wv, gpos, vpos, npos = _bm_layout(buf, st)
     mode = st[ST_MODE]
@@ -1129,13 +1132,30 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, 
             v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
         else:
             v = _value(mode, code, base, size, table, float_bits, idf, np.float32(0.0))
-        if ub_seen[b] == 0:  # (inline: a call with array arguments costs more than the work)
+        if track and ub_seen[b] == 0:  # (inline: a call with array arguments costs more than the work)
             ub_seen[b] = 1
             cand[n_cand] = b
             n_cand += 1
         ub[b] += w * v
         ub_mask[b] |= bit
     return n_cand, 0
+
+
+GATHER_SHARE = 0.25  # a query's stored block-max entries, as a share of the blocks, from which the bounds pass
+# lists candidates by one sweep of the blocks (``_gather``) instead of entry by entry
+
+
+def _gather(ub_mask, ub_seen, cand, n_cand):
+    """List every block some term marked in ``ub_mask`` and not listed yet (``ub_seen`` 0) as a
+    candidate; returns the new count. One sequential sweep of the blocks: when a query's terms
+    hold block-max entries in most blocks this is cheaper than listing them entry by entry (the
+    bounds pass without it, SPLADE-like 1M: ~6 against ~9 ns an entry)."""
+    for b in range(ub_mask.shape[0]):
+        if ub_mask[b] != 0 and ub_seen[b] == 0:
+            ub_seen[b] = 1
+            cand[n_cand] = b
+            n_cand += 1
+    return n_cand
 
 
 def _decode_whole(buf, st, num_docs, shift, table, float_bits, norms, norm_table, arena_docs, arena_vals,
@@ -1354,11 +1374,15 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
     status = 0
     postings = 0
     used = np.zeros(2, dtype=np.int64)  # arena postings and block entries taken
+    entries = 0
     for j in range(q_terms.shape[0]):
         if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
                       qstate[j]) < 0:
             return -1, 0
         postings += qstate[j, ST_DF]
+        if qstate[j, ST_BM] >= 0:
+            entries += qstate[j, ST_M]
+    track = entries < GATHER_SHARE * ub.shape[0]
     budget = _budget(postings, block_cost, q_terms.shape[0])
     first = _first_blocks(k, shift)
     if budget >= 0 and max(first, per_hit * k) > budget:  # the postings cost less than the blocks
@@ -1370,13 +1394,15 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
         bit = np.uint64(1) << np.uint64(j & 63)
         if st[ST_BM] >= 0:
             n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table,
-                                            ub, ub_seen, ub_mask, cand, n_cand)
+                                            ub, ub_seen, ub_mask, cand, n_cand, track)
         else:
             n_cand, status = _bounds_derived(buf, st, q_weights[j], bit, shift, num_docs, table, float_bits, norms,
                                              norm_table, cache_docs[j], cache_vals[j], ub, ub_seen, ub_mask, cand,
                                              n_cand, arena_docs, arena_vals, arena_blocks, used)
         if status < 0:
             break
+    if not track:  # (also after a corrupt term: the marked blocks are cleared through the list)
+        n_cand = _gather(ub_mask, ub_seen, cand, n_cand)
     scored = 0
     size = 0
     if status == 0:
@@ -1869,24 +1895,31 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
     if budget >= 0 and max(_first_blocks(k, shift), per_hit * k) > budget:
         return -2, 0
     summarised = np.zeros(n, dtype=np.bool_)
+    entries = 0
+    for j in range(n):
+        t = q_terms[j]
+        if qstate[j, ST_DF] > 0 and qstate[j, ST_BM] >= 0:
+            if sb_ptr[t + 1] > sb_ptr[t]:
+                summarised[j] = True
+            else:
+                entries += qstate[j, ST_M]
+    track = entries < GATHER_SHARE * ub.shape[0]
     for j in range(n):  # terms without a summary: block bounds, as _pruned_packed
         st = qstate[j]
-        if st[ST_DF] == 0:
-            continue
-        t = q_terms[j]
-        if st[ST_BM] >= 0 and sb_ptr[t + 1] > sb_ptr[t]:
-            summarised[j] = True
+        if st[ST_DF] == 0 or summarised[j]:
             continue
         bit = np.uint64(1) << np.uint64(j & 63)
         if st[ST_BM] >= 0:
             n_cand, status = _bounds_stored(buf, st, q_weights[j], bit, table, float_bits, norm_table,
-                                            ub, ub_seen, ub_mask, cand, n_cand)
+                                            ub, ub_seen, ub_mask, cand, n_cand, track)
         else:
             n_cand, status = _bounds_derived(buf, st, q_weights[j], bit, shift, num_docs, table, float_bits, norms,
                                              norm_table, cache_docs[j], cache_vals[j], ub, ub_seen, ub_mask, cand,
                                              n_cand, arena_docs, arena_vals, arena_blocks, used)
         if status < 0:
             break
+    if not track:  # (also after a corrupt term: the marked blocks are cleared through the list)
+        n_cand = _gather(ub_mask, ub_seen, cand, n_cand)
     if status == 0:
         for i in range(n_cand):  # a superblock's bound from those terms: its best block's
             b = cand[i]
@@ -2075,6 +2108,7 @@ if HAVE_NUMBA:
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
     _bounds_stored = njit(nogil=True, cache=True)(_bounds_stored)
+    _gather = njit(nogil=True, cache=True)(_gather)
     _bounds_derived = njit(nogil=True, cache=True)(_bounds_derived)
     _score_block_packed = njit(nogil=True, cache=True)(_score_block_packed)
     _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
