@@ -303,7 +303,7 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
                 size = _heap_push(heap, size, k, key)
         loc_acc[off] = 0.0
         loc_seen[off] = 0
-    return size if status == 0 else -1
+    return size if status >= 0 else -1
 
 
 def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q_terms, q_weights, tie_rank, k,
@@ -1245,19 +1245,28 @@ def _bounds_derived(buf, st, w, bit, shift, num_docs, table, float_bits, norms, 
 
 def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k, heap, size,
                         ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs, cache_vals, arena_docs,
-                        arena_vals, arena_blocks, used, whole):
+                        arena_vals, arena_blocks, used, whole, bound):
     """``_score_block`` over packed postings: each query term with postings in block ``b`` (its
     bit ``j & 63`` in ``ub_mask[b]``) is read from the arena (a term decoded whole: by the
     bounds pass, or here at its first block when it has at most ``WHOLE`` postings and fits),
     else from the chunk holding the block's first document, decoded into its cache row (doc ids
     once; impacts all at once when the block needs many, else one by one); returns the new heap
-    size, or -1 for a corrupt index."""
+    size, or -1 for a corrupt index. ``bound`` (float64, >= the sum of every term's ``w x`` block
+    maximum here, or inf): after each term the block is given up once the best partial score plus
+    what the unread terms can add (``bound`` less each read term's largest contribution here: a
+    block maximum is at least it) falls below the k-th score; none of its documents could enter
+    the top k, so the result is the one scoring every term gives."""
     num_docs = tie_rank.shape[0]
     base = b << shift
     top = base + loc_acc.shape[0]
     mask = ub_mask[b]
     n_loc = 0
     status = 0
+    theta = np.float64(_threshold(heap, size, k))
+    eps = 4.0 * (q_weights.shape[0] + 2) * 2.0 ** -24
+    low = theta * (1.0 - eps)
+    rest = bound
+    best = np.float32(0.0)
     for j in range(q_weights.shape[0]):
         if (mask >> np.uint64(j & 63)) & np.uint64(1) == 0:
             continue
@@ -1287,18 +1296,27 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 continue
             i = arena_blocks[lo] & 0xFFFFFFFF
             end = (arena_blocks[lo + 1] & 0xFFFFFFFF) if lo + 1 < last else a0 + df
+            tmax = np.float32(0.0)
             while i < end:
                 off = arena_docs[i] - base
                 if loc_seen[off] == 0:
                     loc_seen[off] = 1
                     loc_list[n_loc] = off
                     n_loc += 1
-                loc_acc[off] += w * _impact(mode, idf, arena_vals[i])
+                x = w * _impact(mode, idf, arena_vals[i])
+                tmax = max(tmax, x)
+                loc_acc[off] += x
+                best = max(best, loc_acc[off])
                 i += 1
+            rest -= tmax
+            if size >= k and np.float64(best) * (1.0 + eps) + rest < low:
+                status = 1  # given up: no document here reaches the k-th score
+                break
             continue
         st = qstate[j]
         docs_row = cache_docs[j]
         vals_row = cache_vals[j]
+        tmax = np.float32(0.0)
         c = 0
         if st[ST_NC] > 1:
             c = st[ST_CACHED]  # the decoded chunk, when the block starts inside it
@@ -1342,7 +1360,10 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                     loc_seen[off] = 1
                     loc_list[n_loc] = off
                     n_loc += 1
-                loc_acc[off] += w * _impact(mode, idf, v)
+                x = w * _impact(mode, idf, v)
+                tmax = max(tmax, x)
+                loc_acc[off] += x
+                best = max(best, loc_acc[off])
                 i += 1
             if status < 0:
                 break
@@ -1350,6 +1371,10 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 break
             c += 1  # the block goes on in the next chunk
         if status < 0:
+            break
+        rest -= tmax
+        if size >= k and np.float64(best) * (1.0 + eps) + rest < low:
+            status = 1  # given up: no document here reaches the k-th score
             break
     bits = loc_acc.view(np.uint32)
     for i in range(n_loc):
@@ -1361,7 +1386,7 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 size = _heap_push(heap, size, k, key)
         loc_acc[off] = 0.0
         loc_seen[off] = 0
-    return size if status == 0 else -1
+    return size if status >= 0 else -1
 
 
 def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
@@ -1405,6 +1430,7 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
         n_cand = _gather(ub_mask, ub_seen, cand, n_cand)
     scored = 0
     size = 0
+    sum_widen = 1.0 + 2.0 * (q_terms.shape[0] + 1) * 2.0 ** -24  # a float32 sum of n terms, rounded down
     if status == 0:
         n_first = _best_first(cand, n_cand, ub, order, first)
         for i in range(n_first):
@@ -1412,7 +1438,8 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
             ub_seen[b] = 2  # scored
             size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank, k,
                                        heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs,
-                                       cache_vals, arena_docs, arena_vals, arena_blocks, used, whole)
+                                       cache_vals, arena_docs, arena_vals, arena_blocks, used, whole,
+                                       np.float64(ub[b]) * sum_widen)
             scored += 1
             if size < 0:
                 status = -1
@@ -1431,10 +1458,11 @@ def _pruned_packed(buf, term_ptr, table, float_bits, norms, norm_table, shift, q
                 if budget >= 0 and scored >= budget:
                     status = -2
                     break
-                size = _score_block_packed(np.int64(key & _LOW), buf, table, float_bits, norms, norm_table, shift,
+                b = np.int64(key & _LOW)
+                size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift,
                                            q_weights, tie_rank, k, heap, size, ub_mask, loc_acc, loc_seen, loc_list,
                                            qstate, cache_docs, cache_vals, arena_docs, arena_vals,
-                                           arena_blocks, used, whole)
+                                           arena_blocks, used, whole, np.float64(ub[b]) * sum_widen)
                 scored += 1
                 if size < 0:
                     status = -1
@@ -1945,7 +1973,8 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                     sub_cand[n_sc] = s
                     n_sc += 1
                 sub[s] += w * sb_val[e]
-    widen = np.float64(approx) * (1.0 + 2.0 * (n + 1) * 2.0 ** -24)
+    sum_widen = 1.0 + 2.0 * (n + 1) * 2.0 ** -24
+    widen = np.float64(approx) * sum_widen
     scored = 0
     size = 0
     nh = 0
@@ -1973,7 +2002,8 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                 ub_seen[b] = 2  # scored
                 size = _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_weights, tie_rank,
                                            k, heap, size, ub_mask, loc_acc, loc_seen, loc_list, qstate, cache_docs,
-                                           cache_vals, arena_docs, arena_vals, arena_blocks, used, whole)
+                                           cache_vals, arena_docs, arena_vals, arena_blocks, used, whole,
+                                           np.float64(ub[b]) * sum_widen)
                 scored += 1
                 if size < 0:
                     status = -1
