@@ -303,7 +303,7 @@ def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q
                 size = _heap_push(heap, size, k, key)
         loc_acc[off] = 0.0
         loc_seen[off] = 0
-    return size if status >= 0 else -1
+    return size if status == 0 else -1
 
 
 def _pruned(offsets, docs, impacts, bm_ptr, bm_block, bm_max, bm_start, shift, q_terms, q_weights, tie_rank, k,
