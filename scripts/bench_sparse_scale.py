@@ -24,6 +24,8 @@ For each index, in a fresh process (peak memory is that process's VmHWM):
     must equal exhaustive ones bit for bit (ids, scores, order) for every query;
   - q/s at k = 10 as streams (``streams``, in a process of its own: each strategy back to back
     over queries never searched before, exhaustive / pruned / pruned / exhaustive);
+  - (bm25) the share of postings MaxScore could leave unread knowing the final k-th score
+    (``maxscore_cut_limit_k10``, ``bm25_cut``): a limit on what pruning can gain on each set;
   - (splade) the exhaustive top-1000 of ``--check`` queries against a scipy brute force over the
     generator's own vectors (float64 dot products of the same integer impacts);
   - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000);
@@ -408,6 +410,42 @@ def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
     return index, [index._checked(t, w) for t, w in queries if len(t)]
 
 
+def bm25_cut(path: Path, n_queries: int, query_set: str) -> dict:
+    """How much of a query's postings MaxScore could leave unread at k = 10 even if it knew the
+    final k-th score from the start (``--child bm25-cut PATH N mid|weighted|weighted-all``): the
+    terms sorted by bound (``w x`` largest impact, ``kernels._term_bound``), the longest tail
+    whose bounds sum below the exhaustive k-th score. An upper limit on its speed-up over the
+    exhaustive kernel: postings / (postings - that tail's), before any seek is paid."""
+    from indexing import kernels as K
+
+    index, queries = bm25_queries(path, query_set, n_queries)
+    p = index.packed
+    st = np.zeros(K.NST, dtype=np.int64)
+    nmax = np.float32(p.norm_table.max())
+    total = skippable = 0
+    for (terms, weights), (ids, scores) in zip(queries, index.search_many(queries, 10, "exhaustive", checked=True)):
+        bounds, dfs = [], []
+        for t, w in zip(terms.tolist(), weights.tolist()):
+            if K._open_term(p.stream, p.term_ptr, t, index.num_docs, p.table.shape[0], p.norms.shape[0],
+                            p.norm_table.shape[0], st) < 0:
+                raise RuntimeError(f"{path}: corrupt term {t}")
+            bounds.append(w * float(K._term_bound(p.stream, st, p.table, p.float_bits, nmax)))
+            dfs.append(int(st[K.ST_DF]))
+        order = np.argsort(bounds)  # smallest bound first: the tail MaxScore leaves unread
+        theta = float(scores[-1]) if len(scores) == 10 else 0.0
+        rest = tail = 0
+        for i in order:
+            if rest + bounds[i] >= theta:
+                break
+            rest += bounds[i]
+            tail += dfs[i]
+        total += sum(dfs)
+        skippable += tail
+    return {"queries": query_set, "n": len(queries), "postings_per_query": round(total / len(queries), 1),
+            "skippable_share": round(skippable / total, 4),
+            "speedup_limit": round(total / max(total - skippable, 1), 2)}
+
+
 def search_bm25(path: Path, n_queries: int, query_set: str = "mid") -> dict:
     index, queries = bm25_queries(path, query_set, n_queries)
     report, _ = search_report(index, queries)
@@ -456,6 +494,8 @@ def main() -> int:
             row = build_splade(Path(args[0]), int(args[1]), args[2], int(args[3]) or None)
         elif step == "search-streams":
             row = search_streams(Path(args[0]), int(args[1]), args[2])
+        elif step == "bm25-cut":
+            row = bm25_cut(Path(args[0]), int(args[1]), args[2])
         elif step == "build-bm25":
             row = build_bm25(Path(args[0]), Path(args[1]), args[2])
         elif step == "search-splade":
@@ -519,6 +559,8 @@ def main() -> int:
                                                              "weighted-all")
         row["streams_k10"] = {kind: in_child("search-streams", str(path), str(args.queries), kind)
                               for kind in ("mid", "weighted", "weighted-all")}
+        row["maxscore_cut_limit_k10"] = {kind: in_child("bm25-cut", str(path), str(args.queries), kind)
+                                         for kind in ("mid", "weighted", "weighted-all")}
         row["load_after"] = load()
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")
