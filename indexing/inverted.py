@@ -55,6 +55,7 @@ BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
 BLOCK_SHIFT = 6  # 64 documents per block
 CSR = "csr"  # the uncompressed layout's name in a manifest ("postings": {"format": ...})
 ARENA = 1 << 20  # postings per thread the pruned kernel may keep decoded for a query (16 MB)
+PIECES_PER_THREAD = 8  # a threaded batch is cut into this many pieces per thread, taken as threads free up
 BP_MAX_POSTINGS = 400_000_000  # postings BP reorders by at most (3.2 GB of forward index and its copy)
 
 
@@ -564,8 +565,9 @@ class InvertedIndex:
         threshold``; ``approx`` in (0, 1]), or ``heads`` (``indexing.heads``: the ``candidates``
         (at least k) documents of best partial score over the ``heads_depth x terms`` head postings
         of largest weight x impact, scored exactly; needs ``INDEX/heads``). ``last_route`` tells
-        which way each query went. ``threads``: queries
-        are split in that many contiguous parts searched in parallel (the kernel holds no GIL).
+        which way each query went. ``threads``: that many threads search
+        the batch in parallel (the kernel holds no GIL), taking its queries in contiguous pieces
+        (``PIECES_PER_THREAD`` per thread) as they free up.
         ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
         scores can differ there and be equal once divided; merging results of several indexes
         by raw score keeps exactly the order one index gives).
@@ -655,11 +657,13 @@ class InvertedIndex:
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
-        parts = [n * i // min(threads, n) for i in range(min(threads, n) + 1)]
-        if len(parts) == 2:
+        workers = min(threads, n)
+        if workers == 1:
             run(0, n)
-        else:
-            list(self._pool(len(parts) - 1).map(lambda i: run(parts[i], parts[i + 1]), range(len(parts) - 1)))
+        else:  # pieces of the batch taken by whichever thread is free: query costs vary 10x and more
+            pieces = min(n, workers * PIECES_PER_THREAD)
+            parts = [n * i // pieces for i in range(pieces + 1)]
+            list(self._pool(workers).map(lambda i: run(parts[i], parts[i + 1]), range(pieces)))
         if mode and strategy != "heads":
             self._learn(out_scored, k)
             if packed is None:
