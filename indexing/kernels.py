@@ -1282,6 +1282,7 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
             status = -1
             break
         a0 = qstate[j, ST_ARENA]
+        tmax = np.float32(0.0)  # the term's largest contribution here
         if a0 >= 0:  # decoded whole: the block's postings from the term's block list
             lo = qstate[j, ST_BLK]
             last = lo + qstate[j, ST_BLKN]
@@ -1296,7 +1297,6 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 continue
             i = arena_blocks[lo] & 0xFFFFFFFF
             end = (arena_blocks[lo + 1] & 0xFFFFFFFF) if lo + 1 < last else a0 + df
-            tmax = np.float32(0.0)
             while i < end:
                 off = arena_docs[i] - base
                 if loc_seen[off] == 0:
@@ -1308,68 +1308,63 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                 loc_acc[off] += x
                 best = max(best, loc_acc[off])
                 i += 1
-            rest -= tmax
-            if size >= k and np.float64(best) * (1.0 + eps) + rest < low:
-                status = 1  # given up: no document here reaches the k-th score
-                break
-            continue
-        st = qstate[j]
-        docs_row = cache_docs[j]
-        vals_row = cache_vals[j]
-        tmax = np.float32(0.0)
-        c = 0
-        if st[ST_NC] > 1:
-            c = st[ST_CACHED]  # the decoded chunk, when the block starts inside it
-            if c < 0 or docs_row[st[ST_CACHED_N] - 1] < base or \
-                    (c > 0 and _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD]) >= base):
-                c = _find_chunk(buf, st, base)
-        while True:
-            n = _load_docs(buf, st, c, num_docs, docs_row)
-            if n < 0:
-                status = -1
-                break
-            lo = 0
-            hi = n
-            while lo < hi:  # the first posting >= base
-                mid = (lo + hi) >> 1
-                if docs_row[mid] < base:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            i = lo
-            last = lo
-            while last < n and docs_row[last] < top:
-                last += 1
-            decoded = st[ST_VALUES] == c
-            if not decoded and 4 * (last - lo) > n:  # many of them: decode every impact at once
-                if _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
+        else:  # from the chunk holding the block's first document
+            st = qstate[j]
+            docs_row = cache_docs[j]
+            vals_row = cache_vals[j]
+            c = 0
+            if st[ST_NC] > 1:
+                c = st[ST_CACHED]  # the decoded chunk, when the block starts inside it
+                if c < 0 or docs_row[st[ST_CACHED_N] - 1] < base or \
+                        (c > 0 and _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD]) >= base):
+                    c = _find_chunk(buf, st, base)
+            while True:
+                n = _load_docs(buf, st, c, num_docs, docs_row)
+                if n < 0:
                     status = -1
                     break
-                decoded = True
-            while i < last:
-                d = docs_row[i]
-                if decoded:
-                    v = vals_row[i]
-                else:
-                    v = _value_at(buf, st, i, d, table, float_bits, norms, norm_table)
-                    if np.isnan(v):
+                lo = 0
+                hi = n
+                while lo < hi:  # the first posting >= base
+                    mid = (lo + hi) >> 1
+                    if docs_row[mid] < base:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                i = lo
+                last = lo
+                while last < n and docs_row[last] < top:
+                    last += 1
+                decoded = st[ST_VALUES] == c
+                if not decoded and 4 * (last - lo) > n:  # many of them: decode every impact at once
+                    if _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
                         status = -1
                         break
-                off = d - base
-                if loc_seen[off] == 0:
-                    loc_seen[off] = 1
-                    loc_list[n_loc] = off
-                    n_loc += 1
-                x = w * _impact(mode, idf, v)
-                tmax = max(tmax, x)
-                loc_acc[off] += x
-                best = max(best, loc_acc[off])
-                i += 1
-            if status < 0:
-                break
-            if i < n or c + 1 >= st[ST_NC]:
-                break
-            c += 1  # the block goes on in the next chunk
+                    decoded = True
+                while i < last:
+                    d = docs_row[i]
+                    if decoded:
+                        v = vals_row[i]
+                    else:
+                        v = _value_at(buf, st, i, d, table, float_bits, norms, norm_table)
+                        if np.isnan(v):
+                            status = -1
+                            break
+                    off = d - base
+                    if loc_seen[off] == 0:
+                        loc_seen[off] = 1
+                        loc_list[n_loc] = off
+                        n_loc += 1
+                    x = w * _impact(mode, idf, v)
+                    tmax = max(tmax, x)
+                    loc_acc[off] += x
+                    best = max(best, loc_acc[off])
+                    i += 1
+                if status < 0:
+                    break
+                if i < n or c + 1 >= st[ST_NC]:
+                    break
+                c += 1  # the block goes on in the next chunk
         if status < 0:
             break
         rest -= tmax

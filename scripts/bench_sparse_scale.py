@@ -435,7 +435,7 @@ def bm25_cut(path: Path, n_queries: int, query_set: str) -> dict:
     st = np.zeros(K.NST, dtype=np.int64)
     nmax = np.float32(p.norm_table.max())
     total = skippable = 0
-    for (terms, weights), (ids, scores) in zip(queries, index.search_many(queries, 10, "exhaustive", checked=True)):
+    for (terms, weights), (_, scores) in zip(queries, index.search_many(queries, 10, "exhaustive", checked=True)):
         bounds, dfs = [], []
         for t, w in zip(terms.tolist(), weights.tolist()):
             if K._open_term(p.stream, p.term_ptr, t, index.num_docs, p.table.shape[0], p.norms.shape[0],
