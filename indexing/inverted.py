@@ -668,17 +668,18 @@ class InvertedIndex:
             self._learn(out_scored, k)
             if packed is None:
                 out_route[out_scored < 0] = kernels.ROUTE_EXHAUSTIVE
-        corrupt = out_counts.min() < 0
+        counts = out_counts.tolist()  # (plain Python: numpy's calls cost more on the one query a call often holds)
+        corrupt = min(counts) < 0
         if corrupt and strategy == "heads":
             raise IndexFormatError(f"{self.root}/heads: corrupt heads or forward lists (a doc id or term outside "
                                    f"the index); derive them again: `retriever heads {self.root} --overwrite`")
         if corrupt:
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")
-        out = []
-        for q in range(n):
-            ranks, scores = kernels.decode_keys(out_keys[q, :out_counts[q]])
-            if self.scale and not raw:
-                scores = scores / np.float32(self.scale)
-            out.append((self.tie_order[ranks], scores))
-        return out
+        # the whole batch decoded at once (numpy's per-call cost paid a few times, not a few times a
+        # query); a row's empty slots (key 0: rank -1 once cast) are decoded too and sliced off
+        ranks, scores = kernels.decode_keys(out_keys[:, :max(counts)])
+        ids = self.tie_order[ranks]
+        if self.scale and not raw:
+            scores = scores / np.float32(self.scale)
+        return [(ids[q, :c], scores[q, :c]) for q, c in enumerate(counts)]

@@ -28,7 +28,8 @@ For each index, in a fresh process (peak memory is that process's VmHWM):
     (``maxscore_cut_limit_k10``, ``bm25_cut``): a limit on what pruning can gain on each set;
   - (splade) the exhaustive top-1000 of ``--check`` queries against a scipy brute force over the
     generator's own vectors (float64 dot products of the same integer impacts);
-  - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000);
+  - batches with threads = 1 and 2 (pruned, k = 10; exhaustive, k = 1000), alternating over
+    rounds (``batch_threads``: the median ratio and its range);
   - the approximate mode at k = 10: speed and agreement with the exact top-10 per factor (curve
     in ``--plot``);
   - (splade) the ``heads`` strategy (derived into INDEX/heads when missing, timed): agreement,
@@ -202,6 +203,21 @@ def search_streams(path: Path, n_queries: int, kind: str) -> dict:
     return {"index": str(path), "queries": kind, **streams(index, queries[:-3], 10)}
 
 
+def search_threads(path: Path, n_queries: int, kind: str) -> dict:
+    """``batch_threads`` alone on a built index (``--child threads PATH N
+    splade|mid|weighted|weighted-all``), the queries the search section uses."""
+    if kind == "splade":
+        from scripts.synthetic_splade import SpladeLike
+
+        index = load_splade(path)
+        queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(n_queries)]
+    else:
+        index, queries = bm25_queries(path, kind, n_queries)
+    page_in(path)
+    return {"index": str(path), "queries": kind, "pruned_k10": batch_threads(index, queries, 10, "pruned"),
+            "exhaustive_k1000": batch_threads(index, queries, 1000, "exhaustive")}
+
+
 def page_in(path: Path) -> None:
     """Read the index's files once, so that no timed query waits on the disk: a step before
     (the 10M heads derivation, 14 GB) can push the 5 GB of postings out of the page cache, and
@@ -222,15 +238,29 @@ def latency(secs: np.ndarray) -> dict:
             "p99_ms": round(1000 * float(np.percentile(secs, 99)), 3)}
 
 
-def batch_threads(index, queries, k, strategy, repeat: int = 3) -> dict:
-    row = {}
+def batch_threads(index, queries, k, strategy, rounds: int = 9, min_seconds: float = 0.25) -> dict:
+    """Queries/s of one batch searched with threads = 1 and with threads = 2, alternating over
+    ``rounds`` rounds (which goes first alternating too), so that drift in the machine's speed
+    falls on both alike. The batch is ``queries`` repeated until one thread needs about
+    ``min_seconds``: on a shared 2-core machine a 20 ms batch of short BM25 queries read anything
+    from 1.08x to 1.90x, and one thread's time on the same work varied 2x from minute to minute.
+    ``ratio_2_vs_1``: the median of the rounds' ratios (their range beside it); the q/s are
+    medians."""
     for threads in (1, 2):
         index.search_many(queries[:4], k, strategy, threads=threads, checked=True)
-        best = min(_time(lambda: index.search_many(queries, k, strategy, threads=threads, checked=True))
-                   for _ in range(repeat))
-        row[f"qps_threads_{threads}"] = round(len(queries) / best, 1)
-    row["ratio_2_vs_1"] = round(row["qps_threads_2"] / row["qps_threads_1"], 2)
-    return row
+    once = _time(lambda: index.search_many(queries, k, strategy, checked=True))
+    batch = queries * max(1, round(min_seconds / max(once, 1e-6)))
+    secs: dict = {1: [], 2: []}
+    for r in range(rounds):
+        for threads in ((1, 2) if r % 2 == 0 else (2, 1)):
+            secs[threads].append(_time(lambda: index.search_many(batch, k, strategy, threads=threads, checked=True)))
+    one, two = np.array(secs[1]), np.array(secs[2])
+    ratios = one / two
+    return {"batch": len(batch), "rounds": rounds,
+            "qps_threads_1": round(len(batch) / float(np.median(one)), 1),
+            "qps_threads_2": round(len(batch) / float(np.median(two)), 1),
+            "ratio_2_vs_1": round(float(np.median(ratios)), 2),
+            "ratio_range": [round(float(ratios.min()), 2), round(float(ratios.max()), 2)]}
 
 
 def _time(fn) -> float:
@@ -506,6 +536,8 @@ def main() -> int:
             row = build_splade(Path(args[0]), int(args[1]), args[2], int(args[3]) or None)
         elif step == "search-streams":
             row = search_streams(Path(args[0]), int(args[1]), args[2])
+        elif step == "threads":
+            row = search_threads(Path(args[0]), int(args[1]), args[2])
         elif step == "bm25-cut":
             row = bm25_cut(Path(args[0]), int(args[1]), args[2])
         elif step == "build-bm25":

@@ -77,6 +77,33 @@ def test_empty_unknown_and_zero_queries():
         assert len(ids) == 0 and len(scores) == 0
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_of_uneven_queries_equals_them_one_by_one(packed, threads):
+    """A batch is decoded at once (``search_many``): queries of no match, of fewer matches than
+    k and of more, with a scale, give what each gives alone, and no result shares its
+    documents or scores with another's."""
+    index, _, terms = _random_index(3, ties=True)
+    index.scale = 4.0
+    rare = min(terms, key=lambda t: index.offsets[index.term_ids[t] + 1] - index.offsets[index.term_ids[t]])
+    if packed:
+        index = index.compressed()
+    queries = [{}, {terms[0]: 1.0, terms[5]: 2.0}, {"nope": 1.0}, {rare: 1.0}, {t: 1.0 for t in terms[:20]}]
+    encoded = [index.encode(q) for q in queries]
+    for k in (1, 20, 300):
+        batch = index.search_many(encoded, k, threads=threads)
+        alone = [index.search_many([q], k)[0] for q in encoded]
+        assert [len(ids) for ids, _ in batch] == [len(ids) for ids, _ in alone]
+        counts = [len(ids) for ids, _ in batch]
+        assert counts[0] == 0 and len(set(counts)) >= min(3, k + 1)  # empty, short and full rows side by side
+        for (ids, scores), (want_ids, want_scores) in zip(batch, alone):
+            assert ids.tolist() == want_ids.tolist()
+            assert scores.tobytes() == want_scores.tobytes()
+        batch[1][0][:] = -1  # results are separate rows: writing one leaves the others
+        batch[1][1][:] = -1
+        assert all(ids.tolist() == want.tolist() for (ids, _), (want, _) in zip(batch[2:], alone[2:]))
+
+
 def test_repeated_pairs_are_summed():
     index = InvertedIndex.from_postings(["x"], np.array([0, 0]), np.array([1, 1]),
                                        np.array([1.5, 2.0], dtype=np.float32), num_docs=2)
