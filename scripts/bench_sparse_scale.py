@@ -2,7 +2,7 @@
 approximate mode's curve, threads, latency percentiles, size and build cost per million.
 
     python scripts/bench_sparse_scale.py [--sizes 1000000] [--bm25-docs 1000000]
-        [--queries 200] [--check 20] [--reorder bp] [--sections splade,bm25]
+        [--queries 200] [--check 20] [--reorder bp] [--sections splade,bm25[,bm25-topical]]
         [--out docs/bench_sparse_scale.json] [--plot docs/sparse_approx_curve.png]
 
 Corpora:
@@ -17,6 +17,9 @@ Corpora:
           100 on, as query logs follow their collection: most queries hold a long list), and the
           same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps). Exact
           queries of <= 16 terms go to MaxScore term at a time (``kernels._maxscore_taat``).
+  bm25-topical  the same pseudo-words, documents mixing two of 1,000 topics into the Zipf
+          background (``write_text_corpus(topics=...)``), queried with ``topical`` queries
+          (2-6 words, 3 in 4 from one topic): words co-occur, as in text.
 
 For each index, in a fresh process (peak memory is that process's VmHWM):
   - per-query latency (mean, p50, p99) and q/s, single thread, at k = 10 and k = 1000, for the
@@ -58,6 +61,7 @@ sys.path.insert(0, str(ROOT))
 from scripts.bench_sparse import load, peak_rss_mb  # noqa: E402
 
 QUANTIZE, SCALE = "uint16", 100.0
+TOPICS = 1000  # the topical BM25 corpus (section bm25-topical)
 APPROX = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3)
 
 
@@ -436,16 +440,19 @@ def load_splade(path: Path):
 
 def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
     """The BM25 index at ``path`` and ``n`` queries of ``query_set`` (``mid``, ``weighted``: from
-    rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept), encoded and
+    rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept; ``topical``: about
+    one topic each, for the topical corpus), encoded and
     checked (those without a known term dropped); ``seed``: the generator's (default its own)."""
     from retriever import Retriever
-    from scripts.synthetic import text_queries, weighted_text_queries
+    from scripts.synthetic import text_queries, topical_text_queries, weighted_text_queries
 
     r = Retriever.load(path, verify=False)
     index = r.searcher.index
     kw = {} if seed is None else {"seed": seed}
     if query_set == "mid":
         texts = list(text_queries(n, **kw).values())
+    elif query_set == "topical":
+        texts = list(topical_text_queries(n, TOPICS, **kw).values())
     else:
         texts = list(weighted_text_queries(n, first_rank=1 if query_set == "weighted-all" else 100, **kw).values())
     queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
@@ -606,6 +613,22 @@ def main() -> int:
         row["maxscore_cut_limit_k10"] = {kind: in_child("bm25-cut", str(path), str(args.queries), kind)
                                          for kind in ("mid", "weighted", "weighted-all")}
         row["load_after"] = load()
+        report[name] = row
+        out.write_text(json.dumps(report, indent=1) + "\n")
+    if "bm25-topical" in sections:
+        from scripts.synthetic import write_text_corpus
+
+        n = args.bm25_docs
+        corpus = work / f"synth-topical-{n}.jsonl"
+        if not corpus.exists():
+            write_text_corpus(corpus, n, topics=TOPICS)
+        name = f"bm25 topical {n:,} ({args.reorder})"
+        path = work / f"synth-topical-{n}-bm25-{args.reorder}"
+        print(name, file=sys.stderr, flush=True)
+        row = {"build": built(path, lambda: in_child("build-bm25", str(path), str(corpus), args.reorder))}
+        row["search"] = in_child("search-bm25", str(path), str(args.queries), "topical")
+        row["streams_k10"] = in_child("search-streams", str(path), str(args.queries), "topical")
+        row["maxscore_cut_limit_k10"] = in_child("bm25-cut", str(path), str(args.queries), "topical")
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")
     if args.plot:

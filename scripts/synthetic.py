@@ -1,11 +1,13 @@
 """Seeded synthetic corpora for scale and speed benchmarks (no external data).
 
 - ``write_text_corpus``: BEIR-style JSONL of pseudo-word documents whose term frequencies follow
-  a Zipf law (as natural text does), for BM25 at any scale.
+  a Zipf law (as natural text does), for BM25 at any scale; with ``topics``, documents mix a
+  dominant and a secondary topic's words into the Zipf background (``topical_text_queries``
+  asks about one topic), so words co-occur as in text about something.
 - ``sparse_vectors``: SPLADE-like document vectors: ~250 non-zero terms over a 30,522-token
   vocabulary, term popularity Zipfian, weights in (0, 3] skewed small, as SPLADE models produce.
 
-    python scripts/synthetic.py text OUT.jsonl --docs 1000000
+    python scripts/synthetic.py text OUT.jsonl --docs 1000000 [--topics 1000]
 """
 
 from __future__ import annotations
@@ -39,18 +41,54 @@ def zipf_probabilities(n: int, exponent: float = 1.1) -> np.ndarray:
     return p / p.sum()
 
 
+TOPIC_TERMS = 400  # words per topic (topical corpora)
+TOPIC_EXPONENT = 0.8  # Zipf law over a topic's words
+CONTENT_RANK = 100  # topic words are drawn from ranks >= this one (the top ranks play stop words)
+
+
+def topic_words(topics: int, vocab: int = 200_000, seed: int = 0) -> np.ndarray:
+    """(topics, TOPIC_TERMS) word ranks: each topic's words, drawn uniformly from the content
+    ranks, its most frequent first (a topic's own Zipf law runs along its row)."""
+    rng = np.random.default_rng([seed, 7])
+    return np.stack([rng.choice(np.arange(CONTENT_RANK, vocab), TOPIC_TERMS, replace=False) for _ in range(topics)])
+
+
+def _topical_tokens(rng, lengths: np.ndarray, table: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """Word ranks of documents of ``lengths`` tokens, document by document: a dominant topic's
+    words make U(0.3, 0.5) of each, a secondary topic's U(0.05, 0.15) (topics uniform, so
+    documents are i.i.d. and corpus order carries no topic), the rest the corpus's Zipf law."""
+    n = len(lengths)
+    first, second = rng.integers(0, len(table), n), rng.integers(0, len(table), n)
+    n1 = np.rint(lengths * rng.uniform(0.3, 0.5, n)).astype(np.int64)
+    n2 = np.rint(lengths * rng.uniform(0.05, 0.15, n)).astype(np.int64)
+    nb = lengths - n1 - n2
+    within = np.cumsum(zipf_probabilities(table.shape[1], TOPIC_EXPONENT))
+    doc = np.concatenate([np.repeat(np.arange(n), n1), np.repeat(np.arange(n), n2), np.repeat(np.arange(n), nb)])
+    topic = np.concatenate([np.repeat(first, n1), np.repeat(second, n2)])
+    ranks = np.minimum(np.searchsorted(within, rng.random(len(topic))), table.shape[1] - 1)
+    background = np.minimum(np.searchsorted(cdf, rng.random(int(nb.sum()))), len(cdf) - 1)
+    ids = np.concatenate([table[topic, ranks], background])
+    return ids[np.lexsort((rng.random(len(ids)), doc))]  # each document's words in a random order
+
+
 def write_text_corpus(path: Path, docs: int, vocab: int = 200_000, mean_len: int = 60,
-                      seed: int = 0) -> None:
-    """A JSONL corpus ({"_id", "title", "text"}) of Zipf-distributed pseudo-words."""
+                      seed: int = 0, topics: int = 0) -> None:
+    """A JSONL corpus ({"_id", "title", "text"}) of Zipf-distributed pseudo-words; with
+    ``topics``, documents are topic mixtures (``_topical_tokens``; ``topic_words(topics, vocab,
+    seed)``), as text about something is: its words co-occur."""
     rng = np.random.default_rng(seed)
     words = np.array(pseudo_words(vocab, seed))
     cdf = np.cumsum(zipf_probabilities(vocab))
+    table = topic_words(topics, vocab, seed) if topics else None
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, docs, 10_000):
             n = min(10_000, docs - start)
             lengths = np.maximum(5, rng.lognormal(np.log(mean_len), 0.5, size=n).astype(int))
-            ids = np.searchsorted(cdf, rng.random(lengths.sum()))
-            ids = np.minimum(ids, vocab - 1)
+            if table is None:
+                ids = np.searchsorted(cdf, rng.random(lengths.sum()))
+                ids = np.minimum(ids, vocab - 1)
+            else:
+                ids = _topical_tokens(rng, lengths, table, cdf)
             bounds = np.concatenate([[0], np.cumsum(lengths)])
             lines = []
             for i in range(n):
@@ -86,6 +124,28 @@ def weighted_text_queries(num: int, vocab: int = 200_000, first_rank: int = 100,
     return out
 
 
+def topical_text_queries(num: int, topics: int, vocab: int = 200_000, corpus_seed: int = 0,
+                         seed: int = 3, topical: float = 0.75) -> dict[str, str]:
+    """Queries of 2-6 words about one topic each (of the corpus ``write_text_corpus(...,
+    seed=corpus_seed, topics=topics)``): a word is the topic's (its Zipf law) with probability
+    ``topical``, else drawn with the corpus's frequencies from the content ranks (stop words
+    dropped, as ``weighted_text_queries``)."""
+    rng = np.random.default_rng(seed)
+    words = pseudo_words(vocab, corpus_seed)
+    table = topic_words(topics, vocab, corpus_seed)
+    within = zipf_probabilities(table.shape[1], TOPIC_EXPONENT)
+    p = zipf_probabilities(vocab)[CONTENT_RANK:]
+    p = p / p.sum()
+    out = {}
+    for i in range(num):
+        topic, size = rng.integers(0, topics), rng.integers(2, 7)
+        from_topic = rng.random(size) < topical
+        ranks = np.where(from_topic, table[topic, rng.choice(table.shape[1], size, p=within)],
+                         CONTENT_RANK + rng.choice(len(p), size, p=p))
+        out[f"t{i}"] = " ".join(words[r] for r in ranks)
+    return out
+
+
 def sparse_vectors(docs: int, vocab: int = 30_522, mean_terms: int = 250, seed: int = 0
                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(token ids ascending, float32 weights) per document, SPLADE-like statistics."""
@@ -110,8 +170,9 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--topics", type=int, default=0, help="documents as topic mixtures (0: i.i.d. words)")
     args = ap.parse_args()
-    write_text_corpus(args.out, args.docs, seed=args.seed)
+    write_text_corpus(args.out, args.docs, seed=args.seed, topics=args.topics)
 
 
 if __name__ == "__main__":

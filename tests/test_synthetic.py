@@ -165,3 +165,66 @@ def test_frequency_weighted_text_queries_follow_the_corpus_from_their_first_rank
     assert np.median(ranks) < np.median(uniform) / 3  # frequent words far more often than uniform draws
     assert min(rank[w] for q in weighted_text_queries(300, vocab=vocab, first_rank=1).values()
                for w in q.split()) < 10
+
+
+# -- topical pseudo-word text (scripts/synthetic.py, the bm25-topical benchmark) ----------------
+
+def _corpus(path, docs, **kw):
+    import json
+
+    from scripts.synthetic import write_text_corpus
+
+    write_text_corpus(path, docs, vocab=20_000, **kw)
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_topical_text_is_seeded_and_the_plain_corpus_is_untouched(tmp_path):
+    import hashlib
+
+    plain = _corpus(tmp_path / "plain.jsonl", 300)
+    # the i.i.d. corpus every earlier BM25 benchmark searched: the same bytes as before topics existed
+    assert hashlib.sha256((tmp_path / "plain.jsonl").read_bytes()).hexdigest()[:16] == "f06beb07f76b27f0"  # (before topics)
+    a = _corpus(tmp_path / "a.jsonl", 300, topics=50)
+    assert a == _corpus(tmp_path / "b.jsonl", 300, topics=50)
+    assert a != plain and a != _corpus(tmp_path / "c.jsonl", 300, topics=50, seed=1)
+    assert [d["_id"] for d in a] == [f"s{i}" for i in range(300)]
+
+
+def test_topic_words_co_occur_in_topical_text_and_not_in_plain(tmp_path):
+    from scripts.synthetic import pseudo_words, topic_words
+
+    words = pseudo_words(20_000, 0)
+    table = topic_words(50, 20_000, 0)
+    assert table.shape[0] == 50 and table.min() >= 100 and len(set(table[0].tolist())) == table.shape[1]
+
+    def lift(docs):  # P(both of a topic's two first words) / (P(first) P(second)), over the topics
+        bags = [set((d["title"] + " " + d["text"]).split()) for d in docs]
+        out = []
+        for row in table:
+            a, b = words[row[0]], words[row[1]]
+            pa = np.mean([a in s for s in bags])
+            pb = np.mean([b in s for s in bags])
+            pab = np.mean([a in s and b in s for s in bags])
+            if pa * pb > 0:
+                out.append(pab / (pa * pb))
+        return np.mean(out) if out else 0.0
+
+    topical = _corpus(tmp_path / "t.jsonl", 3000, topics=50)
+    assert lift(topical) > 10  # a topic's words come together (one topic in ~50 documents' dominant share)
+    assert lift(_corpus(tmp_path / "p.jsonl", 3000)) < 3
+
+
+def test_topical_queries_ask_about_one_topic():
+    from scripts.synthetic import pseudo_words, topic_words, topical_text_queries
+
+    rank = {w: i for i, w in enumerate(pseudo_words(20_000, 0))}
+    table = topic_words(50, 20_000, 0)
+    rows = [set(r.tolist()) for r in table]
+    q = topical_text_queries(200, 50, vocab=20_000)
+    assert q == topical_text_queries(200, 50, vocab=20_000)
+    assert all(2 <= len(t.split()) <= 6 for t in q.values())
+    ranks = [[rank[w] for w in t.split()] for t in q.values()]
+    assert min(min(r) for r in ranks) >= 100  # stop-word ranks dropped
+    # most words of a query come from one topic's row
+    share = np.mean([max(sum(x in row for x in r) for row in rows) / len(r) for r in ranks])
+    assert share > 0.6
