@@ -1,0 +1,96 @@
+"""A numpy model of MaxScore term at a time (``kernels._maxscore_taat``'s cut rule) on a built
+BM25 index: how many postings it reads and seeks for a query set, with the exact k-th partial
+score after every term (the kernel estimates it from a sample), optionally seeded by a threshold
+estimate: the ``--seed-docs`` best documents by partial score after ``--seed-after`` lists,
+scored fully (their seeks counted). Work in postings, not time.
+
+    python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical
+        [--seed-docs 0] [--seed-after 1] [--queries-n 200]
+
+Reads every query list into numpy (the index uncompressed in memory: ~8 bytes a posting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from indexing.kernels import TAAT_SEEK_COST  # noqa: E402
+from scripts.bench_sparse_scale import bm25_queries  # noqa: E402
+
+
+def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) -> dict:
+    u = index.uncompressed()
+    off, docs, imp = u.offsets, u.docs, u.impacts
+    work = {"postings": 0, "read": 0, "seek": 0, "estimate": 0}
+    cut = 0
+    for terms, weights in queries:
+        n = len(terms)
+        lists = [(docs[off[t]:off[t + 1]], weights[j] * imp[off[t]:off[t + 1]].astype(np.float32))
+                 for j, t in enumerate(terms)]
+        bounds = np.array([v.max() if len(v) else 0.0 for _, v in lists])
+        dfs = np.array([len(d) for d, _ in lists])
+        full = np.zeros(index.num_docs, np.float32)
+        for d, v in lists:
+            full[d] += v
+        order = np.argsort(-bounds, kind="mergesort")  # largest bound first, as the kernel reads
+        rest = np.concatenate([np.cumsum(bounds[order][::-1])[::-1], [0.0]])
+        acc = np.zeros(index.num_docs, np.float32)
+        touched = np.zeros(index.num_docs, bool)
+        read = cands = estimate = 0
+        seeded = 0.0
+        for i, j in enumerate(order):
+            d, v = lists[j]
+            acc[d] += v
+            touched[d] = True
+            read += len(d)
+            if i + 1 == n:
+                break
+            if i + 1 == seed_after and seed_docs:
+                ids = np.flatnonzero(touched)
+                top = ids[np.argsort(-acc[ids], kind="stable")[:seed_docs]]
+                best = np.sort(full[top])[::-1]
+                seeded = float(best[k - 1]) if len(best) >= k else 0.0
+                estimate = len(top) * (n - i - 1) * TAAT_SEEK_COST
+            partial = acc[touched]
+            theta = max(float(np.partition(partial, len(partial) - k)[len(partial) - k]) if len(partial) >= k
+                        else 0.0, seeded)
+            if rest[i + 1] < theta:
+                c = int((partial + rest[i + 1] >= theta).sum())
+                if c * n * TAAT_SEEK_COST <= dfs[order[i + 1]]:  # seeking them costs less than the next list
+                    cands = c
+                    cut += 1
+                    break
+        work["postings"] += int(dfs.sum())
+        work["read"] += read
+        work["seek"] += cands * n * TAAT_SEEK_COST
+        work["estimate"] += estimate
+    p = work["postings"]
+    return {"queries": len(queries), "cut": cut, "read_share": round(work["read"] / p, 3),
+            "seek_share": round(work["seek"] / p, 3), "estimate_share": round(work["estimate"] / p, 3),
+            "speedup_in_postings": round(p / (work["read"] + work["seek"] + work["estimate"]), 2)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("index", type=Path)
+    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical"])
+    ap.add_argument("--queries-n", dest="n", type=int, default=200)
+    ap.add_argument("--seed-docs", type=int, default=0)
+    ap.add_argument("--seed-after", type=int, default=1)
+    args = ap.parse_args()
+    index, queries = bm25_queries(args.index, args.queries, args.n)
+    print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
+           "seed_after": args.seed_after, **model(index, queries, seed_docs=args.seed_docs,
+                                                   seed_after=args.seed_after)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
