@@ -49,6 +49,9 @@ CONTENT_RANK = 100  # topic words are drawn from ranks >= this one (the top rank
 def topic_words(topics: int, vocab: int = 200_000, seed: int = 0) -> np.ndarray:
     """(topics, TOPIC_TERMS) word ranks: each topic's words, drawn uniformly from the content
     ranks, its most frequent first (a topic's own Zipf law runs along its row)."""
+    if topics < 1 or vocab < CONTENT_RANK + TOPIC_TERMS:
+        raise ValueError(f"topics must be >= 1 and vocab >= {CONTENT_RANK + TOPIC_TERMS} (topic words come from "
+                         f"ranks >= {CONTENT_RANK}, {TOPIC_TERMS} a topic), got topics={topics}, vocab={vocab}")
     rng = np.random.default_rng([seed, 7])
     return np.stack([rng.choice(np.arange(CONTENT_RANK, vocab), TOPIC_TERMS, replace=False) for _ in range(topics)])
 
@@ -76,6 +79,8 @@ def write_text_corpus(path: Path, docs: int, vocab: int = 200_000, mean_len: int
     """A JSONL corpus ({"_id", "title", "text"}) of Zipf-distributed pseudo-words; with
     ``topics``, documents are topic mixtures (``_topical_tokens``; ``topic_words(topics, vocab,
     seed)``), as text about something is: its words co-occur."""
+    if topics < 0:
+        raise ValueError(f"topics must be >= 0 (0: words drawn independently), got {topics}")
     rng = np.random.default_rng(seed)
     words = np.array(pseudo_words(vocab, seed))
     cdf = np.cumsum(zipf_probabilities(vocab))

@@ -228,3 +228,16 @@ def test_topical_queries_ask_about_one_topic():
     # most words of a query come from one topic's row
     share = np.mean([max(sum(x in row for x in r) for row in rows) / len(r) for r in ranks])
     assert share > 0.6
+
+
+def test_bad_topical_settings_are_refused(tmp_path):
+    from scripts.synthetic import topical_text_queries, write_text_corpus
+
+    with pytest.raises(ValueError, match="topics must be >= 0"):
+        write_text_corpus(tmp_path / "x.jsonl", 10, topics=-1)
+    with pytest.raises(ValueError, match="vocab >= 500"):
+        write_text_corpus(tmp_path / "x.jsonl", 10, vocab=300, topics=5)
+    with pytest.raises(ValueError, match="topics must be >= 1"):
+        topical_text_queries(3, 0)
+    write_text_corpus(tmp_path / "empty.jsonl", 0, vocab=1000, topics=3)
+    assert (tmp_path / "empty.jsonl").read_text() == ""
