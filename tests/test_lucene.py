@@ -91,6 +91,9 @@ def test_bm25_parameters_are_used(beir_dir, tmp_path):
     with pytest.raises(ValueError, match="Lucene's English analyzer"):
         Retriever.build(beir_dir, tmp_path / "x", kind="bm25", backend="lucene", stemmer="none")
     assert not (tmp_path / "x").exists()
+    with pytest.raises(ValueError, match="keeps the corpus order"):  # (the default, auto, is the corpus order)
+        Retriever.build(beir_dir, tmp_path / "x", kind="bm25", backend="lucene", reorder="bp")
+    assert not (tmp_path / "x").exists() and luc.manifest["settings"]["reorder"] == "auto"
 
 
 def test_sparse_matches_the_native_backend(tiny_mlm, beir_dir, tmp_path):

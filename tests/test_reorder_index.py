@@ -50,3 +50,28 @@ def test_reordered_index_returns_the_same(tmp_path, kind):
         assert bp.doc(docid) == plain.doc(docid)
     m = bp.manifest
     assert m["settings"]["reorder"] == "bp" and m["corpus"]["fingerprint"] == plain.manifest["corpus"]["fingerprint"]
+
+
+@pytest.mark.parametrize("kind", ["bm25", "sparse"])
+def test_auto_reorders_from_the_threshold_only(tmp_path, monkeypatch, kind):
+    """``--reorder auto`` (the default) keeps the corpus order below ``REORDER_AUTO_DOCS``
+    documents and reorders from there; the manifest says which (``reordered``); explicit
+    ``none`` / ``bp`` do what they say whatever the size."""
+    from retriever import kinds
+
+    path, topics = corpus(tmp_path, n=300)
+    options = {"kind": "sparse", "vectors": True} if kind == "sparse" else {}
+    if kind == "sparse":
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        path = tmp_path / "v.jsonl"
+        path.write_text("".join(json.dumps({"id": r["_id"], "contents": r["text"],
+                                            "vector": {w: 1.0 for w in r["text"].split()}}) + "\n" for r in rows))
+    small = Retriever.build(path, tmp_path / "small", **options)
+    assert small.manifest["settings"]["reorder"] == "auto" and small.manifest["reordered"] == "none"
+    assert Retriever.build(path, tmp_path / "bp", reorder="bp", **options).manifest["reordered"] == "bp"
+    monkeypatch.setattr(kinds, "REORDER_AUTO_DOCS", 300)
+    large = Retriever.build(path, tmp_path / "large", **options)
+    assert large.manifest["reordered"] == "bp" and large.docids != small.docids
+    assert Retriever.build(path, tmp_path / "none", reorder="none", **options).manifest["reordered"] == "none"
+    q = {w: 1.0 for w in topics[2][:5]}
+    assert large.search_weights(q, k=20) == small.search_weights(q, k=20)

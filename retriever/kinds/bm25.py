@@ -13,7 +13,7 @@ from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.bm25 import BM25QueryEncoder
-from retriever.kinds import DOC_ORDER, Kind, check_settings, option, register
+from retriever.kinds import Kind, check_settings, option, register, reorder
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,10 @@ class Settings:
     b: float = option(0.4, "BM25 b (Anserini's default)", min=0, max=1)
     stopwords: Literal["lucene", "none"] = option("lucene", "Lucene's 33 English stop words, or none")
     stemmer: Literal["porter", "none"] = option("porter", "Porter stemming (Lucene's), or none")
-    reorder: Literal["none", "bp"] = option("none", "renumber documents so similar ones are adjacent "
-                                                    "(bp: recursive graph bisection): faster pruned search")
+    reorder: Literal["auto", "none", "bp"] = option("auto", "renumber documents so similar ones are adjacent "
+                                                          "(bp: recursive graph bisection): faster pruned search and "
+                                                          "smaller postings at scale; none: keep the corpus order; "
+                                                          "auto: bp from 100,000 documents")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -56,11 +58,7 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
         if n != len(state.docids):
             raise ValueError(f"{analysed}: {len(state.docids)} documents analysed, {n} read")
         index, _, info = weigh(state, settings.params(), writer.tmp, collection, keep=True)
-    entries = {}
-    if settings.reorder == "bp":
-        order = index.bp_order()
-        index = index.renumbered(order, writer.tmp)
-        entries[DOC_ORDER] = order
+    index, entries = reorder(index, writer, settings.reorder)
     layout = index.save(writer)
     return {**entries, "analyzer": analyzer.config(), **info,
             "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32", **layout}}

@@ -61,7 +61,7 @@ def _check_counts(counts: dict[str, int], num_docs: int) -> None:
 
 def write_bm25(docs: Iterator[Doc], writer: IndexWriter, settings: native_bm25.Settings) -> dict:
     """Build a Lucene BM25 index of the documents under ``writer``; returns its manifest entries."""
-    if settings.reorder != "none":
+    if settings.reorder == "bp":  # (auto: the corpus order, as none)
         raise ValueError("--reorder renumbers our own index; the Lucene backend keeps the corpus order")
     if (settings.stopwords, settings.stemmer) != (ANALYZER["stopwords"], ANALYZER["stemmer"]):
         raise ValueError("the Lucene backend analyses with Lucene's English analyzer: stopwords "
@@ -105,7 +105,7 @@ def _check_term(term: str) -> None:
 def write_sparse(docs: Iterator[Doc], writer: IndexWriter, settings: native_sparse.Settings) -> dict:
     """Encode (or read) sparse document vectors, quantise them, and build a Lucene impact index.
     ``settings`` come resolved by ``retriever.kinds.sparse.prepare``, as for the native backend."""
-    if settings.reorder != "none":
+    if settings.reorder == "bp":  # (auto: the corpus order, as none)
         raise ValueError("--reorder renumbers our own index; the Lucene backend keeps the corpus order")
     if settings.quantize == "float":
         raise ValueError("the Lucene backend stores integer impacts: quantize uint8 or uint16 (with a scale)")

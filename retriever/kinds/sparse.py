@@ -27,7 +27,7 @@ from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
 from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
                                        idf_weights)
-from retriever.kinds import DOC_ORDER, Kind, check_settings, option, register
+from retriever.kinds import Kind, check_settings, option, register, reorder
 
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
@@ -71,8 +71,10 @@ class Settings:
     encode_block: int = option(2048, "documents per encoding block (batches are length-sorted within a block; "
                                      "a sharded build cuts shards at whole blocks)", min=1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
-    reorder: Literal["none", "bp"] = option("none", "renumber documents so similar ones are adjacent "
-                                                    "(bp: recursive graph bisection): faster pruned search")
+    reorder: Literal["auto", "none", "bp"] = option("auto", "renumber documents so similar ones are adjacent "
+                                                          "(bp: recursive graph bisection): faster pruned search and "
+                                                          "smaller postings at scale; none: keep the corpus order; "
+                                                          "auto: bp from 100,000 documents")
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -182,11 +184,7 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
 
         terms = encoder.vocab
     index, stats = build_impact_index(stream(), writer, terms, settings.quantize, settings.scale)
-    entries = {}
-    if settings.reorder == "bp":
-        order = index.bp_order()
-        index = index.renumbered(order, writer.tmp)
-        entries[DOC_ORDER] = order
+    index, entries = reorder(index, writer, settings.reorder)
     entries["postings"] = index.save(writer)
     if settings.query_mode != "model":
         writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, index.doc_freqs(), index.num_docs))
