@@ -1558,6 +1558,9 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
 # term (and a few hundred seeks at the end).
 
 TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read between two terms
+TAAT_ROUTE = 16  # MaxScore only for a query of >= this many times its k x terms final seeks in postings (4 before:
+# SciFact BM25 then read 216 of 300 queries with MaxScore at 0.82x the exhaustive kernel; 16: 0.97x, and 1M
+# synthetic sets equal or better: scripts/bench_maxscore_route.py, docs/BENCHMARKS.md)
 TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
 
 
@@ -1663,7 +1666,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                       qstate[j]) < 0:
             return -1
         total_postings += qstate[j, ST_DF]
-    if k * n * seek_cost * 4 > total_postings:  # the k candidates' seeks would cost a good share of reading all
+    if k * n * seek_cost * TAAT_ROUTE > total_postings:  # the final seeks alone would weigh: read it all
         return -3
     for j in range(n):
         st = qstate[j]
