@@ -99,7 +99,8 @@ class InvertedIndex:
         self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
         self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for exact queries up to this long (0: never)
-        self.seek_cost = float(kernels.TAAT_SEEK_COST)  # ... its cost of a seek, in postings (0: always MaxScore)
+        self.seek_cost = float(kernels.TAAT_SEEK_COST_SMALL if num_docs <= kernels.TAAT_SMALL_DOCS
+                               else kernels.TAAT_SEEK_COST)  # ... its cost of a seek, in postings (0: always MaxScore)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
         self.superblock_shift = kernels.SB_SHIFT  # packed: 2**this blocks per superblock
         self.superblock_min: int | None = None  # ... for terms of this many block-max entries (0: off; None:

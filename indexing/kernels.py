@@ -1558,10 +1558,12 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
 # term (and a few hundred seeks at the end).
 
 TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read between two terms
-TAAT_ROUTE = 16  # MaxScore only for a query of >= this many times its k x terms final seeks in postings (4 before:
-# SciFact BM25 then read 216 of 300 queries with MaxScore at 0.82x the exhaustive kernel; 16: 0.97x, and 1M
-# synthetic sets equal or better: scripts/bench_maxscore_route.py, docs/BENCHMARKS.md)
+TAAT_ROUTE = 4  # MaxScore only for a query of >= this many times its k x terms final seeks in postings
 TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
+TAAT_SMALL_DOCS = 1 << 18  # up to this many documents (an accumulator of <= 1 MB, in a core's cache) reading is
+TAAT_SEEK_COST_SMALL = 32  # cheaper per posting and a seek costs this many postings' worth: SciFact BM25 with 8
+# sent 216 of 300 queries to MaxScore at 0.82x the exhaustive kernel; with 32 none, 0.97x (1M sets keep 8; raising
+# TAAT_ROUTE to 16 instead cost the 1M `text_queries` streams 1.45 -> 1.17x): scripts/bench_maxscore_route.py
 
 
 def _fheap_push(fheap, size, k, v):

@@ -1,6 +1,7 @@
 """Exact pruned against exhaustive search for short BM25 queries, query by query: what the
 MaxScore route (``kernels._maxscore_taat``; a query goes there when its postings are at least
-``kernels.TAAT_ROUTE`` times the seeks of its final rescoring) gives on each query set.
+``kernels.TAAT_ROUTE`` times the seeks of its final rescoring, a seek costing ``index.seek_cost``
+postings: 32 up to ``kernels.TAAT_SMALL_DOCS`` documents, else 8) gives on each query set.
 
     python scripts/bench_maxscore_route.py [--sets scifact,mid,weighted,weighted-all,topical]
         [--dataset ../shared/data/beir/scifact] [--work /tmp/retriever-bench] [--reps 4]
@@ -72,7 +73,7 @@ def measure(index, queries, reps: int, k: int = 10) -> dict:
             "exhaustive_over_pruned": round(float(best["exhaustive"].sum() / best["pruned"].sum()), 3),
             "routes": {"maxscore": int(counts[kernels.ROUTE_MAXSCORE]),
                        "exhaustive": int(counts[kernels.ROUTE_EXHAUSTIVE])},
-            "taat_route": kernels.TAAT_ROUTE}
+            "taat_route": kernels.TAAT_ROUTE, "seek_cost": index.seek_cost}
 
 
 def main() -> int:

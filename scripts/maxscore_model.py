@@ -4,7 +4,7 @@ score after every term (the kernel estimates it from a sample), optionally seede
 estimate: the ``--seed-docs`` best documents by partial score after ``--seed-after`` lists,
 scored fully (their seeks counted). Work in postings, not time.
 
-    python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical
+    python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical|scifact
         [--seed-docs 0] [--seed-after 1] [--queries-n 200]
 
 Reads every query list into numpy (the index uncompressed in memory: ~8 bytes a posting).
@@ -80,12 +80,24 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("index", type=Path)
-    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical"])
+    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical", "scifact"],
+                    help="a synthetic set (scripts/bench_sparse_scale.py), or scifact: INDEX is a BM25 index of "
+                         "SciFact, searched with the test queries of --dataset")
+    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
     ap.add_argument("--queries-n", dest="n", type=int, default=200)
     ap.add_argument("--seed-docs", type=int, default=0)
     ap.add_argument("--seed-after", type=int, default=1)
     args = ap.parse_args()
-    index, queries = bm25_queries(args.index, args.queries, args.n)
+    if args.queries == "scifact":
+        from eval.beir import BeirDataset
+        from retriever import Retriever
+
+        r = Retriever.load(args.index)
+        index = r.searcher.index
+        texts = list(BeirDataset(args.dataset).split_queries("test").values())
+        queries = [index.encode(q) if isinstance(q, dict) else index._checked(*q) for q in r.searcher.encode_queries(texts)]
+    else:
+        index, queries = bm25_queries(args.index, args.queries, args.n)
     print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
            "seed_after": args.seed_after, **model(index, queries, seed_docs=args.seed_docs,
                                                    seed_after=args.seed_after)})
