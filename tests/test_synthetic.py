@@ -1,7 +1,5 @@
 """The SPLADE-like synthetic corpus for the scale benchmarks (scripts/synthetic_splade.py)."""
 
-import time
-
 import numpy as np
 import pytest
 
@@ -144,12 +142,13 @@ def test_build_impact_index_consumes_the_stream(tmp_path):
         assert len(hits) == 10
 
 
-def test_generation_is_fast():
+def test_the_benchmark_model_makes_whole_blocks():
+    """(Its speed, ~40,000 docs/s here, is printed by ``python scripts/synthetic_splade.py``: a
+    timing goal is a benchmark's, not a unit test's.)"""
     model = SpladeLike(0)  # the benchmark's model: 1,000 topics, blocks of 8,192
-    next(model.blocks(0, 1))  # compiled (and the first block made)
-    start = time.perf_counter()
-    n = sum(len(b.topic) for b in model.blocks(0, 3 * 8192))
-    assert n / (time.perf_counter() - start) > 5_000  # docs/s; ~40,000 on the 2-core machine
+    blocks = list(model.blocks(0, 2 * 8192 + 5))
+    assert [len(b.topic) for b in blocks] == [8192, 8192, 5]
+    assert all(b.indptr[-1] == len(b.ids) == len(b.weights) for b in blocks)
 
 
 def test_frequency_weighted_text_queries_follow_the_corpus_from_their_first_rank():
