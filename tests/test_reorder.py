@@ -1,7 +1,6 @@
 """Document reordering by recursive graph bisection (indexing/reorder.py)."""
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -139,9 +138,7 @@ def test_compiled_equals_the_plain_python_reference(case, min_size, iterations):
 
 def test_planted_topics_come_together_and_the_cost_drops():
     indptr, indices, vocab, label = planted(20_000, topics=40, seed=11)
-    start = time.perf_counter()
-    order = bisect_order(indptr, indices, vocab)
-    elapsed = time.perf_counter() - start
+    order = bisect_order(indptr, indices, vocab)  # (its speed: python scripts/bench_reorder.py)
     assert is_permutation(order, 20_000)
     same_before = (label[1:] == label[:-1]).mean()  # ~1/40: the input order carries no topic
     same_after = (label[order][1:] == label[order][:-1]).mean()
@@ -150,7 +147,6 @@ def test_planted_topics_come_together_and_the_cost_drops():
     assert after < 0.75 * before
     random = bits_per_posting(indptr, indices, vocab, np.random.default_rng(0).permutation(20_000))
     assert after < 0.75 * random
-    assert elapsed < 10  # ~0.3 s on the 2-core development machine
 
 
 # -- log-gap cost and helpers ------------------------------------------------------------------
