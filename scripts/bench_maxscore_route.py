@@ -28,22 +28,26 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+def beir_test_queries(path: Path, dataset) -> tuple:
+    """The index at ``path`` and the test queries of the BEIR ``dataset``, encoded for it."""
+    from eval.beir import BeirDataset
+    from retriever import Retriever
+    from scripts.bench_sparse_scale import encoded
+
+    r = Retriever.load(path)
+    return r.searcher.index, encoded(r, list(BeirDataset(dataset).split_queries("test").values()))
+
+
 def queries_of(which: str, args) -> tuple:
     from retriever import Retriever
     from scripts.bench_sparse_scale import bm25_queries
 
     work = Path(args.work)
     if which == "scifact":
-        from eval.beir import BeirDataset
-
         path = work / "scifact-bm25"
         if not (path / "manifest.json").is_file():
             Retriever.build(args.dataset, path, kind="bm25", overwrite=True)
-        r = Retriever.load(path)
-        index = r.searcher.index
-        texts = list(BeirDataset(args.dataset).split_queries("test").values())
-        return index, [index.encode(q) if isinstance(q, dict) else index._checked(*q)
-                       for q in r.searcher.encode_queries(texts)]
+        return beir_test_queries(path, args.dataset)
     path = work / ("synth-topical-1000000-bm25-bp" if which == "topical" else "synth-1000000-bm25-bp")
     if not (path / "manifest.json").is_file():
         raise SystemExit(f"{path}: missing; `python scripts/bench_sparse_scale.py --sections "

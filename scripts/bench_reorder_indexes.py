@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.bench_sparse import peak_rss_mb  # noqa: E402
+from scripts.bench_sparse_scale import TOPICS, bm25_corpus, bm25_texts, dir_bytes, encoded  # noqa: E402
 
-STORED_TEXT = ("docs.jsonl", "docs_offsets.npy")
+SYNTHETIC = {"synth-bm25": "mid", "topical-bm25": "topical"}  # section -> its query set (bm25_texts)
 
 
 def build(section: str, corpus: Path, out: Path, reorder: str) -> dict:
@@ -45,20 +46,9 @@ def build(section: str, corpus: Path, out: Path, reorder: str) -> dict:
     return {"build_s": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb())}
 
 
-def index_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and p.name not in STORED_TEXT)
-
-
 def queries_of(section: str, dataset: Path, n: int) -> dict[str, str]:
-    if section == "synth-bm25":
-        from scripts.synthetic import text_queries
-
-        return text_queries(n)
-    if section == "topical-bm25":
-        from scripts.bench_sparse_scale import TOPICS
-        from scripts.synthetic import topical_text_queries
-
-        return topical_text_queries(n, TOPICS)
+    if section in SYNTHETIC:
+        return bm25_texts(SYNTHETIC[section], n)
     from eval.beir import BeirDataset
 
     return BeirDataset(dataset).split_queries("test")
@@ -70,11 +60,7 @@ def search(paths: dict[str, Path], texts: dict[str, str], rounds: int) -> dict:
     from retriever import Retriever
 
     opened = {name: Retriever.load(p) for name, p in paths.items()}
-    encoded = {}
-    for name, r in opened.items():
-        index = r.searcher.index
-        encoded[name] = [index.encode(q) if isinstance(q, dict) else index._checked(*q)
-                         for q in r.searcher.encode_queries(list(texts.values()))]
+    queries_of_index = {name: encoded(r, list(texts.values())) for name, r in opened.items()}
     out = {}
     for k in (10, 1000):
         for strategy in ("pruned", "exhaustive"):
@@ -82,7 +68,7 @@ def search(paths: dict[str, Path], texts: dict[str, str], rounds: int) -> dict:
             hits = {}
             for r_ in range(rounds):
                 for name in (list(opened) if r_ % 2 == 0 else list(opened)[::-1]):
-                    r, queries = opened[name], encoded[name]
+                    r, queries = opened[name], queries_of_index[name]
                     index = r.searcher.index
                     index.search_many(queries[:5], k, strategy, checked=True)
                     found, start = [], time.perf_counter()
@@ -111,14 +97,8 @@ def ndcg(path: Path, dataset: Path) -> float:
 def measure(section: str, args) -> dict:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    if section in ("synth-bm25", "topical-bm25"):
-        from scripts.bench_sparse_scale import TOPICS
-        from scripts.synthetic import write_text_corpus
-
-        topics = TOPICS if section == "topical-bm25" else 0
-        corpus = work / (f"synth-topical-{args.docs}.jsonl" if topics else f"synth-{args.docs}.jsonl")
-        if not corpus.exists():
-            write_text_corpus(corpus, args.docs, topics=topics)
+    if section in SYNTHETIC:
+        corpus = bm25_corpus(work, args.docs, TOPICS if section == "topical-bm25" else 0)
     else:
         corpus = Path(args.dataset)
     row: dict = {}
@@ -128,7 +108,7 @@ def measure(section: str, args) -> dict:
         built = json.loads(subprocess.run([sys.executable, __file__, "--child", section, str(corpus), str(out), reorder],
                                           check=True, stdout=subprocess.PIPE, text=True).stdout)
         docs = json.loads((out / "manifest.json").read_text())["doc_count"]
-        row[reorder] = {**built, "bytes_per_doc": round(index_bytes(out) / docs, 1), "docs": docs}
+        row[reorder] = {**built, "bytes_per_doc": round(dir_bytes(out) / docs, 1), "docs": docs}
         paths[reorder] = out
         print(f"{section} {reorder}: {row[reorder]}", file=sys.stderr, flush=True)
     texts = queries_of(section, Path(args.dataset), args.queries)

@@ -193,30 +193,30 @@ def search_streams(path: Path, n_queries: int, kind: str) -> dict:
     """``streams`` at k = 10 on a built index, in a process of its own (``--child search-streams
     PATH N splade|mid|weighted|weighted-all``): SPLADE-like queries from far past those the other
     sections search, BM25 query sets of other seeds."""
-    if kind == "splade":
-        from scripts.synthetic_splade import SpladeLike
-
-        index = load_splade(path)
-        raw = SpladeLike(0).queries(STREAM_OFFSET + 4 * n_queries + 3)[STREAM_OFFSET:]
-        queries = [index._checked(t, w) for t, w in raw]
-    else:
-        index, queries = bm25_queries(path, kind, 4 * n_queries + 3, seed=11 if kind == "mid" else 12)
+    index, queries = index_queries(path, kind, 4 * n_queries + 3, fresh=True)
     page_in(path)
     for strategy in ("exhaustive", "pruned"):  # compiled, scratch allocated (three queries not timed after)
         index.search_many(queries[-3:], 10, strategy, checked=True)
     return {"index": str(path), "queries": kind, **streams(index, queries[:-3], 10)}
 
 
+def index_queries(path: Path, kind: str, n: int, fresh: bool = False):
+    """The index at ``path`` and ``n`` checked queries of ``kind`` (``splade``, or a BM25 set of
+    ``bm25_queries``); ``fresh``: none the search section searches (SPLADE-like queries from
+    ``STREAM_OFFSET`` on, BM25 sets of other seeds)."""
+    if kind != "splade":
+        return bm25_queries(path, kind, n, seed=(11 if kind == "mid" else 12) if fresh else None)
+    from scripts.synthetic_splade import SpladeLike
+
+    index = load_splade(path)
+    start = STREAM_OFFSET if fresh else 0
+    return index, [index._checked(t, w) for t, w in SpladeLike(0).queries(start + n)[start:]]
+
+
 def search_threads(path: Path, n_queries: int, kind: str) -> dict:
     """``batch_threads`` alone on a built index (``--child threads PATH N
-    splade|mid|weighted|weighted-all``), the queries the search section uses."""
-    if kind == "splade":
-        from scripts.synthetic_splade import SpladeLike
-
-        index = load_splade(path)
-        queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(n_queries)]
-    else:
-        index, queries = bm25_queries(path, kind, n_queries)
+    splade|mid|weighted|weighted-all|topical``), the queries the search section uses."""
+    index, queries = index_queries(path, kind, n_queries)
     page_in(path)
     return {"index": str(path), "queries": kind, "pruned_k10": batch_threads(index, queries, 10, "pruned"),
             "exhaustive_k1000": batch_threads(index, queries, 1000, "exhaustive")}
@@ -444,19 +444,38 @@ def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
     one topic each, for the topical corpus), encoded and
     checked (those without a known term dropped); ``seed``: the generator's (default its own)."""
     from retriever import Retriever
-    from scripts.synthetic import text_queries, topical_text_queries, weighted_text_queries
 
     r = Retriever.load(path, verify=False)
-    index = r.searcher.index
+    queries = encoded(r, list(bm25_texts(query_set, n, seed).values()))
+    return r.searcher.index, [q for q in queries if len(q[0])]
+
+
+def bm25_texts(query_set: str, n: int, seed: int | None = None) -> dict[str, str]:
+    """``n`` query texts of ``query_set`` (``bm25_queries``); ``seed``: the generator's."""
+    from scripts.synthetic import text_queries, topical_text_queries, weighted_text_queries
+
     kw = {} if seed is None else {"seed": seed}
     if query_set == "mid":
-        texts = list(text_queries(n, **kw).values())
-    elif query_set == "topical":
-        texts = list(topical_text_queries(n, TOPICS, **kw).values())
-    else:
-        texts = list(weighted_text_queries(n, first_rank=1 if query_set == "weighted-all" else 100, **kw).values())
-    queries = [q if isinstance(q, tuple) else index.encode(q) for q in r.searcher.encode_queries(texts)]
-    return index, [index._checked(t, w) for t, w in queries if len(t)]
+        return text_queries(n, **kw)
+    if query_set == "topical":
+        return topical_text_queries(n, TOPICS, **kw)
+    return weighted_text_queries(n, first_rank=1 if query_set == "weighted-all" else 100, **kw)
+
+
+def encoded(r, texts: list[str]) -> list:
+    """``texts`` as the checked (term ids, weights) its index searches (the searcher's own rule)."""
+    return [r.searcher._ids(q) for q in r.searcher.encode_queries(texts)]
+
+
+def bm25_corpus(work: Path, n: int, topics: int = 0) -> Path:
+    """The synthetic BM25 corpus of ``n`` documents in ``work`` (written when missing; ``topics``:
+    the topical one)."""
+    from scripts.synthetic import write_text_corpus
+
+    corpus = work / (f"synth-topical-{n}.jsonl" if topics else f"synth-{n}.jsonl")
+    if not corpus.exists():
+        write_text_corpus(corpus, n, topics=topics)
+    return corpus
 
 
 def bm25_cut(path: Path, n_queries: int, query_set: str) -> dict:
@@ -593,12 +612,8 @@ def main() -> int:
             report[name] = row
             out.write_text(json.dumps(report, indent=1) + "\n")
     if "bm25" in sections:
-        from scripts.synthetic import write_text_corpus
-
         n = args.bm25_docs
-        corpus = work / f"synth-{n}.jsonl"
-        if not corpus.exists():
-            write_text_corpus(corpus, n)
+        corpus = bm25_corpus(work, n)
         name = f"bm25 {n:,} ({args.reorder})"
         path = work / f"synth-{n}-bm25-{args.reorder}"
         print(name, file=sys.stderr, flush=True)
@@ -616,12 +631,8 @@ def main() -> int:
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")
     if "bm25-topical" in sections:
-        from scripts.synthetic import write_text_corpus
-
         n = args.bm25_docs
-        corpus = work / f"synth-topical-{n}.jsonl"
-        if not corpus.exists():
-            write_text_corpus(corpus, n, topics=TOPICS)
+        corpus = bm25_corpus(work, n, TOPICS)
         name = f"bm25 topical {n:,} ({args.reorder})"
         path = work / f"synth-topical-{n}-bm25-{args.reorder}"
         print(name, file=sys.stderr, flush=True)

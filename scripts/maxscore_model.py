@@ -89,13 +89,9 @@ def main() -> int:
     ap.add_argument("--seed-after", type=int, default=1)
     args = ap.parse_args()
     if args.queries == "scifact":
-        from eval.beir import BeirDataset
-        from retriever import Retriever
+        from scripts.bench_maxscore_route import beir_test_queries
 
-        r = Retriever.load(args.index)
-        index = r.searcher.index
-        texts = list(BeirDataset(args.dataset).split_queries("test").values())
-        queries = [index.encode(q) if isinstance(q, dict) else index._checked(*q) for q in r.searcher.encode_queries(texts)]
+        index, queries = beir_test_queries(args.index, args.dataset)
     else:
         index, queries = bm25_queries(args.index, args.queries, args.n)
     print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
