@@ -240,6 +240,9 @@ def open_manifest_kind(manifest: dict, where: str) -> Kind:
 DOC_ORDER = "_doc_order"  # what a kind's write returns when it renumbered the documents: new row i = doc order[i]
 REORDER_AUTO_DOCS = 100_000  # --reorder auto reorders (BP) from this many documents: docs/BENCHMARKS.md
 # "Reordering by default" (SciFact, 5k: 2-3% larger, no faster; 1M SPLADE-like: 17% smaller, 9.5x pruned)
+REORDER_HELP = ("renumber documents so similar ones are adjacent (bp: recursive graph bisection): faster pruned "
+                "search and smaller postings at scale; none: keep the corpus order; auto: bp from "
+                f"{REORDER_AUTO_DOCS:,} documents")  # the bm25 and sparse kinds' --reorder
 
 
 def reorder(index, writer: IndexWriter, how: str) -> tuple[Any, dict]:

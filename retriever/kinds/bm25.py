@@ -13,7 +13,7 @@ from indexing.inverted import InvertedIndex
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.bm25 import BM25QueryEncoder
-from retriever.kinds import Kind, check_settings, option, register, reorder
+from retriever.kinds import REORDER_HELP, Kind, check_settings, option, register, reorder
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,7 @@ class Settings:
     b: float = option(0.4, "BM25 b (Anserini's default)", min=0, max=1)
     stopwords: Literal["lucene", "none"] = option("lucene", "Lucene's 33 English stop words, or none")
     stemmer: Literal["porter", "none"] = option("porter", "Porter stemming (Lucene's), or none")
-    reorder: Literal["auto", "none", "bp"] = option("auto", "renumber documents so similar ones are adjacent "
-                                                          "(bp: recursive graph bisection): faster pruned search and "
-                                                          "smaller postings at scale; none: keep the corpus order; "
-                                                          "auto: bp from 100,000 documents")
+    reorder: Literal["auto", "none", "bp"] = option("auto", REORDER_HELP)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -27,7 +27,7 @@ from indexing.searcher import ImpactSearcher
 from retriever.encoders.models import matching_model
 from retriever.encoders.splade import (SparseVector, SpladeEncoder, SpladeSettings, TokenWeightQueryEncoder,
                                        idf_weights)
-from retriever.kinds import Kind, check_settings, option, register, reorder
+from retriever.kinds import REORDER_HELP, Kind, check_settings, option, register, reorder
 
 QUERY_WEIGHTS = "query_weights.npy"
 QUERY_MODES = ("model", "idf", "learned")
@@ -71,10 +71,7 @@ class Settings:
     encode_block: int = option(2048, "documents per encoding block (batches are length-sorted within a block; "
                                      "a sharded build cuts shards at whole blocks)", min=1)
     device: str = option("auto", "auto | cpu | cuda[:N]")
-    reorder: Literal["auto", "none", "bp"] = option("auto", "renumber documents so similar ones are adjacent "
-                                                          "(bp: recursive graph bisection): faster pruned search and "
-                                                          "smaller postings at scale; none: keep the corpus order; "
-                                                          "auto: bp from 100,000 documents")
+    reorder: Literal["auto", "none", "bp"] = option("auto", REORDER_HELP)
 
     def __post_init__(self) -> None:
         check_settings(self)
