@@ -1546,9 +1546,13 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
 # terms'; a lower bound of the k-th best score: every score is at least its partial score), no
 # document that only those terms hold can reach the top k: the documents whose partial score plus
 # ``rest`` reaches ``theta`` are the candidates, and the rest of the lists is never decoded. It
-# stops at the first term where seeking the candidates (their number estimated from a sample) in
-# every list costs less than reading the next list (``seek_cost`` postings a seek); a query whose k
-# hits alone would cost a quarter of its postings in seeks is read exhaustively. Every candidate is then
+# stops at the first term where seeking the candidates (their number estimated from a sample)
+# costs less than reading the next list (``seek_cost`` postings a seek); a query whose k hits alone
+# would cost a quarter of its postings in seeks is read exhaustively. The unread terms are then
+# sought at the candidates one at a time, largest bound first, and after each one a candidate whose
+# partial score plus the bounds still unread falls below the k-th best partial score is dropped
+# (``_narrow``; on 1M BM25 documents, queries shaped like SciFact's claims cut with ~4,900
+# candidates and end with ~10: ``scripts/maxscore_model.py``). Every candidate left is then
 # scored exactly, each term in query order (seeking in its list, the exhaustive kernel's float32
 # sum), so scores are bit for bit the exhaustive ones. Partial sums run in another order than the
 # exact ones: the threshold is shrunk and the bounds widened by more than float32 rounding of a sum
@@ -1619,9 +1623,9 @@ def _candidates(acc, touched, n_touched, rest, theta, widen):
 def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand, kept):
     """One pass over the touched documents (their accumulator and seen flags zeroed): the
     documents whose partial score plus ``rest`` (widened) reaches the k-th best partial score
-    (shrunk) into ``cand``; returns their number. A document is kept as it comes when it reaches the
-    k-th best so far (which only grows; its partial score in ``kept``), and the kept ones are
-    filtered at the end."""
+    (shrunk) into ``cand``, their partial scores into ``kept``; returns their number. A document
+    is kept as it comes when it reaches the k-th best so far (which only grows), and the kept ones
+    are filtered at the end."""
     size = 0
     m = 0
     theta = np.float64(0.0)
@@ -1643,8 +1647,67 @@ def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand,
     for i in range(m):
         if (np.float64(kept[i]) + rest) * widen >= theta:
             cand[out] = cand[i]
+            kept[out] = kept[i]
             out += 1
     return out
+
+
+def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals, order, rest,
+            stop, k, widen, shrink, fheap, acc, cand, partial, m):
+    """The candidates ``cand[:m]`` (their partial scores in ``partial``) after MaxScore's cut at
+    ``stop``, narrowed: the unread terms sought at them one at a time, largest bound first, and
+    after each term the candidates whose partial score plus the bounds still unread falls below the
+    k-th best partial (a lower bound of the k-th score, rising as terms are added) dropped. Keeps
+    them in doc order in ``cand[:m']``; returns m', or -1 for a corrupt list. The partial sums
+    live in ``acc`` (zero elsewhere, and zeroed again on every way out)."""
+    num_docs = acc.shape[0]
+    for x in range(m):
+        acc[cand[x]] = partial[x]
+    cand[:m].sort()
+    for i in range(stop, order.shape[0]):
+        j = order[i]
+        st = qstate[j]
+        if st[ST_DF] > 0:
+            st[ST_CACHED] = -1
+            st[ST_VALUES] = -1
+            st[ST_DOC] = -1
+            w = q_weights[j]
+            for x in range(m):
+                d = cand[x]
+                if _ms_seek(buf, st, d, num_docs, cache_docs[j]) < 0:
+                    m = -m - 1
+                    break
+                if st[ST_DOC] == d:
+                    if st[ST_VALUES] == st[ST_CACHED]:
+                        v = cache_vals[j, st[ST_POS]]
+                    else:
+                        v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
+                        if np.isnan(v):
+                            m = -m - 1
+                            break
+                    acc[d] += w * _impact(st[ST_MODE], idf[j], v)
+            if m < 0:
+                for x in range(-m - 1):
+                    acc[cand[x]] = 0.0
+                return -1
+        size = 0
+        for x in range(m):  # (inline: a call per document costs more than the document)
+            v = acc[cand[x]]
+            if size < k or v > fheap[0]:
+                size = _fheap_push(fheap, size, k, v)
+        theta = np.float64(fheap[0]) * shrink if size == k else 0.0
+        out = 0
+        for x in range(m):
+            d = cand[x]
+            if (np.float64(acc[d]) + rest[i + 1]) * widen >= theta:
+                cand[out] = d
+                out += 1
+            else:
+                acc[d] = 0.0
+        m = out
+    for x in range(m):
+        acc[cand[x]] = 0.0
+    return m
 
 
 def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
@@ -1711,7 +1774,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                 stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
                 cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
                                              theta, widen)
-                if cands * n * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
+                if cands * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
                     stop = i + 1
                     break
     if n_touched <= arena_docs.shape[0]:  # (per-thread scratch: an allocation per query stalls threads)
@@ -1723,6 +1786,11 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand, score)
     if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
         return -2
+    if stop < n:
+        m = _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals, order,
+                    rest, stop, k, widen, shrink, fheap, acc, cand, score, m)
+        if m < 0:
+            return -1
     cand = cand[:m]
     cand.sort()
     score = score[:m]
@@ -2148,6 +2216,7 @@ if HAVE_NUMBA:
     _kth_partial = njit(nogil=True, cache=True)(_kth_partial)
     _candidates = njit(nogil=True, cache=True)(_candidates)
     _collect = njit(nogil=True, cache=True)(_collect)
+    _narrow = njit(nogil=True, cache=True)(_narrow)
     _maxscore_taat = njit(nogil=True, cache=True)(_maxscore_taat)
     super_summary = njit(nogil=True, cache=True)(_super_summary)
     _mh_push = njit(nogil=True, cache=True)(_mh_push)

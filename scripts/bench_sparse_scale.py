@@ -455,6 +455,11 @@ def bm25_texts(query_set: str, n: int, seed: int | None = None) -> dict[str, str
     from scripts.synthetic import text_queries, topical_text_queries, weighted_text_queries
 
     kw = {} if seed is None else {"seed": seed}
+    if query_set.endswith("-profile"):
+        from scripts.query_profile import BEIR, query_profile
+        from scripts.synthetic import profiled_text_queries
+
+        return profiled_text_queries(n, query_profile(BEIR / query_set[: -len("-profile")]), **kw)
     if query_set == "mid":
         return text_queries(n, **kw)
     if query_set == "topical":

@@ -1,10 +1,12 @@
-"""A numpy model of MaxScore term at a time (``kernels._maxscore_taat``'s cut rule) on a built
-BM25 index: how many postings it reads and seeks for a query set, with the exact k-th partial
-score after every term (the kernel estimates it from a sample), optionally seeded by a threshold
+"""A numpy model of MaxScore term at a time (``kernels._maxscore_taat``'s cut rule and
+``_narrow``'s candidates) on a built BM25 index: how many postings it reads and seeks for a query
+set, with the exact k-th partial score after every term (the kernel estimates it from a sample
+before the cut), optionally seeded by a threshold
 estimate: the ``--seed-docs`` best documents by partial score after ``--seed-after`` lists,
 scored fully (their seeks counted). Work in postings, not time.
 
-    python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical|scifact
+    python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical|scifact-profile|
+        nfcorpus-profile|scifact
         [--seed-docs 0] [--seed-after 1] [--queries-n 200]
 
 Reads every query list into numpy (the index uncompressed in memory: ~8 bytes a posting).
@@ -25,11 +27,29 @@ from indexing.kernels import TAAT_SEEK_COST  # noqa: E402
 from scripts.bench_sparse_scale import bm25_queries  # noqa: E402
 
 
+def narrow(lists, dfs, order, rest, stop, acc, cand, theta, k):
+    """``kernels._narrow``: the unread terms sought at the candidates one at a time (a list costs
+    what reading it does at most), those that can no longer reach the k-th best partial dropped
+    after each. Returns (the seeks' cost in postings, the candidates left)."""
+    cost = 0.0
+    for i in range(stop, len(order)):
+        d, v = lists[order[i]]
+        cost += min(len(cand) * TAAT_SEEK_COST, dfs[order[i]])
+        pos = np.minimum(np.searchsorted(d, cand), max(len(d) - 1, 0))
+        hit = d[pos] == cand if len(d) else np.zeros(len(cand), bool)
+        acc[cand[hit]] += v[pos[hit]]
+        part = acc[cand]
+        if len(part) >= k:
+            theta = max(theta, float(np.partition(part, len(part) - k)[len(part) - k]))
+        cand = cand[part + rest[i + 1] >= theta]
+    return cost, cand
+
+
 def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) -> dict:
     u = index.uncompressed()
     off, docs, imp = u.offsets, u.docs, u.impacts
     work = {"postings": 0, "read": 0, "seek": 0, "estimate": 0}
-    cut = 0
+    cut = at_cut = left = 0
     for terms, weights in queries:
         n = len(terms)
         lists = [(docs[off[t]:off[t + 1]], weights[j] * imp[off[t]:off[t + 1]].astype(np.float32))
@@ -43,7 +63,7 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) 
         rest = np.concatenate([np.cumsum(bounds[order][::-1])[::-1], [0.0]])
         acc = np.zeros(index.num_docs, np.float32)
         touched = np.zeros(index.num_docs, bool)
-        read = cands = estimate = 0
+        read = cands = estimate = 0  # cands: the seeks' cost in postings
         seeded = 0.0
         for i, j in enumerate(order):
             d, v = lists[j]
@@ -62,25 +82,30 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) 
             theta = max(float(np.partition(partial, len(partial) - k)[len(partial) - k]) if len(partial) >= k
                         else 0.0, seeded)
             if rest[i + 1] < theta:
-                c = int((partial + rest[i + 1] >= theta).sum())
-                if c * n * TAAT_SEEK_COST <= dfs[order[i + 1]]:  # seeking them costs less than the next list
-                    cands = c
+                c = np.flatnonzero(touched & (acc + rest[i + 1] >= theta))
+                if len(c) * TAAT_SEEK_COST <= dfs[order[i + 1]]:  # seeking them costs less than the next list
                     cut += 1
+                    at_cut += len(c)
+                    seek, c = narrow(lists, dfs, order, rest, i + 1, acc, c, theta, k)
+                    left += len(c)
+                    cands = seek + len(c) * n * TAAT_SEEK_COST  # the last: every term at the survivors
                     break
         work["postings"] += int(dfs.sum())
         work["read"] += read
-        work["seek"] += cands * n * TAAT_SEEK_COST
+        work["seek"] += cands
         work["estimate"] += estimate
     p = work["postings"]
     return {"queries": len(queries), "cut": cut, "read_share": round(work["read"] / p, 3),
             "seek_share": round(work["seek"] / p, 3), "estimate_share": round(work["estimate"] / p, 3),
-            "speedup_in_postings": round(p / (work["read"] + work["seek"] + work["estimate"]), 2)}
+            "speedup_in_postings": round(p / (work["read"] + work["seek"] + work["estimate"]), 2),
+            "candidates_at_cut": round(at_cut / max(cut, 1), 1), "candidates_left": round(left / max(cut, 1), 1)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("index", type=Path)
-    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical", "scifact"],
+    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical", "scifact-profile",
+                                        "nfcorpus-profile", "scifact"],
                     help="a synthetic set (scripts/bench_sparse_scale.py), or scifact: INDEX is a BM25 index of "
                          "SciFact, searched with the test queries of --dataset")
     ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))

@@ -88,7 +88,7 @@ def write_text_corpus(path: Path, docs: int, vocab: int = 200_000, mean_len: int
     with open(path, "w", encoding="utf-8") as f:
         for start in range(0, docs, 10_000):
             n = min(10_000, docs - start)
-            lengths = np.maximum(5, rng.lognormal(np.log(mean_len), 0.5, size=n).astype(int))
+            lengths = _lengths(rng, n, mean_len)
             if table is None:
                 ids = np.searchsorted(cdf, rng.random(lengths.sum()))
                 ids = np.minimum(ids, vocab - 1)
@@ -148,6 +148,51 @@ def topical_text_queries(num: int, topics: int, vocab: int = 200_000, corpus_see
         ranks = np.where(from_topic, table[topic, rng.choice(table.shape[1], size, p=within)],
                          CONTENT_RANK + rng.choice(len(p), size, p=p))
         out[f"t{i}"] = " ".join(words[r] for r in ranks)
+    return out
+
+
+def _lengths(rng, n: int, mean_len: int) -> np.ndarray:
+    """Tokens of ``n`` documents of ``write_text_corpus``: log-normal around ``mean_len``, >= 5."""
+    return np.maximum(5, rng.lognormal(np.log(mean_len), 0.5, size=n).astype(int))
+
+
+def text_df_shares(vocab: int = 200_000, mean_len: int = 60) -> np.ndarray:
+    """The expected share of ``write_text_corpus``'s documents (no topics) holding each rank's
+    word, decreasing with the rank: 1 - E[(1 - p)^length] over the corpus's length law (the
+    words are drawn independently). Porter may fold two pseudo-words into one term, whose share
+    is then higher: ``profiled_text_queries``'s caller measures the index's own."""
+    lengths, counts = np.unique(_lengths(np.random.default_rng(12345), 200_000, mean_len), return_counts=True)
+    p = zipf_probabilities(vocab)
+    absent = np.zeros(vocab)
+    for length, count in zip(lengths.tolist(), counts.tolist()):
+        absent += count * (1.0 - p) ** length
+    return 1.0 - absent / counts.sum()
+
+
+def profiled_text_queries(num: int, profile: list[list[float]], vocab: int = 200_000, seed: int = 4,
+                          prefix: str = "p") -> dict[str, str]:
+    """Queries shaped like real ones: each copies one real query (drawn from ``profile``: per
+    query, the share of its corpus's documents holding each of its terms, as
+    ``scripts/query_profile.py`` measures a BEIR collection's) onto the pseudo-words whose
+    expected share (``text_df_shares``) is nearest that share times a jitter of up to +-10%, a
+    word once per query. Real queries keep terms of long postings after the analyzer drops stop
+    words (SciFact's train claims: a median query's most common term is in 28% of documents);
+    the mid-rank sets above have none above ~4%."""
+    if not profile or not all(profile):
+        raise ValueError("profile must hold at least one query, each with at least one term share")
+    rng = np.random.default_rng(seed)
+    words = pseudo_words(vocab, 0)
+    falling = -text_df_shares(vocab)  # ascending, for searchsorted
+    out = {}
+    for i in range(num):
+        shares = np.asarray(profile[rng.integers(len(profile))], dtype=np.float64)
+        target = shares * np.exp(rng.uniform(-0.1, 0.1, len(shares)))
+        taken: list[int] = []
+        for r in np.minimum(np.searchsorted(falling, -target), vocab - 1).tolist():
+            while r in taken:  # two terms of one share: the next word down
+                r = (r + 1) % vocab
+            taken.append(r)
+        out[f"{prefix}{i}"] = " ".join(words[r] for r in taken)
     return out
 
 

@@ -215,3 +215,74 @@ def test_a_corrupt_chunk_fails_the_maxscore_query(tmp_path):
     packed.packed.stream = stream
     with pytest.raises(IndexFormatError):
         packed.search_many([(np.array([t], np.int32), np.array([1.0], np.float32))], 10, "pruned")
+
+
+def _chunk_body(packed, term, doc):
+    """(start, end) of the body of the chunk of ``term``'s list that holds ``doc`` (not its header)."""
+    p = packed.packed
+    st = np.zeros(NST, np.int64)
+    kernels._open_term(p.stream, p.term_ptr, term, packed.num_docs, len(p.table), len(p.norms), len(p.norm_table), st)
+    c = int(kernels._find_chunk(p.stream, st, doc))
+    offset = lambda i: 0 if i == 0 else int(kernels._bits_at(p.stream, st[kernels.ST_OFFS], i - 1, st[kernels.ST_DWO]))  # noqa: E731
+    start, end = int(st[kernels.ST_CHUNKS]) + offset(c), int(st[kernels.ST_CHUNKS]) + offset(c + 1)
+    return start + int(kernels._chunk_header(p.stream, start, st[kernels.ST_END])[2]), end
+
+
+def _narrowing_index():
+    """20 rare documents of large impact (ten at the start, ten in the middle), a term in every
+    document worth 10 to the first ten and 1.0-1.4 to the rest, and a term in every document worth
+    1.0-1.6: after the rare term and the second list, the middle ten cannot reach the k-th score."""
+    n = 20_000
+    a, b = np.arange(10), np.arange(10_000, 10_010)
+    rare = np.concatenate([a, b])
+    t = np.concatenate([np.zeros(20, np.int64), np.ones(n, np.int64), np.full(n, 2, np.int64)])
+    d = np.concatenate([rare, np.arange(n), np.arange(n)])
+    mid = np.where(np.arange(n) < 10, 10.0, 1.0 + (np.arange(n) % 5) / 10)
+    values = np.concatenate([np.full(20, 50.0), mid, 1.0 + (np.arange(n) % 7) / 10]).astype(np.float32)
+    index = InvertedIndex.from_postings(["rare", "mid", "common"], t, d, values, n)
+    query = [(np.array([2, 1, 0], np.int32), np.array([1.0, 1.0, 1.0], np.float32))]
+    packed = index.compressed()
+    packed.blocks_per_hit = 1e6
+    return index, packed, query
+
+
+def test_candidates_narrow_as_the_unread_lists_are_sought():
+    """After the cut the unread terms are sought one at a time, and a candidate that can no longer
+    reach the k-th partial score is dropped before the next: the middle ten, out after the second
+    list, are never sought in the third, whose chunk there is garbage (the exhaustive kernel
+    rejects it; seeking every candidate in every list, as before, did too)."""
+    from indexing.manifest import IndexFormatError
+
+    index, packed, query = _narrowing_index()
+    want = oracle(index, query[0][0], query[0][1], 5)
+    start, end = _chunk_body(packed, 2, 10_000)
+    stream = packed.packed.stream.copy()
+    stream[start:end] = 0xFF
+    packed.packed.stream = stream
+    with pytest.raises(IndexFormatError):
+        packed.search_many(query, 5, "exhaustive")
+    ids, scores = packed.search_many(query, 5, "pruned")[0]
+    assert packed.last_route.tolist() == [kernels.ROUTE_MAXSCORE]
+    assert ids.tolist() == want[0]
+    assert scores.tolist() == pytest.approx(want[1], rel=1e-6)
+
+
+def test_a_corrupt_list_met_while_narrowing_fails_and_leaves_the_next_query_exact():
+    """A garbage chunk where a candidate is sought in an unread list fails the query, and the
+    partial scores the narrowing held are cleared: the same searcher (its scratch kept) then
+    answers exactly once the stream is whole again."""
+    from indexing.manifest import IndexFormatError
+
+    index, packed, query = _narrowing_index()
+    whole = packed.packed.stream
+    start, end = _chunk_body(packed, 1, 10_000)  # the second list, where all 20 candidates are sought
+    stream = whole.copy()
+    stream[start:end] = 0xFF
+    packed.packed.stream = stream
+    with pytest.raises(IndexFormatError):
+        packed.search_many(query, 5, "pruned")
+    packed.packed.stream = whole
+    for k in (5, 20):
+        want = packed.search_many(query, k, "exhaustive")
+        same(want, packed.search_many(query, k, "pruned"))
+        assert want[0][0].tolist() == oracle(index, query[0][0], query[0][1], k)[0]
