@@ -1564,6 +1564,10 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
 TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read between two terms
 TAAT_ROUTE = 4  # MaxScore only for a query of >= this many times its k x terms final seeks in postings
 TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
+TAAT_DEEP_K = 250  # above this k a seek costs k / TAAT_DEEP_K times more: the candidates at the cut and the
+# final seeks grow with k until each seek decodes a chunk of its own (BM25 1M, queries shaped like SciFact's and
+# NFCorpus's: at k = 1000 MaxScore was 0.90x / 0.93x exhaustive with seeks at 8 postings, 1.00x / 0.98x at 32, and
+# the stop-word set kept 1.42x; at k = 100 the plain cost measured best: 1.30x / 1.43x, against 1.18x / 1.32x at 32)
 TAAT_SMALL_DOCS = 1 << 18  # up to this many documents (an accumulator of <= 1 MB, in a core's cache) reading is
 TAAT_SEEK_COST_SMALL = 32  # cheaper per posting and a seek costs this many postings' worth: SciFact BM25 with 8
 # sent 216 of 300 queries to MaxScore at 0.82x the exhaustive kernel; with 32 none, 0.97x (1M sets keep 8; raising
@@ -1725,6 +1729,8 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     for i in range(norm_table.shape[0]):
         if norm_table[i] > nmax:
             nmax = norm_table[i]
+    if k > TAAT_DEEP_K:
+        seek_cost = seek_cost * (k / TAAT_DEEP_K)
     total_postings = 0
     for j in range(n):
         if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],

@@ -15,8 +15,12 @@ Corpora:
           uniform over ranks 100-20,000: mostly rare terms, ~4,000 postings a query) and
           ``weighted_text_queries`` (2-6 words drawn with the corpus's own frequencies from rank
           100 on, as query logs follow their collection: most queries hold a long list), and the
-          same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps). Exact
-          queries of <= 16 terms go to MaxScore term at a time (``kernels._maxscore_taat``).
+          same from rank 1 (``weighted-all``: the top ranks play stop words a query keeps), and
+          queries shaped like real ones (``scifact-profile``, ``nfcorpus-profile``: each copies a
+          train query of that BEIR collection, its terms' document shares put on the pseudo-words
+          of nearest share: scripts/query_profile.py, synthetic.profiled_text_queries; the
+          datasets under $RETRIEVER_BEIR, default ../shared/data/beir). Exact queries of <= 16
+          terms go to MaxScore term at a time (``kernels._maxscore_taat``).
   bm25-topical  the same pseudo-words, documents mixing two of 1,000 topics into the Zipf
           background (``write_text_corpus(topics=...)``), queried with ``topical`` queries
           (2-6 words, 3 in 4 from one topic): words co-occur, as in text.
@@ -191,7 +195,7 @@ def streams(index, queries, k: int) -> dict:
 
 def search_streams(path: Path, n_queries: int, kind: str) -> dict:
     """``streams`` at k = 10 on a built index, in a process of its own (``--child search-streams
-    PATH N splade|mid|weighted|weighted-all``): SPLADE-like queries from far past those the other
+    PATH N splade|SET``, SET a set of ``bm25_queries``): SPLADE-like queries from far past those the other
     sections search, BM25 query sets of other seeds."""
     index, queries = index_queries(path, kind, 4 * n_queries + 3, fresh=True)
     page_in(path)
@@ -215,7 +219,7 @@ def index_queries(path: Path, kind: str, n: int, fresh: bool = False):
 
 def search_threads(path: Path, n_queries: int, kind: str) -> dict:
     """``batch_threads`` alone on a built index (``--child threads PATH N
-    splade|mid|weighted|weighted-all|topical``), the queries the search section uses."""
+    splade|mid|weighted|weighted-all|topical|scifact-profile|nfcorpus-profile``), the queries the search section uses."""
     index, queries = index_queries(path, kind, n_queries)
     page_in(path)
     return {"index": str(path), "queries": kind, "pruned_k10": batch_threads(index, queries, 10, "pruned"),
@@ -438,10 +442,16 @@ def load_splade(path: Path):
                               scale=SCALE)
 
 
+BM25_SETS = {"mid": "search", "weighted": "search_weighted_queries", "weighted-all": "search_weighted_queries_all_ranks",
+             "scifact-profile": "search_scifact_profile", "nfcorpus-profile": "search_nfcorpus_profile"}
+# the query sets of the bm25 section and their report keys (``bm25_texts``)
+
+
 def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
     """The BM25 index at ``path`` and ``n`` queries of ``query_set`` (``mid``, ``weighted``: from
-    rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept; ``topical``: about
-    one topic each, for the topical corpus), encoded and
+    rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept;
+    ``scifact-profile``, ``nfcorpus-profile``: shaped like those collections' train queries;
+    ``topical``: about one topic each, for the topical corpus), encoded and
     checked (those without a known term dropped); ``seed``: the generator's (default its own)."""
     from retriever import Retriever
 
@@ -485,7 +495,7 @@ def bm25_corpus(work: Path, n: int, topics: int = 0) -> Path:
 
 def bm25_cut(path: Path, n_queries: int, query_set: str) -> dict:
     """How much of a query's postings MaxScore could leave unread at k = 10 even if it knew the
-    final k-th score from the start (``--child bm25-cut PATH N mid|weighted|weighted-all``): the
+    final k-th score from the start (``--child bm25-cut PATH N SET``, a set of ``bm25_queries``): the
     terms sorted by bound (``w x`` largest impact, ``kernels._term_bound``), the longest tail
     whose bounds sum below the exhaustive k-th score. An upper limit on its speed-up over the
     exhaustive kernel: postings / (postings - that tail's), before any seek is paid."""
@@ -624,14 +634,12 @@ def main() -> int:
         print(name, file=sys.stderr, flush=True)
         row = {"build": built(path, lambda: in_child("build-bm25", str(path), str(corpus), args.reorder))}
         row["load_before"] = load()
-        row["search"] = in_child("search-bm25", str(path), str(args.queries), "mid")
-        row["search_weighted_queries"] = in_child("search-bm25", str(path), str(args.queries), "weighted")
-        row["search_weighted_queries_all_ranks"] = in_child("search-bm25", str(path), str(args.queries),
-                                                             "weighted-all")
+        for kind, key in BM25_SETS.items():
+            row[key] = in_child("search-bm25", str(path), str(args.queries), kind)
         row["streams_k10"] = {kind: in_child("search-streams", str(path), str(args.queries), kind)
-                              for kind in ("mid", "weighted", "weighted-all")}
+                              for kind in BM25_SETS}
         row["maxscore_cut_limit_k10"] = {kind: in_child("bm25-cut", str(path), str(args.queries), kind)
-                                         for kind in ("mid", "weighted", "weighted-all")}
+                                         for kind in BM25_SETS}
         row["load_after"] = load()
         report[name] = row
         out.write_text(json.dumps(report, indent=1) + "\n")

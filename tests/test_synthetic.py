@@ -240,3 +240,59 @@ def test_bad_topical_settings_are_refused(tmp_path):
         topical_text_queries(3, 0)
     write_text_corpus(tmp_path / "empty.jsonl", 0, vocab=1000, topics=3)
     assert (tmp_path / "empty.jsonl").read_text() == ""
+
+
+# -- queries shaped like real ones (scripts/query_profile.py, synthetic.profiled_text_queries) ---
+
+def test_expected_document_shares_match_a_written_corpus(tmp_path):
+    from scripts.synthetic import pseudo_words, text_df_shares
+
+    docs = _corpus(tmp_path / "p.jsonl", 4000)
+    index = {w: i for i, w in enumerate(pseudo_words(20_000, 0))}
+    holding = np.zeros(20_000)
+    for d in docs:
+        for w in set((d["title"] + " " + d["text"]).split()):
+            holding[index[w]] += 1
+    shares = text_df_shares(20_000)
+    assert np.all(np.diff(shares) < 0)  # falling with the rank: one rank per share
+    for r in (0, 5, 30, 200):  # binomial noise over 4,000 documents: a few percent
+        assert holding[r] / 4000 == pytest.approx(shares[r], rel=0.1, abs=0.004), r
+
+
+def test_profiled_queries_copy_each_profile_query_onto_words_of_that_share():
+    from scripts.synthetic import profiled_text_queries, pseudo_words, text_df_shares
+
+    vocab = 20_000
+    rank = {w: i for i, w in enumerate(pseudo_words(vocab, 0))}
+    shares = text_df_shares(vocab)
+    profile = [(0.3, 0.02, 0.001), (0.3, 0.3)]
+    q = profiled_text_queries(100, profile, vocab=vocab)
+    assert q == profiled_text_queries(100, profile, vocab=vocab) and q != profiled_text_queries(100, profile, vocab=vocab, seed=5)
+    for text in q.values():
+        ranks = [rank[w] for w in text.split()]
+        assert len(set(ranks)) == len(ranks)  # two terms of one share: two words
+        want = next(p for p in profile if len(p) == len(ranks))
+        got = sorted(shares[ranks].tolist(), reverse=True)
+        # the share within the +-10% jitter, give or take the next rank's step (and the word taken next to a twin)
+        for g, w in zip(got, want):
+            assert 0.8 * w <= g <= 1.25 * w, (text, got, want)
+    with pytest.raises(ValueError, match="at least one term"):
+        profiled_text_queries(3, [(0.1,), ()])
+
+
+def test_a_query_profile_is_the_share_of_documents_holding_each_analysed_term(tmp_path):
+    from conftest import write_beir
+
+    from scripts.query_profile import query_profile, summary
+
+    root = write_beir(tmp_path / "toy", queries=[{"_id": "q1", "text": "does vitamin D prevent fractures"},
+                                                 {"_id": "q2", "text": "the of and"},  # stop words only
+                                                 {"_id": "q3", "text": "zebra caffeine"}])
+    (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td2\t1\nq3\td3\t1\n")
+    profile = query_profile(root, "train")
+    # 6 documents: "vitamin" and "d" in d1, d2, q1; "fractur" in d1, q1; "doe" and "prevent" in none (dropped);
+    # q2 all stop words (dropped); q3: "zebra" in none, "caffein" in d3, d4
+    assert profile == ((3 / 6, 3 / 6, 2 / 6), (2 / 6,))
+    assert summary(profile)["queries"] == 2
+    with pytest.raises(FileNotFoundError, match="no BEIR corpus.jsonl"):
+        query_profile(tmp_path / "nowhere")
