@@ -98,7 +98,7 @@ class InvertedIndex:
         self.block_cost = kernels.BLOCK_COST  # 0: never fall back from the pruned to the exhaustive kernel
         self.blocks_per_hit = float(kernels.BLOCKS_PER_HIT)  # learnt from the searches (see _learn)
         self.whole = kernels.WHOLE  # packed: a term of up to this many postings is decoded whole when scored
-        self.maxscore_terms = kernels.MAXSCORE_TERMS  # packed: MaxScore for exact queries up to this long (0: never)
+        self._maxscore_terms: int | None = None  # see maxscore_terms (None: by the index's kind)
         self.seek_cost = float(kernels.TAAT_SEEK_COST_SMALL if num_docs <= kernels.TAAT_SMALL_DOCS
                                else kernels.TAAT_SEEK_COST)  # ... its cost of a seek, in postings (0: always MaxScore)
         self.last_route = np.zeros(0, dtype=np.int8)  # how each query of the last batch was read (ROUTE_*)
@@ -163,6 +163,20 @@ class InvertedIndex:
                               model=self.model if self.model is not None else self.packed.model())
         return self._copy_settings(index)
 
+    @property
+    def maxscore_terms(self) -> int:
+        """Packed postings: exact pruned queries of up to this many terms are read with MaxScore
+        (0: never); by default every one on a BM25 index (``kernels.MAXSCORE_TERMS_BM25``: block-max
+        bounds do not pay there), ``kernels.MAXSCORE_TERMS`` on an impact index."""
+        if self._maxscore_terms is not None:
+            return self._maxscore_terms
+        bm25 = self.model is not None or (self.packed is not None and self.packed.norms.shape[0] > 0)
+        return kernels.MAXSCORE_TERMS_BM25 if bm25 else kernels.MAXSCORE_TERMS
+
+    @maxscore_terms.setter
+    def maxscore_terms(self, value: int) -> None:
+        self._maxscore_terms = int(value)
+
     def _like(self, packed: PackedPostings) -> "InvertedIndex":
         index = InvertedIndex(self.terms, None, None, None, self.num_docs, self.scale, packed=packed,
                               model=self.model)
@@ -171,7 +185,7 @@ class InvertedIndex:
     def _copy_settings(self, index: "InvertedIndex") -> "InvertedIndex":
         index.tie_order, index.tie_rank = self.tie_order, self.tie_rank
         index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
-        index.maxscore_terms, index.seek_cost = self.maxscore_terms, self.seek_cost
+        index._maxscore_terms, index.seek_cost = self._maxscore_terms, self.seek_cost
         index.superblock_shift, index.superblock_min = self.superblock_shift, self.superblock_min
         return index
 

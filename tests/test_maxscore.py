@@ -286,3 +286,26 @@ def test_a_corrupt_list_met_while_narrowing_fails_and_leaves_the_next_query_exac
         want = packed.search_many(query, k, "exhaustive")
         same(want, packed.search_many(query, k, "pruned"))
         assert want[0][0].tolist() == oracle(index, query[0][0], query[0][1], k)[0]
+
+
+def test_a_bm25_index_reads_every_exact_query_with_maxscore():
+    """Block-max bounds do not pay on BM25 postings (a term's block maxima are about as many as its
+    postings), so a BM25 index sends exact queries of any length to MaxScore; an impact index
+    keeps MaxScore for queries of up to kernels.MAXSCORE_TERMS terms."""
+    bm25 = random_index(12, num_docs=3000, num_terms=60, bm25=True).compressed()
+    impact = random_index(12, num_docs=3000, num_terms=60, dtype=np.uint16).compressed()
+    assert bm25.maxscore_terms >= 1 << 20 and impact.maxscore_terms == kernels.MAXSCORE_TERMS
+    rng = np.random.default_rng(12)
+    queries = [(rng.choice(60, m, replace=False).astype(np.int32), rng.random(m).astype(np.float32) + 0.1)
+               for m in (3, 17, 40)]
+    for index in (bm25, impact):
+        index.seek_cost = 0.0
+        same(index.search_many(queries, 10, "exhaustive"), index.search_many(queries, 10, "pruned"))
+        long_route = index.last_route[1:].tolist()
+        assert index.last_route[0] == kernels.ROUTE_MAXSCORE
+        if index is bm25:
+            assert long_route == [kernels.ROUTE_MAXSCORE] * 2
+        else:
+            assert kernels.ROUTE_MAXSCORE not in long_route
+    loaded_like = bm25._like(bm25.packed)  # the settings travel with the postings (a reopened index)
+    assert loaded_like.maxscore_terms == bm25.maxscore_terms
