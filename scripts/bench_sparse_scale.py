@@ -19,8 +19,8 @@ Corpora:
           queries shaped like real ones (``scifact-profile``, ``nfcorpus-profile``: each copies a
           train query of that BEIR collection, its terms' document shares put on the pseudo-words
           of nearest share: scripts/query_profile.py, synthetic.profiled_text_queries; the
-          datasets under $RETRIEVER_BEIR, default ../shared/data/beir). Exact queries of <= 16
-          terms go to MaxScore term at a time (``kernels._maxscore_taat``).
+          datasets under $RETRIEVER_BEIR, default ../shared/data/beir). Every pruned BM25 query
+          goes to MaxScore term at a time (``kernels._maxscore_taat``).
   bm25-topical  the same pseudo-words, documents mixing two of 1,000 topics into the Zipf
           background (``write_text_corpus(topics=...)``), queried with ``topical`` queries
           (2-6 words, 3 in 4 from one topic): words co-occur, as in text.

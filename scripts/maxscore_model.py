@@ -7,7 +7,7 @@ scored fully (their seeks counted). Work in postings, not time.
 
     python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical|scifact-profile|
         nfcorpus-profile|scifact
-        [--seed-docs 0] [--seed-after 1] [--queries-n 200]
+        [--seed-docs 0] [--seed-after 1] [--queries-n 200] [--time-heads]
 
 Reads every query list into numpy (the index uncompressed in memory: ~8 bytes a posting).
 """
@@ -45,7 +45,9 @@ def narrow(lists, dfs, order, rest, stop, acc, cand, theta, k):
     return cost, cand
 
 
-def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) -> dict:
+def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, heads: list | None = None) -> dict:
+    """The work of ``queries`` in postings; ``heads``: each query's terms read before its cut
+    appended there (the whole query when it does not cut)."""
     u = index.uncompressed()
     off, docs, imp = u.offsets, u.docs, u.impacts
     work = {"postings": 0, "read": 0, "seek": 0, "estimate": 0}
@@ -65,6 +67,7 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) 
         touched = np.zeros(index.num_docs, bool)
         read = cands = estimate = 0  # cands: the seeks' cost in postings
         seeded = 0.0
+        stop = n
         for i, j in enumerate(order):
             d, v = lists[j]
             acc[d] += v
@@ -84,12 +87,15 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1) 
             if rest[i + 1] < theta:
                 c = np.flatnonzero(touched & (acc + rest[i + 1] >= theta))
                 if len(c) * TAAT_SEEK_COST <= dfs[order[i + 1]]:  # seeking them costs less than the next list
+                    stop = i + 1
                     cut += 1
                     at_cut += len(c)
                     seek, c = narrow(lists, dfs, order, rest, i + 1, acc, c, theta, k)
                     left += len(c)
                     cands = seek + len(c) * n * TAAT_SEEK_COST  # the last: every term at the survivors
                     break
+        if heads is not None:
+            heads.append((terms[order[:stop]].copy(), weights[order[:stop]].copy()))
         work["postings"] += int(dfs.sum())
         work["read"] += read
         work["seek"] += cands
@@ -112,6 +118,9 @@ def main() -> int:
     ap.add_argument("--queries-n", dest="n", type=int, default=200)
     ap.add_argument("--seed-docs", type=int, default=0)
     ap.add_argument("--seed-after", type=int, default=1)
+    ap.add_argument("--time-heads", action="store_true",
+                    help="also time the exhaustive kernel over the whole queries and over only the lists read before "
+                         "the cut (what reading those alone costs, against the postings' share)")
     args = ap.parse_args()
     if args.queries == "scifact":
         from scripts.bench_maxscore_route import beir_test_queries
@@ -119,10 +128,33 @@ def main() -> int:
         index, queries = beir_test_queries(args.index, args.dataset)
     else:
         index, queries = bm25_queries(args.index, args.queries, args.n)
+    heads: list = []
     print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
            "seed_after": args.seed_after, **model(index, queries, seed_docs=args.seed_docs,
-                                                   seed_after=args.seed_after)})
+                                                   seed_after=args.seed_after, heads=heads)})
+    if args.time_heads:
+        print(time_heads(index, queries, heads))
     return 0
+
+
+def time_heads(index, queries, heads, rounds: int = 3) -> dict:
+    """Exhaustive ms a query over the whole queries and over their heads (rounds alternating,
+    one query a call, best round of each), and the heads' share of the postings."""
+    import time
+
+    def run(qs):
+        t0 = time.perf_counter()
+        for q in qs:
+            index.search_many([q], 10, "exhaustive", checked=True)
+        return (time.perf_counter() - t0) * 1e3 / len(qs)
+
+    run(queries[:10])
+    times = [(run(queries), run(heads)) for _ in range(rounds)]
+    whole, part = min(t[0] for t in times), min(t[1] for t in times)
+    off = index.uncompressed().offsets
+    postings = lambda qs: sum(int(off[t + 1] - off[t]) for terms, _ in qs for t in terms.tolist())  # noqa: E731
+    return {"exhaustive_ms": round(whole, 3), "exhaustive_over_heads_ms": round(part, 3),
+            "heads_time_share": round(part / whole, 3), "heads_postings_share": round(postings(heads) / postings(queries), 3)}
 
 
 if __name__ == "__main__":
