@@ -1537,6 +1537,29 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
     return 0
 
 
+def _rewind(st):
+    """Put the seek cursor of the term in ``st`` (``_seek_value``) before its first posting."""
+    st[ST_CACHED] = -1
+    st[ST_VALUES] = -1
+    st[ST_DOC] = -1
+
+
+def _seek_value(buf, st, d, num_docs, docs_row, vals_row, table, float_bits, norms, norm_table):
+    """The stored value of doc ``d`` in the term of ``st``, its cursor moved forward there
+    (``_ms_seek``; docs asked in increasing order after ``_rewind``): (1, value) when the term
+    holds ``d``, (0, 0) when not, (-1, 0) for a corrupt list."""
+    if _ms_seek(buf, st, d, num_docs, docs_row) < 0:
+        return -1, np.float32(0.0)
+    if st[ST_DOC] != d:
+        return 0, np.float32(0.0)
+    if st[ST_VALUES] == st[ST_CACHED]:
+        return 1, np.float32(vals_row[st[ST_POS]])
+    v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
+    if np.isnan(v):
+        return -1, np.float32(0.0)
+    return 1, v
+
+
 # -- MaxScore term at a time (packed postings) ---------------------------------------------------
 #
 # Block-max bounds cannot pay for a short query of rare terms (BM25): its top-10 needs blocks all
@@ -1674,23 +1697,16 @@ def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, c
         j = order[i]
         st = qstate[j]
         if st[ST_DF] > 0:
-            st[ST_CACHED] = -1
-            st[ST_VALUES] = -1
-            st[ST_DOC] = -1
+            _rewind(st)
             w = q_weights[j]
             for x in range(m):
                 d = cand[x]
-                if _ms_seek(buf, st, d, num_docs, cache_docs[j]) < 0:
+                found, v = _seek_value(buf, st, d, num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
+                                       norm_table)
+                if found < 0:
                     m = -m - 1
                     break
-                if st[ST_DOC] == d:
-                    if st[ST_VALUES] == st[ST_CACHED]:
-                        v = cache_vals[j, st[ST_POS]]
-                    else:
-                        v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
-                        if np.isnan(v):
-                            m = -m - 1
-                            break
+                if found:
                     acc[d] += w * _impact(st[ST_MODE], idf[j], v)
             if m < 0:
                 for x in range(-m - 1):
@@ -1807,21 +1823,14 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
         st = qstate[j]
         if st[ST_DF] == 0:
             continue
-        st[ST_CACHED] = -1
-        st[ST_VALUES] = -1
-        st[ST_DOC] = -1
+        _rewind(st)
         w = q_weights[j]
         for x in range(m):
-            d = cand[x]
-            if _ms_seek(buf, st, d, num_docs, cache_docs[j]) < 0:
+            found, v = _seek_value(buf, st, cand[x], num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
+                                   norm_table)
+            if found < 0:
                 return -1
-            if st[ST_DOC] == d:
-                if st[ST_VALUES] == st[ST_CACHED]:
-                    v = cache_vals[j, st[ST_POS]]
-                else:
-                    v = _value_at(buf, st, st[ST_POS], d, table, float_bits, norms, norm_table)
-                    if np.isnan(v):
-                        return -1
+            if found:
                 score[x] += w * _impact(st[ST_MODE], idf[j], v)
     bits = score.view(np.uint32)
     size = 0
@@ -2220,6 +2229,8 @@ if HAVE_NUMBA:
     _pruned_packed = njit(nogil=True, cache=True)(_pruned_packed)
     _term_bound = njit(nogil=True, cache=True)(_term_bound)
     _ms_seek = njit(nogil=True, cache=True)(_ms_seek)
+    _rewind = njit(nogil=True, cache=True)(_rewind)
+    _seek_value = njit(nogil=True, cache=True)(_seek_value)
     _fheap_push = njit(nogil=True, cache=True)(_fheap_push)
     _kth_partial = njit(nogil=True, cache=True)(_kth_partial)
     _candidates = njit(nogil=True, cache=True)(_candidates)
