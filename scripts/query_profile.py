@@ -66,7 +66,14 @@ def main() -> int:
     ap.add_argument("--dataset", type=Path, default=BEIR / "scifact")
     ap.add_argument("--split", default="train")
     args = ap.parse_args()
-    print(summary(query_profile(args.dataset, args.split)))
+    from indexing.errors import DataError
+
+    try:
+        profile = query_profile(args.dataset, args.split)
+    except (DataError, FileNotFoundError) as e:
+        print(f"query_profile: {e}", file=sys.stderr)
+        return 2
+    print(summary(profile))
     return 0
 
 

@@ -180,6 +180,8 @@ def profiled_text_queries(num: int, profile: list[list[float]], vocab: int = 200
     the mid-rank sets above have none above ~4%."""
     if not profile or not all(profile):
         raise ValueError("profile must hold at least one query, each with at least one term share")
+    if not all(0.0 < x <= 1.0 for q in profile for x in q):
+        raise ValueError("profile shares must lie in (0, 1]: the share of documents holding a term")
     rng = np.random.default_rng(seed)
     words = pseudo_words(vocab, 0)
     falling = -text_df_shares(vocab)  # ascending, for searchsorted

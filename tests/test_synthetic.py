@@ -278,6 +278,8 @@ def test_profiled_queries_copy_each_profile_query_onto_words_of_that_share():
             assert 0.8 * w <= g <= 1.25 * w, (text, got, want)
     with pytest.raises(ValueError, match="at least one term"):
         profiled_text_queries(3, [(0.1,), ()])
+    with pytest.raises(ValueError, match="must lie in"):
+        profiled_text_queries(3, [(0.1, 1.5)])
 
 
 def test_a_query_profile_is_the_share_of_documents_holding_each_analysed_term(tmp_path):
