@@ -1816,7 +1816,8 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
         if m < 0:
             return -1
     cand = cand[:m]
-    cand.sort()
+    if stop == n:  # (_narrow leaves them in doc order)
+        cand.sort()
     score = score[:m]
     score[:] = 0.0
     for j in range(n):  # exact scores: every term in query order, as the exhaustive kernel sums them

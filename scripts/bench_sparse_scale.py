@@ -218,8 +218,8 @@ def index_queries(path: Path, kind: str, n: int, fresh: bool = False):
 
 
 def search_threads(path: Path, n_queries: int, kind: str) -> dict:
-    """``batch_threads`` alone on a built index (``--child threads PATH N
-    splade|mid|weighted|weighted-all|topical|scifact-profile|nfcorpus-profile``), the queries the search section uses."""
+    """``batch_threads`` alone on a built index (``--child threads PATH N splade|SET``, SET a set
+    of ``bm25_queries``), the queries the search section uses."""
     index, queries = index_queries(path, kind, n_queries)
     page_in(path)
     return {"index": str(path), "queries": kind, "pruned_k10": batch_threads(index, queries, 10, "pruned"),

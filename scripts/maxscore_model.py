@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from indexing.kernels import TAAT_SEEK_COST  # noqa: E402
-from scripts.bench_sparse_scale import bm25_queries  # noqa: E402
+from scripts.bench_sparse_scale import BM25_SETS, bm25_queries  # noqa: E402
+from scripts.query_profile import BEIR  # noqa: E402
 
 
 def narrow(lists, dfs, order, rest, stop, acc, cand, theta, k):
@@ -65,7 +66,7 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, 
         rest = np.concatenate([np.cumsum(bounds[order][::-1])[::-1], [0.0]])
         acc = np.zeros(index.num_docs, np.float32)
         touched = np.zeros(index.num_docs, bool)
-        read = cands = estimate = 0  # cands: the seeks' cost in postings
+        read = seeks = estimate = 0  # seeks: their cost in postings
         seeded = 0.0
         stop = n
         for i, j in enumerate(order):
@@ -92,13 +93,13 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, 
                     at_cut += len(c)
                     seek, c = narrow(lists, dfs, order, rest, i + 1, acc, c, theta, k)
                     left += len(c)
-                    cands = seek + len(c) * n * TAAT_SEEK_COST  # the last: every term at the survivors
+                    seeks = seek + len(c) * n * TAAT_SEEK_COST  # the last: every term at the survivors
                     break
         if heads is not None:
             heads.append((terms[order[:stop]].copy(), weights[order[:stop]].copy()))
         work["postings"] += int(dfs.sum())
         work["read"] += read
-        work["seek"] += cands
+        work["seek"] += seeks
         work["estimate"] += estimate
     p = work["postings"]
     return {"queries": len(queries), "cut": cut, "read_share": round(work["read"] / p, 3),
@@ -110,11 +111,10 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("index", type=Path)
-    ap.add_argument("queries", choices=["mid", "weighted", "weighted-all", "topical", "scifact-profile",
-                                        "nfcorpus-profile", "scifact"],
+    ap.add_argument("queries", choices=[*BM25_SETS, "topical", "scifact"],
                     help="a synthetic set (scripts/bench_sparse_scale.py), or scifact: INDEX is a BM25 index of "
                          "SciFact, searched with the test queries of --dataset")
-    ap.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "beir" / "scifact"))
+    ap.add_argument("--dataset", default=str(BEIR / "scifact"))
     ap.add_argument("--queries-n", dest="n", type=int, default=200)
     ap.add_argument("--seed-docs", type=int, default=0)
     ap.add_argument("--seed-after", type=int, default=1)
@@ -128,7 +128,7 @@ def main() -> int:
         index, queries = beir_test_queries(args.index, args.dataset)
     else:
         index, queries = bm25_queries(args.index, args.queries, args.n)
-    heads: list = []
+    heads: list | None = [] if args.time_heads else None
     print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
            "seed_after": args.seed_after, **model(index, queries, seed_docs=args.seed_docs,
                                                    seed_after=args.seed_after, heads=heads)})
