@@ -364,38 +364,25 @@ class InvertedIndex:
                 self._heads = found
             return self._heads
 
-    def ensure_bitmaps(self, q_terms: np.ndarray | None = None) -> tuple:
+    def ensure_bitmaps(self, q_terms: np.ndarray) -> tuple:
         """Packed postings: (bitmaps uint64[rows, words], each term's row or -1) with a presence
-        bitmap for every term of ``q_terms`` (None: of the index, most documents first) in at
-        least ``bitmap_share`` of the documents, while ``bitmap_bytes`` allow (derived from the
-        doc ids on the first query that holds the term, or all at once by a server warming up;
+        bitmap for every term of ``q_terms`` in at least ``bitmap_share`` of the documents, while
+        ``bitmap_bytes`` allow (derived from the doc ids on the first query that holds the term;
         nothing stored on disk). MaxScore tests its candidates there instead of seeking them in
         the term's long list (``kernels._narrow``). Rows are only added: a batch searching with
         an earlier pair never meets a row it does not know."""
         p = self.packed
-        if p is None or self.bitmap_share <= 0:
-            return self._NO_BITS
-        least = max(1, math.ceil(self.bitmap_share * self.num_docs))
-        if q_terms is None:
-            q_terms = np.flatnonzero(p.df >= least)
-            q_terms = q_terms[np.argsort(-p.df[q_terms], kind="stable")]
-        if len(q_terms) == 0:
+        if p is None or self.bitmap_share <= 0 or len(q_terms) == 0:
             return self._bits
+        least = max(1, math.ceil(self.bitmap_share * self.num_docs))
         words = (self.num_docs + 63) >> 6
-        bits, rows = self._bits
-        if len(rows) == len(self.terms):  # (plain Python: the usual call, every bitmap there, in a microsecond)
-            df = p.df
-            if not any(rows[t] < 0 and df[t] >= least for t in q_terms.tolist()):
-                return self._bits
         with self._bits_lock:
             bits, rows = self._bits
             if len(rows) != len(self.terms):
                 rows = np.full(len(self.terms), -1, dtype=np.int32)
             budget = self.bitmap_bytes // (8 * words)  # rows
             room = budget - self._bits_used
-            if room <= 0:
-                return self._bits
-            need = [t for t in dict.fromkeys(q_terms.tolist()) if p.df[t] >= least and rows[t] < 0][:room]
+            need = [t for t in np.unique(q_terms).tolist() if p.df[t] >= least and rows[t] < 0][:max(room, 0)]
             if not need:
                 return self._bits
             used = self._bits_used

@@ -452,19 +452,12 @@ def bm25_queries(path: Path, query_set: str, n: int, seed: int | None = None):
     rank 100, stop words dropped; ``weighted-all``: every rank, stop words kept;
     ``scifact-profile``, ``nfcorpus-profile``: shaped like those collections' train queries;
     ``topical``: about one topic each, for the topical corpus), encoded and
-    checked (those without a known term dropped); ``seed``: the generator's (default its own).
-    The index's presence bitmaps are derived first, as a server warming up would (the one-off
-    cost printed on stderr), so that no timed query pays for them."""
+    checked (those without a known term dropped); ``seed``: the generator's (default its own)."""
     from retriever import Retriever
 
     r = Retriever.load(path, verify=False)
     queries = encoded(r, list(bm25_texts(query_set, n, seed).values()))
-    index = r.searcher.index
-    t = time.perf_counter()
-    bits, _ = index.ensure_bitmaps()
-    print(f"  bitmaps: {index._bits_used} terms, {bits[:index._bits_used].nbytes / 1e6:.1f} MB in memory, "
-          f"{time.perf_counter() - t:.2f} s", file=sys.stderr, flush=True)
-    return index, [q for q in queries if len(q[0])]
+    return r.searcher.index, [q for q in queries if len(q[0])]
 
 
 def bm25_texts(query_set: str, n: int, seed: int | None = None) -> dict[str, str]:
