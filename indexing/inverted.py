@@ -54,8 +54,6 @@ POSTINGS_IMPACTS = "postings_impacts.npy"
 BLOCKMAX = ("bm_ptr.npy", "bm_block.npy", "bm_max.npy", "bm_start.npy")
 BLOCK_SHIFT = 6  # 64 documents per block
 CSR = "csr"  # the uncompressed layout's name in a manifest ("postings": {"format": ...})
-BITMAP_SHARE = 1 / 32  # a bitmap costs at most 4 bytes a posting of its term (1 bit a document)
-BITMAP_BYTES = 256 << 20  # per index, in memory: 2,000 bitmaps of 1M documents, 200 of 10M
 ARENA = 1 << 20  # postings per thread the pruned kernel may keep decoded for a query (16 MB)
 PIECES_PER_THREAD = 8  # a threaded batch is cut into this many pieces per thread, taken as threads free up
 BP_MAX_POSTINGS = 400_000_000  # postings BP reorders by at most (3.2 GB of forward index and its copy)
@@ -77,7 +75,6 @@ def _finite_float32(weights) -> np.ndarray:
 
 class InvertedIndex:
     _NO_SUPER = (np.zeros(1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32))
-    _NO_BITS = (np.zeros((1, 1), np.uint64), np.zeros(0, np.int32))
 
     def __init__(self, terms: list[str], offsets: np.ndarray | None, docs: np.ndarray | None,
                  impacts: np.ndarray | None, num_docs: int, scale: float | None = None, *,
@@ -113,11 +110,6 @@ class InvertedIndex:
         self.root: Path | None = None  # the directory it was loaded from (where its heads live)
         self._heads = None  # indexing.heads.Heads, see ensure_heads
         self._heads_lock = threading.Lock()
-        self.bitmap_share = BITMAP_SHARE  # packed: terms in at least this share of the documents get a presence
-        self.bitmap_bytes = BITMAP_BYTES  # bitmap for MaxScore (0: none), up to this many bytes (see ensure_bitmaps)
-        self._bits = self._NO_BITS  # (bitmaps, row of each term or -1), replaced whole when rows are added
-        self._bits_used = 0
-        self._bits_lock = threading.Lock()
 
     def _csr(self) -> None:
         """Decode packed postings into CSR arrays (for tools and references; searches never need it)."""
@@ -194,7 +186,6 @@ class InvertedIndex:
         index.tie_order, index.tie_rank = self.tie_order, self.tie_rank
         index.shift, index.block_cost, index.whole = self.shift, self.block_cost, self.whole
         index._maxscore_terms, index.seek_cost = self._maxscore_terms, self.seek_cost
-        index.bitmap_share, index.bitmap_bytes = self.bitmap_share, self.bitmap_bytes
         index.superblock_shift, index.superblock_min = self.superblock_shift, self.superblock_min
         return index
 
@@ -363,43 +354,6 @@ class InvertedIndex:
                 found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
                 self._heads = found
             return self._heads
-
-    def ensure_bitmaps(self, q_terms: np.ndarray) -> tuple:
-        """Packed postings: (bitmaps uint64[rows, words], each term's row or -1) with a presence
-        bitmap for every term of ``q_terms`` in at least ``bitmap_share`` of the documents, while
-        ``bitmap_bytes`` allow (derived from the doc ids on the first query that holds the term;
-        nothing stored on disk). MaxScore tests its candidates there instead of seeking them in
-        the term's long list (``kernels._narrow``). Rows are only added: a batch searching with
-        an earlier pair never meets a row it does not know."""
-        p = self.packed
-        if p is None or self.bitmap_share <= 0 or len(q_terms) == 0:
-            return self._bits
-        least = max(1, math.ceil(self.bitmap_share * self.num_docs))
-        words = (self.num_docs + 63) >> 6
-        with self._bits_lock:
-            bits, rows = self._bits
-            if len(rows) != len(self.terms):
-                rows = np.full(len(self.terms), -1, dtype=np.int32)
-            budget = self.bitmap_bytes // (8 * words)  # rows
-            room = budget - self._bits_used
-            need = [t for t in np.unique(q_terms).tolist() if p.df[t] >= least and rows[t] < 0][:max(room, 0)]
-            if not need:
-                return self._bits
-            used = self._bits_used
-            if bits.shape[1] != words or used + len(need) > bits.shape[0]:
-                grown = np.zeros((min(max(2 * used, used + len(need), 8), budget), words), dtype=np.uint64)
-                grown[:used] = bits[:used]
-                bits = grown
-            rows = rows.copy()
-            st = np.zeros(NST, dtype=np.int64)
-            docs_row = np.zeros(CHUNK, dtype=np.int32)
-            for t in need:
-                if kernels.term_bitmap(p.stream, p.term_ptr, t, self.num_docs, p.table.shape[0], p.norms.shape[0],
-                                       p.norm_table.shape[0], st, docs_row, bits[used]) == 0:
-                    rows[t] = used  # (a corrupt list gets none: the search meets it and says so)
-                    used += 1
-            self._bits, self._bits_used = (bits, rows), used
-            return self._bits
 
     @staticmethod
     def layout_of(manifest: dict) -> str | None:
@@ -692,7 +646,6 @@ class InvertedIndex:
                                  out_keys, out_counts, out_scored, s.qends)
         elif packed is not None:
             sb = self.ensure_superblocks() if mode else self._NO_SUPER
-            bits = self.ensure_bitmaps(q_terms) if mode else self._NO_BITS
 
             def run(lo: int, hi: int) -> None:
                 s = self._scratch(k, longest)
@@ -704,7 +657,7 @@ class InvertedIndex:
                                       s.cache_vals, s.arena_docs, s.arena_vals, s.arena_blocks, self.whole,
                                       int(self.maxscore_terms), np.float64(self.seek_cost), out_keys, out_counts,
                                       out_scored, out_route,
-                                      *sb, int(self.superblock_shift), s.sub, s.sub_seen, s.sub_cand, *bits)
+                                      *sb, int(self.superblock_shift), s.sub, s.sub_seen, s.sub_cand)
         else:
             bm = self.ensure_blockmax() if mode else (np.zeros(1, np.int64), np.zeros(0, np.uint32),
                                                       np.zeros(0, self._impacts.dtype), np.zeros(0, np.uint32))

@@ -1593,8 +1593,6 @@ TAAT_DEEP_K = 250  # above this k a seek costs k / TAAT_DEEP_K times more: the c
 # final seeks grow with k until each seek decodes a chunk of its own (BM25 1M, queries shaped like SciFact's and
 # NFCorpus's: at k = 1000 MaxScore was 0.90x / 0.93x exhaustive with seeks at 8 postings, 1.00x / 0.98x at 32, and
 # the stop-word set kept 1.42x; at k = 100 the plain cost measured best: 1.30x / 1.43x, against 1.18x / 1.32x at 32)
-TAAT_BIT_COST = 0.5  # postings' worth of testing one candidate in a term's presence bitmap (``term_bitmap``)
-TAAT_BEST_FIRST = 4  # more candidates than this many times k left after narrowing: scored best bound first
 TAAT_SMALL_DOCS = 1 << 18  # up to this many documents (an accumulator of <= 1 MB, in a core's cache) reading is
 TAAT_SEEK_COST_SMALL = 32  # cheaper per posting and a seek costs this many postings' worth: SciFact BM25 with 8
 # sent 216 of 300 queries to MaxScore at 0.82x the exhaustive kernel; with 32 none, 0.97x (1M sets keep 8; raising
@@ -1684,77 +1682,36 @@ def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand,
 
 
 def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals, order, rest,
-            stop, k, widen, shrink, fheap, acc, cand, partial, m, ub, brow, bits, upper):
+            stop, k, widen, shrink, fheap, acc, cand, partial, m):
     """The candidates ``cand[:m]`` (their partial scores in ``partial``) after MaxScore's cut at
-    ``stop``, narrowed: the unread terms taken one at a time, and after each the candidates whose
-    upper bound falls below the k-th best partial (a lower bound of the k-th score, rising as
-    terms are added) dropped. First the terms with a presence bitmap (``brow[j]`` its row of
-    ``bits``), largest bound first, only tested: a candidate without the term loses its bound
-    ``ub[j]`` (in any order: no doc order needed, no value read); then the others, largest bound
-    first, sought at the candidates in doc order, their values added to the partial scores.
-    Keeps them in doc order in ``cand[:m']``, each one's upper bound in ``upper[:m']``; returns
-    m', or -1 for a corrupt list. The partial sums live in ``acc`` (zero elsewhere, and zeroed
-    again on every way out)."""
+    ``stop``, narrowed: the unread terms sought at them one at a time, largest bound first, and
+    after each term the candidates whose partial score plus the bounds still unread falls below the
+    k-th best partial (a lower bound of the k-th score, rising as terms are added) dropped. Keeps
+    them in doc order in ``cand[:m']``; returns m', or -1 for a corrupt list. The partial sums
+    live in ``acc`` (zero elsewhere, and zeroed again on every way out)."""
     num_docs = acc.shape[0]
     for x in range(m):
         acc[cand[x]] = partial[x]
-        upper[x] = np.float64(partial[x]) + rest[stop]
-    size = 0
-    for x in range(m):  # (inline: a call per document costs more than the document)
-        v = partial[x]
-        if size < k or v > fheap[0]:
-            size = _fheap_push(fheap, size, k, v)
-    theta = np.float64(fheap[0]) * shrink if size == k else 0.0
-    for i in range(stop, order.shape[0]):
-        j = order[i]
-        r = brow[j]
-        if r < 0 or qstate[j, ST_DF] == 0:
-            continue
-        b = ub[j]
-        out = 0
-        for x in range(m):
-            d = cand[x]
-            u = upper[x]
-            if ((bits[r, d >> 6] >> np.uint64(d & 63)) & np.uint64(1)) == 0:
-                u -= b
-            if u * widen >= theta:
-                cand[out] = d
-                upper[out] = u
-                out += 1
-            else:
-                acc[d] = 0.0
-        m = out
-    if m > 1:  # doc order for the seeks, each candidate's bound along
-        perm = np.argsort(cand[:m])
-        docs = cand[:m][perm]
-        ups = upper[:m][perm]
-        cand[:m] = docs
-        upper[:m] = ups
+    cand[:m].sort()
     for i in range(stop, order.shape[0]):
         j = order[i]
         st = qstate[j]
-        if brow[j] >= 0 or st[ST_DF] == 0:
-            continue
-        _rewind(st)
-        w = q_weights[j]
-        b = ub[j]
-        for x in range(m):
-            d = cand[x]
-            found, v = _seek_value(buf, st, d, num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
-                                   norm_table)
-            if found < 0:
-                m = -m - 1
-                break
-            if found:
-                add = w * _impact(st[ST_MODE], idf[j], v)
-                acc[d] += add
-                upper[x] += np.float64(add) - b
-            else:
-                upper[x] -= b
-        if m < 0:
-            for x in range(-m - 1):
-                acc[cand[x]] = 0.0
-            return -1
+        if st[ST_DF] > 0:
+            _rewind(st)
+            w = q_weights[j]
+            for x in range(m):
+                d = cand[x]
+                found, v = _seek_value(buf, st, d, num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
+                                       norm_table)
+                if found < 0:
+                    m = -m - 1
+                    break
+                if found:
+                    acc[d] += w * _impact(st[ST_MODE], idf[j], v)
+            if m < 0:
+                for x in range(-m - 1):
+                    acc[cand[x]] = 0.0
+                return -1
         size = 0
         for x in range(m):  # (inline: a call per document costs more than the document)
             v = acc[cand[x]]
@@ -1764,9 +1721,8 @@ def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, c
         out = 0
         for x in range(m):
             d = cand[x]
-            if upper[x] * widen >= theta:
+            if (np.float64(acc[d]) + rest[i + 1]) * widen >= theta:
                 cand[out] = d
-                upper[out] = upper[x]
                 out += 1
             else:
                 acc[d] = 0.0
@@ -1776,42 +1732,8 @@ def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, c
     return m
 
 
-def _score_exact(buf, num_docs, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals,
-                 docs, m, score):
-    """The exact scores of ``docs[:m]`` (ascending) into ``score``: every term in query order,
-    sought in its list, the exhaustive kernel's float32 sum. 0, or -1 for a corrupt list."""
-    for x in range(m):
-        score[x] = 0.0
-    for j in range(q_weights.shape[0]):
-        st = qstate[j]
-        if st[ST_DF] == 0:
-            continue
-        _rewind(st)
-        w = q_weights[j]
-        for x in range(m):
-            found, v = _seek_value(buf, st, docs[x], num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
-                                   norm_table)
-            if found < 0:
-                return -1
-            if found:
-                score[x] += w * _impact(st[ST_MODE], idf[j], v)
-    return 0
-
-
-def _push_scored(docs, score, m, tie_rank, k, heap, size):
-    """Push the scored documents ``docs[:m]`` (``score``) into the heap of the k best keys; its new size."""
-    bits = score.view(np.uint32)
-    for x in range(m):
-        if score[x] > 0.0:
-            key = (np.uint64(bits[x]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[docs[x]]))
-            if size < k or key > heap[0]:
-                size = _heap_push(heap, size, k, key)
-    return size
-
-
 def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, approx,
-                   acc, seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, arena_blocks,
-                   seek_cost, bits, bit_rows):
+                   acc, seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, seek_cost):
     """MaxScore term at a time (above): the k best keys left in ``heap``; returns their count,
     -1 for a corrupt index, -2 when too many candidates stay (the accumulator is cleared; the
     caller reads the query exhaustively), -3 when it would not pay (nothing read). ``approx`` < 1:
@@ -1825,14 +1747,8 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     for i in range(norm_table.shape[0]):
         if norm_table[i] > nmax:
             nmax = norm_table[i]
-    bit_cost = TAAT_BIT_COST
     if k > TAAT_DEEP_K:
         seek_cost = seek_cost * (k / TAAT_DEEP_K)
-        bit_cost = bit_cost * (k / TAAT_DEEP_K)
-    brow = np.full(n, -1, dtype=np.int64)  # each term's presence bitmap (a row of ``bits``), -1: none
-    for j in range(n):
-        if q_terms[j] < bit_rows.shape[0]:
-            brow[j] = bit_rows[q_terms[j]]
     total_postings = 0
     for j in range(n):
         if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
@@ -1882,9 +1798,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
                 stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
                 cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
                                              theta, widen)
-                nxt = order[i + 1]
-                per = bit_cost if brow[nxt] >= 0 else seek_cost
-                if cands * per <= qstate[nxt, ST_DF]:  # testing or seeking them costs less than the next list
+                if cands * seek_cost <= qstate[order[i + 1], ST_DF]:  # seeking them costs less than the next list
                     stop = i + 1
                     break
     if n_touched <= arena_docs.shape[0]:  # (per-thread scratch: an allocation per query stalls threads)
@@ -1896,65 +1810,37 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand, score)
     if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
         return -2
-    if stop == n:
-        cand = cand[:m]
+    if stop < n:
+        m = _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals, order,
+                    rest, stop, k, widen, shrink, fheap, acc, cand, score, m)
+        if m < 0:
+            return -1
+    cand = cand[:m]
+    if stop == n:  # (_narrow leaves them in doc order)
         cand.sort()
-        score = score[:m]
-        if _score_exact(buf, num_docs, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs,
-                        cache_vals, cand, m, score) < 0:
-            return -1
-        return _push_scored(cand, score, m, tie_rank, k, heap, 0)
-    flat = arena_blocks.view(np.float64)
-    upper = flat[:m] if m <= flat.shape[0] else np.empty(m, dtype=np.float64)
-    m = _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs, cache_vals, order,
-                rest, stop, k, widen, shrink, fheap, acc, cand, score, m, ub, brow, bits, upper)
-    if m < 0:
-        return -1
-    if m <= TAAT_BEST_FIRST * k:  # few left: all scored (in doc order, as _narrow leaves them)
-        if _score_exact(buf, num_docs, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs,
-                        cache_vals, cand, m, score) < 0:
-            return -1
-        return _push_scored(cand, score, m, tie_rank, k, heap, 0)
-    # many left (their bounds loose: presence bitmaps narrow without values): scored in batches of best
-    # bound, each in doc order, until the k-th exact score is above every bound left
-    rank = np.argsort(-upper[:m])
-    batch = np.empty(m, dtype=np.int32)
+    score = score[:m]
+    score[:] = 0.0
+    for j in range(n):  # exact scores: every term in query order, as the exhaustive kernel sums them
+        st = qstate[j]
+        if st[ST_DF] == 0:
+            continue
+        _rewind(st)
+        w = q_weights[j]
+        for x in range(m):
+            found, v = _seek_value(buf, st, cand[x], num_docs, cache_docs[j], cache_vals[j], table, float_bits, norms,
+                                   norm_table)
+            if found < 0:
+                return -1
+            if found:
+                score[x] += w * _impact(st[ST_MODE], idf[j], v)
+    bits = score.view(np.uint32)
     size = 0
-    pos = 0
-    step = TAAT_BEST_FIRST * k
-    while pos < m:
-        if size == k:
-            kth = np.float64(_float_of_bits(heap[0] >> np.uint64(32)))
-            if upper[rank[pos]] * widen < kth:
-                break
-        end = min(m, pos + step)
-        for x in range(pos, end):
-            batch[x - pos] = cand[rank[x]]
-        nb = end - pos
-        batch[:nb].sort()
-        if _score_exact(buf, num_docs, table, float_bits, norms, norm_table, q_weights, idf, qstate, cache_docs,
-                        cache_vals, batch, nb, score) < 0:
-            return -1
-        size = _push_scored(batch, score, nb, tie_rank, k, heap, size)
-        pos = end
-        step *= 2
+    for x in range(m):
+        if score[x] > 0.0:
+            key = (np.uint64(bits[x]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[cand[x]]))
+            if size < k or key > heap[0]:
+                size = _heap_push(heap, size, k, key)
     return size
-
-
-def _term_bitmap(buf, term_ptr, t, num_docs, table_len, norms_len, norm_table_len, st, docs_row, out):
-    """Term ``t``'s presence bitmap into ``out`` (uint64 words, bit ``d & 63`` of word ``d >> 6``
-    set when it holds doc d; zeroed first): doc ids decoded, values not. 0, or -1 when corrupt."""
-    out[:] = 0
-    if _open_term(buf, term_ptr, t, num_docs, table_len, norms_len, norm_table_len, st) < 0:
-        return -1
-    for c in range(st[ST_NC]):
-        n = _decode_docs(buf, st, c, num_docs, docs_row)
-        if n < 0:
-            return -1
-        for i in range(n):
-            d = docs_row[i]
-            out[d >> 6] |= np.uint64(1) << np.uint64(d & 63)
-    return 0
 
 
 # -- superblocks: a coarse first level of block-max bounds (packed postings) --------------------
@@ -2253,7 +2139,7 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                    table, float_bits, norms, norm_table, tie_rank, shift, acc, seen, touched, ub, ub_seen, ub_mask, cand,
                    order, loc_acc, loc_seen, loc_list, heap, qstate, cache_docs, cache_vals, arena_docs,
                    arena_vals, arena_blocks, whole, ms_terms, seek_cost, out_keys, out_counts, out_scored,
-                   out_route, sb_ptr, sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand, bits, bit_rows):
+                   out_route, sb_ptr, sb_first, sb_entry, sb_val, sb_shift, sub, sub_seen, sub_cand):
     """``_search_queries`` over packed postings (``buf`` the stream, ``term_ptr`` where each
     term starts, ``table`` its impact table, ``norms``/``norm_table`` the BM25 length bytes);
     ``qstate``, ``cache_docs`` and ``cache_vals`` have a row per term of the longest query.
@@ -2283,7 +2169,7 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                 route = ROUTE_MAXSCORE
                 size = _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, terms, weights,
                                       tie_rank, k, approx, acc, seen, touched, heap, qstate, cache_docs, cache_vals,
-                                      arena_docs, arena_vals, arena_blocks, seek_cost, bits, bit_rows)
+                                      arena_docs, arena_vals, seek_cost)
                 scored = -1  # (no blocks)
                 if size == -2 or size == -3:  # it would not pay: the exhaustive kernel (-3: nothing read yet)
                     route = ROUTE_EXHAUSTIVE
@@ -2351,10 +2237,7 @@ if HAVE_NUMBA:
     _candidates = njit(nogil=True, cache=True)(_candidates)
     _collect = njit(nogil=True, cache=True)(_collect)
     _narrow = njit(nogil=True, cache=True)(_narrow)
-    _score_exact = njit(nogil=True, cache=True)(_score_exact)
-    _push_scored = njit(nogil=True, cache=True)(_push_scored)
     _maxscore_taat = njit(nogil=True, cache=True)(_maxscore_taat)
-    term_bitmap = njit(nogil=True, cache=True)(_term_bitmap)
     super_summary = njit(nogil=True, cache=True)(_super_summary)
     _mh_push = njit(nogil=True, cache=True)(_mh_push)
     _mh_pop = njit(nogil=True, cache=True)(_mh_pop)
@@ -2391,7 +2274,6 @@ else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
     search_packed = _search_packed
     super_summary = _super_summary
-    term_bitmap = _term_bitmap
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):

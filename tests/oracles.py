@@ -89,8 +89,7 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
                qstate[:rows], cache_docs[:rows], cache_vals[:rows], arena_docs[:size], arena_vals[:size],
                arena_blocks[:size], index.whole, index.maxscore_terms if ms_terms is None else ms_terms,
                np.float64(index.seek_cost), out_keys, counts, scored, route,
-               *sb, index.superblock_shift, sub[:n_super], sub_seen[:n_super], sub_cand[:n_super],
-               *(index.ensure_bitmaps(q_terms) if mode else index._NO_BITS))
+               *sb, index.superblock_shift, sub[:n_super], sub_seen[:n_super], sub_cand[:n_super])
             guarded_search.route = route
             guarded += [("arena_docs", arena_docs, -7), ("arena_vals", arena_vals, -7),
                         ("arena_blocks", arena_blocks, -7), ("sub_cand", sub_cand, -7)]

@@ -243,7 +243,6 @@ def _narrowing_index():
     query = [(np.array([2, 1, 0], np.int32), np.array([1.0, 1.0, 1.0], np.float32))]
     packed = index.compressed()
     packed.blocks_per_hit = 1e6
-    packed.bitmap_share = 0  # every unread list sought (presence bitmaps: test_presence_bitmaps_*)
     return index, packed, query
 
 
@@ -310,76 +309,3 @@ def test_a_bm25_index_reads_every_exact_query_with_maxscore():
             assert kernels.ROUTE_MAXSCORE not in long_route
     loaded_like = bm25._like(bm25.packed)  # the settings travel with the postings (a reopened index)
     assert loaded_like.maxscore_terms == bm25.maxscore_terms
-
-
-@pytest.mark.parametrize("seed, bm25", [(7, False), (8, True)])
-def test_presence_bitmaps_keep_results_exact(seed, bm25):
-    """Terms in at least ``bitmap_share`` of the documents get a presence bitmap that narrowing
-    tests instead of seeking: results stay the exhaustive ones and the oracle's with bitmaps for
-    no term, the long ones (the default share) or every term, and the bitmaps are built once."""
-    from indexing.inverted import BITMAP_SHARE
-
-    index = random_index(seed, num_docs=4000, num_terms=30, dtype=np.float32, bm25=bm25)
-    queries = queries_for(index, seed, n=20)
-    packed = maxscore(index.compressed(), kernels.TAAT_SEEK_COST)
-    want = {k: packed.search_many(queries, k, "exhaustive") for k in (1, 10, 100)}
-    long_terms = {t for t, _ in queries for t in t.tolist() if packed.packed.df[t] >= BITMAP_SHARE * 4000}
-    assert long_terms
-    for share in (0.0, BITMAP_SHARE, 1e-9):
-        p = maxscore(index.compressed(), kernels.TAAT_SEEK_COST)
-        p.bitmap_share = share
-        for k, w in want.items():
-            got = p.search_many(queries, k, "pruned", threads=2)
-            same(w, got)
-            for (ids, _), (t, wt) in zip(got, queries):
-                assert ids.tolist() == oracle(index, t, wt, k)[0]
-        rows = p._bits[1]
-        if share == 0:
-            assert p._bits_used == 0
-        else:
-            assert p._bits_used == len({t for t, _ in queries for t in t.tolist()
-                                        if p.packed.df[t] >= max(1, np.ceil(share * 4000))})
-            for t in long_terms:  # a bitmap holds exactly the term's documents
-                d = index.docs[index.offsets[t]:index.offsets[t + 1]]
-                bits = np.unpackbits(p._bits[0][rows[t]].view(np.uint8), bitorder="little")[:4000]
-                assert np.flatnonzero(bits).tolist() == np.sort(d).tolist()
-
-
-def test_candidates_left_after_the_bitmaps_are_scored_best_bound_first():
-    """Presence bitmaps narrow without values, so many candidates can be left; they are scored
-    exactly best bound first and the rest is never sought once the k-th exact score is above
-    every bound left: here 80 candidates whose "common" chunk is garbage are never read (without
-    bitmaps narrowing seeks every candidate there and the query fails, as the exhaustive one does)."""
-    from indexing.manifest import IndexFormatError
-
-    n = 20_000
-    rare = np.concatenate([np.arange(20), 10_000 + 10 * np.arange(80)])
-    near = np.arange(20)  # "other": the first 20 of the rare documents (a short list, sought)
-    t = np.concatenate([np.zeros(100, np.int64), np.ones(n, np.int64), np.full(20, 2, np.int64)])
-    d = np.concatenate([rare, np.arange(n), near])
-    common = np.where(np.arange(n) < 10, 10.0, 1.0 + (np.arange(n) % 6) / 10)  # the first ten: the top 5
-    values = np.concatenate([np.full(100, 50.0), common, np.full(20, 5.0)]).astype(np.float32)
-    index = InvertedIndex.from_postings(["rare", "common", "other"], t, d, values, n)
-    query = [(np.array([0, 1, 2], np.int32), np.array([1.0, 1.0, 1.0], np.float32))]
-    want = oracle(index, query[0][0], query[0][1], 5)
-    assert want[0] == list(range(10))[:5]
-    for share in (0.0, 0.5):
-        packed = index.compressed()
-        packed.blocks_per_hit = 1e6
-        packed.bitmap_share = share
-        packed.search_many(query, 5, "pruned")  # (the bitmap of "common" built from the whole stream)
-        start, end = _chunk_body(packed, 1, 10_500)
-        stream = packed.packed.stream.copy()
-        stream[start:end] = 0xFF
-        packed.packed.stream = stream
-        with pytest.raises(IndexFormatError):
-            packed.search_many(query, 5, "exhaustive")
-        if share == 0:
-            with pytest.raises(IndexFormatError):
-                packed.search_many(query, 5, "pruned")
-            continue
-        ids, scores = packed.search_many(query, 5, "pruned")[0]
-        assert packed.last_route.tolist() == [kernels.ROUTE_MAXSCORE]
-        assert packed._bits_used == 1
-        assert ids.tolist() == want[0]
-        assert scores.tolist() == pytest.approx(want[1], rel=1e-6)
