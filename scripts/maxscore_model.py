@@ -3,11 +3,17 @@
 set, with the exact k-th partial score after every term (the kernel estimates it from a sample
 before the cut), optionally seeded by a threshold
 estimate: the ``--seed-docs`` best documents by partial score after ``--seed-after`` lists,
-scored fully (their seeks counted). Work in postings, not time.
+scored fully (their seeks counted). Work in postings, not time. ``--bitmaps SHARE`` models
+presence bitmaps of the terms in at least SHARE of the documents (narrowing tests a candidate
+there for ``--bit-cost`` postings instead of seeking it; its bound, not its value, is dropped
+when absent) and ``--best-first`` exact scoring of the candidates left best bound first: an
+experiment of 2026-12-04 that the kernel does not carry (docs/BENCHMARKS.md: 3.49x in postings
+on scifact-profile, no steady gain in time).
 
     python scripts/maxscore_model.py INDEX mid|weighted|weighted-all|topical|scifact-profile|
         nfcorpus-profile|scifact
         [--seed-docs 0] [--seed-after 1] [--queries-n 200] [--time-heads]
+        [--bitmaps 0] [--bit-cost 0.5] [--best-first]
 
 Reads every query list into numpy (the index uncompressed in memory: ~8 bytes a posting).
 """
@@ -28,37 +34,54 @@ from scripts.bench_sparse_scale import BM25_SETS, bm25_queries  # noqa: E402
 from scripts.query_profile import BEIR  # noqa: E402
 
 
-def narrow(lists, dfs, order, rest, stop, acc, cand, theta, k):
+def narrow(lists, dfs, order, rest, stop, acc, cand, theta, k, bounds=None, bitmap=None, bit_cost=0.0):
     """``kernels._narrow``: the unread terms sought at the candidates one at a time (a list costs
     what reading it does at most), those that can no longer reach the k-th best partial dropped
-    after each. Returns (the seeks' cost in postings, the candidates left)."""
+    after each. ``bitmap[j]``: term j's presence is tested (``bit_cost`` a test), its value not
+    read: a candidate without it loses its bound. Returns (the cost in postings, the candidates
+    left)."""
     cost = 0.0
+    hi = acc[cand] + rest[stop]  # each candidate's upper bound
     for i in range(stop, len(order)):
-        d, v = lists[order[i]]
-        cost += min(len(cand) * TAAT_SEEK_COST, dfs[order[i]])
+        j = order[i]
+        d, v = lists[j]
         pos = np.minimum(np.searchsorted(d, cand), max(len(d) - 1, 0))
         hit = d[pos] == cand if len(d) else np.zeros(len(cand), bool)
-        acc[cand[hit]] += v[pos[hit]]
+        if bitmap is not None and bitmap[j]:
+            cost += len(cand) * bit_cost
+            hi[~hit] -= bounds[j]
+        else:
+            cost += min(len(cand) * TAAT_SEEK_COST, dfs[j])
+            acc[cand[hit]] += v[pos[hit]]
+            if bounds is None:
+                hi = acc[cand] + rest[i + 1]
+            else:
+                hi[hit] += v[pos[hit]] - bounds[j]
+                hi[~hit] -= bounds[j]
         part = acc[cand]
         if len(part) >= k:
             theta = max(theta, float(np.partition(part, len(part) - k)[len(part) - k]))
-        cand = cand[part + rest[i + 1] >= theta]
-    return cost, cand
+        keep = hi >= theta
+        cand, hi = cand[keep], hi[keep]
+    return cost, cand, hi
 
 
-def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, heads: list | None = None) -> dict:
+def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, heads: list | None = None,
+          bitmap_share: float = 0.0, bit_cost: float = 0.5, best_first: bool = False) -> dict:
     """The work of ``queries`` in postings; ``heads``: each query's terms read before its cut
     appended there (the whole query when it does not cut)."""
     u = index.uncompressed()
     off, docs, imp = u.offsets, u.docs, u.impacts
     work = {"postings": 0, "read": 0, "seek": 0, "estimate": 0}
     cut = at_cut = left = 0
+    narrow_cost = 0.0
     for terms, weights in queries:
         n = len(terms)
         lists = [(docs[off[t]:off[t + 1]], weights[j] * imp[off[t]:off[t + 1]].astype(np.float32))
                  for j, t in enumerate(terms)]
         bounds = np.array([v.max() if len(v) else 0.0 for _, v in lists])
         dfs = np.array([len(d) for d, _ in lists])
+        bitmap = dfs >= bitmap_share * index.num_docs if bitmap_share > 0 else None
         full = np.zeros(index.num_docs, np.float32)
         for d, v in lists:
             full[d] += v
@@ -87,12 +110,21 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, 
                         else 0.0, seeded)
             if rest[i + 1] < theta:
                 c = np.flatnonzero(touched & (acc + rest[i + 1] >= theta))
-                if len(c) * TAAT_SEEK_COST <= dfs[order[i + 1]]:  # seeking them costs less than the next list
+                nxt = order[i + 1]
+                if len(c) * (bit_cost if bitmap is not None and bitmap[nxt] else TAAT_SEEK_COST) <= dfs[nxt]:  # seeking them costs less than the next list
                     stop = i + 1
                     cut += 1
                     at_cut += len(c)
-                    seek, c = narrow(lists, dfs, order, rest, i + 1, acc, c, theta, k)
+                    seek, c, hi = narrow(lists, dfs, order, rest, i + 1, acc, c, theta, k, bounds, bitmap, bit_cost)
+                    if best_first:  # scored exactly in decreasing order of their bounds until the k-th beats the next
+                        scored = []
+                        for x in np.argsort(-hi, kind="stable"):
+                            if len(scored) >= k and hi[x] < sorted(scored)[-k]:
+                                break
+                            scored.append(full[c[x]])
+                        c = c[:len(scored)]
                     left += len(c)
+                    narrow_cost += seek
                     seeks = seek + len(c) * n * TAAT_SEEK_COST  # the last: every term at the survivors
                     break
         if heads is not None:
@@ -105,7 +137,8 @@ def model(index, queries, k: int = 10, seed_docs: int = 0, seed_after: int = 1, 
     return {"queries": len(queries), "cut": cut, "read_share": round(work["read"] / p, 3),
             "seek_share": round(work["seek"] / p, 3), "estimate_share": round(work["estimate"] / p, 3),
             "speedup_in_postings": round(p / (work["read"] + work["seek"] + work["estimate"]), 2),
-            "candidates_at_cut": round(at_cut / max(cut, 1), 1), "candidates_left": round(left / max(cut, 1), 1)}
+            "candidates_at_cut": round(at_cut / max(cut, 1), 1), "candidates_left": round(left / max(cut, 1), 1),
+            "narrow_share": round(narrow_cost / p, 3)}
 
 
 def main() -> int:
@@ -118,6 +151,11 @@ def main() -> int:
     ap.add_argument("--queries-n", dest="n", type=int, default=200)
     ap.add_argument("--seed-docs", type=int, default=0)
     ap.add_argument("--seed-after", type=int, default=1)
+    ap.add_argument("--bitmaps", type=float, default=0.0, help="terms in at least this share of the documents "
+                    "have a presence bitmap: narrowing tests it (--bit-cost postings a test) instead of seeking")
+    ap.add_argument("--bit-cost", type=float, default=0.5)
+    ap.add_argument("--best-first", action="store_true", help="the candidates left scored exactly best bound "
+                    "first, until the k-th exact score beats the next bound")
     ap.add_argument("--time-heads", action="store_true",
                     help="also time the exhaustive kernel over the whole queries and over only the lists read before "
                          "the cut (what reading those alone costs, against the postings' share)")
@@ -131,7 +169,9 @@ def main() -> int:
     heads: list | None = [] if args.time_heads else None
     print({"index": str(args.index), "set": args.queries, "seed_docs": args.seed_docs,
            "seed_after": args.seed_after, **model(index, queries, seed_docs=args.seed_docs,
-                                                   seed_after=args.seed_after, heads=heads)})
+                                                   seed_after=args.seed_after, heads=heads,
+                                                   bitmap_share=args.bitmaps, bit_cost=args.bit_cost,
+                                                   best_first=args.best_first)})
     if args.time_heads:
         print(time_heads(index, queries, heads))
     return 0
