@@ -172,12 +172,16 @@ def _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap):
         for i in range(top.shape[0]):
             heap[i] = top[i]
         return top.shape[0]
-    for i in range(n_touched):
+    floor = np.uint64(0)  # the heap's smallest score bits once full: a document below it is out, its tie rank
+    for i in range(n_touched):  # unread (a positive float's bits grow with it)
         d = touched[i]
-        if acc[d] > 0.0:
-            key = (np.uint64(bits[d]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
+        b = np.uint64(bits[d])
+        if acc[d] > 0.0 and b >= floor:
+            key = (b << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
             if size < k or key > heap[0]:
                 size = _heap_push(heap, size, k, key)
+                if size == k:
+                    floor = heap[0] >> np.uint64(32)
         acc[d] = 0.0
         seen[d] = 0
     return size

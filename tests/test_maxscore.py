@@ -60,7 +60,11 @@ def test_ties_at_the_kth_score_keep_the_tie_order():
     packed = maxscore(index.compressed())
     queries = [(np.arange(m, dtype=np.int32), np.ones(m, np.float32)) for m in (1, 2, 3, 6)]
     for k in (1, 7, 10, 64, 900, 1000):
-        same(packed.search_many(queries, k, "exhaustive"), packed.search_many(queries, k, "pruned"))
+        want = packed.search_many(queries, k, "exhaustive")
+        same(want, packed.search_many(queries, k, "pruned"))
+        for searcher in (packed, index):  # the exhaustive kernels' selection (it skips documents below the k-th
+            for (ids, _), (t, w) in zip(searcher.search_many(queries, k, "exhaustive"), queries):  # score unread)
+                assert ids.tolist() == oracle(index, t, w, k)[0]
 
 
 def test_one_term_long_queries_repeated_terms_and_terms_without_postings():
