@@ -1058,25 +1058,79 @@ def _add_postings(docs, vals, lo, hi, w, idf, bm25, acc, seen, touched, n_touche
     return n_touched
 
 
+def _add_dense(docs, vals, lo, hi, w, idf, bm25, acc):
+    """``_add_postings`` without the touched list (``_exhaustive_packed``'s dense queries)."""
+    for i in range(lo, hi):
+        if bm25:
+            acc[docs[i]] += w * _bm25p(idf, vals[i])
+        else:
+            acc[docs[i]] += w * vals[i]
+
+
+def _top_keys_dense(acc, tie_rank, k, heap):
+    """``_top_keys`` over every document in order (a dense query's accumulator: no touched list),
+    the accumulator zeroed."""
+    bits = acc.view(np.uint32)
+    size = 0
+    floor = np.uint64(0)
+    for d in range(acc.shape[0]):
+        if acc[d] != 0.0:
+            b = np.uint64(bits[d])
+            if acc[d] > 0.0 and b >= floor:
+                key = (b << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
+                if size < k or key > heap[0]:
+                    size = _heap_push(heap, size, k, key)
+                    if size == k:
+                        floor = heap[0] >> np.uint64(32)
+            acc[d] = 0.0
+    return size
+
+
+EXHAUSTIVE_DENSE = 0.5  # a query of at least this many postings per document keeps no touched list: its top k
+# comes from one pass over the whole accumulator (BM25 1M: see docs/BENCHMARKS.md, "exhaustive kernel")
+
+
 def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_terms, q_weights, tie_rank, k, acc,
                        seen, touched, heap, qstate, cache_docs, cache_vals, arena_docs, arena_vals, reuse):
     """``_exhaustive`` over packed postings. ``reuse``: the terms are open already (the pruned
-    kernel's fallback), those it decoded whole are read from the arena."""
+    kernel's fallback), those it decoded whole are read from the arena. A query of at least
+    ``EXHAUSTIVE_DENSE`` postings per document keeps no seen flags or touched list (most documents
+    are touched): its top k comes from a pass over the whole accumulator."""
     num_docs = acc.shape[0]
+    n = q_terms.shape[0]
+    if not reuse:
+        for j in range(n):
+            if _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0], norm_table.shape[0],
+                          qstate[j]) < 0:
+                return -1
+    total = 0
+    for j in range(n):
+        total += qstate[j, ST_DF]
+    dense = total >= EXHAUSTIVE_DENSE * num_docs
     n_touched = 0
     status = 0
-    for j in range(q_terms.shape[0]):
+    for j in range(n):
         st = qstate[j]
-        if not reuse and _open_term(buf, term_ptr, q_terms[j], num_docs, table.shape[0], norms.shape[0],
-                                    norm_table.shape[0], st) < 0:
-            status = -1
-            break
         w = q_weights[j]
         bm25 = st[ST_MODE] == MODE_BM25
         idf = _idf(st, table)
         if reuse and st[ST_ARENA] >= 0:
-            n_touched = _add_postings(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf, bm25,
-                                      acc, seen, touched, n_touched)
+            if dense:
+                _add_dense(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf, bm25, acc)
+            else:
+                n_touched = _add_postings(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf,
+                                          bm25, acc, seen, touched, n_touched)
+            continue
+        if dense:
+            for c in range(st[ST_NC]):
+                m = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, cache_docs[j],
+                                cache_vals[j])
+                if m < 0:
+                    status = -1
+                    break
+                _add_dense(cache_docs[j], cache_vals[j], 0, m, w, idf, bm25, acc)
+            if status < 0:
+                break
             continue
         added = _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j],
                             acc, seen, touched, n_touched)
@@ -1086,10 +1140,14 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
             break
         n_touched = added
     if status < 0:
+        if dense:
+            acc[:] = 0.0
         for i in range(n_touched):
             acc[touched[i]] = 0.0
             seen[touched[i]] = 0
         return -1
+    if dense:
+        return _top_keys_dense(acc, tie_rank, k, heap)
     return _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap)
 
 
@@ -2225,6 +2283,8 @@ if HAVE_NUMBA:
     build_fill = njit(nogil=True, cache=True)(_build_fill)
     _add_postings = njit(nogil=True, cache=True)(_add_postings)
     _add_chunks = njit(nogil=True, cache=True)(_add_chunks)
+    _add_dense = njit(nogil=True, cache=True)(_add_dense)
+    _top_keys_dense = njit(nogil=True, cache=True)(_top_keys_dense)
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
     _bounds_stored = njit(nogil=True, cache=True)(_bounds_stored)

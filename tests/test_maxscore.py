@@ -313,3 +313,26 @@ def test_a_bm25_index_reads_every_exact_query_with_maxscore():
             assert kernels.ROUTE_MAXSCORE not in long_route
     loaded_like = bm25._like(bm25.packed)  # the settings travel with the postings (a reopened index)
     assert loaded_like.maxscore_terms == bm25.maxscore_terms
+
+
+def test_a_dense_exhaustive_query_that_meets_a_corrupt_chunk_leaves_the_accumulator_clear():
+    """A query of at least kernels.EXHAUSTIVE_DENSE postings per document keeps no touched list;
+    when a chunk half way through its first list is corrupt the query fails and the whole
+    accumulator is cleared: the next queries on the same scratch are exact."""
+    from indexing.manifest import IndexFormatError
+
+    index, packed, query = _narrowing_index()
+    assert sum(int(packed.packed.df[t]) for t in query[0][0]) >= kernels.EXHAUSTIVE_DENSE * packed.num_docs
+    whole = packed.packed.stream
+    start, end = _chunk_body(packed, 2, 10_000)  # "common", read first: its chunks before this one are added
+    stream = whole.copy()
+    stream[start:end] = 0xFF
+    packed.packed.stream = stream
+    with pytest.raises(IndexFormatError):
+        packed.search_many(query, 5, "exhaustive")
+    packed.packed.stream = whole
+    for k in (5, 20, 20_000):
+        ids, scores = packed.search_many(query, k, "exhaustive")[0]
+        want = oracle(index, query[0][0], query[0][1], k)
+        assert ids.tolist() == want[0]
+        assert scores.tolist() == pytest.approx(want[1], rel=1e-6)
