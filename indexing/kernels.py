@@ -1649,6 +1649,9 @@ def _seek_value(buf, st, d, num_docs, docs_row, vals_row, table, float_bits, nor
 # term (and a few hundred seeks at the end).
 
 TAAT_SAMPLE = 4096  # documents the threshold and the candidates' estimate read between two terms
+TAAT_MIN_DENSITY = 0.06  # MaxScore only for a query of at least this many postings per document: on BM25 1M
+# (2026-12-04, per query, best of 5) it lost to the exhaustive kernel below ~60,000 postings on three query sets
+# (0.78-0.94x), broke even at 60,000-200,000 and won above (2.13x on nfcorpus-profile's heaviest)
 TAAT_ROUTE = 4  # MaxScore only for a query of >= this many times its k x terms final seeks in postings
 TAAT_SEEK_COST = 8  # postings' worth of work to seek one candidate in one list (measured: BM25 1M)
 TAAT_DEEP_K = 250  # above this k a seek costs k / TAAT_DEEP_K times more: the candidates at the cut and the
@@ -1818,6 +1821,8 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
             return -1
         total_postings += qstate[j, ST_DF]
     if k * n * seek_cost * TAAT_ROUTE > total_postings:  # the final seeks alone would weigh: read it all
+        return -3
+    if seek_cost > 0 and total_postings < TAAT_MIN_DENSITY * num_docs:  # too light a query to gain from a cut
         return -3
     for j in range(n):
         st = qstate[j]
