@@ -177,14 +177,20 @@ def _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap):
         d = touched[i]
         b = np.uint64(bits[d])
         if acc[d] > 0.0 and b >= floor:
-            key = (b << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
-            if size < k or key > heap[0]:
-                size = _heap_push(heap, size, k, key)
-                if size == k:
-                    floor = heap[0] >> np.uint64(32)
+            size, floor = _offer(heap, size, k, b, tie_rank[d])
         acc[d] = 0.0
         seen[d] = 0
     return size
+
+
+def _offer(heap, size, k, b, rank):
+    """Offer the key of a document (score bits ``b``, tie rank) to the heap of the k best keys;
+    (its new size, the smallest score bits it holds once full, else 0): a document below them is
+    out without its tie rank read."""
+    key = (b << np.uint64(32)) | (_LOW - np.uint64(rank))
+    if size < k or key > heap[0]:
+        size = _heap_push(heap, size, k, key)
+    return size, (heap[0] >> np.uint64(32)) if size == k else np.uint64(0)
 
 
 def _exhaustive(offsets, docs, impacts, q_terms, q_weights, tie_rank, k, acc, seen, touched, heap):
@@ -1028,7 +1034,7 @@ _bm25 = bm25_impact  # compiled below, for scalars inside the kernels
 # and their order of accumulation are the uncompressed kernels' own: results are equal bit for bit.
 
 def _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, docs_row, vals_row, acc, seen, touched,
-                n_touched):
+                n_touched, dense=False):
     """Add ``w x`` every posting of the open term in ``st`` into the accumulator, chunk by chunk
     (touched documents listed); the new count of touched documents, or ``-1 - count`` when a chunk
     is corrupt (the ones touched so far still listed, for the caller to clear)."""
@@ -1038,16 +1044,17 @@ def _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, docs_row,
         n = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs_row, vals_row)
         if n < 0:
             return -1 - n_touched
-        n_touched = _add_postings(docs_row, vals_row, 0, n, w, idf, bm25, acc, seen, touched, n_touched)
+        n_touched = _add_postings(docs_row, vals_row, 0, n, w, idf, bm25, acc, seen, touched, n_touched, dense)
     return n_touched
 
 
-def _add_postings(docs, vals, lo, hi, w, idf, bm25, acc, seen, touched, n_touched):
+def _add_postings(docs, vals, lo, hi, w, idf, bm25, acc, seen, touched, n_touched, dense=False):
     """Add ``w x`` the decoded postings ``lo:hi`` (BM25: their products turned into impacts with
-    ``idf``) into the accumulator; returns the new count of touched documents."""
+    ``idf``) into the accumulator; returns the new count of touched documents. ``dense``: no seen
+    flags or touched list kept (``_exhaustive_packed``'s dense queries; the count stays)."""
     for i in range(lo, hi):
         d = docs[i]
-        if seen[d] == 0:
+        if not dense and seen[d] == 0:
             seen[d] = 1
             touched[n_touched] = d
             n_touched += 1
@@ -1056,15 +1063,6 @@ def _add_postings(docs, vals, lo, hi, w, idf, bm25, acc, seen, touched, n_touche
         else:
             acc[d] += w * vals[i]
     return n_touched
-
-
-def _add_dense(docs, vals, lo, hi, w, idf, bm25, acc):
-    """``_add_postings`` without the touched list (``_exhaustive_packed``'s dense queries)."""
-    for i in range(lo, hi):
-        if bm25:
-            acc[docs[i]] += w * _bm25p(idf, vals[i])
-        else:
-            acc[docs[i]] += w * vals[i]
 
 
 def _top_keys_dense(acc, tie_rank, k, heap):
@@ -1077,11 +1075,7 @@ def _top_keys_dense(acc, tie_rank, k, heap):
         if acc[d] != 0.0:
             b = np.uint64(bits[d])
             if acc[d] > 0.0 and b >= floor:
-                key = (b << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
-                if size < k or key > heap[0]:
-                    size = _heap_push(heap, size, k, key)
-                    if size == k:
-                        floor = heap[0] >> np.uint64(32)
+                size, floor = _offer(heap, size, k, b, tie_rank[d])
             acc[d] = 0.0
     return size
 
@@ -1115,25 +1109,11 @@ def _exhaustive_packed(buf, term_ptr, table, float_bits, norms, norm_table, q_te
         bm25 = st[ST_MODE] == MODE_BM25
         idf = _idf(st, table)
         if reuse and st[ST_ARENA] >= 0:
-            if dense:
-                _add_dense(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf, bm25, acc)
-            else:
-                n_touched = _add_postings(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf,
-                                          bm25, acc, seen, touched, n_touched)
-            continue
-        if dense:
-            for c in range(st[ST_NC]):
-                m = _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, cache_docs[j],
-                                cache_vals[j])
-                if m < 0:
-                    status = -1
-                    break
-                _add_dense(cache_docs[j], cache_vals[j], 0, m, w, idf, bm25, acc)
-            if status < 0:
-                break
+            n_touched = _add_postings(arena_docs, arena_vals, st[ST_ARENA], st[ST_ARENA] + st[ST_DF], w, idf, bm25,
+                                      acc, seen, touched, n_touched, dense)
             continue
         added = _add_chunks(buf, st, w, idf, table, float_bits, norms, norm_table, cache_docs[j], cache_vals[j],
-                            acc, seen, touched, n_touched)
+                            acc, seen, touched, n_touched, dense)
         if added < 0:
             n_touched = -1 - added
             status = -1
@@ -2288,7 +2268,7 @@ if HAVE_NUMBA:
     build_fill = njit(nogil=True, cache=True)(_build_fill)
     _add_postings = njit(nogil=True, cache=True)(_add_postings)
     _add_chunks = njit(nogil=True, cache=True)(_add_chunks)
-    _add_dense = njit(nogil=True, cache=True)(_add_dense)
+    _offer = njit(nogil=True, cache=True)(_offer)
     _top_keys_dense = njit(nogil=True, cache=True)(_top_keys_dense)
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(nogil=True, cache=True)(_decode_whole)
