@@ -1143,32 +1143,33 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, 
     size = st[ST_SIZE]
     idf = np.float32(table[base]) if mode == MODE_BM25 else np.float32(0.0)
     n_blocks = ub.shape[0]
-    gmask = (1 << wg) - 1
-    vmask = (1 << wv) - 1
-    gacc = 0
+    gmask = (np.uint64(1) << np.uint64(wg)) - np.uint64(1)
+    vmask = (np.uint64(1) << np.uint64(wv)) - np.uint64(1)
+    gacc = np.uint64(0)
     gnb = 0
-    vacc = 0
+    vacc = np.uint64(0)
     vnb = 0
     b = -1
-    for i in range(m):
-        g = 0
-        if wg > 0:
-            while gnb < wg:
-                gacc |= np.int64(buf[gpos]) << gnb
-                gpos += 1
-                gnb += 8
-            g = gacc & gmask
-            gacc >>= wg
-            gnb -= wg
-        code = 0
-        if wv > 0:
-            while vnb < wv:
-                vacc |= np.int64(buf[vpos]) << vnb
-                vpos += 1
-                vnb += 8
-            code = vacc & vmask
-            vacc >>= wv
-            vnb -= wv
+    for i in range(m):  # two bit buffers refilled 32 bits at a time, as _decode_chunk (1.4x faster
+        # than a byte at a time: 10M SPLADE-like, the unsummarised terms' ~580k entries a query)
+        if gnb < wg:
+            gacc |= (np.uint64(buf[gpos]) | (np.uint64(buf[gpos + 1]) << np.uint64(8))
+                     | (np.uint64(buf[gpos + 2]) << np.uint64(16))
+                     | (np.uint64(buf[gpos + 3]) << np.uint64(24))) << np.uint64(gnb)
+            gpos += 4
+            gnb += 32
+        g = np.int64(gacc & gmask)
+        gacc >>= np.uint64(wg)
+        gnb -= wg
+        if vnb < wv:
+            vacc |= (np.uint64(buf[vpos]) | (np.uint64(buf[vpos + 1]) << np.uint64(8))
+                     | (np.uint64(buf[vpos + 2]) << np.uint64(16))
+                     | (np.uint64(buf[vpos + 3]) << np.uint64(24))) << np.uint64(vnb)
+            vpos += 4
+            vnb += 32
+        code = np.int64(vacc & vmask)
+        vacc >>= np.uint64(wv)
+        vnb -= wv
         b += 1 + g
         if b >= n_blocks or (mode == MODE_TABLE and code >= size):
             return n_cand, -1
@@ -2010,8 +2011,31 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
     s = b0 >> sb_shift
     b = b0
     i = e0
+    # entry i's gap and code from two bit buffers refilled 32 bits at a time (as _bounds_stored;
+    # may read 3 bytes past the list: the stream's PAD), started at entry e0's bits
+    gbit = (e0 + 1) * wg  # entry e0's own gap is already in b0
+    gpos = gpos + (gbit >> 3)
+    gacc = np.uint64(0)
+    gnb = -(gbit & 7)
+    vbit = e0 * wv
+    vpos = vpos + (vbit >> 3)
+    vacc = np.uint64(0)
+    vnb = -(vbit & 7)
+    gmask = (np.uint64(1) << np.uint64(wg)) - np.uint64(1)
+    vmask = (np.uint64(1) << np.uint64(wv)) - np.uint64(1)
     while True:
-        code = _bits_at(buf, vpos, i, wv)
+        while vnb < wv:  # (twice only when the first load's offset leaves fewer bits than a code)
+            word = (np.uint64(buf[vpos]) | (np.uint64(buf[vpos + 1]) << np.uint64(8))
+                    | (np.uint64(buf[vpos + 2]) << np.uint64(16)) | (np.uint64(buf[vpos + 3]) << np.uint64(24)))
+            if vnb < 0:  # the first load: drop the bits before the entry's
+                vacc = word >> np.uint64(-vnb)
+            else:
+                vacc |= word << np.uint64(vnb)
+            vpos += 4
+            vnb += 32
+        code = np.int64(vacc & vmask)
+        vacc >>= np.uint64(wv)
+        vnb -= wv
         if b >= ub.shape[0] or (mode == MODE_TABLE and code >= size):
             return n_cand, -1
         if mode == MODE_BM25:  # (written out as in _bounds_stored: _bm_value here measured 1.3x slower queries)
@@ -2027,7 +2051,18 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
         i += 1
         if i >= m:
             break
-        b += 1 + _bits_at(buf, gpos, i, wg)
+        while gnb < wg:
+            word = (np.uint64(buf[gpos]) | (np.uint64(buf[gpos + 1]) << np.uint64(8))
+                    | (np.uint64(buf[gpos + 2]) << np.uint64(16)) | (np.uint64(buf[gpos + 3]) << np.uint64(24)))
+            if gnb < 0:
+                gacc = word >> np.uint64(-gnb)
+            else:
+                gacc |= word << np.uint64(gnb)
+            gpos += 4
+            gnb += 32
+        b += 1 + np.int64(gacc & gmask)
+        gacc >>= np.uint64(wg)
+        gnb -= wg
         if (b >> sb_shift) != s:
             break
     return n_cand, 0
