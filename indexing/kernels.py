@@ -466,20 +466,16 @@ def _get_varint(buf, pos, end):
 
 
 def _bits_at(buf, pos, i, w):
-    """Value ``i`` of a packed array of ``w``-bit values starting at byte ``pos`` (reads only
-    the bytes that hold it)."""
+    """Value ``i`` of a packed array of ``w``-bit values starting at byte ``pos``: five bytes
+    read whatever the width (no branch on it; up to 4 past the value's last byte: every packed
+    array of a term is followed by more of the term or by the stream's PAD)."""
     if w == 0:
         return 0
     bit = i * w
     p = pos + (bit >> 3)
-    last = pos + ((bit + w - 1) >> 3)
-    v = 0
-    k = 0
-    while p <= last:
-        v |= np.int64(buf[p]) << (8 * k)
-        p += 1
-        k += 1
-    return (v >> (bit & 7)) & ((1 << w) - 1)
+    v = (np.uint64(buf[p]) | (np.uint64(buf[p + 1]) << np.uint64(8)) | (np.uint64(buf[p + 2]) << np.uint64(16))
+         | (np.uint64(buf[p + 3]) << np.uint64(24)) | (np.uint64(buf[p + 4]) << np.uint64(32)))
+    return np.int64((v >> np.uint64(bit & 7)) & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
 
 
 def _chunk_header(buf, pos, end):
