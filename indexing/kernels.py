@@ -478,6 +478,20 @@ def _bits_at(buf, pos, i, w):
     return np.int64((v >> np.uint64(bit & 7)) & ((np.uint64(1) << np.uint64(w)) - np.uint64(1)))
 
 
+def _refill(buf, pos, acc, nb):
+    """A bit buffer (``acc`` holding ``nb`` bits) with the next 32 bits of ``buf`` from byte
+    ``pos`` added above them; ``nb < 0`` is a first load that drops the ``-nb`` bits before the
+    wanted ones. Returns (acc, nb, pos) after it. May read 3 bytes past the last wanted byte: the
+    stream's PAD."""
+    word = (np.uint64(buf[pos]) | (np.uint64(buf[pos + 1]) << np.uint64(8)) | (np.uint64(buf[pos + 2]) << np.uint64(16))
+            | (np.uint64(buf[pos + 3]) << np.uint64(24)))
+    if nb < 0:
+        acc = word >> np.uint64(-nb)
+    else:
+        acc |= word << np.uint64(nb)
+    return acc, nb + 32, pos + 4
+
+
 def _chunk_header(buf, pos, end):
     """(doc gap width, value width, header bytes) of the chunk at ``pos``; (-1, -1, 0) when it
     runs past ``end`` or a width is above 32. One byte ``wd | wv << 6`` when wv < 3, else
@@ -1146,23 +1160,15 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, 
     vacc = np.uint64(0)
     vnb = 0
     b = -1
-    for i in range(m):  # two bit buffers refilled 32 bits at a time, as _decode_chunk (1.4x faster
-        # than a byte at a time: 10M SPLADE-like, the unsummarised terms' ~580k entries a query)
+    for i in range(m):  # two bit buffers refilled 32 bits at a time (1.4x faster than a byte at a
+        # time: 10M SPLADE-like, the unsummarised terms' ~580k entries a query)
         if gnb < wg:
-            gacc |= (np.uint64(buf[gpos]) | (np.uint64(buf[gpos + 1]) << np.uint64(8))
-                     | (np.uint64(buf[gpos + 2]) << np.uint64(16))
-                     | (np.uint64(buf[gpos + 3]) << np.uint64(24))) << np.uint64(gnb)
-            gpos += 4
-            gnb += 32
+            gacc, gnb, gpos = _refill(buf, gpos, gacc, gnb)
         g = np.int64(gacc & gmask)
         gacc >>= np.uint64(wg)
         gnb -= wg
         if vnb < wv:
-            vacc |= (np.uint64(buf[vpos]) | (np.uint64(buf[vpos + 1]) << np.uint64(8))
-                     | (np.uint64(buf[vpos + 2]) << np.uint64(16))
-                     | (np.uint64(buf[vpos + 3]) << np.uint64(24))) << np.uint64(vnb)
-            vpos += 4
-            vnb += 32
+            vacc, vnb, vpos = _refill(buf, vpos, vacc, vnb)
         code = np.int64(vacc & vmask)
         vacc >>= np.uint64(wv)
         vnb -= wv
@@ -2007,8 +2013,8 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
     s = b0 >> sb_shift
     b = b0
     i = e0
-    # entry i's gap and code from two bit buffers refilled 32 bits at a time (as _bounds_stored;
-    # may read 3 bytes past the list: the stream's PAD), started at entry e0's bits
+    # entry i's gap and code from two bit buffers refilled 32 bits at a time (as _bounds_stored),
+    # started at entry e0's bits (a first load with nb < 0)
     gbit = (e0 + 1) * wg  # entry e0's own gap is already in b0
     gpos = gpos + (gbit >> 3)
     gacc = np.uint64(0)
@@ -2021,14 +2027,7 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
     vmask = (np.uint64(1) << np.uint64(wv)) - np.uint64(1)
     while True:
         while vnb < wv:  # (twice only when the first load's offset leaves fewer bits than a code)
-            word = (np.uint64(buf[vpos]) | (np.uint64(buf[vpos + 1]) << np.uint64(8))
-                    | (np.uint64(buf[vpos + 2]) << np.uint64(16)) | (np.uint64(buf[vpos + 3]) << np.uint64(24)))
-            if vnb < 0:  # the first load: drop the bits before the entry's
-                vacc = word >> np.uint64(-vnb)
-            else:
-                vacc |= word << np.uint64(vnb)
-            vpos += 4
-            vnb += 32
+            vacc, vnb, vpos = _refill(buf, vpos, vacc, vnb)
         code = np.int64(vacc & vmask)
         vacc >>= np.uint64(wv)
         vnb -= wv
@@ -2048,14 +2047,7 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
         if i >= m:
             break
         while gnb < wg:
-            word = (np.uint64(buf[gpos]) | (np.uint64(buf[gpos + 1]) << np.uint64(8))
-                    | (np.uint64(buf[gpos + 2]) << np.uint64(16)) | (np.uint64(buf[gpos + 3]) << np.uint64(24)))
-            if gnb < 0:
-                gacc = word >> np.uint64(-gnb)
-            else:
-                gacc |= word << np.uint64(gnb)
-            gpos += 4
-            gnb += 32
+            gacc, gnb, gpos = _refill(buf, gpos, gacc, gnb)
         b += 1 + np.int64(gacc & gmask)
         gacc >>= np.uint64(wg)
         gnb -= wg
@@ -2327,6 +2319,7 @@ if HAVE_NUMBA:
     _nbytes = njit(nogil=True, cache=True, inline="always")(_nbytes)
     _get_varint = njit(nogil=True, cache=True, inline="always")(_get_varint)
     _bits_at = njit(nogil=True, cache=True, inline="always")(_bits_at)
+    _refill = njit(nogil=True, cache=True, inline="always")(_refill)
     _chunk_header = njit(nogil=True, cache=True, inline="always")(_chunk_header)
     _open_term = njit(nogil=True, cache=True)(_open_term)
     _bm25 = njit(nogil=True, cache=True)(_bm25)
