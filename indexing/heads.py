@@ -342,6 +342,56 @@ def _ends(q_terms, q_weights, a, nq, head_ptr, head_vals, depth, ends):
 
 
 @njit(nogil=True, cache=True)
+def _candidates(hkeys, hvals, mask, nt, n_cand, out):
+    """The documents of the ``n_cand`` best partial scores among the ``nt`` in the hash table's
+    slots ``0..mask`` (every one tied with the last too; all of them when there are fewer), into
+    ``out``; returns how many. The cut is the exact ``n_cand``-th score, but selected among the
+    few slots at or above an estimate of it, the ``1.5 n_cand``-th best of the table's first
+    eighth (hashed slots: a sample); when fewer lie above the estimate, among all. The table is
+    read in order, branch-free: on 10M SPLADE-like, 2,048 / 768, 1.47 -> 1.37 ms a query against
+    gathering every slot in insertion order for ``np.partition``."""
+    size = mask + 1
+    sel = out if nt < out.shape[0] else np.empty(nt + 1, dtype=out.dtype)  # (a write lands one past the last)
+    if nt <= n_cand:
+        m = 0
+        for slot in range(size):
+            sel[m] = hkeys[slot]
+            m += np.int64(hkeys[slot] != -1)
+        out[:m] = sel[:m]
+        return m
+    span = size >> 3
+    sample = np.empty(span + 1, dtype=np.float32)
+    m = 0
+    for slot in range(span):
+        sample[m] = hvals[slot]
+        m += np.int64(hkeys[slot] != -1)
+    est = np.float32(-1.0)
+    r = np.int64(1.5 * n_cand * m / nt) + 16  # the estimate's rank in the sample
+    if r < m:
+        est = np.partition(sample[:m], m - r)[m - r]
+    ns = 0  # the slots selected, listed in ``sel`` (then the documents, in place)
+    for slot in range(size):
+        sel[ns] = slot
+        ns += np.int64((hkeys[slot] != -1) & (hvals[slot] >= est))
+    if ns < n_cand:  # (the estimate was too high: every slot)
+        ns = 0
+        for slot in range(size):
+            sel[ns] = slot
+            ns += np.int64(hkeys[slot] != -1)
+    part = np.empty(ns, dtype=np.float32)
+    for i in range(ns):
+        part[i] = hvals[sel[i]]
+    cut = np.partition(part, ns - n_cand)[ns - n_cand]
+    n_c = 0
+    for i in range(ns):
+        if part[i] >= cut:
+            sel[n_c] = hkeys[sel[i]]
+            n_c += 1
+    out[:n_c] = sel[:n_c]
+    return n_c
+
+
+@njit(nogil=True, cache=True)
 def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_docs, head_vals, doc_ptr, fwd_terms,
            fwd_vals, tie_rank, hkeys, hvals, touched, qmark, qpos, qnext, qval, out_keys, out_counts, out_scored,
            ends):
@@ -374,7 +424,7 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
             bits += 1
         mask = (1 << bits) - 1
         shift = np.uint64(32 - bits)
-        nt = 0  # slots in use, listed in ``touched``
+        nt = 0  # slots in use
         bad = False
         for j in range(nq):
             t = q_terms[a + j]
@@ -391,25 +441,11 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
                 if hkeys[slot] == -1:
                     hkeys[slot] = d
                     hvals[slot] = x
-                    touched[nt] = slot
                     nt += 1
                 else:
                     hvals[slot] += x
-        cut = np.float32(-1.0)
-        if nt > n_cand and not bad:
-            part = np.empty(nt, dtype=np.float32)
-            for i in range(nt):
-                part[i] = hvals[touched[i]]
-            cut = np.partition(part, nt - n_cand)[nt - n_cand]
-        n_c = 0  # the candidates, listed in place at the front of ``touched``
-        for i in range(nt):
-            slot = touched[i]
-            d = hkeys[slot]
-            partial = hvals[slot]
-            hkeys[slot] = -1
-            if not bad and partial >= cut:
-                touched[n_c] = d
-                n_c += 1
+        n_c = 0 if bad else _candidates(hkeys, hvals, mask, nt, n_cand, touched)
+        hkeys[:mask + 1] = -1
         # Read one entry per cache line of every candidate's forward list first: these loads are
         # independent, so many are in flight at once; the scoring loop below then finds its lines
         # in cache instead of waiting for each in turn (measured 1M: ~1.1 -> ~0.5 us a document).

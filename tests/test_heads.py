@@ -84,6 +84,32 @@ def test_candidates_at_least_k(tmp_path):
     assert ids.tolist() == exact_ids.tolist()
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_candidates_are_the_best_partials_with_every_tie(seed):
+    """``heads._candidates`` (the cut estimated from a sample of the table, then exact) against
+    the definition: every document whose partial score reaches the ``n_cand``-th best; with
+    ties at the cut, a sample holding the best scores (an estimate too high), tables full to
+    the output's last slot, and fewer documents than candidates."""
+    rng = np.random.default_rng(seed)
+    for bits in (10, 12):
+        size = 1 << bits
+        for nt in (1, 5, size // 4, size // 2, size - 1):
+            hkeys = np.full(size, -1, dtype=np.int32)
+            hvals = np.zeros(size, dtype=np.float32)
+            slots = rng.choice(size, nt, replace=False)
+            hkeys[slots] = rng.choice(10**6, nt, replace=False)
+            hvals[slots] = rng.integers(1, 6 if seed % 2 else 1000, nt).astype(np.float32)  # few values: ties
+            if seed == 5:  # the best scores all in the sampled first eighth: the estimate overshoots
+                hvals[slots] = np.where(slots < size >> 3, 2000.0, hvals[slots]).astype(np.float32)
+            for n_cand in (1, 3, 64, nt, nt + 7):
+                out = np.empty(nt, dtype=np.int32)  # no room to spare
+                n_c = heads._candidates(hkeys, hvals, size - 1, nt, n_cand, out)
+                vals = np.sort(hvals[slots])[::-1]
+                cut = vals[min(n_cand, nt) - 1]
+                want = sorted(hkeys[slots][hvals[slots] >= cut].tolist())
+                assert sorted(out[:n_c].tolist()) == want
+
+
 def test_heads_are_the_largest_impacts_and_forward_lists_the_documents(tmp_path):
     index, matrix = _index(tmp_path, 5, ties=True, cap=50)
     h = index.ensure_heads()
