@@ -45,7 +45,7 @@ from indexing.manifest import (CHECKSUM_KEY, IndexFormatError, IndexWriter, load
 HEADS_DIR = "heads"
 CAP = 4096  # postings kept per term head (1M SPLADE-like: 113.7 per document; 10M: 12.1)
 DEPTH = 1024  # default postings read per query term, on average (1M SPLADE-like: 0.9995 top-10 agreement with
-CANDIDATES = 256  # 256 candidates; 10M needs 2,048 / 1,024 for 0.977: docs/BENCHMARKS.md, "The heads strategy")
+CANDIDATES = 256  # 256 candidates; 10M needs 2,048 / 768 for 0.976: docs/BENCHMARKS.md, "The heads strategy")
 FILES = ("head_ptr.npy", "head_docs.npy", "head_vals.npy", "doc_ptr.npy", "fwd_terms.npy", "fwd_vals.npy")
 MADV_POPULATE_READ = 22  # Linux >= 5.14 (not named by Python's mmap module)
 PAGE = 4096

@@ -315,7 +315,7 @@ def search_report(index, queries: list) -> dict:
     return report, exact
 
 
-HEADS_GRID = ((256, 64), (512, 128), (1024, 256), (2048, 512), (2048, 1024), (3072, 1024), (4096, 1024))
+HEADS_GRID = ((256, 64), (512, 128), (1024, 256), (2048, 512), (2048, 768), (2048, 1024), (3072, 1024), (4096, 1024))
 # (postings read per query term on average, documents scored)
 
 
@@ -413,7 +413,7 @@ def brute_force_check(index, queries, exact_1000, order, n_check: int) -> dict:
             "max_relative_score_error": worst}
 
 
-def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True) -> dict:
+def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True, heads_queries: int = 500) -> dict:
     from indexing.manifest import load_array
     from scripts.synthetic_splade import SpladeLike
 
@@ -431,7 +431,7 @@ def search_splade(path: Path, n_queries: int, n_check: int, heads: bool = True) 
         report["brute_force"] = brute_force_check(index, queries, exact[1000], order, n_check)
     report["peak_rss_mb"] = round(peak_rss_mb())
     if heads:
-        report["heads"] = heads_report(index, path, max(100, n_queries))
+        report["heads"] = heads_report(index, path, max(heads_queries, n_queries))
     return report
 
 
@@ -584,7 +584,8 @@ def main() -> int:
         elif step == "build-bm25":
             row = build_bm25(Path(args[0]), Path(args[1]), args[2])
         elif step == "search-splade":
-            row = search_splade(Path(args[0]), int(args[1]), int(args[2]), len(args) < 4 or args[3] == "heads")
+            row = search_splade(Path(args[0]), int(args[1]), int(args[2]), len(args) < 4 or args[3] == "heads",
+                                *(int(x) for x in args[4:5]))
         else:
             row = search_bm25(Path(args[0]), int(args[1]), args[2])
         print(json.dumps(row))
@@ -600,6 +601,8 @@ def main() -> int:
     ap.add_argument("--sections", default="splade,bm25")
     ap.add_argument("--no-heads", dest="heads", action="store_false",
                     help="skip the heads strategy (it derives INDEX/heads when missing: ~4 bytes a posting)")
+    ap.add_argument("--heads-queries", type=int, default=500,
+                    help="fresh queries per point of the heads curve (agreement over 100 moves by +-0.015)")
     ap.add_argument("--work", default=os.environ.get("RETRIEVER_BENCH_WORK", "/tmp/retriever-bench"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "bench_sparse_scale.json"))
     ap.add_argument("--plot", default=str(ROOT / "docs" / "sparse_approx_curve.png"))
@@ -621,7 +624,7 @@ def main() -> int:
                                                       ("build_s", "bp_s", "renumber_s", "save_s")) / (n / 1e6), 1)
             row["load_before"] = load()
             row["search"] = in_child("search-splade", str(path), str(args.queries), str(args.check),
-                                     "heads" if args.heads else "no-heads")
+                                     "heads" if args.heads else "no-heads", str(args.heads_queries))
             row["streams_k10"] = in_child("search-streams", str(path), str(args.queries), "splade")
             row["load_after"] = load()
             report[name] = row
