@@ -45,7 +45,9 @@ from indexing.manifest import (CHECKSUM_KEY, IndexFormatError, IndexWriter, load
 HEADS_DIR = "heads"
 CAP = 4096  # postings kept per term head (1M SPLADE-like: 113.7 per document; 10M: 12.1)
 DEPTH = 1024  # default postings read per query term, on average (1M SPLADE-like: 0.9995 top-10 agreement with
-CANDIDATES = 256  # 256 candidates; 10M needs 2,048 / 768 for 0.976: docs/BENCHMARKS.md, "The heads strategy")
+CANDIDATES = 256  # 256 candidates, 16.5x the exhaustive kernel: docs/BENCHMARKS.md, "The heads strategy")
+LARGE = 2_000_000  # from this many documents on, the defaults are LARGE_DEPTH / LARGE_CANDIDATES (10M SPLADE-like:
+LARGE_DEPTH, LARGE_CANDIDATES = 2048, 768  # 0.971-0.976 at 50-61x; 1,024 / 256 there: 0.834)
 FILES = ("head_ptr.npy", "head_docs.npy", "head_vals.npy", "doc_ptr.npy", "fwd_terms.npy", "fwd_vals.npy")
 MADV_POPULATE_READ = 22  # Linux >= 5.14 (not named by Python's mmap module)
 PAGE = 4096
@@ -291,6 +293,15 @@ def parent_checksum(root: str | Path) -> str | None:
 
 
 # -- searching -----------------------------------------------------------------------------------
+
+def default_knobs(num_docs: int) -> tuple[int, int]:
+    """The (depth, candidates) a ``heads`` search of an index of ``num_docs`` documents uses when
+    not given: the heads keep ``CAP`` postings a term whatever the collection's size, so a larger
+    collection needs them read deeper and more candidates scored for the same agreement (measured
+    at 1M and 10M SPLADE-like documents; above ``LARGE`` the 10M knobs, which cost only speed on a
+    smaller collection)."""
+    return (LARGE_DEPTH, LARGE_CANDIDATES) if num_docs > LARGE else (DEPTH, CANDIDATES)
+
 
 @njit(nogil=True, cache=True)
 def _above(head_ptr, head_vals, t, w, c):

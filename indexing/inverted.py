@@ -579,7 +579,8 @@ class InvertedIndex:
         ``exhaustive``, or ``approx`` (block-max, stopping when ``approx * bound <
         threshold``; ``approx`` in (0, 1]), or ``heads`` (``indexing.heads``: the ``candidates``
         (at least k) documents of best partial score over the ``heads_depth x terms`` head postings
-        of largest weight x impact, scored exactly; needs ``INDEX/heads``). ``last_route`` tells
+        of largest weight x impact, scored exactly; needs ``INDEX/heads``; knobs not given:
+        ``heads.default_knobs``, by the index's size). ``last_route`` tells
         which way each query went. ``threads``: that many threads search
         the batch in parallel (the kernel holds no GIL), taking its queries in contiguous pieces
         (``PIECES_PER_THREAD`` per thread) as they free up.
@@ -597,8 +598,9 @@ class InvertedIndex:
         if strategy == "heads":
             from indexing import heads as heads_mod
 
-            heads_depth = heads_mod.DEPTH if heads_depth is None else heads_depth
-            candidates = heads_mod.CANDIDATES if candidates is None else candidates
+            depth0, candidates0 = heads_mod.default_knobs(self.num_docs)
+            heads_depth = depth0 if heads_depth is None else heads_depth
+            candidates = candidates0 if candidates is None else candidates
             for name, v in (("heads_depth", heads_depth), ("candidates", candidates)):
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                     raise ValueError(f"{name} must be a positive integer, got {v!r}")

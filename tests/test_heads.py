@@ -110,6 +110,27 @@ def test_candidates_are_the_best_partials_with_every_tie(seed):
                 assert sorted(out[:n_c].tolist()) == want
 
 
+def test_default_knobs_grow_with_the_collection(tmp_path, monkeypatch):
+    """Knobs not given come from ``heads.default_knobs`` by the index's size: the 1M defaults up
+    to ``LARGE`` documents, the 10M ones above."""
+    assert heads.default_knobs(heads.LARGE) == (heads.DEPTH, heads.CANDIDATES)
+    assert heads.default_knobs(heads.LARGE + 1) == (heads.LARGE_DEPTH, heads.LARGE_CANDIDATES)
+    index, _ = _index(tmp_path, 13)
+    queries = _queries(np.random.default_rng(13), len(index.terms))
+    monkeypatch.setattr(heads, "DEPTH", 1)
+    monkeypatch.setattr(heads, "CANDIDATES", 1)
+    monkeypatch.setattr(heads, "LARGE_DEPTH", 3)
+    monkeypatch.setattr(heads, "LARGE_CANDIDATES", 12)
+    small = index.search_many(queries, 10, "heads", heads_depth=1, candidates=1)
+    large = index.search_many(queries, 10, "heads", heads_depth=3, candidates=12)
+    assert not all(_same(a, b) for a, b in zip(small, large))  # (the two settings differ here)
+    got = index.search_many(queries, 10, "heads")
+    assert all(_same(a, b) for a, b in zip(got, small))
+    monkeypatch.setattr(heads, "LARGE", index.num_docs - 1)
+    got = index.search_many(queries, 10, "heads")
+    assert all(_same(a, b) for a, b in zip(got, large))
+
+
 def test_heads_are_the_largest_impacts_and_forward_lists_the_documents(tmp_path):
     index, matrix = _index(tmp_path, 5, ties=True, cap=50)
     h = index.ensure_heads()

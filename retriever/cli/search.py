@@ -26,10 +26,11 @@ def _load_options(given: dict) -> dict:
 def strategy_options(f):
     """--strategy and its knobs (bm25/sparse indexes)."""
     f = click.option("--candidates", type=AT_LEAST_1, default=None,
-                     help="bm25/sparse --strategy heads: documents scored exactly per query (default 256).")(f)
+                     help="bm25/sparse --strategy heads: documents scored exactly per query (default 256; 768 above "
+                          "2M documents).")(f)
     f = click.option("--heads-depth", type=AT_LEAST_1, default=None,
                      help="bm25/sparse --strategy heads: postings read from each query term's head "
-                          "(default 1024).")(f)
+                          "(default 1024; 2048 above 2M documents).")(f)
     f = click.option("--approx", type=_Finite(0.0, 1.0, open_low=True), default=None,
                      help="bm25/sparse --strategy approx: stop when approx x bound < k-th score (1 = exact).")(f)
     return click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
