@@ -363,36 +363,30 @@ def _candidates(hkeys, hvals, mask, nt, n_cand, out):
     gathering every slot in insertion order for ``np.partition``."""
     size = mask + 1
     sel = out if nt < out.shape[0] else np.empty(nt + 1, dtype=out.dtype)  # (a write lands one past the last)
-    if nt <= n_cand:
+    every = np.float32(-np.inf)
+    est = every
+    if nt > n_cand:
+        span = size >> 3
+        sample = np.empty(span + 1, dtype=np.float32)
         m = 0
-        for slot in range(size):
-            sel[m] = hkeys[slot]
+        for slot in range(span):
+            sample[m] = hvals[slot]
             m += np.int64(hkeys[slot] != -1)
-        out[:m] = sel[:m]
-        return m
-    span = size >> 3
-    sample = np.empty(span + 1, dtype=np.float32)
-    m = 0
-    for slot in range(span):
-        sample[m] = hvals[slot]
-        m += np.int64(hkeys[slot] != -1)
-    est = np.float32(-1.0)
-    r = np.int64(1.5 * n_cand * m / nt) + 16  # the estimate's rank in the sample
-    if r < m:
-        est = np.partition(sample[:m], m - r)[m - r]
-    ns = 0  # the slots selected, listed in ``sel`` (then the documents, in place)
-    for slot in range(size):
-        sel[ns] = slot
-        ns += np.int64((hkeys[slot] != -1) & (hvals[slot] >= est))
-    if ns < n_cand:  # (the estimate was too high: every slot)
-        ns = 0
+        r = np.int64(1.5 * n_cand * m / nt) + 16  # the estimate's rank in the sample
+        if r < m:
+            est = np.partition(sample[:m], m - r)[m - r]
+    while True:
+        ns = 0  # the slots selected, listed in ``sel`` (then the documents, in place)
         for slot in range(size):
             sel[ns] = slot
-            ns += np.int64(hkeys[slot] != -1)
+            ns += np.int64((hkeys[slot] != -1) & (hvals[slot] >= est))
+        if ns >= n_cand or est == every:
+            break
+        est = every  # (the estimate was too high: every slot)
     part = np.empty(ns, dtype=np.float32)
     for i in range(ns):
         part[i] = hvals[sel[i]]
-    cut = np.partition(part, ns - n_cand)[ns - n_cand]
+    cut = every if ns <= n_cand else np.partition(part, ns - n_cand)[ns - n_cand]
     n_c = 0
     for i in range(ns):
         if part[i] >= cut:
