@@ -1194,7 +1194,8 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, 
 
 
 GATHER_SHARE = 0.25  # a query's stored block-max entries, as a share of the blocks, from which the bounds pass
-# lists candidates by one sweep of the blocks (``_gather``) instead of entry by entry
+# lists candidates by one sweep of the blocks (``_gather``) instead of entry by entry (``_pruned_super``:
+# lists none, clears the scratch whole)
 
 
 def _gather(ub_mask, ub_seen, cand, n_cand):
@@ -1947,7 +1948,12 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
 # decoded into its blocks' bounds, found from the summary without reading the rest of the list),
 # their blocks go on a max-heap of block bounds, and the best block is scored whenever its bound
 # is at least the best unrefined superblock's; the search stops when neither can reach the k-th
-# score. Block bounds now add terms in two passes, not in the query's term order, so every bound
+# score. A superblock's terms are refined heaviest first, and it is dropped unrefined as soon as
+# its best block bound so far plus the superblock maxima of the terms still unread falls below the
+# k-th score (10M SPLADE-like: 3,105 refinements a query before). When the unsummarised terms
+# hold entries in most blocks (``GATHER_SHARE``), superblock bounds come from one sweep of the
+# block bounds and the scratch is cleared whole, with no candidate list (1.21x with the former,
+# 6.90 -> 5.71 ms). Block bounds now add terms in two passes, not in the query's term order, so every bound
 # is widened by ``2 (n + 1) 2**-24`` (more than float32 rounding of a sum of n positive terms can
 # move it) and compared in float64; a block or superblock is skipped only when below the
 # threshold, so ties are scored and the result stays the exhaustive one, bit for bit.
@@ -2041,7 +2047,8 @@ def _mh_pop(h, n):
 
 def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand):
     """Add a summarised term's block maxima of one superblock (its block-max list from entry
-    ``e0``, block ``b0``) to the block bounds; (n_cand, status)."""
+    ``e0``, block ``b0``) to the block bounds; (n_cand, status, the largest bound among the blocks
+    it added to)."""
     m = st[ST_M]
     wg, wv, gpos, vpos, npos = _bm_layout(buf, st)
     mode = st[ST_MODE]
@@ -2063,10 +2070,11 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
     vnb = -(vbit & 7)
     gmask = (np.uint64(1) << np.uint64(wg)) - np.uint64(1)
     vmask = (np.uint64(1) << np.uint64(wv)) - np.uint64(1)
+    top = np.float32(0.0)
     while True:
         code, vacc, vnb, vpos = _take(buf, vpos, vacc, vnb, wv, vmask)
         if b >= ub.shape[0] or (mode == MODE_TABLE and code >= size):
-            return n_cand, -1
+            return n_cand, -1, top
         if mode == MODE_BM25:  # (written out as in _bounds_stored: _bm_value here measured 1.3x slower queries)
             v = _bm25(idf, np.float32(code + 1), norm_table[buf[npos + i]])
         else:
@@ -2077,6 +2085,7 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
             n_cand += 1
         ub[b] += w * v
         ub_mask[b] |= bit
+        top = max(top, ub[b])
         i += 1
         if i >= m:
             break
@@ -2084,7 +2093,7 @@ def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub
         b += 1 + g
         if (b >> sb_shift) != s:
             break
-    return n_cand, 0
+    return n_cand, 0, top
 
 
 def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_terms, q_weights, tie_rank, k,
@@ -2135,9 +2144,8 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                                                        arena_blocks, used)
         if status < 0:
             break
-    if not track:  # (also after a corrupt term: the marked blocks are cleared through the list)
-        n_cand = _gather(ub_mask, ub_seen, cand, n_cand)
-    if status == 0:
+    n_blocks = ub.shape[0]
+    if status == 0 and track:
         for i in range(n_cand):  # a superblock's bound from those terms: its best block's
             b = cand[i]
             s = b >> sb_shift
@@ -2147,6 +2155,17 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                 n_sc += 1
             if ub[b] > sub[s]:
                 sub[s] = ub[b]
+    elif status == 0:  # most blocks have a bound: one sweep of them, no candidate list (cleared whole)
+        for s in range(sub.shape[0]):
+            top = np.float32(0.0)
+            for b in range(s << sb_shift, min((s + 1) << sb_shift, n_blocks)):
+                top = max(top, ub[b])
+            if top > 0.0:
+                sub_seen[s] = 1
+                sub_cand[n_sc] = s
+                n_sc += 1
+                sub[s] = top
+    if status == 0:
         for j in range(n):
             if not summarised[j]:
                 continue
@@ -2167,6 +2186,9 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
     # Blocks are scored heaviest term first: a block is given up after fewer terms (10M
     # SPLADE-like: 18.2 -> 14.6 terms read a block); its scores are then summed in query order.
     perm = np.argsort(-heavy, kind="mergesort")
+    r_x = np.empty(n, dtype=np.float64)  # a superblock's summarised terms, heaviest first
+    r_j = np.empty(n, dtype=np.int64)
+    r_e = np.empty(n, dtype=np.int64)
     loc_vals = np.zeros((loc_acc.shape[0], n), dtype=np.float32)
     sum_widen = 1.0 + 2.0 * (n + 1) * 2.0 ** -24
     widen = np.float64(approx) * sum_widen
@@ -2208,7 +2230,9 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                 break
             s = np.int64(skeys[nxt] & _LOW)
             nxt -= 1
-            for j in range(n):  # refine: the summarised terms' maxima of the superblock's blocks
+            n_r = 0  # refine: the summarised terms' maxima of the superblock's blocks
+            rest = 0.0  # what the terms not refined yet may add to a block: their superblock maxima
+            for j in range(n):
                 if not summarised[j]:
                     continue
                 t = q_terms[j]
@@ -2222,21 +2246,52 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                         hi = mid
                 if lo == sb_ptr[t + 1] or (sb_first[lo] >> sb_shift) != s:
                     continue
-                n_cand, status = _refine(buf, qstate[j], q_weights[j], np.uint64(1) << np.uint64(j & 63),
-                                         np.int64(sb_entry[lo]), np.int64(sb_first[lo]), sb_shift, table, float_bits,
-                                         norm_table, ub, ub_seen, ub_mask, cand, n_cand)
+                x = q_weights[j] * sb_val[lo]
+                i = n_r  # kept heaviest first (insertion: a few terms)
+                while i > 0 and r_x[i - 1] < x:
+                    r_x[i] = r_x[i - 1]
+                    r_j[i] = r_j[i - 1]
+                    r_e[i] = r_e[i - 1]
+                    i -= 1
+                r_x[i] = x
+                r_j[i] = j
+                r_e[i] = lo
+                n_r += 1
+                rest += x
+            top = np.float32(0.0)  # the best block's bound so far
+            for b in range(s << sb_shift, min((s + 1) << sb_shift, n_blocks)):
+                top = max(top, ub[b])
+            full = True
+            for i in range(n_r):
+                if widen * (np.float64(top) + rest) < theta:
+                    full = False  # no block here can reach the top k (theta only rises): the rest unread
+                    break
+                j = r_j[i]
+                e = r_e[i]
+                n_cand, status, got = _refine(buf, qstate[j], q_weights[j], np.uint64(1) << np.uint64(j & 63),
+                                              np.int64(sb_entry[e]), np.int64(sb_first[e]), sb_shift, table,
+                                              float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand)
                 if status < 0:
                     break
+                top = max(top, got)
+                rest -= r_x[i]
             if status < 0:
                 break
-            for b in range(s << sb_shift, min((s + 1) << sb_shift, ub.shape[0])):
-                if ub_seen[b] == 1 and ub[b] > 0.0 and widen * np.float64(ub[b]) >= theta:
+            if not full:
+                continue
+            for b in range(s << sb_shift, min((s + 1) << sb_shift, n_blocks)):
+                if ub_seen[b] != 2 and ub[b] > 0.0 and widen * np.float64(ub[b]) >= theta:
                     nh = _mh_push(order, nh, (np.uint64(ub_bits[b]) << np.uint64(32)) | np.uint64(b))
-    for i in range(n_cand):
-        b = cand[i]
-        ub[b] = 0.0
-        ub_seen[b] = 0
-        ub_mask[b] = 0
+    if track:
+        for i in range(n_cand):
+            b = cand[i]
+            ub[b] = 0.0
+            ub_seen[b] = 0
+            ub_mask[b] = 0
+    else:
+        ub[:] = 0.0
+        ub_seen[:] = 0
+        ub_mask[:] = 0
     for i in range(n_sc):
         s = sub_cand[i]
         sub[s] = 0.0

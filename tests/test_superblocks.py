@@ -75,6 +75,43 @@ def test_pruned_with_superblocks_equals_exhaustive(seed, ties):
     assert min(scored) < n_blocks  # some blocks were skipped
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_unsummarised_terms_bounding_most_blocks(seed):
+    """Terms without a summary whose block maxima cover most blocks: the bounds pass keeps no
+    candidate list (superblock bounds by one sweep of the blocks, the scratch cleared whole), and
+    superblocks are refined from a mix of both kinds of terms. Still the exhaustive result."""
+    rng = np.random.default_rng(seed)
+    num_docs, num_terms = 6000, 30
+    run = np.arange(num_docs) // 250  # 24 runs of 250 documents
+    matrix = np.zeros((num_docs, num_terms), np.float32)
+    matrix[:, :8] = np.where(rng.random((num_docs, 8)) < 0.3, rng.random((num_docs, 8)) + 0.5, 0)  # everywhere
+    for j in range(8, num_terms):  # each in 40-80% of the runs, heavily in a few of them
+        runs = rng.random(24) < rng.uniform(0.4, 0.8)
+        heavy = rng.random(24) < 0.15
+        there = runs[run] & (rng.random(num_docs) < 0.4)
+        matrix[there, j] = rng.random(there.sum()) + np.where(heavy[run[there]], 3.0, 0.0)
+    d, t = np.nonzero(matrix)
+    index = InvertedIndex.from_postings([f"t{i}" for i in range(num_terms)], t, d, matrix[d, t], num_docs)
+    index = index.compressed(blockmax_min=50)
+    n_blocks = (num_docs >> index.shift) + 1
+    index.superblock_shift, index.superblock_min = 2, n_blocks - 1  # only the terms found everywhere
+    index.block_cost, index.maxscore_terms = 0.0, 0
+    ptr = index.ensure_superblocks()[0]
+    summarised = np.diff(ptr) > 0
+    assert summarised[:8].all() and not summarised[8:].any()
+    queries = []
+    for _ in range(10):
+        terms = np.sort(np.r_[rng.choice(8, 2, replace=False), 8 + rng.choice(num_terms - 8, 8, replace=False)])
+        queries.append((terms.astype(np.int32), rng.integers(1, 4, len(terms)).astype(np.float32)))
+    for k in (1, 10, 100):
+        keys_e, _, _ = guarded_search(index, queries, k, 0)
+        keys_p, _, _ = guarded_search(index, queries, k, 1)
+        assert [x.tolist() for x in keys_p] == [x.tolist() for x in keys_e]
+        for (ids, _), (t, w) in zip(index.search_many(queries, k, "pruned"), queries):
+            brute = matrix[:, t] @ w
+            assert ids.tolist() == sorted(np.flatnonzero(brute > 0).tolist(), key=lambda i: (-brute[i], i))[:k]
+
+
 def test_superblocks_off_or_absent_give_the_same_results():
     index, _ = _clustered_index(9)
     queries = _queries(index, 3)
