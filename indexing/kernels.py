@@ -656,10 +656,12 @@ def _value(mode, code, base, size, table, float_bits, idf, norm):
     return _bm25(idf, np.float32(code + 1), norm)
 
 
-def _decode_docs(buf, st, c, num_docs, out_docs):
+def _decode_docs(buf, st, c, num_docs, out_docs, upto):
     """Decode the doc ids of chunk ``c`` of the term in ``st`` into ``out_docs`` (int32) and
     note where its value codes are (``ST_VPOS``, ``ST_VW``); returns its postings, or -ERROR
-    when corrupt (1: a doc id outside the collection, 2: a bit width, 3: bytes past the term)."""
+    when corrupt (1: a doc id outside the collection, 2: a bit width, 3: bytes past the term).
+    Decoding stops after the first doc id >= ``upto`` (``num_docs``: the whole chunk): the count
+    returned is then the postings decoded, and the chunk is not noted as cached (``ST_CACHED``)."""
     st[ST_CACHED] = -1
     st[ST_VALUES] = -1
     df = st[ST_DF]
@@ -682,10 +684,14 @@ def _decode_docs(buf, st, c, num_docs, out_docs):
     if vpos + _nbytes(n, wv) > end:
         return -3
     d = prev
+    got = n
     if wd == 0:
         for i in range(n):
             d += 1
             out_docs[i] = d
+            if d >= upto:
+                got = i + 1
+                break
     else:  # a 64-bit bit buffer refilled 32 bits at a time (may read 3 bytes past: the stream's PAD)
         mask = (np.uint64(1) << np.uint64(wd)) - np.uint64(1)
         shift = np.uint64(wd)
@@ -702,13 +708,17 @@ def _decode_docs(buf, st, c, num_docs, out_docs):
             acc >>= shift
             nb -= wd
             out_docs[i] = d
+            if d >= upto:
+                got = i + 1
+                break
     if d >= num_docs or prev >= num_docs:
         return -1
-    st[ST_CACHED] = c
-    st[ST_CACHED_N] = n
+    if got == n:
+        st[ST_CACHED] = c
+    st[ST_CACHED_N] = got
     st[ST_VPOS] = vpos
     st[ST_VW] = wv
-    return n
+    return got
 
 
 def _unpack(buf, pos, n, w, out):
@@ -879,7 +889,7 @@ def _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs
     if st[ST_CACHED] == c and st[ST_VALUES] == c:
         return st[ST_CACHED_N]
     if st[ST_CACHED] != c:
-        n = _decode_docs(buf, st, c, num_docs, docs_row)
+        n = _decode_docs(buf, st, c, num_docs, docs_row, num_docs)
         if n < 0:
             return n
     if _decode_values(buf, st, table, float_bits, norms, norm_table, docs_row, vals_row) < 0:
@@ -888,11 +898,12 @@ def _load_chunk(buf, st, c, num_docs, table, float_bits, norms, norm_table, docs
     return st[ST_CACHED_N]
 
 
-def _load_docs(buf, st, c, num_docs, docs_row):
-    """Chunk ``c``'s doc ids in the cache row (decoded unless there already); postings or -ERROR."""
+def _load_docs(buf, st, c, num_docs, docs_row, upto):
+    """Chunk ``c``'s doc ids in the cache row (decoded unless there already, up to the first
+    >= ``upto``: ``_decode_docs``); postings there or -ERROR."""
     if st[ST_CACHED] == c:
         return st[ST_CACHED_N]
-    return _decode_docs(buf, st, c, num_docs, docs_row)
+    return _decode_docs(buf, st, c, num_docs, docs_row, upto)
 
 
 def _bm_layout(buf, st):
@@ -1387,7 +1398,7 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
                         (c > 0 and _bits_at(buf, st[ST_DIR], c - 1, st[ST_DWD]) >= base):
                     c = _find_chunk(buf, st, base)
             while True:
-                n = _load_docs(buf, st, c, num_docs, docs_row)
+                n = _load_docs(buf, st, c, num_docs, docs_row, top)
                 if n < 0:
                     status = -1
                     break
@@ -1600,7 +1611,7 @@ def _ms_seek(buf, st, d, num_docs, docs_row):
     p = st[ST_POS]
     if c < 0 or docs_row[n - 1] < d:
         c = _find_chunk(buf, st, d)
-        n = _load_docs(buf, st, c, num_docs, docs_row)
+        n = _load_docs(buf, st, c, num_docs, docs_row, num_docs)
         if n < 0:
             return -1
         p = 0
