@@ -1165,8 +1165,8 @@ def _bounds_stored(buf, st, w, bit, table, float_bits, norm_table, ub, ub_seen, 
     """Add a term's stored block maxima (times ``w``) to the block bounds; (n_cand, status, the
     largest of them times ``w``).
     ``track`` False: blocks are not listed as candidates here (``ub_mask`` alone marks them; the
-    caller lists them with ``_gather``): without the branch and the two writes per entry the pass
-    runs ~1.6x faster (see ``_gather``)."""
+    caller lists them with ``_gather``, or ``_pruned_super`` sweeps the blocks): without the branch
+    and the two writes per entry the pass runs ~1.6x faster (see ``_gather``)."""
     m = st[ST_M]
     wg, wv, gpos, vpos, npos = _bm_layout(buf, st)
     mode = st[ST_MODE]
