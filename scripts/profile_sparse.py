@@ -34,7 +34,7 @@ def write_perf_map(path: str | None = None) -> int:
 
     spans = []
     for obj in gc.get_objects():
-        if isinstance(obj, CPUDispatcher):
+        if type(obj) is CPUDispatcher:  # (isinstance would touch lazy proxies: torch warns)
             for cres in obj.overloads.values():
                 lib = cres.library
                 for fn in lib._final_module.functions:  # (numba has no public listing of them)
