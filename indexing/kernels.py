@@ -2056,6 +2056,14 @@ def _mh_pop(h, n):
     return n
 
 
+def _sb_top(ub, s, sb_shift):
+    """The largest block bound of superblock ``s`` (0 when none)."""
+    top = np.float32(0.0)
+    for b in range(s << sb_shift, min((s + 1) << sb_shift, ub.shape[0])):
+        top = max(top, ub[b])
+    return top
+
+
 def _refine(buf, st, w, bit, e0, b0, sb_shift, table, float_bits, norm_table, ub, ub_seen, ub_mask, cand, n_cand):
     """Add a summarised term's block maxima of one superblock (its block-max list from entry
     ``e0``, block ``b0``) to the block bounds; (n_cand, status, the largest bound among the blocks
@@ -2168,9 +2176,7 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                 sub[s] = ub[b]
     elif status == 0:  # most blocks have a bound: one sweep of them, no candidate list (cleared whole)
         for s in range(sub.shape[0]):
-            top = np.float32(0.0)
-            for b in range(s << sb_shift, min((s + 1) << sb_shift, n_blocks)):
-                top = max(top, ub[b])
+            top = _sb_top(ub, s, sb_shift)
             if top > 0.0:
                 sub_seen[s] = 1
                 sub_cand[n_sc] = s
@@ -2269,9 +2275,7 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
                 r_e[i] = lo
                 n_r += 1
                 rest += x
-            top = np.float32(0.0)  # the best block's bound so far
-            for b in range(s << sb_shift, min((s + 1) << sb_shift, n_blocks)):
-                top = max(top, ub[b])
+            top = _sb_top(ub, s, sb_shift)  # the best block's bound so far
             full = True
             for i in range(n_r):
                 if widen * (np.float64(top) + rest) < theta:
@@ -2425,6 +2429,7 @@ if HAVE_NUMBA:
     super_summary = njit(**lean)(_super_summary)
     _mh_push = njit(**lean)(_mh_push)
     _mh_pop = njit(**lean)(_mh_pop)
+    _sb_top = njit(**lean)(_sb_top)
     _refine = njit(**lean)(_refine)
     _pruned_super = njit(nogil=True, cache=True)(_pruned_super)
     search_packed = njit(nogil=True, cache=True)(_search_packed)
