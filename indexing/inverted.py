@@ -674,13 +674,23 @@ class InvertedIndex:
 
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
+        # each piece's keys decoded by the thread that searched it (at k = 1000 decoding the
+        # whole batch afterwards, in one thread, held back the second: docs/BENCHMARKS.md)
+        ids = np.empty((n, k), dtype=self.tie_order.dtype)
+        scores = np.empty((n, k), dtype=np.float32)
+        scale = np.float32(self.scale if self.scale and not raw else 0.0)
+
+        def piece(lo: int, hi: int) -> None:
+            run(lo, hi)
+            kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores)
+
         workers = min(threads, n)
         if workers == 1:
-            run(0, n)
+            piece(0, n)
         else:  # pieces of the batch taken by whichever thread is free: query costs vary 10x and more
             pieces = min(n, workers * PIECES_PER_THREAD)
             parts = [n * i // pieces for i in range(pieces + 1)]
-            list(self._pool(workers).map(lambda i: run(parts[i], parts[i + 1]), range(pieces)))
+            list(self._pool(workers).map(lambda i: piece(parts[i], parts[i + 1]), range(pieces)))
         if mode and strategy != "heads":
             self._learn(out_scored, k)
             if packed is None:
@@ -693,10 +703,4 @@ class InvertedIndex:
         if corrupt:
             raise IndexFormatError("corrupt postings: a doc id outside the collection or its block, or a "
                                    "chunk header, offset or code out of range (run `retriever info INDEX --verify`)")
-        # the whole batch decoded at once (numpy's per-call cost paid a few times, not a few times a
-        # query); a row's empty slots (key 0: rank -1 once cast) are decoded too and sliced off
-        ranks, scores = kernels.decode_keys(out_keys[:, :max(counts)])
-        ids = self.tie_order[ranks]
-        if self.scale and not raw:
-            scores = scores / np.float32(self.scale)
         return [(ids[q, :c], scores[q, :c]) for q, c in enumerate(counts)]

@@ -2383,6 +2383,22 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                 out_keys[q, i] = best[size - 1 - i]
 
 
+
+def _decode_rows(keys, counts, lo, hi, tie_order, scale, ids, scores):
+    """Rows ``lo..hi`` of a batch's packed keys (their first ``counts[q]`` entries; none for a
+    corrupt query's -1) into internal ids (``tie_order`` of the tie rank) and float32 scores,
+    divided by ``scale`` when it is above 0: ``decode_keys`` done by the thread that searched
+    those rows (at k = 1000 the batch's decoding done once at the end, in one thread, was 16 of
+    104 ms of a two-thread batch of short BM25 queries)."""
+    bits = scores.view(np.uint32)
+    for q in range(lo, hi):
+        for i in range(counts[q]):
+            key = keys[q, i]
+            ids[q, i] = tie_order[np.int64(_LOW - (key & _LOW))]
+            bits[q, i] = np.uint32(key >> np.uint64(32))
+            if scale > 0:
+                scores[q, i] = scores[q, i] / scale
+
 if HAVE_NUMBA:
     # A kernel that allocates nothing is compiled without numba's reference counting (``_nrt``):
     # with it, every call increfs each array argument on entry and decrefs it on exit (atomic
@@ -2432,6 +2448,7 @@ if HAVE_NUMBA:
     _sb_top = njit(**lean)(_sb_top)
     _refine = njit(**lean)(_refine)
     _pruned_super = njit(nogil=True, cache=True)(_pruned_super)
+    decode_rows = njit(nogil=True, cache=True)(_decode_rows)
     search_packed = njit(nogil=True, cache=True)(_search_packed)
     _nbytes = njit(nogil=True, cache=True, inline="always")(_nbytes)
     _get_varint = njit(nogil=True, cache=True, inline="always")(_get_varint)
@@ -2465,6 +2482,7 @@ else:  # pragma: no cover
     search_queries, build_counts, build_fill = _search_queries, _build_counts, _build_fill
     search_packed = _search_packed
     super_summary = _super_summary
+    decode_rows = _decode_rows
 
 
 def build_blockmax(offsets: np.ndarray, docs: np.ndarray, impacts: np.ndarray, shift: int):

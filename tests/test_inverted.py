@@ -104,6 +104,32 @@ def test_a_batch_of_uneven_queries_equals_them_one_by_one(packed, threads):
         assert all(ids.tolist() == want.tolist() for (ids, _), (want, _) in zip(batch[2:], alone[2:]))
 
 
+def test_rows_decoded_in_the_threads_equal_the_batch_decoded_at_once():
+    """``kernels.decode_rows`` (each piece's keys, in its thread) gives what ``decode_keys`` plus
+    the tie order and numpy's float32 division give, row by row: full, short, empty and corrupt
+    (-1) rows, a scale and none; only rows ``lo..hi`` are written."""
+    rng = np.random.default_rng(0)
+    n, k, num_docs = 6, 9, 1000
+    order = rng.permutation(num_docs).astype(np.int32)
+    ranks = rng.integers(0, num_docs, (n, k)).astype(np.uint64)
+    vals = (rng.random((n, k)) * 50).astype(np.float32)
+    keys = (vals.view(np.uint32).astype(np.uint64) << np.uint64(32)) | (np.uint64(0xFFFFFFFF) - ranks)
+    counts = np.array([k, 3, 0, -1, k, 1], dtype=np.int64)
+    for scale in (0.0, 7.3):
+        ids = np.full((n, k), -5, dtype=np.int32)
+        scores = np.full((n, k), -5.0, dtype=np.float32)
+        kernels.decode_rows(keys, counts, 1, 6, order, np.float32(scale), ids, scores)
+        want_ranks, want_scores = kernels.decode_keys(keys)
+        if scale:
+            want_scores = want_scores / np.float32(scale)
+        assert (ids[0] == -5).all() and (scores[0] == -5).all()  # outside lo..hi
+        for q in range(1, n):
+            c = max(counts[q], 0)
+            assert ids[q, :c].tolist() == order[want_ranks[q, :c]].tolist()
+            assert scores[q, :c].tobytes() == want_scores[q, :c].tobytes()
+            assert (ids[q, c:] == -5).all()  # nothing written past a row's count
+
+
 def test_repeated_pairs_are_summed():
     index = InvertedIndex.from_postings(["x"], np.array([0, 0]), np.array([1, 1]),
                                        np.array([1.5, 2.0], dtype=np.float32), num_docs=2)
