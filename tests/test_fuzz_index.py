@@ -141,6 +141,92 @@ def test_kernel_equals_the_oracle_long(index, query, k):
     check_kernel(index, query, k)
 
 
+@st.composite
+def long_list_indexes(draw):
+    """Indexes whose terms reach past a chunk (128 postings: stored block-max lists, superblock
+    summaries), built from drawn parameters and a seed (lists this long drawn element by element
+    would be slow to generate and to shrink): lengths from one posting to every document, impacts
+    as floats, small integers (ties), quantised bytes or BM25's tf and length byte."""
+    rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
+    num_docs = draw(st.integers(129, 700))
+    num_terms = draw(st.integers(1, 20))
+    kind = draw(st.sampled_from(["float", "ties", "uint8", "bm25"]))
+    model = None
+    if kind == "bm25":
+        idf = rng.choice(np.array([0.01, 0.5, 2.3, 7.0], np.float32), num_terms)
+        table = (np.float32(1) / (np.float32(0.9) * (np.float32(0.6) + np.float32(0.4)
+                                                    * np.arange(256, dtype=np.float32) / np.float32(7.3))))
+        lengths = rng.integers(0, 256, num_docs).astype(np.uint8)
+        model = Bm25Model(idf, lengths, table.astype(np.float32))
+    offsets, docs, impacts = [0], [], []
+    for t in range(num_terms):
+        share = draw(st.sampled_from([0.002, 0.05, 0.3, 0.9, 1.0]))
+        ids = np.flatnonzero(rng.random(num_docs) < share)
+        if kind == "bm25":
+            tfs = rng.choice(np.array([1, 1, 2, 3, 40], np.float32), len(ids))
+            vals = bm25_impact(idf[t], tfs, table[lengths[ids]])
+        elif kind == "float":
+            vals = rng.random(len(ids)).astype(np.float32) * np.float32(10)
+        else:
+            vals = rng.integers(1, 4 if kind == "ties" else 256, len(ids))
+        docs += ids.tolist()
+        impacts += vals.tolist()
+        offsets.append(len(docs))
+    dtype = np.uint8 if kind == "uint8" else np.float32
+    scale = 10.0 if kind == "uint8" else None
+    index = InvertedIndex([f"t{i}" for i in range(num_terms)], np.array(offsets, np.int64),
+                          np.array(docs, np.int32), np.array(impacts, dtype), num_docs, scale, model=model)
+    index.shift = draw(st.sampled_from([0, 2, 3, 6]))
+    if draw(st.booleans()):
+        index.set_tie_order(rng.permutation(num_docs).astype(np.int32))
+    return index
+
+
+ROUTES = st.fixed_dictionaries({
+    "maxscore_terms": st.sampled_from([0, 0, 16]),  # 0: every pruned query by block-max bounds
+    "superblock_shift": st.sampled_from([0, 1, 2, 6]),
+    "superblock_min": st.sampled_from([None, 0, 1, 2]),  # 0: no superblocks (the plain packed kernel)
+    "whole": st.sampled_from([0, 2048]),  # terms decoded whole into the arena up to this many postings
+    "blockmax_ratio": st.sampled_from([0.5, 2, 64]),  # stored block-max lists for more or fewer terms
+    "seek_cost": st.sampled_from([0.0, 8.0]),  # MaxScore's: 0 cuts wherever the bounds allow
+})
+LONG_QUERIES = st.dictionaries(st.sampled_from([f"t{i}" for i in range(20)] + ["unknown"]),
+                               st.one_of(st.sampled_from([1.0, 2.0, 0.5, 1e-3, 0.0, -1.0]),
+                                         st.floats(0.0625, 100, width=32)), max_size=20)
+
+
+def check_routes(index, query, k, routes):
+    """The packed pruned kernels, each route forced (block-max bounds with and without
+    superblocks, stored or derived block maxima, terms decoded whole or chunk by chunk, MaxScore
+    with any cut), equal the oracle bit for bit, twice on the same scratch, and leave their
+    scratch clean."""
+    with np.errstate(over="ignore"):
+        packed = index.compressed(blockmax_min=0, blockmax_ratio=routes["blockmax_ratio"])
+        packed.maxscore_terms = routes["maxscore_terms"]
+        packed.superblock_shift, packed.superblock_min = routes["superblock_shift"], routes["superblock_min"]
+        packed.whole, packed.seek_cost = routes["whole"], routes["seek_cost"]
+        packed.block_cost = 0.0  # the bounds kernels run to the end: no fallback to the exhaustive one
+        want_ids, want_scores = oracle(index, query, k)
+        for _ in range(2):
+            ids, scores = packed.top_k(query, k, "pruned")
+            assert ids.tolist() == want_ids
+            assert scores.tobytes() == np.asarray(want_scores, np.float32).tobytes()
+    check_buffers(packed, query, k)
+
+
+@FAST
+@given(long_list_indexes(), LONG_QUERIES, st.sampled_from([1, 2, 10, 50, 1000]), ROUTES)
+def test_every_pruned_route_equals_the_oracle(index, query, k, routes):
+    check_routes(index, query, k, routes)
+
+
+@pytest.mark.slow
+@SLOW
+@given(long_list_indexes(), LONG_QUERIES, st.sampled_from([1, 2, 10, 50, 1000]), ROUTES)
+def test_every_pruned_route_equals_the_oracle_long(index, query, k, routes):
+    check_routes(index, query, k, routes)
+
+
 # -- the manifest loader under random edits ---------------------------------------------------
 
 CANARY_NAME = "canary-outside-the-index.npy"
