@@ -8,7 +8,9 @@ libraries. Usage (the delay skips loading and compiling)::
     perf record -D 60000 -F 2000 -o perf.data python scripts/profile_sparse.py INDEX 3000 [pruned|exhaustive|heads]
     perf report -i perf.data --no-children --sort symbol
 
-INDEX: a SPLADE-like index of ``bench_sparse_scale.py`` (``/tmp/retriever-bench/...``). It prints
+INDEX: a SPLADE-like index of ``bench_sparse_scale.py`` (``/tmp/retriever-bench/...``), or its
+BM25 index with a query set after the strategy (``... synth-1000000-bm25-bp 1000 pruned
+scifact-profile``: ``bench_sparse_scale.BM25_SETS``, each query searched once). It prints
 when the timed part starts, so ``-D`` can be set from a first run. Found with it (10M, 2026-12-04):
 numba's reference counting took 11% of a pruned query (docs/BENCHMARKS.md, "fifth session").
 """
@@ -62,8 +64,11 @@ def main() -> None:
     index_path, n = Path(sys.argv[1]), int(sys.argv[2])
     strategy = sys.argv[3] if len(sys.argv) > 3 else "pruned"
     started = time.perf_counter()
-    index = B.load_splade(index_path)
-    queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(B.STREAM_OFFSET + n)[B.STREAM_OFFSET:]]
+    if len(sys.argv) > 4:  # a BM25 index and one of the bench's query sets
+        index, queries = B.bm25_queries(index_path, sys.argv[4], n)
+    else:
+        index = B.load_splade(index_path)
+        queries = [index._checked(t, w) for t, w in SpladeLike(0).queries(B.STREAM_OFFSET + n)[B.STREAM_OFFSET:]]
     index.search_many(queries[:5], 10, strategy, checked=True)  # compiles
     print(f"timed part starts after {time.perf_counter() - started:.1f} s", flush=True)
     t = time.perf_counter()
