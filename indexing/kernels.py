@@ -2383,7 +2383,6 @@ def _search_packed(lo, hi, q_ptr, q_terms, q_weights, k, strategy, approx, block
                 out_keys[q, i] = best[size - 1 - i]
 
 
-
 def _decode_rows(keys, counts, lo, hi, tie_order, scale, ids, scores):
     """Rows ``lo..hi`` of a batch's packed keys (their first ``counts[q]`` entries; none for a
     corrupt query's -1) into internal ids (``tie_order`` of the tie rank) and float32 scores,
@@ -2398,6 +2397,7 @@ def _decode_rows(keys, counts, lo, hi, tie_order, scale, ids, scores):
             bits[q, i] = np.uint32(key >> np.uint64(32))
             if scale > 0:
                 scores[q, i] = scores[q, i] / scale
+
 
 if HAVE_NUMBA:
     # A kernel that allocates nothing is compiled without numba's reference counting (``_nrt``):

@@ -98,7 +98,7 @@ def daat(lists, acc, window, k):
     theta = running_theta(acc, window, k)
     ne = np.searchsorted(pref, theta, side="left")  # terms [0, ne) are non-essential in that window
     read = decoded = seeks = 0
-    chunks: list[list] = [[] for _ in lists]  # per list, the chunks a seek decoded (once a query: the cursor keeps them)
+    chunks: list[list] = [[] for _ in lists]  # per list, the chunks seeks decoded (once a query: cursors keep them)
     for j, (d, _) in enumerate(lists):
         read += int((j >= ne[d // window]).sum())
     for c in np.flatnonzero(ne > 0):
