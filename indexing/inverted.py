@@ -43,6 +43,7 @@ import numpy as np
 
 from indexing import kernels
 from indexing.compress import CHUNK, FORMAT, NST, Bm25Model, PackedPostings
+from indexing.cpus import usable_cpus
 from indexing.io import load_npy
 from indexing.manifest import IndexFormatError, IndexWriter, load_array
 from indexing.results import STRATEGIES
@@ -583,7 +584,8 @@ class InvertedIndex:
         ``heads.default_knobs``, by the index's size). ``last_route`` tells
         which way each query went. ``threads``: that many threads search
         the batch in parallel (the kernel holds no GIL), taking its queries in contiguous pieces
-        (``PIECES_PER_THREAD`` per thread) as they free up.
+        (``PIECES_PER_THREAD`` per thread) as they free up; never more than the CPUs this process
+        may use (``indexing.cpus``): each search thread keeps scratch the size of the collection.
         ``raw``: scores as the kernel ranks them, not divided by the quantisation scale (two
         scores can differ there and be equal once divided; merging results of several indexes
         by raw score keeps exactly the order one index gives).
@@ -684,7 +686,7 @@ class InvertedIndex:
             run(lo, hi)
             kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores)
 
-        workers = min(threads, n)
+        workers = min(threads, n, usable_cpus())  # (threads past the CPUs would only add scratch)
         if workers == 1:
             piece(0, n)
         else:  # pieces of the batch taken by whichever thread is free: query costs vary 10x and more

@@ -43,10 +43,11 @@ postings it is an estimate of bits per posting for a delta coder.
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from indexing.cpus import usable_cpus
 
 try:
     from numba import njit
@@ -395,10 +396,7 @@ def _chunks(ranges: list[tuple[int, int]], size: int):
 
 def _threads(threads: int | None) -> int:
     if threads is None:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not Linux
-            return max(1, os.cpu_count() or 1)
+        return usable_cpus()
     if int(threads) < 1:
         raise ValueError("threads must be >= 1")
     return int(threads)

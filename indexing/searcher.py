@@ -7,6 +7,7 @@ from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
+from indexing.cpus import usable_cpus
 from indexing.inverted import InvertedIndex
 from indexing.results import Hit, Run
 
@@ -38,9 +39,11 @@ class Searcher(Protocol):
 
 def batch_with_threads(search: Callable[[str, int], dict[str, float]], queries: Mapping[str, str],
                        k: int, threads: int) -> Run:
-    """Run ``search`` (text, k -> {docid: score}) over many queries, in threads if ``threads > 1``."""
+    """Run ``search`` (text, k -> {docid: score}) over many queries, in threads if ``threads > 1``
+    (at most the CPUs this process may use: ``indexing.cpus``)."""
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    threads = min(threads, usable_cpus())
     qids = list(queries)
 
     def one(qid: str) -> dict[str, float]:

@@ -130,6 +130,37 @@ def test_rows_decoded_in_the_threads_equal_the_batch_decoded_at_once():
             assert (ids[q, c:] == -5).all()  # nothing written past a row's count
 
 
+def test_threads_past_the_usable_cpus_are_not_started(monkeypatch):
+    """``threads`` above the CPUs this process may use starts no more threads than those (each
+    search thread keeps scratch the size of the collection: threads=1000 on a large index would
+    exhaust memory), and the results stay those of one thread. The same cap holds for the
+    Python-level batches (``searcher.batch_with_threads``)."""
+    import threading
+
+    from indexing import inverted, searcher
+
+    index, _, terms = _random_index(4)
+    index = index.compressed()
+    queries = [index.encode({terms[i]: 1.0, terms[(i * 7) % 50]: 2.0}) for i in range(40)]
+    want = index.search_many(queries, 10)
+    monkeypatch.setattr(inverted, "usable_cpus", lambda: 3)
+    got = index.search_many(queries, 10, threads=10 ** 6)
+    assert list(index._pools) == [3]  # one pool, of three threads
+    assert [(i.tolist(), s.tobytes()) for i, s in got] == [(i.tolist(), s.tobytes()) for i, s in want]
+
+    monkeypatch.setattr(searcher, "usable_cpus", lambda: 2)
+    seen, lock = set(), threading.Lock()
+
+    def search(text, k):
+        with lock:
+            seen.add(threading.get_ident())
+        return {text: 1.0}
+
+    run = searcher.batch_with_threads(search, {str(i): f"q{i}" for i in range(200)}, 10, threads=10 ** 6)
+    assert len(run) == 200 and run["7"] == {"q7": 1.0}
+    assert 1 <= len(seen) <= 2
+
+
 def test_repeated_pairs_are_summed():
     index = InvertedIndex.from_postings(["x"], np.array([0, 0]), np.array([1, 1]),
                                        np.array([1.5, 2.0], dtype=np.float32), num_docs=2)
