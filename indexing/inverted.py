@@ -686,7 +686,9 @@ class InvertedIndex:
             run(lo, hi)
             kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores)
 
-        workers = min(threads, n, usable_cpus())  # (threads past the CPUs would only add scratch)
+        workers = min(threads, n)
+        if workers > 1:  # (threads past the CPUs would only add scratch; one query a call asks no syscall)
+            workers = min(workers, usable_cpus())
         if workers == 1:
             piece(0, n)
         else:  # pieces of the batch taken by whichever thread is free: query costs vary 10x and more
