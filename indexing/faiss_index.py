@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from indexing.cpus import usable_cpus
 from indexing.io import load_npy
 
 log = logging.getLogger("retriever")
@@ -228,7 +229,8 @@ def _fallback(device: str, reason: str) -> None:
 
 @contextmanager
 def _omp_threads(threads: int | None) -> Iterator[None]:
-    """Run faiss with ``threads`` OpenMP threads for the duration; no change when None."""
+    """Run faiss with ``threads`` OpenMP threads (at most the usable CPUs: more only oversubscribe
+    them) for the duration; no change when None."""
     if threads is None:
         yield
         return
@@ -236,7 +238,7 @@ def _omp_threads(threads: int | None) -> Iterator[None]:
         raise ValueError(f"threads must be >= 1, got {threads}")
     faiss = _faiss()
     before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(threads)
+    faiss.omp_set_num_threads(min(int(threads), usable_cpus()))
     try:
         yield
     finally:

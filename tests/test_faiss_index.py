@@ -358,6 +358,22 @@ def test_threads_argument_restores_faiss_setting(data):
     assert faiss.omp_get_max_threads() == before
 
 
+def test_faiss_threads_are_capped_at_the_usable_cpus(data, monkeypatch):
+    """``threads`` past the CPUs this process may use does not oversubscribe them (RELIABILITY:
+    one rule for threads), and the search is the same; the setting is restored after."""
+    import indexing.faiss_index as fi
+
+    x, q = data
+    before = faiss.omp_get_max_threads()
+    monkeypatch.setattr(fi, "usable_cpus", lambda: 1)
+    with fi._omp_threads(10 ** 6):
+        assert faiss.omp_get_max_threads() == 1
+    assert faiss.omp_get_max_threads() == before
+    index = DenseIndex.build(x[:500], "Flat")
+    ids, scores = index.search(q, K, threads=10 ** 6)
+    assert np.array_equal(ids, index.search(q, K, threads=1)[0])
+
+
 def test_float64_and_memmap_input(data, tmp_path):
     x, q = data
     path = tmp_path / "x.npy"
