@@ -231,7 +231,8 @@ class Heads:
               and int(dp[-1]) == len(self.fwd_terms) == len(self.fwd_vals)
               and self.head_docs.dtype == np.int32 and self.head_vals.dtype == np.float32
               and self.fwd_terms.dtype in (np.uint16, np.int32) and self.fwd_vals.dtype in (np.uint16, np.float32)
-              and bool((np.diff(hp) >= 0).all()) and bool((np.diff(hp) <= self.cap).all()))
+              and bool((np.diff(hp) >= 0).all()) and bool((np.diff(hp) <= self.cap).all())
+              and _ascending(dp))  # (then every forward list lies inside the forward arrays)
         if not ok:
             raise IndexFormatError(f"{root}: corrupt heads (array shapes, types or pointers); derive them "
                                    f"again: `retriever heads {root.parent} --overwrite`")
@@ -254,6 +255,11 @@ class Heads:
             except (MemoryError, OSError, ValueError, AttributeError):  # (no anonymous maps: not POSIX)
                 _populate(arr)
         return time.perf_counter() - t0
+
+
+def _ascending(ptr: np.ndarray, step: int = 1 << 24) -> bool:
+    """Whether ``ptr`` never decreases (checked a slice at a time: bounded memory at 10M)."""
+    return all(bool((np.diff(ptr[i:i + step + 1]) >= 0).all()) for i in range(0, max(1, len(ptr) - 1), step))
 
 
 def _in_memory(arr: np.ndarray) -> np.ndarray:
@@ -469,7 +475,7 @@ def search(lo, hi, q_ptr, q_terms, q_weights, k, depth, n_cand, head_ptr, head_d
             e1 = doc_ptr[d + 1]
             for e in range(doc_ptr[d], e1):
                 t = np.int64(fwd_terms[e])
-                if t >= n_terms:
+                if t < 0 or t >= n_terms:  # (int32 terms of a corrupt file can be negative)
                     bad = True
                     break
                 if qmark[t] == 0:  # not a query term (a byte per term: stays in the first-level cache)

@@ -65,6 +65,13 @@ def verify_index(path: str | os.PathLike) -> list[str]:
         index = InvertedIndex.load(root, num_docs=manifest["doc_count"], scale=scale)
         index.verify(root)
         checked.append(f"{root}: {index.num_postings} postings of {len(index.terms)} terms in range and ordered")
+        derived = root / "heads"
+        if (derived / "manifest.json").is_file():  # `retriever heads`: its own files and pointers
+            from indexing.heads import Heads, parent_checksum
+
+            files = read_manifest(derived, verify=True)["files"]
+            Heads(derived, index.num_docs, len(index.terms), parent_checksum(root))
+            checked.append(f"{derived}: {len(files)} files match their checksums; pointers in range")
     for part in manifest.get("components", []):
         checked += verify_index(safe_join(root, part["path"], f"component {part['name']}"))
     return checked

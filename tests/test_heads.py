@@ -209,6 +209,61 @@ def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
         heads.Heads(tmp_path / "x" / "heads", index.num_docs + 1, len(index.terms))
 
 
+
+def test_forward_pointers_and_terms_out_of_range_fail_clearly(tmp_path):
+    """Corrupt forward lists never make the kernel read outside its arrays: inner ``doc_ptr``
+    entries past the forward arrays (first and last intact) are refused at open; negative term
+    ids in int32 forward lists (a vocabulary past 65,536) fail the query."""
+    num_terms, num_docs = 66_000, 300
+    rng = np.random.default_rng(3)
+    t = np.r_[np.arange(num_terms), np.zeros(num_docs, np.int64)]
+    d = np.r_[rng.integers(0, num_docs, num_terms), np.arange(num_docs)]
+    key = np.unique(d * num_terms + t)
+    d, t = key // num_terms, key % num_terms
+    index = InvertedIndex.from_postings([f"t{i}" for i in range(num_terms)], t, d,
+                                        rng.integers(1, 9, len(t)).astype(np.float32), num_docs).compressed()
+    index.root = tmp_path
+    heads.derive(index, tmp_path / heads.HEADS_DIR)
+    q = [(np.array([0, 5], np.int32), np.ones(2, np.float32))]
+    assert index.search_many(q, 10, "heads")[0][0].size == 10
+    root = tmp_path / heads.HEADS_DIR
+    terms = np.load(root / "fwd_terms.npy")
+    assert terms.dtype == np.int32
+    bad = terms.copy()
+    bad[:] = -5
+    np.save(root / "fwd_terms.npy", bad)
+    index._heads = None
+    with pytest.raises(IndexFormatError, match="term outside the index"):
+        index.search_many(q, 10, "heads")
+    np.save(root / "fwd_terms.npy", terms)
+    ptr = np.load(root / "doc_ptr.npy")
+    bad = ptr.copy()
+    bad[1:-1] += 1 << 40
+    np.save(root / "doc_ptr.npy", bad)
+    index._heads = None
+    with pytest.raises(IndexFormatError, match="corrupt heads"):
+        index.search_many(q, 10, "heads")
+    bad = ptr.copy()
+    bad[[1, 2]] = bad[[2, 1]] if bad[2] != bad[1] else (bad[1] + 1, bad[1])  # one step backwards
+    np.save(root / "doc_ptr.npy", bad)
+    index._heads = None
+    with pytest.raises(IndexFormatError, match="corrupt heads"):
+        index.search_many(q, 10, "heads")
+
+
+def test_info_verify_checks_the_heads(tmp_path):
+    from retriever.api import verify_index
+
+    out = _bm25_index(tmp_path)
+    heads.derive_index(out)
+    assert any("heads" in line and "checksums" in line for line in verify_index(out))
+    vals = out / heads.HEADS_DIR / "head_vals.npy"
+    data = bytearray(vals.read_bytes())
+    data[-1] ^= 0x40  # same size: only the checksum notices
+    vals.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="head_vals.npy: checksum"):
+        verify_index(out)
+
 def _bm25_index(tmp_path):
     from retriever import Retriever
 
