@@ -110,6 +110,7 @@ class InvertedIndex:
         self._super_lock = threading.Lock()
         self.root: Path | None = None  # the directory it was loaded from (where its heads live)
         self._heads = None  # indexing.heads.Heads, see ensure_heads
+        self.loaded_checksum = None  # the manifest checksum of the directory ``load`` opened
         self._heads_lock = threading.Lock()
 
     def _csr(self) -> None:
@@ -351,7 +352,11 @@ class InvertedIndex:
                 if where is None or not (where / "manifest.json").is_file():
                     raise IndexFormatError(f"{self.root or 'this index'}: no heads for strategy 'heads'; derive "
                                            f"them with `retriever heads {self.root or 'INDEX'}`")
-                found = heads.Heads(where, self.num_docs, len(self.terms), heads.parent_checksum(self.root))
+                now = heads.parent_checksum(self.root)
+                if self.loaded_checksum is not None and now != self.loaded_checksum:
+                    raise IndexFormatError(f"{self.root}: rebuilt since this index was loaded (its heads are for the "
+                                           "new version); load it again to search with strategy 'heads'")
+                found = heads.Heads(where, self.num_docs, len(self.terms), now)
                 found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
                 self._heads = found
             return self._heads
@@ -387,6 +392,9 @@ class InvertedIndex:
             index = cls(terms, None, None, None, num_docs, scale, packed=packed)
             index.check(root)
             index.root = root
+            from indexing.heads import parent_checksum
+
+            index.loaded_checksum = parent_checksum(root)  # the generation opened (its heads must match it)
             return index
         if layout != CSR:
             raise IndexFormatError(f"{root}: postings format {layout!r} is unknown to this retriever; "

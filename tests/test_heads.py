@@ -300,10 +300,13 @@ def test_cli_heads_then_search_and_stale_heads(tmp_path):
     # k 10 > 3 candidates: at least k documents are scored
     assert len([line for line in res.output.splitlines() if line.strip()]) == 10
     # an index rebuilt drops its heads; heads of another version of it are refused
+    loaded = Retriever.load(out, strategy="heads")  # its heads not opened yet (they open on first use)
     Retriever.build(tmp_path / "corpus.jsonl", out, kind="bm25", overwrite=True, k1=1.2)
     assert not (out / "heads").exists()  # rebuilding replaced the directory: heads are gone
     res = runner.invoke(main, ["heads", str(out)])
     assert res.exit_code == 0, res.output
+    with pytest.raises(IndexFormatError, match="rebuilt since this index was loaded"):
+        loaded.search("w1 w2 w3", k=10)  # the new version's heads would name other documents
     manifest = json.loads((out / "heads" / "manifest.json").read_text())
     assert manifest["of"] == heads.parent_checksum(out)
     m = json.loads((out / "manifest.json").read_text())
