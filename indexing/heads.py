@@ -210,7 +210,8 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
 class Heads:
     """A loaded ``heads/`` directory (memory-mapped)."""
 
-    def __init__(self, root: str | Path, num_docs: int, num_terms: int, parent_checksum: str | None = None) -> None:
+    def __init__(self, root: str | Path, num_docs: int, num_terms: int, parent_checksum: str | None = None,
+                 verify: bool = True) -> None:
         root = Path(root)
         manifest = read_manifest(root, verify=False)
         if manifest.get("kind") != "heads":
@@ -221,6 +222,8 @@ class Heads:
         if manifest.get("doc_count") != num_docs or manifest.get("terms") != num_terms:
             raise IndexFormatError(f"{root}: made for {manifest.get('doc_count')} documents and "
                                    f"{manifest.get('terms')} terms, the index has {num_docs} and {num_terms}")
+        if verify:  # every file against its checksum (after the cheap checks above)
+            read_manifest(root, verify=True)
         self.cap = int(manifest["cap"])
         (self.head_ptr, self.head_docs, self.head_vals, self.doc_ptr, self.fwd_terms,
          self.fwd_vals) = (load_array(root, name) for name in FILES)

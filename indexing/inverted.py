@@ -111,6 +111,7 @@ class InvertedIndex:
         self.root: Path | None = None  # the directory it was loaded from (where its heads live)
         self._heads = None  # indexing.heads.Heads, see ensure_heads
         self.loaded_checksum = None  # the manifest checksum of the directory ``load`` opened
+        self.verify_heads = True  # check the heads' files against their checksums when opened
         self._heads_lock = threading.Lock()
 
     def _csr(self) -> None:
@@ -356,7 +357,7 @@ class InvertedIndex:
                 if self.loaded_checksum is not None and now != self.loaded_checksum:
                     raise IndexFormatError(f"{self.root}: rebuilt since this index was loaded (its heads are for the "
                                            "new version); load it again to search with strategy 'heads'")
-                found = heads.Heads(where, self.num_docs, len(self.terms), now)
+                found = heads.Heads(where, self.num_docs, len(self.terms), now, verify=self.verify_heads)
                 found.preload()  # in memory on huge pages, as a server would (heads.Heads.preload)
                 self._heads = found
             return self._heads

@@ -186,13 +186,17 @@ def test_missing_and_corrupt_heads_fail_clearly(tmp_path):
     bare.root = tmp_path / "empty"
     with pytest.raises(IndexFormatError, match="no heads"):
         bare.search_many(q, 10, "heads")
-    # a doc id out of range in a head: the query fails, nothing is read outside the arrays
+    # a doc id out of range in a head: refused by its checksum; unchecked (verify=False), the
+    # query fails and nothing is read outside the arrays
     docs_file = tmp_path / "x" / "heads" / "head_docs.npy"
     arr = np.load(docs_file)
+    t = int(np.searchsorted(index.ensure_heads().head_ptr, 0, side="right") - 1)
     arr[0] = index.num_docs + 5
     np.save(docs_file, arr)
     index._heads = None
-    t = int(np.searchsorted(index.ensure_heads().head_ptr, 0, side="right") - 1)
+    with pytest.raises(IndexFormatError, match="head_docs.npy: checksum does not match"):
+        index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
+    index.verify_heads = False
     with pytest.raises(IndexFormatError, match="corrupt heads.*retriever heads"):
         index.search_many([(np.array([t], np.int32), np.ones(1, np.float32))], 10, "heads")
     # a truncated file: refused at open, by the size its manifest records
@@ -224,6 +228,7 @@ def test_forward_pointers_and_terms_out_of_range_fail_clearly(tmp_path):
                                         rng.integers(1, 9, len(t)).astype(np.float32), num_docs).compressed()
     index.root = tmp_path
     heads.derive(index, tmp_path / heads.HEADS_DIR)
+    index.verify_heads = False  # (the kernel's own guards, as when loaded with verify=False)
     q = [(np.array([0, 5], np.int32), np.ones(2, np.float32))]
     assert index.search_many(q, 10, "heads")[0][0].size == 10
     root = tmp_path / heads.HEADS_DIR
@@ -263,6 +268,11 @@ def test_info_verify_checks_the_heads(tmp_path):
     vals.write_bytes(bytes(data))
     with pytest.raises(IndexFormatError, match="head_vals.npy: checksum"):
         verify_index(out)
+    from retriever import Retriever
+
+    with pytest.raises(IndexFormatError, match="head_vals.npy: checksum"):  # a search, as the index's files
+        Retriever.load(out, strategy="heads").search("w1 w2", k=3)
+    assert len(Retriever.load(out, strategy="heads", verify=False).search("w1 w2", k=3)) == 3  # (unchecked)
 
 def _bm25_index(tmp_path):
     from retriever import Retriever
@@ -363,6 +373,13 @@ def test_sharded_index_heads_per_shard_equal_unsharded(tmp_path):
     for q in ("w1 w2 w3", "w7", "w0 w39 w12 w5"):
         assert Retriever.load(tmp_path / "three", **everything).search(q, k=20) == \
             Retriever.load(one, strategy="exhaustive").search(q, k=20)
+    shard = tmp_path / "three" / "shards" / "001"
+    vals = shard / "heads" / "fwd_vals.npy"
+    data = bytearray(vals.read_bytes())
+    data[-1] ^= 0x40  # a shard's heads changed, same size: refused as the shards' own files are
+    vals.write_bytes(bytes(data))
+    with pytest.raises(IndexFormatError, match="fwd_vals.npy: checksum"):
+        Retriever.load(tmp_path / "three", **everything).search("w1 w2 w3", k=20)
 
 
 def test_preload_copies_or_falls_back_to_the_mapping(tmp_path, monkeypatch):

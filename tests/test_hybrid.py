@@ -140,3 +140,18 @@ def test_composed_hybrid_is_self_contained(parts, tmp_path):
     shutil.rmtree(a)
     shutil.rmtree(b)
     assert Retriever.load(h).search_batch(QUERIES, k=5) == before
+
+
+def test_components_are_checked_against_their_checksums(parts, tmp_path):
+    """A hybrid loaded with verify (the default) checks its components' files (listed in its own
+    manifest): a same-size change in a component is refused at load."""
+    sparse, dense = parts
+    h = compose(sparse.path, dense.path, tmp_path / "h")
+    target = h / "sparse" / "docids.txt"
+    if target.is_symlink() or not target.is_file():
+        target = next(p for p in (h / "sparse").resolve().iterdir() if p.name == "docids.txt")
+    data = bytearray(target.read_bytes())
+    data[0] = ord("x") if data[0] != ord("x") else ord("y")  # same size: only the checksum notices
+    target.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum does not match"):
+        Retriever.load(h)

@@ -201,11 +201,14 @@ class Opened(NamedTuple):
     searcher: Any
 
 
-def open_dir(root, verify: bool = True, **options) -> Opened:
+def open_dir(root, verify: bool = True, files_checked: bool = False, **options) -> Opened:
     """Open the index directory ``root``: manifest (checked), doc ids, and the kind's searcher.
-    ``options`` go to the kind's opener (e.g. ``model=PATH``, ``device``, ``nprobe``)."""
+    ``options`` go to the kind's opener (e.g. ``model=PATH``, ``device``, ``nprobe``); ``verify``
+    too where it takes it (files it opens later, such as derived heads). ``files_checked``: the
+    caller has already checked this directory's files against their checksums (a sharded index's
+    shards)."""
     root = Path(root)
-    manifest = read_manifest(root, verify=verify)
+    manifest = read_manifest(root, verify=verify and not files_checked)
     docids = read_docids(root)
     if len(docids) != manifest["doc_count"]:
         raise IndexFormatError(f"{root}/docids.txt: {len(docids)} ids, manifest says {manifest['doc_count']}")

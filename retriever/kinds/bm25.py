@@ -62,11 +62,14 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
 
 
 def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned",
-               approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None) -> ImpactSearcher:
+               approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None,
+               verify: bool = True) -> ImpactSearcher:
     """Search a BM25 index; queries are analysed with the analyzer its manifest records.
     ``strategy``: pruned (exact, default), exhaustive, approx (with factor ``approx``), or heads
-    (``heads_depth``, ``candidates``; ``indexing.heads``)."""
+    (``heads_depth``, ``candidates``; ``indexing.heads``). ``verify``: the heads' files are
+    checked against their checksums when first opened, as the index's were."""
     index = InvertedIndex.load(root, num_docs=len(docids), layout=InvertedIndex.layout_of(manifest))
+    index.verify_heads = verify
     index.set_tie_order(read_docid_order(root, docids))
     encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
     return ImpactSearcher(index, docids, encoder.encode_queries, strategy, approx, heads_depth, candidates)

@@ -253,7 +253,8 @@ class HybridSearcher:
         return {q: self._fuse([run.get(q, {}) for run in runs], k) for q in queries}
 
 
-def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> HybridSearcher:
+def open_index(root, manifest: dict, docids: list[str], device: str = "cpu", verify: bool = True) -> HybridSearcher:
+    """Open both components (their files are listed in the hybrid's manifest, checked with it)."""
     components = []
     names = [part["name"] for part in manifest["components"]]
     if sorted(names) != sorted(SLOTS):
@@ -269,7 +270,7 @@ def open_index(root, manifest: dict, docids: list[str], device: str = "cpu") -> 
         if not path.is_dir():
             raise IndexFormatError(f"{root}: component {part['name']} index {path} is missing")
         _check_slot(part["name"], part["kind"], path)
-        opened = kinds.open_dir(path, verify=False, **({"device": device} if part["kind"] == "dense" else {}))
+        opened = kinds.open_dir(path, verify=verify, files_checked=True, **({"device": device} if part["kind"] == "dense" else {}))
         if opened.manifest["kind"] != part["kind"]:
             raise IndexFormatError(f"{root}: component {path} is a {opened.manifest['kind']} index, "
                                    f"the manifest says {part['kind']}")

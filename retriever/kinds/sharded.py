@@ -172,8 +172,9 @@ class ShardGroup:
 
 
 def open_group(root: Path, manifest: dict, docids: list[str], indices: list[int], options: dict,
-               layout: list | None = None) -> ShardGroup:
-    """Open shards ``indices`` of the sharded index at ``root`` in this process."""
+               layout: list | None = None, verify: bool = True) -> ShardGroup:
+    """Open shards ``indices`` of the sharded index at ``root`` in this process (``verify``: what
+    each shard opens later, its heads, is checked against its checksums)."""
     layout = layout if layout is not None else check_layout(root, manifest, len(docids))
     kind = manifest["kind"]
     options = dict(options)
@@ -187,7 +188,7 @@ def open_group(root: Path, manifest: dict, docids: list[str], indices: list[int]
     searchers = []
     for i in indices:
         path, entry, _ = layout[i]
-        opened = kinds.open_dir(path, verify=False, **options)
+        opened = kinds.open_dir(path, verify=verify, files_checked=True, **options)  # (by check_layout)
         lo = entry["offset"]
         if opened.docids != docids[lo:lo + entry["doc_count"]]:
             raise IndexFormatError(f"{root}: shard {entry['path']} no longer holds rows {lo}.."
@@ -265,7 +266,7 @@ def open_sharded(root, manifest: dict, docids: list[str], options: dict, verify:
     """Open every shard in this process (one group, a thread per shard)."""
     root = Path(root)
     layout = check_layout(root, manifest, len(docids), verify)
-    group = open_group(root, manifest, docids, list(range(len(layout))), options, layout)
+    group = open_group(root, manifest, docids, list(range(len(layout))), options, layout, verify)
     path0, _, m0 = layout[0]
     encode = query_encoder(manifest["kind"], path0, m0, {**options, "encoder": group.encoder})
     store = ShardedDocStore([p for p, _, _ in layout], [e["offset"] for _, e, _ in layout])
@@ -289,7 +290,7 @@ def _opener(kind: str) -> Callable[..., Any]:
     def open_index(root, manifest, docids, verify=True, **options):
         return open_sharded(root, manifest, docids, options, verify)
 
-    params = [p for name, p in base.parameters.items() if name != "encoder"]
+    params = [p for name, p in base.parameters.items() if name not in ("encoder", "verify")]
     params.append(inspect.Parameter("verify", inspect.Parameter.KEYWORD_ONLY, default=True))
     open_index.__signature__ = base.replace(parameters=params)
     return open_index

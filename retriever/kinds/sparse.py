@@ -215,11 +215,14 @@ def query_encoder(root, manifest: dict, model: str | None = None
 
 
 def open_index(root, manifest: dict, docids: list[str], model: str | None = None, strategy: str = "pruned",
-               approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None) -> ImpactSearcher:
-    """Load the impact index and the query encoder its manifest describes."""
+               approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None,
+               verify: bool = True) -> ImpactSearcher:
+    """Load the impact index and the query encoder its manifest describes (``verify``: the
+    heads' checksums are checked when they are first opened)."""
     stats = manifest["impacts"]
     index = InvertedIndex.load(root, num_docs=len(docids), scale=stats["scale"],
                                layout=InvertedIndex.layout_of(manifest))
+    index.verify_heads = verify
     index.set_tie_order(read_docid_order(root, docids))
     found = query_encoder(root, manifest, model)
     if found is None:
