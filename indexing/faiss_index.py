@@ -485,6 +485,12 @@ class DenseIndex:
             else:
                 params = self._params(nprobe, ef_search, wanted)
                 found, found_ids = self.index.search(queries, wanted, params=params)
+                if found_ids.size and int(found_ids.max()) >= self.ntotal:  # (a damaged index's ids)
+                    from indexing.manifest import IndexFormatError
+
+                    raise IndexFormatError(f"{self._source or 'dense index'}: FAISS returned id "
+                                           f"{int(found_ids.max())} of {self.ntotal} vectors; the index "
+                                           "is corrupt (run `retriever info INDEX --verify`)")
                 if self.refine:
                     found_ids, found = self._rerank(queries, found_ids, kk)
         found_ids, found = _tidy(found_ids, found)
@@ -604,7 +610,14 @@ class DenseIndex:
             except RuntimeError as error:
                 log.debug("faiss cannot mmap %s (%s); reading it", path, error)
         if index is None:
-            index = faiss.read_index(str(path))
+            try:
+                index = faiss.read_index(str(path))
+            except RuntimeError as error:  # faiss's C++ reader refuses a damaged file
+                from indexing.manifest import IndexFormatError
+
+                reason = str(error).strip().rsplit(": ", 1)[-1] or "unreadable"
+                raise IndexFormatError(f"{path}: not a readable FAISS index ({reason}); the index is "
+                                       "corrupt (run `retriever info INDEX --verify`)") from None
         if index.d != dim or index.ntotal != ntotal:
             raise ValueError(f"{path} holds {index.ntotal} vectors of dimension {index.d}; the "
                              f"settings say {ntotal} of dimension {dim}")

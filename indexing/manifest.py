@@ -32,6 +32,7 @@ import re
 import shutil
 import tempfile
 import time
+import tokenize
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Iterable
@@ -448,5 +449,9 @@ def load_array(root: str | os.PathLike, name: str, mmap: bool = True) -> np.ndar
         return load_npy(path, "r" if mmap else None)
     except FileNotFoundError:
         raise IndexFormatError(f"{path}: missing; the index is incomplete") from None
-    except ValueError as e:  # not a .npy file, an object array, a truncated header
-        raise IndexFormatError(f"{path}: not a readable array ({e}); the index is corrupt") from None
+    except IsADirectoryError:
+        raise IndexFormatError(f"{path}: a directory, not an array; the index is corrupt") from None
+    except (ValueError, EOFError, SyntaxError, tokenize.TokenError, OverflowError) as e:
+        # not a .npy file, an object array, a truncated or garbled header (numpy parses it as Python)
+        raise IndexFormatError(f"{path}: not a readable array ({type(e).__name__}: {e}); the index is "
+                               "corrupt") from None

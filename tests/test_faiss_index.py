@@ -274,6 +274,38 @@ def test_load_rejects_mismatched_settings(data, tmp_path):
         loaded.save(tmp_path)
 
 
+@pytest.mark.parametrize("mmap", [True, False])
+def test_damaged_faiss_files_are_index_format_errors(data, tmp_path, mmap):
+    """Unchecked by checksums (verify=False), a damaged faiss.index is refused at load with
+    IndexFormatError (not faiss's C++ RuntimeError), and ids FAISS returns past the vectors fail
+    the search the same way (not a numpy IndexError, not another document)."""
+    from indexing.manifest import IndexFormatError
+
+    x, q = data
+    settings = build(x, "IVF16,Flat").save(tmp_path / "a")
+    path = tmp_path / "a" / "faiss.index"
+    whole = path.read_bytes()
+    path.write_bytes(bytes(len(whole)))
+    with pytest.raises(IndexFormatError, match="faiss.index: not a readable FAISS index"):
+        DenseIndex.load(tmp_path / "a", settings, mmap=mmap)
+    path.write_bytes(whole)
+    loaded = DenseIndex.load(tmp_path / "a", settings, mmap=mmap)
+    real = loaded.index
+
+    class Damaged:  # what flipped bits in an IVF list's ids give back
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def search(self, queries, k, params=None):
+            scores, ids = real.search(queries, k, params=params)
+            ids[0, 0] = 562949953423780
+            return scores, ids
+
+    loaded.index = Damaged()
+    with pytest.raises(IndexFormatError, match="FAISS returned id 562949953423780 of"):
+        loaded.search(q[:3], 10)
+
+
 # -- devices -------------------------------------------------------------------------------------
 
 @pytest.mark.skipif(HAS_GPU_FAISS, reason="checks the CPU fallback; this machine has GPU faiss")
