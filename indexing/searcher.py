@@ -22,13 +22,28 @@ def check_k(k, num_docs: int | None = None, what: str = "k") -> int:
     return int(k) if num_docs is None else int(min(k, max(num_docs, 1)))
 
 
+def check_text(text, what: str = "a query") -> str:
+    """A query text (or id) is a str that is valid Unicode: a lone surrogate (``"\\ud800"``,
+    which JSON can carry) cannot be tokenised by a model's tokenizer nor written to a run file."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} is not valid Unicode text (a lone surrogate {text[e.start]!r} at "
+                         f"character {e.start})") from None
+    return text
+
+
 def check_queries(queries) -> None:
-    """A batch is a mapping of query ids to query texts, all strings."""
+    """A batch is a mapping of query ids to query texts, all strings of valid Unicode."""
     if not isinstance(queries, Mapping):
         raise ValueError(f"queries must be a mapping {{qid: text}}, got {type(queries).__name__}")
     for qid, text in queries.items():
         if not isinstance(qid, str) or not isinstance(text, str):
             raise ValueError(f"query ids and texts must be strings, got {qid!r}: {text!r}")
+        check_text(qid, "a query id")
+        check_text(text, f"query {qid!r}")
 
 
 class Searcher(Protocol):

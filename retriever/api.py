@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from indexing.corpus import corpus_file
 from indexing.docstore import DocStore
 from indexing.manifest import IndexFormatError, is_locked, read_docids, read_manifest
-from indexing.searcher import Hit, Run, Searcher, check_k, check_queries
+from indexing.searcher import Hit, Run, Searcher, check_k, check_queries, check_text
 from retriever import kinds as _kinds
 
 
@@ -209,8 +209,7 @@ class Retriever:
         ``k`` is an integer >= 1 (ValueError otherwise), clamped to the number of documents.
         ``explain=True`` (hybrid indexes) gives each hit's component scores and ranks as well.
         """
-        if not isinstance(text, str):
-            raise ValueError(f"a query is a string, got {type(text).__name__}")
+        check_text(text)
         k = check_k(k, len(self))
         if explain:
             if self.kind != "hybrid":

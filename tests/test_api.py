@@ -106,3 +106,17 @@ def test_empty_corpus_and_bad_options(tmp_path):
         Retriever.build(tmp_path / "one.jsonl", tmp_path / "idx", kind="colbert")
     r = Retriever.build(tmp_path / "one.jsonl", tmp_path / "idx")
     assert r.search("hello") [0].docid == "x"
+
+
+def test_lone_surrogates_in_queries_are_a_clear_error(tmp_path):
+    """JSON can carry "\\ud800" into a Python str; no tokenizer can encode it, nor a run file
+    hold it: every entry point refuses it as ValueError naming the query."""
+    (tmp_path / "one.jsonl").write_text('{"id": "x", "contents": "hello world"}\n')
+    r = Retriever.build(tmp_path / "one.jsonl", tmp_path / "idx")
+    with pytest.raises(ValueError, match="not valid Unicode text.*character 6"):
+        r.search("hello \ud800")
+    with pytest.raises(ValueError, match="query 'q1' is not valid Unicode"):
+        r.search_batch({"q1": "\udc80"})
+    with pytest.raises(ValueError, match="a query id is not valid Unicode"):
+        r.search_batch({"\ud800": "hello"})
+    assert r.search("hello \u00e9\U0001f600")[0].docid == "x"  # (astral characters are fine)

@@ -189,12 +189,16 @@ BAD_BODIES = [
     ({"queries": {"a": "x"}, "depth": 3}, 422, "depth: extra inputs are not permitted"),
     ({"queries": {str(i): "x" for i in range(5)}}, 413, "5 queries in one request; this server takes at most 4"),
     ([1, 2], 422, "input should be a valid dictionary"),
+    ({"queries": {"a": "\ud800 x"}}, 422, "query 'a' is not valid Unicode text (a lone surrogate"),
+    ({"queries": {"\udfff": "x"}}, 422, "a query id is not valid Unicode text"),
 ]
 
 
 @pytest.mark.parametrize("body,status,fragment", BAD_BODIES)
 def test_bad_batches_are_a_4xx(client, body, status, fragment):
-    assert_one_line_error(client.post("/search", json=body), status, fragment)
+    sent = json.dumps(body)  # (ASCII escapes: a lone surrogate travels as JSON allows)
+    assert_one_line_error(client.post("/search", content=sent, headers={"content-type": "application/json"}),
+                          status, fragment)
 
 
 def test_other_bad_requests_are_a_4xx(client):

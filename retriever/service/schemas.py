@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from indexing.searcher import check_k
+from indexing.searcher import check_k, check_queries, check_text
 
 DEFAULT_K = 10
 MAX_QUERY_CHARS = 10_000  # longer texts are refused (BM25 would analyse all of it)
@@ -35,7 +35,7 @@ class SearchQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    q: str = Field(max_length=MAX_QUERY_CHARS, description="the query text")
+    q: Annotated[str, AfterValidator(check_text)] = Field(max_length=MAX_QUERY_CHARS, description="the query text")
     k: K = Field(DEFAULT_K, description="hits to return (clamped to the collection)")
     index: str | None = Field(None, description="which served index (its directory name); default the first")
     explain: bool = Field(False, description="hybrid indexes: each hit's component scores and ranks")
@@ -61,6 +61,7 @@ class BatchSearch(BaseModel):
         long = next((qid for qid, text in queries.items() if len(text) > MAX_QUERY_CHARS), None)
         if long is not None:
             raise ValueError(f"queries has a query ({long!r}) longer than {MAX_QUERY_CHARS} characters")
+        check_queries(queries)  # (valid Unicode: no lone surrogates in ids or texts)
         return queries
 
 
