@@ -224,6 +224,27 @@ def test_an_unexpected_error_is_a_json_500_and_logged(built, caplog):
         assert c.get("/search", params={"q": "x", "k": 0}).status_code == 422  # still serving
 
 
+def test_a_body_past_the_limit_is_a_413_before_it_is_parsed(built):
+    with TestClient(create_app([built["toy"]], max_body_bytes=2000)) as c:
+        small = json.dumps({"queries": {"a": "vitamin"}}).encode()
+        assert c.post("/search", content=small, headers={"content-type": "application/json"}).status_code == 200
+        big = json.dumps({"queries": {str(i): "vitamin d " * 20 for i in range(20)}}).encode()
+        assert len(big) > 2000
+        assert_one_line_error(c.post("/search", content=big, headers={"content-type": "application/json"}), 413,
+                              f"request body too large ({len(big)} bytes); this server reads at most 2000")
+
+        def chunks():  # no Content-Length: counted as it arrives
+            for i in range(0, len(big), 500):
+                yield big[i:i + 500]
+
+        assert_one_line_error(c.post("/search", content=chunks(), headers={"content-type": "application/json"}),
+                              413, "request body too large; this server reads at most 2000")
+        assert c.get("/health").status_code == 200
+    assert create_app([built["toy"]], max_queries=1000).user_middleware  # (default: 16 KB a query, >= 1 MB)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        create_app([built["toy"]], max_body_bytes=0)
+
+
 def test_reload_swaps_the_generation(tmp_path):
     a = write_beir(tmp_path / "a", docs=generation_docs("a"))
     b = write_beir(tmp_path / "b", docs=generation_docs("b"))

@@ -64,20 +64,25 @@ _PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'sel
 
 def create_app(paths: Sequence[str | os.PathLike], *, window_ms: float = 2.0, max_batch: int = 32,
                max_queries: int = 1000, threads: int = 4, batch_kinds: Collection[str] = DEFAULT_BATCH_KINDS,
-               verify: bool = True) -> FastAPI:
+               verify: bool = True, max_body_bytes: int | None = None) -> FastAPI:
     """The service over the indexes at ``paths`` (served by directory name; the first is the default).
 
     ``window_ms``: how long a query of a micro-batched index waits for others (0 batches only
     what is already waiting); ``max_batch``: most queries in one batch; ``max_queries``: most
     queries in one ``POST /search``; ``threads``: the shared pool for straight searches, document
     reads and loads; ``batch_kinds``: the index kinds that are micro-batched; ``verify``: check
-    every file's checksum at load. ValueError for a bad setting or two indexes of one name.
+    every file's checksum at load; ``max_body_bytes``: the largest request body read (default
+    16 KB a query of ``max_queries``, at least 1 MB; a larger one is a 413 before any of it is
+    parsed: a 65 MB body otherwise held the event loop for seconds and took ~1 GB to parse). ValueError
+    for a bad setting or two indexes of one name.
     """
     paths = [Path(p) for p in paths]
     check_names(paths)
     max_batch = check_k(max_batch, what="max_batch")
     max_queries = check_k(max_queries, what="max_queries")
     threads = check_k(threads, what="threads")
+    max_body_bytes = check_k(max(1 << 20, max_queries * (16 << 10)) if max_body_bytes is None else max_body_bytes,
+                             what="max_body_bytes")
     if not (isinstance(window_ms, (int, float)) and math.isfinite(window_ms) and 0 <= window_ms <= 1000):
         raise ValueError(f"window_ms must be a number of milliseconds in [0, 1000], got {window_ms!r}")
 
@@ -101,6 +106,7 @@ def create_app(paths: Sequence[str | os.PathLike], *, window_ms: float = 2.0, ma
 
     app = FastAPI(title="retriever", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.startup_error = None
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
     app.add_middleware(_OneLineErrors, state=app.state)
     _add_error_handlers(app)
     _add_routes(app, max_queries)
@@ -211,6 +217,40 @@ def validation_message(errors: Sequence[dict]) -> str:
             msg = msg[:1].lower() + msg[1:]
         parts.append(msg if msg.startswith(f"{where} ") else f"{where}: {msg}")
     return " ".join("; ".join(parts).split())
+
+
+class _BodyLimit:
+    """Pure ASGI middleware: a request body over ``limit`` bytes is a 413, refused by its
+    Content-Length before anything is read, or (chunked) as soon as what arrived passes it."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _message(self, size: int | None = None) -> str:
+        told = "" if size is None else f" ({size} bytes)"
+        return f"request body too large{told}; this server reads at most {self.limit} bytes"
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await JSONResponse({"detail": self._message(int(declared))}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:  # (the route's body read answers it: a 413)
+                    raise HTTPException(413, self._message())
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class _OneLineErrors:
