@@ -33,10 +33,14 @@ _MID_NUM = r"\p{WB=MidNum}\p{WB=MidNumLet}\p{WB=Single_Quote}"
 # letter x letter/digit (WB5, WB9, WB10), digit x digit (WB8), ExtendNumLet both ways (WB13a/b),
 # letter (MidLetter|MidNumLet|') letter (WB6/7), digit (MidNum|MidNumLet|') digit (WB11/12);
 # Extend/Format/ZWJ characters are carried by whatever precedes them (WB4).
+# A match stops after _WORD_RUN characters (a multiple of MAX_TOKEN_LENGTH, so the pieces cut
+# from consecutive matches are the pieces of the whole word): the engine keeps ~110 bytes of
+# backtracking state a character, and one 8M-character word (a DNA string) raised MemoryError.
+_WORD_RUN = 64 * 255
 _WORD = (
     rf"[{_AL}{_NU}{_EX}](?:[{_AL}{_NU}{_EX}{_FE}]"
     rf"|(?<=[{_AL}][{_FE}]*)[{_MID_LETTER}](?=[{_FE}]*[{_AL}])"
-    rf"|(?<=[{_NU}][{_FE}]*)[{_MID_NUM}](?=[{_FE}]*[{_NU}]))*"
+    rf"|(?<=[{_NU}][{_FE}]*)[{_MID_NUM}](?=[{_FE}]*[{_NU}])){{0,{_WORD_RUN - 1}}}"
 )
 _KATAKANA = rf"\p{{WB=Katakana}}[\p{{WB=Katakana}}{_EX}{_FE}]*"
 # Ideographs and hiragana are one token per character; South-East Asian scripts (no spaces

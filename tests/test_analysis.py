@@ -84,3 +84,19 @@ def test_lucene_stopword_list_is_lucenes():
 ])
 def test_porter(word, expected):
     assert stem(word) == expected
+
+
+def test_a_word_longer_than_the_match_run_is_cut_as_the_whole_word(tmp_path):
+    """Words are cut in 255-character pieces; a match stops every 64 x 255 characters (bounded
+    backtracking state), and the pieces are those of the whole word. An 8M-character word (a DNA
+    string) tokenises within 600 MB of address space (it raised MemoryError)."""
+    import subprocess
+    import sys
+
+    word = "ab" * 20_000 + "c"
+    assert standard_tokenize(f"x {word} y") == ["x", *(word[i:i + 255] for i in range(0, len(word), 255)), "y"]
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))\n"
+              "from indexing.analysis import standard_tokenize\n"
+              "print(len(standard_tokenize('acgt' * 2_000_000)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == [str(-(-8_000_000 // 255))], done.stderr[-500:]
