@@ -153,8 +153,9 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
     if p is None:
         raise IndexFormatError("heads are derived from packed postings; this index holds the older "
                                "uncompressed layout: rebuild it with `retriever index`")
-    if not isinstance(cap, int) or cap < 1:
+    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise ValueError(f"cap must be a positive integer, got {cap!r}")
+    cap = min(cap, (1 << 31) - 1)  # (no list is longer: doc ids are int32)
     t0 = time.perf_counter()
     n, n_terms = index.num_docs, len(index.terms)
     maxdf = int(index.doc_freqs().max()) if n_terms else 0

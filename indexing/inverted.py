@@ -615,6 +615,8 @@ class InvertedIndex:
             for name, v in (("heads_depth", heads_depth), ("candidates", candidates)):
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                     raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            # clamped to what can matter (every head posting; every document), so any int fits the kernel
+            heads_depth, candidates = min(int(heads_depth), 1 << 40), min(int(candidates), max(1, self.num_docs))
         if not checked:
             queries = [self._checked(t, w) for t, w in queries]
         k = min(int(k), self.num_docs)

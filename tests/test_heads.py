@@ -58,6 +58,8 @@ def test_every_posting_read_equals_exhaustive(tmp_path, seed, ints, ties, k):
     got = index.search_many(queries, k, "heads", heads_depth=10**6, candidates=10**6)
     assert all(_same(a, b) for a, b in zip(got, exact))
     assert (index.last_route == 3).all()
+    huge = index.search_many(queries, k, "heads", heads_depth=10**20, candidates=10**20)  # (past int64: clamped)
+    assert all(_same(a, b) for a, b in zip(huge, exact))
 
 
 def test_fewer_candidates_return_exact_scores_of_fewer_documents(tmp_path):
@@ -158,6 +160,9 @@ def test_passes_over_document_ranges_write_the_same_lists(tmp_path):
     for name in heads.FILES:
         name = name[:-len(".npy")]
         assert np.array_equal(getattr(one, name), getattr(many, name)), name
+    record = heads.derive(index, tmp_path / "c", cap=10**20)  # past int64: clamped, whole lists kept
+    whole = heads.Heads(tmp_path / "c", index.num_docs, len(index.terms))
+    assert record["cap"] == 2**31 - 1 and len(whole.head_docs) == index.num_postings
 
 
 def test_threads_give_the_same_results(tmp_path):

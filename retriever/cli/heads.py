@@ -22,5 +22,5 @@ def heads(index_dir, cap, overwrite):
 
     record = derive_index(index_dir, cap, overwrite)
     where = f"{record['shards']} shards' heads/" if "shards" in record else index_dir / "heads"
-    click.echo(f"heads: {record['heads']:,} postings ({cap} per term at most), forward lists: "
+    click.echo(f"heads: {record['heads']:,} postings ({record['cap']} per term at most), forward lists: "
                f"{record['entries']:,} entries; {record['seconds']:.1f} s; wrote {where}")
