@@ -398,3 +398,19 @@ def test_shards_merge_quantised_scores_in_the_order_one_index_gives(tmp_path):
     assert [h.docid for h in hits] == ["zz", "aa"] and hits[0].score == hits[1].score
     assert two.search_weights({"t1": w1, "t2": w2}, k=2) == hits
     assert two.search_weights({"t1": w1, "t2": w2}, k=1) == hits[:1]
+
+
+def test_impossible_shard_counts_are_refused_before_any_cut(tmp_path):
+    """More shards than the file has bytes (or than an index holds) is refused at once, leaving
+    nothing behind: 10**20 shards looped over every cut, growing memory, before."""
+    from retriever import Retriever
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "text": "words here"}) + "\n" for i in range(5)))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="at most 65,536"):
+        Retriever.build(corpus, tmp_path / "a", kind="bm25", shards=10**20)
+    with pytest.raises(ValueError, match=r"too few lines for 1000 shards \(\d+ bytes\)"):
+        Retriever.build(corpus, tmp_path / "b", kind="bm25", shards=1000)
+    assert time.perf_counter() - t0 < 30  # (refused, not cut: the loop took minutes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]

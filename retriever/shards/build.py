@@ -47,6 +47,7 @@ from retriever.shards.worker import BM25_DF, BM25_TERMS, QUANTIZER, SHARED, SHAR
 
 PLAN = "plan.json"
 PLAN_VERSION = 1
+MAX_SHARDS = 1 << 16  # (each shard is a directory of its own, searched in a thread or an actor)
 
 
 def work_dir(out: Path) -> Path:
@@ -64,6 +65,10 @@ def encoding_block(kind: str, settings) -> int | None:
 
 def _plan(kind: str, settings, file: Path, shards: int, store_docs: bool) -> dict:
     st = file.stat()
+    if shards > MAX_SHARDS:
+        raise ValueError(f"{shards} shards: an index holds at most {MAX_SHARDS:,}")
+    if shards > st.st_size:  # (before any cut: each shard needs a line, each line a byte)
+        raise ValueError(f"{file} has too few lines for {shards} shards ({st.st_size} bytes)")
     block = encoding_block(kind, settings)
     ranges = split_ranges(file, shards) if block is None else split_rows(file, shards, block)
     empty = [i for i, (a, b) in enumerate(ranges) if a == b]
