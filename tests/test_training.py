@@ -150,6 +150,51 @@ def test_batches_are_a_function_of_the_step_and_never_use_a_positive_as_negative
     assert seen[:3] != seen[3:]
 
 
+def test_random_negatives_never_loop_and_an_undrawable_query_is_refused_before_training(tiny_mlm, train_set,
+                                                                                        tmp_path):
+    ds, _ = train_set
+    negatives = tmp_path / "n.jsonl"
+    # qv0 has no negatives; the documents loaded are dv0, dv1 (its positives) and dv2: every draw is dv2
+    negatives.write_text('{"qid": "qv0", "pos": ["dv0", "dv1"], "neg": []}\n'
+                         '{"qid": "qv1", "pos": ["dv1"], "neg": ["dv2"]}\n')
+    plan = BatchPlan(TrainingData.load(ds, negatives, dev_fraction=0), batch_size=1, group_size=4, seed=3)
+    groups = [g for step in range(4) for g in plan.batch(step) if g.qid == "qv0"]
+    assert groups and all(g.doc_ids[1:] == ["dv2"] * 3 for g in groups)
+    # nothing to draw from: refused when the plan is made (the old sampler spun forever at the first batch)
+    negatives.write_text('{"qid": "qv0", "pos": ["dv0"], "neg": []}\n')
+    data = TrainingData.load(ds, negatives, dev_fraction=0)
+    with pytest.raises(DataError, match=r"n\.jsonl: query 'qv0' has no negatives.*all its positives"):
+        BatchPlan(data, batch_size=1, group_size=2, source=negatives)
+    assert BatchPlan(data, batch_size=1, group_size=1).batch(0)[0].doc_ids == ["dv0"]  # no negative wanted
+    out = tmp_path / "model"
+    result = CliRunner().invoke(cli.main, ["train", "dense", "--model", str(tiny_mlm), "--dataset", str(ds),
+                                           "--negatives", str(negatives), "--out", str(out), "--max-steps", "2",
+                                           "--batch-size", "1", "--dev-fraction", "0", "--device", "cpu"])
+    assert result.exit_code == 1 and "query 'qv0' has no negatives" in result.output, result.output
+    assert not out.exists()  # refused before anything was written
+
+
+def test_a_negative_that_is_a_positive_of_its_query_is_dropped(train_set, tmp_path, caplog):
+    ds, _ = train_set
+    negatives = tmp_path / "n.jsonl"
+    negatives.write_text(
+        '{"qid": "qv0", "pos": ["dv0"], "neg": ["dv0", "dv2", "dv0"], "neg_scores": [3, 2, 1], '
+        '"pos_scores": [4], "teacher": "t"}\n'
+        '{"qid": "qv1", "pos": ["dv1", "dv3"], "neg": ["dv3"]}\n'
+        '{"qid": "qv2", "pos": ["dv2"], "neg": ["dv1"]}\n')
+    with caplog.at_level("WARNING", logger="retriever"):
+        examples, _ = read_negatives(negatives)
+    assert [(e.qid, e.neg) for e in examples] == [("qv0", ["dv2"]), ("qv1", []), ("qv2", ["dv1"])]
+    assert examples[0].neg_scores == [2.0] and examples[0].pos_scores == [4.0]  # the dropped negatives' scores go with them
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "dropped 3 negatives that are positives of their own query (2 queries" in warnings[0]
+    plan = BatchPlan(TrainingData.load(ds, negatives, dev_fraction=0), batch_size=1, group_size=3, seed=0)
+    for step in range(6):
+        for g in plan.batch(step):
+            ex = next(e for e in examples if e.qid == g.qid)
+            assert not set(g.doc_ids[1:]) & set(ex.pos), g
+
+
 def test_topic_batches_come_from_one_cluster(train_set):
     ds, negatives = train_set
     data = TrainingData.load(ds, negatives, dev_fraction=0)
@@ -338,6 +383,84 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_afresh_with_its_log
     make_trainer(cfg).train()  # no checkpoint to resume: a new run
     assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert (out / "train_log.interrupted.jsonl").read_text() == dead
+
+
+def test_the_final_model_is_never_written_in_place(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    """--dev-fraction 0: the model is saved at the end; a kill while it is written leaves no
+    truncated model in OUT (nor in OUT/last), and a finished run leaves no partial directories."""
+    ds, negatives = train_set
+
+    class Killed(Exception):
+        pass
+
+    cfg = config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=1)
+    trainer = make_trainer(cfg)
+    save = trainer.model.save
+
+    def killed_mid_write(path):
+        save(path)
+        weights = Path(path) / "model.safetensors"
+        os.truncate(weights, weights.stat().st_size // 2)
+        raise Killed
+
+    trainer.model.save = killed_mid_write
+    with pytest.raises(Killed):
+        trainer.train()
+    out = Path(cfg.out)
+    assert not (out / "model.safetensors").exists() and not (out / "last").exists()
+
+    cfg = config(tmp_path / "b", tiny_mlm, ds, negatives, max_steps=1)
+    trainer = make_trainer(cfg)
+    trainer.train()
+    out = Path(cfg.out)
+    assert not list(out.glob(".*partial*"))
+    from retriever.encoders.dense import DenseModel
+
+    for model_dir in (out, out / "last"):
+        loaded = DenseModel(str(model_dir)).model.state_dict()
+        for name, value in trainer.model.model.state_dict().items():
+            assert torch.equal(loaded[name], value.cpu()), (model_dir, name)
+
+
+def test_a_truncated_model_is_a_one_line_error(tiny_mlm, train_set, tmp_path):
+    import shutil
+
+    ds, _ = train_set
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_mlm, broken)
+    os.truncate(broken / "model.safetensors", 5000)
+    result = CliRunner().invoke(cli.main, ["index", str(ds), str(tmp_path / "idx"), "--kind", "dense", "--model",
+                                           str(broken), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 1, result.output
+    lines = [x for x in result.output.splitlines() if x.startswith("Error:")]
+    assert len(lines) == 1 and f"cannot load model directory {broken} (SafetensorError" in lines[0], result.output
+    assert isinstance(result.exception, SystemExit)  # a ClickException, not the loader's error
+
+
+def test_training_into_an_index_directory_is_refused(tiny_mlm, train_set, tmp_path):
+    from training.trainer import check_out
+
+    ds, negatives = train_set
+    idx = tmp_path / "idx"
+    assert CliRunner().invoke(cli.main, ["index", str(ds), str(idx), "--quiet"]).exit_code == 0
+    files = sorted(p.name for p in idx.iterdir())
+    for out, says in ((idx, f"--out {idx} is an index directory"),
+                      (idx / "models" / "m", f"is inside the index directory {idx}")):
+        result = CliRunner().invoke(cli.main, ["train", "dense", "--model", str(tiny_mlm), "--dataset", str(ds),
+                                               "--negatives", str(negatives), "--out", str(out), "--max-steps", "1",
+                                               "--batch-size", "2", "--max-length", "32", "--device", "cpu"])
+        assert result.exit_code == 1 and says in result.output, result.output
+        assert sorted(p.name for p in idx.iterdir()) == files  # nothing written in the index (no lock either)
+    with pytest.raises(ValueError, match="is an index directory"):  # the library refuses it too
+        make_trainer(config(tmp_path, tiny_mlm, ds, negatives, out=str(idx)))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="exists and is not a directory"):
+        check_out(a_file)
+    other = tmp_path / "project"  # a manifest.json that is not an index's does not stop a run below it
+    other.mkdir()
+    (other / "manifest.json").write_text('{"name": "web app"}')
+    check_out(other / "model")
 
 
 def test_a_checkpoint_older_than_a_setting_resumes_with_that_setting_s_default(tiny_mlm, train_set, tmp_path,

@@ -10,6 +10,8 @@ computes the same global batch and takes its own slice of it.
 
 from __future__ import annotations
 
+import bisect
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from eval.beir import BeirDataset, carve_dev
 from indexing.corpus import doc_text, iter_corpus
 from indexing.errors import DataError
 from indexing.records import read_jsonl, record_id
+
+log = logging.getLogger("retriever")
 
 
 @dataclass
@@ -51,12 +55,18 @@ def read_negatives(path: str | os.PathLike) -> tuple[list[Example], bool]:
 
     Teacher scores count as such only when the file says which teacher made them (``teacher``) and
     gives the positives' scores too; retrieval scores (BM25 etc.) are not a distillation target.
+
+    A negative that is also one of its query's positives (a file from a tool with another relevance
+    threshold, or edited by hand) is dropped with its score, and one warning counts them: trained
+    as a negative, the passage would be pushed away from the query it answers. ``retriever mine``
+    never writes one.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError("negatives file does not exist", path=path)
     out, teacher_lines = [], 0
     seen: set[str] = set()
+    dropped, dropped_queries = 0, []  # negatives that are positives of their own query
     for lineno, obj in read_jsonl(path):
         if "qid" not in obj or "pos" not in obj or "neg" not in obj:
             raise DataError('expected an object with "qid", "pos" and "neg"', path=path, line=lineno)
@@ -73,10 +83,21 @@ def read_negatives(path: str | os.PathLike) -> tuple[list[Example], bool]:
                 _scores(scores, name, len(ids), path, lineno)
         teacher = obj.get("teacher") is not None and pos_scores is not None and neg_scores is not None
         teacher_lines += teacher
+        positives = set(pos)
+        keep = [i for i, d in enumerate(neg) if d not in positives]
+        if len(keep) < len(neg):
+            dropped += len(neg) - len(keep)
+            dropped_queries.append(qid)
+            neg = [neg[i] for i in keep]
+            if neg_scores is not None:
+                neg_scores = [neg_scores[i] for i in keep]
         out.append(Example(qid, pos, neg, [float(s) for s in neg_scores] if teacher else None,
                            [float(s) for s in pos_scores] if teacher else None))
     if not out:
         raise DataError("no queries in the negatives file", path=path)
+    if dropped:
+        log.warning("%s: dropped %d negatives that are positives of their own query (%d queries, e.g. %r)",
+                    path, dropped, len(dropped_queries), dropped_queries[0])
     return out, teacher_lines == len(out)
 
 
@@ -180,10 +201,14 @@ class BatchPlan:
     ``clusters`` (one label per training query) turns on topic-aware sampling: within an epoch,
     each cluster is shuffled and cut into whole batches, so such a batch holds queries of one
     topic; the remainders of all clusters are pooled and cut into mixed batches.
+
+    A query without mined negatives gets random ones: documents of ``data.docs`` that are not
+    its positives. One with no such document is refused here, before any training (naming
+    ``source``, the negatives file, when given).
     """
 
     def __init__(self, data: TrainingData, batch_size: int, group_size: int, seed: int = 0,
-                 clusters: np.ndarray | None = None) -> None:
+                 clusters: np.ndarray | None = None, source: str | os.PathLike | None = None) -> None:
         if group_size < 1:
             raise ValueError("group size must be at least 1 (the positive)")
         if batch_size < 1:
@@ -196,6 +221,13 @@ class BatchPlan:
             raise ValueError("one cluster label per training query is needed")
         self.steps_per_epoch = len(data.train) // batch_size
         self._doc_ids = sorted(data.docs)
+        if group_size > 1:
+            for ex in data.train:
+                if not ex.neg and not self._free(ex)[1]:
+                    message = (f"query {ex.qid!r} has no negatives, and the documents random negatives are "
+                               f"drawn from (the {len(self._doc_ids)} the training loaded) are all its positives; "
+                               "give it negatives (retriever mine) or train with --group-size 1")
+                    raise DataError(message, path=source) if source is not None else ValueError(message)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -228,13 +260,37 @@ class BatchPlan:
             picks = rng.choice(len(ex.neg), size=n, replace=len(ex.neg) < n) if n else np.empty(0, int)
             negs = [ex.neg[i] for i in picks]
         else:  # no mined negative: random documents that are not positives
-            negs = []
-            while len(negs) < n:
+            negs, tries = [], 0
+            while len(negs) < n and tries < 64 * (n + 1):  # (the draw of earlier versions, bit for bit)
                 d = self._doc_ids[int(rng.integers(len(self._doc_ids)))]
+                tries += 1
                 if d not in ex.pos:
                     negs.append(d)
+            if len(negs) < n:  # nearly every document a positive: drawn among the others directly (bounded)
+                taken, free = self._free(ex)
+                negs += [self._doc_ids[_skip(int(r), taken)] for r in rng.integers(free, size=n - len(negs))]
             picks = None
         teacher = None
         if ex.pos_scores is not None and ex.neg_scores is not None and picks is not None:
             teacher = [ex.pos_scores[p]] + [ex.neg_scores[i] for i in picks]
         return Group(ex.qid, self.data.queries[ex.qid], [ex.pos[p]] + negs, teacher)
+
+    def _free(self, ex: Example) -> tuple[list[int], int]:
+        """(positions of ``ex``'s positives in the sorted doc ids, ascending; how many documents are not
+        positives)."""
+        taken = []
+        for d in set(ex.pos):
+            i = bisect.bisect_left(self._doc_ids, d)
+            if i < len(self._doc_ids) and self._doc_ids[i] == d:
+                taken.append(i)
+        taken.sort()
+        return taken, len(self._doc_ids) - len(taken)
+
+
+def _skip(r: int, taken: list[int]) -> int:
+    """The position of the ``r``-th (from 0) document whose position is not in ``taken`` (ascending)."""
+    for t in taken:
+        if t > r:
+            break
+        r += 1
+    return r

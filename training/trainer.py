@@ -145,6 +145,7 @@ class Trainer:
         from retriever.encoders.device import resolve_device
 
         self.config = c = config
+        check_out(c.out)
         device = resolve_device(c.device)
         self.dist = distributed.setup(device)
         if self.dist.enabled and device.startswith("cuda"):
@@ -162,7 +163,8 @@ class Trainer:
             self._rotate_to_principal_axes()
         self.global_batch = c.batch_size * self.dist.world
         clusters = self._topic_clusters() if c.topic_batches else None
-        self.plan = BatchPlan(self.data, self.global_batch, self.plan_group_size(), c.seed, clusters)
+        self.plan = BatchPlan(self.data, self.global_batch, self.plan_group_size(), c.seed, clusters,
+                              source=c.negatives)
         micro_per_epoch = self.plan.steps_per_epoch
         self.total_steps = c.max_steps or max(1, math.ceil(c.epochs * micro_per_epoch / c.accumulation))
         self.planned_steps = self.total_steps  # what epochs / max-steps ask; a time budget may shorten it
@@ -505,8 +507,8 @@ class Trainer:
                 self.on_step(self.step)
         if self.dist.main:
             if not self.data.dev:
-                self.model.save(self.out)
-            self.model.save(self.out / "last")
+                self._save_model_atomically()
+            self._save_model_atomically(self.out / "last")
             summary = {"steps": self.step, "best": self.best, "history": self.history,
                        "train_seconds": time.perf_counter() - started, "planned_steps": self.planned_steps,
                        "max_minutes": c.max_minutes}
@@ -529,15 +531,23 @@ class Trainer:
                 self._save_model_atomically()
         distributed.barrier(self.dist)
 
-    def _save_model_atomically(self) -> None:
-        tmp = self.out / ".best.partial"
+    def _save_model_atomically(self, target: Path | None = None) -> None:
+        """Save the model into OUT (``target`` None) or the new directory ``target``, never writing a
+        file in place: it is written whole under ``OUT/.NAME.partial`` first, so a kill mid-save leaves
+        no truncated file where a model is read. Into OUT the files are then renamed one by one (OUT
+        holds the run's other files); ``target`` is renamed into place as one directory."""
+        tmp = self.out / f".{'best' if target is None else target.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save(tmp)
+        if target is not None:
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+            return
         for p in tmp.rglob("*"):
             if p.is_file():
-                target = self.out / p.relative_to(tmp)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(p, target)
+                dest = self.out / p.relative_to(tmp)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, dest)
         shutil.rmtree(tmp, ignore_errors=True)
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -683,6 +693,31 @@ class _Budget:
         end, every = t.step + n, t.dev_every
         evals = end // every - (t.step - 1) // every + (end % every != 0)
         return n * per_step + evals * self.dev_s
+
+
+# -- the output directory --------------------------------------------------------------------
+def check_out(out: str | os.PathLike) -> None:
+    """Refuse a training output that is not a directory, or is (or is inside) an index directory: a
+    rebuild of the index (``retriever index --overwrite``) would delete the model with it."""
+    from indexing.manifest import MANIFEST
+
+    path = Path(out).absolute()
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; choose another --out")
+    for d in (path, *path.parents):
+        if (d / MANIFEST).is_file() and (d == path or _is_index_manifest(d / MANIFEST)):
+            where = "is an index directory" if d == path else f"is inside the index directory {d}"
+            raise ValueError(f"--out {out} {where}; rebuilding that index would delete the trained model: "
+                             "choose an --out outside any index")
+
+
+def _is_index_manifest(path: Path) -> bool:
+    """Whether ``path`` reads as a retriever index manifest (a JSON object with a format version)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and "format_version" in obj
 
 
 # -- checkpoint files: nothing in them runs code when read -----------------------------------

@@ -144,11 +144,12 @@ def _run_lock(out):
 
 
 def run_training(make_encoder, flags: dict, extra: dict) -> None:
-    from training.trainer import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer, check_out
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("retriever").setLevel(logging.INFO)
     config = TrainConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in flags.items()}, extra=extra)
+    check_out(config.out)  # before the lock: nothing is created beside an OUT that is refused
     lock = _run_lock(config.out)
     try:
         trainer = Trainer(config, make_encoder)

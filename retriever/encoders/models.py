@@ -91,8 +91,19 @@ def load_pretrained(name: str, model_class, path: str | None = None, **kwargs):
     try:
         with quiet_loading():
             return AutoTokenizer.from_pretrained(path), model_class.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
-        raise load_error(name, e) from None
+    except Exception as e:
+        if Path(path).is_dir():  # a local directory: whatever its files fail with (a truncated
+            raise broken_model(path, e) from e  # model.safetensors: SafetensorError), name it
+        if isinstance(e, (OSError, ValueError)):
+            raise load_error(name, e) from None
+        raise
+
+
+def broken_model(path: str, err: Exception) -> ModelNotFound:
+    """The one-line error of a local model directory that does not load."""
+    lines = str(err).strip().splitlines() or [""]
+    return ModelNotFound(f"cannot load model directory {path} ({type(err).__name__}: {lines[0]}); it is not "
+                         "a complete, readable model (a copy or a training run cut short?)")
 
 
 @contextmanager
