@@ -148,3 +148,15 @@ def test_inference_free_model_saves_its_query_weights(tiny_mlm, tmp_path):
     # a plain model saves no query weights, and its queries run the model
     SpladeModel(str(tiny_mlm)).save(tmp_path / "plain")
     assert not (tmp_path / "plain" / "query_weights.npy").exists()
+
+
+def test_dense_lengths_are_clamped_to_the_model_positions(tiny_mlm, caplog):
+    """Past the model's positions torch fails (a tensor size mismatch): lowered with a warning, as
+    SPLADE's are; the settings the model is saved with stay."""
+    with caplog.at_level(logging.WARNING, logger="retriever"):
+        model = DenseModel(str(tiny_mlm), settings=DenseSettings(doc_max_length=10**20, query_max_length=300))
+    assert (model.doc_max_length, model.query_max_length) == (128, 128)  # 128 positions
+    assert "doc_max_length 100000000000000000000 exceeds the 128 positions" in caplog.text
+    assert model.settings.doc_max_length == 10**20
+    enc = DenseEncoder(str(tiny_mlm), settings=DenseSettings(doc_max_length=300), device="cpu")
+    assert enc.encode_documents(["sleep " * 400]).shape[0] == 1  # (torch failed on 300 tokens)

@@ -28,7 +28,8 @@ import torch
 
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, check_kind, inference_batches
 from retriever.encoders.device import resolve_device
-from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model, st_modules
+from retriever.encoders.models import (fingerprint, load_pretrained, quiet_loading, resolve_model, st_modules,
+                                       within_positions)
 
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS = ("cls", "mean", "last")
@@ -125,13 +126,19 @@ class Projection(torch.nn.Module):
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{cfg_file}: in_features and out_features must be integers") from None
         if (root / "model.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            state = load_file(str(root / "model.safetensors"))
+            weights = root / "model.safetensors"
         elif (root / "pytorch_model.bin").is_file():
-            state = torch.load(root / "pytorch_model.bin", map_location="cpu", weights_only=True)
+            weights = root / "pytorch_model.bin"
         else:
             raise ValueError(f"{root}: a Dense module without weights (model.safetensors)")
+        try:
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights)) if weights.suffix == ".safetensors" else \
+                torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # (a truncated file: SafetensorError, RuntimeError, EOFError, ...)
+            raise ValueError(f"{weights}: not readable weights ({type(e).__name__}: "
+                             f"{(str(e).strip().splitlines() or [''])[0]}); the model is incomplete") from None
         linear = torch.nn.Linear(n_in, n_out, bias=bias)
         try:
             linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
@@ -217,8 +224,9 @@ class DenseModel(EncoderModel):
         self.settings = settings or resolve_settings(self.path, **overrides)
         self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
         self.projection = load_projection(self.path)
-        self.doc_max_length = self.settings.doc_max_length
-        self.query_max_length = self.settings.query_max_length
+        usable = within_positions(self.settings, self.model, model)  # (the settings, as saved, stay)
+        self.doc_max_length = usable.doc_max_length
+        self.query_max_length = usable.query_max_length
 
     @property
     def dim(self) -> int:

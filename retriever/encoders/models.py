@@ -99,6 +99,21 @@ def load_pretrained(name: str, model_class, path: str | None = None, **kwargs):
         raise
 
 
+def within_positions(settings, model, name: str):
+    """``settings`` with ``doc_max_length`` / ``query_max_length`` lowered, each with a warning, to
+    the positions ``model`` (a transformers model) has: a longer input fails inside torch."""
+    import dataclasses
+    import logging
+
+    positions = getattr(model.config, "max_position_embeddings", None)
+    for field in ("doc_max_length", "query_max_length"):
+        if positions and getattr(settings, field) > positions:
+            logging.getLogger("retriever").warning("%s %d exceeds the %d positions of model %s; using %d", field,
+                                                   getattr(settings, field), positions, name, positions)
+            settings = dataclasses.replace(settings, **{field: positions})
+    return settings
+
+
 def broken_model(path: str, err: Exception) -> ModelNotFound:
     """The one-line error of a local model directory that does not load."""
     lines = str(err).strip().splitlines() or [""]

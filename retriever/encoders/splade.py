@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -27,7 +27,7 @@ from torch import nn
 
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, inference_batches
 from retriever.encoders.device import resolve_device
-from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model
+from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model, within_positions
 
 log = logging.getLogger("retriever")
 SparseVector = tuple[np.ndarray, np.ndarray]  # (token ids int32, weights float32), ids ascending
@@ -170,12 +170,7 @@ class SpladeModel(EncoderModel):
                                                              output_loading_info=True)
         self.missing_keys = list(info.get("missing_keys", []))
         self.settings = settings or SpladeSettings()
-        positions = getattr(self.model.config, "max_position_embeddings", None)
-        for name in ("doc_max_length", "query_max_length"):
-            if positions and getattr(self.settings, name) > positions:
-                log.warning("%s %d exceeds the %d positions of model %s; using %d", name,
-                            getattr(self.settings, name), positions, model, positions)
-                self.settings = replace(self.settings, **{name: positions})
+        self.settings = within_positions(self.settings, self.model, model)
         self.doc_max_length = self.settings.doc_max_length
         self.query_max_length = self.settings.query_max_length
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
