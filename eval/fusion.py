@@ -10,6 +10,11 @@ Methods:
 Each component is cut to its best ``depth`` hits first. A document missing from a list gets
 that list's floor: 0 contribution for rrf, the list's lowest normalised score (0 for minmax)
 for the others. Output order: fused score descending, then doc id ascending.
+
+Bounds: ``rrf_k`` is at most ``MAX_RRF_K`` (2**31) and every weight at most ``MAX_WEIGHT`` (1e6)
+in magnitude, so a weighted sum of float32 scores (an index's, up to 3.4e38) stays finite in
+float64; a fused score that is still not finite (runs read from files may hold any float64)
+fails the query with a ValueError rather than ranking by inf or NaN.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import Mapping, Sequence
 from indexing.results import Run
 
 Ranking = Mapping[str, float]
+MAX_RRF_K = 2**31
+MAX_WEIGHT = 1e6
 
 
 class Method(str, Enum):
@@ -49,16 +56,23 @@ def normalise(hits: list[tuple[str, float]], method: Method, rrf_k: int = 60) ->
         lo, hi = min(scores), max(scores)
         span = hi - lo
         return {d: (s - lo) / span if span > 0 else 1.0 for d, s in hits}, 0.0
+    # z-scores do not depend on the scale: dividing by the largest |score| first keeps the mean and
+    # the squares from overflowing (scores of 1e200 did)
+    scale = max(abs(s) for s in scores)
+    if not math.isfinite(scale):
+        raise ValueError(f"zscore fusion needs finite scores, got {scale}")
+    scores = [s / scale for s in scores] if scale > 0 else scores
     mean = sum(scores) / len(scores)
     sd = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
-    norm = {d: (s - mean) / sd if sd > 0 else 0.0 for d, s in hits}
+    norm = {d: (s - mean) / sd if sd > 0 else 0.0 for (d, _), s in zip(hits, scores)}
     return norm, min(norm.values())
 
 
 def check_fusion(method, weights: Sequence[float] | None, depth: int | None, rrf_k,
                  k: int | None = None, n: int | None = None) -> Method:
-    """Refuse settings fusion cannot use: unknown method, non-finite weights, ``rrf_k`` < 0,
-    depth or k < 1 (None: no cut). Returns the method."""
+    """Refuse settings fusion cannot use: unknown method, weights not finite or above
+    ``MAX_WEIGHT`` in magnitude, ``rrf_k`` outside 0..``MAX_RRF_K``, depth or k < 1 (None: no
+    cut). Returns the method."""
     try:
         method = Method(method)
     except ValueError:
@@ -71,8 +85,12 @@ def check_fusion(method, weights: Sequence[float] | None, depth: int | None, rrf
         if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
                    for w in weights):
             raise ValueError(f"fusion weights must be finite numbers, got {weights}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-        raise ValueError(f"rrf_k must be an integer >= 0, got {rrf_k!r}")
+        if any(abs(w) > MAX_WEIGHT for w in weights):
+            raise ValueError(f"fusion weights must be at most {MAX_WEIGHT:g} in magnitude (a larger "
+                             f"one can make fused scores overflow), got {weights}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 0 <= rrf_k <= MAX_RRF_K:
+        shown = repr(rrf_k) if not isinstance(rrf_k, int) or abs(rrf_k) < 10**20 else f"{str(rrf_k)[:12]}..."
+        raise ValueError(f"rrf_k must be an integer from 0 to {MAX_RRF_K}, got {shown}")
     for name, value in (("depth", depth), ("k", k)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"fusion {name} must be an integer >= 1, got {value!r}")
@@ -88,6 +106,11 @@ def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
     parts = [normalise(ranked(r, depth), method, rrf_k) for r in rankings]
     docs = set().union(*(p for p, _ in parts)) if parts else set()
     fused = {d: sum(w * p.get(d, floor) for w, (p, floor) in zip(weights, parts)) for d in docs}
+    if not math.isfinite(sum(fused.values())):  # one pass in C; the sum alone may overflow
+        bad = next((d for d, s in fused.items() if not math.isfinite(s)), None)
+        if bad is not None:
+            raise ValueError(f"fused score of doc {bad!r} is {fused[bad]} ({method.value}, weights "
+                             f"{weights}): the scores or weights are too large")
     return dict(ranked(fused, k))
 
 
@@ -96,4 +119,10 @@ def fuse(runs: Sequence[Run], method: Method | str = Method.RRF, weights: Sequen
     """Fuse whole runs; a query present in any run is present in the result."""
     check_fusion(method, weights, depth, rrf_k, k, len(runs))
     qids = list(dict.fromkeys(q for run in runs for q in run))
-    return {q: fuse_one([run.get(q, {}) for run in runs], method, weights, depth, rrf_k, k) for q in qids}
+    out = {}
+    for q in qids:
+        try:
+            out[q] = fuse_one([run.get(q, {}) for run in runs], method, weights, depth, rrf_k, k)
+        except ValueError as e:
+            raise ValueError(f"query {q!r}: {e}") from None
+    return out

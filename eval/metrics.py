@@ -20,7 +20,10 @@ _MEASURES = {
     "mrr": ("recip_rank", "recip_rank"),
 }
 _NAME = re.compile(r"(ndcg|recall|mrr|map|p)@([1-9][0-9]*)")
-SUPPORTED = "ndcg@k, recall@k, mrr@k, map@k, p@k (k a positive integer)"
+# Largest cutoff: trec_eval keeps cutoffs as C longs and saturates larger ones (a cutoff of 2**63
+# was computed as 2**63 - 1 under another result key, and two such cutoffs abort the process).
+MAX_CUTOFF = 2**31 - 1
+SUPPORTED = f"ndcg@k, recall@k, mrr@k, map@k, p@k (k an integer from 1 to {MAX_CUTOFF})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +49,11 @@ def parse_metric(name: str) -> Metric:
     m = _NAME.fullmatch(name.strip().lower())
     if m is None:
         raise ValueError(f"unknown metric {name!r}; supported: {SUPPORTED}")
-    return Metric(m.group(1), int(m.group(2)))
+    digits = m.group(2)
+    if len(digits) > len(str(MAX_CUTOFF)) or int(digits) > MAX_CUTOFF:
+        shown = digits if len(digits) <= 20 else f"{digits[:12]}... ({len(digits)} digits)"
+        raise ValueError(f"metric {m.group(1)}@{shown}: the cutoff must be at most {MAX_CUTOFF}")
+    return Metric(m.group(1), int(digits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,11 @@ def evaluate(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[s
             top = {q: dict(_trec_order(h)[: m.k]) for q, h in clean.items()}
             by_metric[m] = evaluator.evaluate(top) if top else {}
 
-    table = {q: {m.name: float(by_metric[m].get(q, {}).get(m.key, 0.0)) for m in parsed} for q in judged}
+    for m in parsed:  # a query in the run has every measure; a missing key is no score of 0
+        missing = next((q for q in clean if m.key not in by_metric[m].get(q, {})), None)
+        if missing is not None:
+            raise ValueError(f"pytrec_eval returned no {m.key} ({m.name}) for query {missing!r}")
+    table = {q: {m.name: float(by_metric[m][q][m.key]) if q in clean else 0.0 for m in parsed} for q in judged}
     n = len(table)
     means = {m.name: math.fsum(v[m.name] for v in table.values()) / n for m in parsed}
     return Result(means, n, table if per_query else None)

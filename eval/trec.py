@@ -5,8 +5,16 @@ re-sorts a run by score and breaks ties by doc id DEScending, so a run with tied
 evaluated in another order than the engine returned. ``ties="anserini"`` (the default, as
 Anserini/Pyserini write runs) rounds each score to 4 decimals in float32 and lowers every score
 tied with the one before it by 1e-6 per position (Anserini's ScoreTiesAdjusterReranker), so the
-scores are strictly decreasing in the engine's order and every evaluator keeps it; published
-Pyserini numbers are computed this way. ``ties="trec"`` keeps the raw scores (trec_eval's rule).
+scores decrease in the engine's order and evaluators keep it; published Pyserini numbers are
+computed this way. ``ties="trec"`` keeps the raw scores (trec_eval's rule).
+
+Like Anserini's (``docs.scores[i] -= 1e-6f * dup``), the adjustment is float32 arithmetic, kept so
+for parity: from a score of 16 up a float32 step is 1.9e-6 or more, so consecutive multiples of
+1e-6 can round to the same value and hits of a run of ties can stay tied (at 20: 20.0, 19.999998,
+19.999998); evaluators order those by doc id descending, as they do Anserini's runs. Where we
+differ: Anserini's ``Math.round`` saturates at 2**31 - 1, so every score above 214748.3647 becomes
+that one value; we keep the float32 value, and refuse a score whose float32 value x 1e4 overflows
+(|score| above about 3.4e34), which would make every such hit inf and tied.
 """
 
 from __future__ import annotations
@@ -32,15 +40,31 @@ def ranked(hits: Mapping[str, float]) -> list[tuple[str, float]]:
     return sorted(hits.items(), key=lambda x: (-x[1], x[0]))
 
 
+ANSERINI_TOO_LARGE = ("is too large for the anserini tie rule (float32 score x 1e4 overflows above about "
+                      "3.4e34); evaluate or write such a run with ties 'trec'")
+
+
+def anserini_fits(score: float) -> bool:
+    """Whether the anserini tie rule can take ``score``: its float32 value x 1e4 is finite."""
+    if abs(score) < 3e34:  # the common case, without numpy
+        return True
+    with np.errstate(over="ignore"):
+        return bool(np.isfinite(np.float32(score) * np.float32(1e4)))
+
+
 def anserini_scores(ranking: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """Anserini's tie adjustment of a ranking (in order): float32 scores rounded to 1e-4, and each
-    score within 1e-4 of the previous (adjusted) one lowered by 1e-6 x its run of ties."""
+    score within 1e-4 of the previous (adjusted) one lowered by 1e-6 x its run of ties.
+    ValueError for a score the rule cannot take (|score| above about 3.4e34)."""
     out = []
     previous = None
     dup = 0
     e4, e6 = np.float32(1e4), np.float32(1e-6)
     for docid, score in ranking:
-        s = np.float32(np.floor(np.float32(score) * e4 + np.float32(0.5)) / e4)  # Math.round(x * 1e4f) / 1e4f
+        with np.errstate(over="ignore"):
+            s = np.float32(np.floor(np.float32(score) * e4 + np.float32(0.5)) / e4)  # Math.round(x * 1e4f) / 1e4f
+        if not np.isfinite(s):
+            raise ValueError(f"doc {docid!r}: score {float(score)!r} {ANSERINI_TOO_LARGE}")
         if previous is None or previous - s > np.float32(1e-4):
             dup = 0
         else:
@@ -57,7 +81,13 @@ def adjust_ties(run: Mapping[str, Mapping[str, float]], ties: str = "anserini") 
         raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
     if ties == "trec":
         return {q: dict(hits) for q, hits in run.items()}
-    return {q: dict(anserini_scores(ranked(hits))) for q, hits in run.items()}
+    out = {}
+    for q, hits in run.items():
+        try:
+            out[q] = dict(anserini_scores(ranked(hits)))
+        except ValueError as e:
+            raise ValueError(f"query {q!r}, {e}") from None
+    return out
 
 
 def _check_token(value: str, what: str) -> None:
@@ -100,8 +130,9 @@ def _pair_line(path: Path, qid: str, docid: str) -> int:
     raise AssertionError("unreachable: duplicate hit not found on rescan")
 
 
-def read_run(path: str | os.PathLike[str]) -> Run:
-    """Read a TREC run into {qid: {docid: score}}; malformed lines and repeated hits are DataErrors."""
+def read_run(path: str | os.PathLike[str], ties: str | None = None) -> Run:
+    """Read a TREC run into {qid: {docid: score}}; malformed lines and repeated hits are DataErrors.
+    With ``ties="anserini"``, so are scores that tie rule cannot take (see ``anserini_fits``)."""
     file = Path(path)
     run: Run = {}
     for lineno, line in read_lines(file):
@@ -119,6 +150,8 @@ def read_run(path: str | os.PathLike[str]) -> Run:
             raise DataError(f"bad rank {rank!r} or score {score_text!r}", path=file, line=lineno) from None
         if not math.isfinite(score):
             raise DataError(f"score {score_text!r} is not finite", path=file, line=lineno)
+        if ties == "anserini" and not anserini_fits(score):
+            raise DataError(f"score {score_text!r} {ANSERINI_TOO_LARGE}", path=file, line=lineno)
         if not (qid.isprintable() and docid.isprintable()):  # fast path; control characters are not
             for what, ident in (("query", qid), ("doc", docid)):
                 problem = id_problem(ident)

@@ -526,3 +526,48 @@ def test_queries_json_crash_classes(tmp_path):
     with pytest.raises(DataError) as exc:
         load_queries(f)
     assert_data_error(exc, f, 2, "nested too deeply")
+
+
+def _eval_cli(*args):
+    from click.testing import CliRunner
+
+    from retriever import cli
+
+    return CliRunner().invoke(cli.main, ["eval", *map(str, args)])
+
+
+def test_cli_eval_run_notes_qrels_queries_missing_from_the_run(beir_dir, tmp_path):
+    """As eval --index notes qrels queries it cannot search, eval --run notes those the run lacks
+    (a run of other query ids, or an empty one, gave all zeros without a word)."""
+    partial, other, empty = tmp_path / "partial.trec", tmp_path / "other.trec", tmp_path / "empty.trec"
+    partial.write_text("q1 Q0 d1 1 2.0 t\nq2 Q0 d3 1 1.0 t\n")
+    other.write_text("zz1 Q0 d1 1 2.0 t\n")
+    empty.write_text("")
+    res = _eval_cli("--run", partial, "--dataset", beir_dir, "--metrics", "mrr@10")
+    assert res.exit_code == 0, res.output
+    assert f"note: 1/3 qrels queries with a relevant judgement are not in {partial} (e.g. q3)" in res.stderr
+    for run in (other, empty):
+        res = _eval_cli("--run", run, "--dataset", beir_dir, "--metrics", "mrr@10")
+        assert res.exit_code == 0 and "note: 3/3 qrels queries" in res.stderr and "0.0000" in res.stdout
+    full = tmp_path / "full.trec"
+    full.write_text("q1 Q0 d1 1 2.0 t\nq2 Q0 d3 1 1.0 t\nq3 Q0 d5 1 1.0 t\n")
+    res = _eval_cli("--run", full, "--dataset", beir_dir, "--metrics", "mrr@10")
+    assert res.exit_code == 0 and "note" not in res.stderr and "1.0000" in res.stdout
+
+
+def test_cli_eval_run_refuses_scores_the_anserini_rule_cannot_take(beir_dir, tmp_path):
+    run = tmp_path / "big.trec"
+    run.write_text("q1 Q0 d2 1 2e35 t\nq1 Q0 d1 2 1e35 t\n")  # d1, relevant, second
+    res = _eval_cli("--run", run, "--dataset", beir_dir, "--metrics", "mrr@10")
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"{run}:1: score '2e35' is too large for the anserini tie rule" in res.output
+    res = _eval_cli("--run", run, "--dataset", beir_dir, "--metrics", "mrr@10", "--ties", "trec")
+    assert res.exit_code == 0 and "0.1667" in res.stdout  # 1/2 for q1, 0 for q2 and q3
+
+
+def test_cli_eval_metric_cutoff_bound(beir_dir, tmp_path):
+    run = tmp_path / "r.trec"
+    run.write_text("q1 Q0 d1 1 2.0 t\n")
+    res = _eval_cli("--run", run, "--dataset", beir_dir,
+                    "--metrics", "recall@9223372036854775807,recall@9223372036854775808")  # aborted in C
+    assert res.exit_code == 1 and "cutoff must be at most 2147483647" in res.output

@@ -147,3 +147,25 @@ def test_metrics_json():
     out = metrics_json("scifact", "test", 300, {"ndcg@10": np.float64(0.5)})
     assert out == {"dataset": "scifact", "split": "test", "num_queries": 300, "metrics": {"ndcg@10": 0.5}}
     assert type(out["metrics"]["ndcg@10"]) is float
+
+
+@pytest.mark.parametrize("bad", ["ndcg@2147483648", "recall@9223372036854775808", "map@" + "9" * 5000])
+def test_metric_cutoffs_above_the_bound_are_refused(bad):
+    # pytrec_eval saturates cutoffs to a C long: one above it reported 0.0 under another key, and
+    # two that saturate to the same value aborted the process (SIGABRT)
+    with pytest.raises(ValueError, match="cutoff must be at most 2147483647") as exc:
+        parse_metric(bad)
+    assert len(str(exc.value)) < 200
+    with pytest.raises(ValueError, match="cutoff must be at most"):
+        evaluate(QRELS, RUN, ["recall@100", bad])
+    assert parse_metric("recall@2147483647").k == 2**31 - 1
+    assert evaluate(QRELS, RUN, ["recall@2147483647"]).metrics["recall@2147483647"] == pytest.approx(2 / 3)
+
+
+def test_a_measure_pytrec_eval_did_not_compute_is_an_error(monkeypatch):
+    """No silent 0.0: past the bound (lifted here), pytrec_eval answers under another key."""
+    import eval.metrics
+
+    monkeypatch.setattr(eval.metrics, "MAX_CUTOFF", 2**70)
+    with pytest.raises(ValueError, match="pytrec_eval returned no recall_9223372036854775808"):
+        evaluate(QRELS, RUN, ["recall@9223372036854775808"])

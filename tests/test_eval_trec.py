@@ -142,3 +142,38 @@ def test_read_gzip_and_corrupt_gzip(tmp_path):
 def test_read_directory(tmp_path: Path):
     with pytest.raises(DataError, match="is a directory, expected a file"):
         read_run(tmp_path)
+
+
+def test_scores_the_anserini_rule_cannot_take_are_refused(tmp_path):
+    """x 1e4 in float32 overflows above about 3.4e34: every such hit became inf and tied, and the
+    metric changed silently. The run is refused (file and line when read); ties="trec" keeps it."""
+    from eval.metrics import evaluate
+    from eval.trec import adjust_ties, anserini_fits
+
+    assert anserini_fits(3.4e34) and not anserini_fits(3.5e34) and not anserini_fits(-1e300)
+    run = {"q": {"a": 2e35, "b": 1e35}}
+    with pytest.raises(ValueError, match="query 'q', doc 'a': score 2e\\+35 is too large for the anserini"):
+        adjust_ties(run)
+    with pytest.raises(ValueError, match="too large"):
+        evaluate({"q": {"b": 1}}, run, ["mrr@10"])
+    assert evaluate({"q": {"b": 1}}, run, ["mrr@10"], ties="trec").metrics["mrr@10"] == 0.5
+    with pytest.raises(ValueError, match="too large"):
+        write_run(run, tmp_path / "w.trec")
+    f = tmp_path / "big.trec"
+    f.write_text("q Q0 a 1 3e34 t\nq Q0 b 2 -2e35 t\n")
+    with pytest.raises(DataError, match=r"big\.trec:2: score '-2e35' is too large for the anserini tie rule"):
+        read_run(f, ties="anserini")
+    assert read_run(f) == read_run(f, ties="trec") == {"q": {"a": 3e34, "b": -2e35}}
+
+
+def test_anserini_ties_above_16_stay_tied_as_in_anserini():
+    """The adjustment is float32 arithmetic, as in Anserini (``docs.scores[i] -= 1e-6f * dup``):
+    from 16 up a 1e-6 step is lost after the first tie. Kept for parity (eval.trec's docstring)."""
+    from eval.trec import anserini_scores
+
+    f32 = np.float32
+    assert [s for _, s in anserini_scores([("a", 5.0), ("b", 5.0), ("c", 5.0)])] == \
+        [5.0, float(f32(5.0) - f32(1e-6)), float(f32(5.0) - f32(2e-6))]  # strictly decreasing
+    got = [s for _, s in anserini_scores([("a", 20.0), ("b", 20.0), ("c", 20.0)])]
+    assert got == [20.0, float(f32(20.0) - f32(1e-6)), float(f32(20.0) - f32(1e-6))]
+    assert got[1] == got[2]  # tied, as Anserini writes them

@@ -40,3 +40,51 @@ def test_cut_and_bad_weights():
     with pytest.raises(ValueError):
         fuse_one([{"a": 1.0}], "borda")
     assert Method("rrf") is Method.RRF
+
+
+def test_zscore_of_huge_and_tiny_scores():
+    """z-scores do not depend on the scale: scores of 1e200 raised OverflowError in the spread."""
+    want = fuse_one([{"a": 3.0, "b": -1.0, "c": 1.0}], "zscore")
+    for scale in (1e200, -1e300, 1e-300):
+        got = fuse_one([{"a": 3.0 * scale, "b": -1.0 * scale, "c": 1.0 * scale}], "zscore")
+        order = list(want) if scale > 0 else list(reversed(want))
+        assert list(got) == order
+        assert sorted(got.values()) == pytest.approx(sorted(want.values()))
+    assert fuse_one([{"a": 1e308, "b": -1e308}], "zscore") == {"a": 1.0, "b": -1.0}
+    assert fuse_one([{"a": 0.0, "b": 0.0}], "zscore") == {"a": 0.0, "b": 0.0}
+
+
+def test_rrf_k_and_weights_are_bounded():
+    from eval.fusion import MAX_RRF_K, MAX_WEIGHT, check_fusion
+
+    assert fuse_one([{"a": 1.0}], "rrf", rrf_k=MAX_RRF_K) == {"a": 1 / (MAX_RRF_K + 1)}
+    for bad in (MAX_RRF_K + 1, 10**400):  # 10**400 raised OverflowError in 1 / (k + rank)
+        with pytest.raises(ValueError, match="rrf_k must be an integer from 0 to 2147483648") as exc:
+            fuse_one([{"a": 1.0}], "rrf", rrf_k=bad)
+        assert len(str(exc.value)) < 100
+    check_fusion("sum", [MAX_WEIGHT, -MAX_WEIGHT], 10, 60)
+    with pytest.raises(ValueError, match="at most 1e\\+06 in magnitude"):
+        check_fusion("sum", [1e308, 1e308], 10, 60)  # every fused score was inf
+
+
+def test_fused_scores_that_are_not_finite_fail_the_query():
+    with pytest.raises(ValueError, match="query 'q': fused score of doc 'a' is inf"):
+        fuse([{"q": {"a": 1e308}}, {"q": {"a": 1e308}}], "sum")
+    with pytest.raises(ValueError, match="not finite|fused score"):
+        fuse_one([{"a": 1e308, "b": -1e308}], "minmax")  # the span overflows: NaN
+
+
+def test_cli_fuse_bounds_and_huge_zscore(tmp_path):
+    from click.testing import CliRunner
+
+    from retriever import cli
+
+    run = tmp_path / "a.trec"
+    run.write_text("q1 Q0 d1 1 1e200 a\nq1 Q0 d2 2 -1e200 a\n")
+    out = tmp_path / "out.trec"
+    for flags in (["--rrf-k", "1" + "0" * 400], ["--rrf-k", str(2**31 + 1)], ["--weights", "1e7"]):
+        res = CliRunner().invoke(cli.main, ["fuse", str(run), "--out", str(out), *flags])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(cli.main, ["fuse", str(run), "--method", "zscore", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [line.split()[2] for line in out.read_text().splitlines()] == ["d1", "d2"]

@@ -155,3 +155,48 @@ def test_components_are_checked_against_their_checksums(parts, tmp_path):
     target.write_bytes(bytes(data))
     with pytest.raises(Exception, match="checksum does not match"):
         Retriever.load(h)
+
+
+def test_fusion_bounds_at_compose_load_and_in_the_cli(parts, beir_dir, tmp_path):
+    """Weights whose fused scores overflow (every hit inf, eval silently wrong) and an rrf_k past
+    2**31 (OverflowError in every later search) are refused where they enter."""
+    from indexing.manifest import IndexFormatError, read_manifest, write_manifest
+
+    sparse, dense = parts
+    with pytest.raises(ValueError, match="at most 1e\\+06 in magnitude"):
+        compose(sparse.path, dense.path, tmp_path / "inf", method="sum", weights=[1e308, 1e308])
+    with pytest.raises(ValueError, match="rrf_k must be an integer from 0 to 2147483648"):
+        compose(sparse.path, dense.path, tmp_path / "bigk", rrf_k=10**400)
+    assert not (tmp_path / "inf").exists() and not (tmp_path / "bigk").exists()
+    for flags in (["--weights", "1e308,1e308", "--method", "sum"], ["--rrf-k", "1" + "0" * 400]):
+        res = CliRunner().invoke(cli.main, ["hybrid", str(sparse.path), str(dense.path), str(tmp_path / "c"), *flags])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    res = CliRunner().invoke(cli.main, ["index", str(beir_dir), str(tmp_path / "b"), "--kind", "hybrid",
+                                        "--dense-model", "unused", "--rrf-k", str(2**31 + 1)])
+    assert res.exit_code == 2 and not (tmp_path / "b").exists(), res.output
+    # a manifest that already holds one (re-sealed, as an older version could have written it)
+    h = compose(sparse.path, dense.path, tmp_path / "h")
+    manifest = read_manifest(h)
+    manifest["fusion"]["rrf_k"] = 10**400
+    write_manifest(h, manifest)
+    with pytest.raises(IndexFormatError, match="fusion settings: rrf_k must be"):
+        Retriever.load(h)
+
+
+def test_tune_fusion_stores_nothing_without_tuning_queries_or_any_signal(parts, beir_dir, tmp_path):
+    sparse, dense = parts
+    h = compose(sparse.path, dense.path, tmp_path / "h")
+    before = (h / "manifest.json").read_bytes()
+    dev = beir_dir / "qrels" / "dev.tsv"
+    # no qrels query in queries.jsonl: "0 tuning queries", and the first grid setting was stored
+    dev.write_text("query-id\tcorpus-id\tscore\nzz1\td1\t1\nzz2\td3\t1\n")
+    res = CliRunner().invoke(cli.main, ["tune-fusion", str(h), "--dataset", str(beir_dir), "--split", "dev"])
+    assert res.exit_code == 1 and "no tuning queries" in res.output and "Traceback" not in res.output, res.output
+    assert "note: 2/2 qrels queries not in the queries" in res.stderr
+    assert (h / "manifest.json").read_bytes() == before
+    # judged documents outside the corpus: every setting scores 0, nothing to choose from
+    dev.write_text("query-id\tcorpus-id\tscore\nq1\tzz1\t1\nq2\tzz3\t1\n")
+    res = CliRunner().invoke(cli.main, ["tune-fusion", str(h), "--dataset", str(beir_dir), "--split", "dev"])
+    assert res.exit_code == 1 and "every setting scores 0" in res.output, res.output
+    assert "2/2 judged docs not in the corpus" in res.stderr
+    assert (h / "manifest.json").read_bytes() == before

@@ -90,3 +90,27 @@ def test_cli_mines_from_an_index_and_refuses_test(beir_dir, tmp_path):
     assert res.exit_code == 0, res.output
     lines = [json.loads(x) for x in (tmp_path / "graded.jsonl").read_text().splitlines()]
     assert [(x["qid"], x["pos"]) for x in lines] == [("q1", ["d1"])] and "d2" not in lines[0]["neg"]
+
+
+def test_cli_mine_notes_mismatched_qrels_and_refuses_when_nothing_can_be_mined(beir_dir, tmp_path):
+    CliRunner().invoke(cli.main, ["index", str(beir_dir), str(tmp_path / "idx"), "--quiet"])
+    train = beir_dir / "qrels" / "train.tsv"
+
+    def mine_cli(out):
+        return CliRunner().invoke(cli.main, ["mine", str(tmp_path / "idx"), "--dataset", str(beir_dir),
+                                             "--out", str(tmp_path / out), "--max-negatives", "2"])
+
+    # one query not in queries.jsonl, one judged doc not in the corpus: noted; the query is skipped
+    train.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nzz\td3\t1\nq2\tzzd\t1\nq2\td3\t1\n")
+    res = mine_cli("part.jsonl")
+    assert res.exit_code == 0, res.output
+    assert "note: 1/3 qrels queries not in the queries (e.g. zz); 1/3 judged docs not in the corpus (e.g. zzd)" \
+        in res.stderr
+    assert [json.loads(x)["qid"] for x in (tmp_path / "part.jsonl").read_text().splitlines()] == ["q1", "q2"]
+    for name, body in [("no_queries", "zz1\td1\t1\nzz2\td3\t1\n"),   # no qrels query has a text
+                       ("no_docs", "q1\tzz1\t1\nq2\tzz3\t1\n"),        # no positive is in the corpus
+                       ("no_positive", "q1\td1\t0\nq2\td3\t0\n")]:     # nothing judged relevant
+        train.write_text("query-id\tcorpus-id\tscore\n" + body)
+        res = mine_cli(f"{name}.jsonl")
+        assert res.exit_code == 1 and "nothing to mine" in res.output and "Traceback" not in res.output, name
+        assert not (tmp_path / f"{name}.jsonl").exists()

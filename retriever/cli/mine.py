@@ -41,7 +41,7 @@ def _weights(ctx, param, value):
 def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teachers, teacher_weights, teacher_norm,
          margin, min_relevance, device):
     """Mine hard negatives for a split's queries from any index."""
-    from eval.beir import BeirDataset
+    from eval.beir import BeirDataset, check_qrels
     from retriever.api import Retriever
     from training.mining import mine as mine_negatives
     from training.mining import write_negatives
@@ -61,6 +61,16 @@ def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher
     ds = BeirDataset(dataset)
     qrels = ds.qrels(split)
     queries = ds.split_queries(split)
+    r = Retriever.load(index_dir)
+    docids = set(r.docids)
+    report = check_qrels(qrels, ds.queries(), docids)
+    if str(report):  # queries without a text are skipped; positives outside the corpus cannot be trained on
+        click.echo(f"note: {report}", err=True)
+    qrels = {q: judged for q, judged in qrels.items() if q in queries}
+    if not any(rel >= min_relevance and d in docids for judged in qrels.values() for d, rel in judged.items()):
+        raise click.ClickException(
+            f"nothing to mine: no query of split {split!r} in {ds.queries_path} has a positive "
+            f"(grade >= {min_relevance}) in the index's documents")
     scorers = [_open_teacher(kind, where, device) for kind, where in specs]
     teacher = None
     if len(scorers) == 1 and not mixing:
@@ -70,7 +80,6 @@ def mine(index_dir, dataset, split, out, depth, skip_top, max_negatives, teacher
 
         teacher = Ensemble(scorers, teacher_weights, teacher_norm or "zscore")
         click.echo(f"teacher: {teacher.name}", err=True)
-    r = Retriever.load(index_dir)
     run = r.search_batch(queries, k=depth)
     records, report = mine_negatives(run, qrels, skip_top=skip_top, max_negatives=max_negatives,
                                      teacher=teacher, margin=margin, queries=queries,

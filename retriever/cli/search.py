@@ -163,8 +163,13 @@ def eval_cmd(index_dir, run_file, dataset, split, metrics, depth, threads, json_
         if save_run:
             write_run(run, save_run, ties=ties)
     else:
-        run = read_run(run_file)
+        run = read_run(run_file, ties=ties)
         name = run_file.name
+        judged = [q for q, docs in qrels.items() if any(rel > 0 for rel in docs.values())]
+        absent = [q for q in judged if not run.get(q)]
+        if absent:  # as eval --index notes qrels queries it cannot search: they score 0
+            click.echo(f"note: {len(absent)}/{len(judged)} qrels queries with a relevant judgement are not in "
+                       f"{run_file} (e.g. {', '.join(absent[:3])}); they score 0", err=True)
     result = evaluate(qrels, run, names, ties=ties)
     click.echo(f"{ds.name} / {split}: {result.num_queries} queries")
     click.echo(format_table([(name, result.metrics)], names))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTuple
 
-from eval.fusion import Method, check_fusion, fuse_one
+from eval.fusion import MAX_RRF_K, MAX_WEIGHT, Method, check_fusion, fuse_one
 from indexing.corpus import Doc
 from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
                                write_manifest)
@@ -57,9 +57,9 @@ class Settings:
     sparse: Literal["bm25", "splade"] = option("bm25", "the sparse component: BM25, or SPLADE with --sparse-model")
     sparse_model: str | None = option(None, "the SPLADE model of --sparse splade")
     method: str = option("rrf", "fusion method (tune it with tune-fusion)", choices=[m.value for m in Method])
-    weights: list[float] = option([1.0, 1.0], "fusion weights: sparse, dense")
+    weights: list[float] = option([1.0, 1.0], f"fusion weights: sparse, dense (|w| <= {MAX_WEIGHT:g})")
     depth: int = option(1000, "hits taken from each component", min=1)
-    rrf_k: int = option(60, "RRF constant", min=0)
+    rrf_k: int = option(60, "RRF constant", min=0, max=MAX_RRF_K)
     device: str = option("auto", "auto | cpu | cuda[:N]")
 
     def __post_init__(self) -> None:
