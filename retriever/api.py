@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from indexing.corpus import corpus_file
 from indexing.docstore import DocStore
 from indexing.manifest import IndexFormatError, is_locked, read_docids, read_manifest
@@ -220,7 +222,9 @@ class Retriever:
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
         """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}`` (k as in ``search``)."""
         check_queries(queries)
-        return self.searcher.search_batch(queries, check_k(k, len(self)), threads)
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")  # (one rule, every kind)
+        return self.searcher.search_batch(queries, check_k(k, len(self)), int(threads))
 
     def search_weights(self, weights: Mapping[str, float], k: int = 10) -> list[Hit]:
         """Search an impact index with an explicit ``{term: weight}`` query.
@@ -231,14 +235,21 @@ class Retriever:
             raise ValueError(f"a {self.kind} index does not take term-weight queries")
         if not isinstance(weights, Mapping) or not all(isinstance(t, str) for t in weights):
             raise ValueError("weights must be a mapping {term: weight} with string terms")
+        bad = next((t for t, w in weights.items()
+                    if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating))), None)
+        if bad is not None:
+            raise ValueError(f"the weight of term {bad!r} must be a number, got {weights[bad]!r}")
         return self.searcher.search_weights(dict(weights), check_k(k, len(self)))
 
     def doc(self, docid: str) -> dict | None:
-        """The stored ``{"title", "text"}`` of a document, or None if the index stores no text."""
+        """The stored ``{"title", "text"}`` of a document, or None if the index stores no text;
+        KeyError naming it when the index has no such document."""
         if self._store is None:
             return None
         if self._row is None:
             self._row = {d: i for i, d in enumerate(self.docids)}
+        if docid not in self._row:
+            raise KeyError(f"no document {docid!r} in {self.path}")
         return self._store.get(self._row[docid])
 
     def __repr__(self) -> str:

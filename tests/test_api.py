@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from indexing.errors import DataError
@@ -120,3 +121,18 @@ def test_lone_surrogates_in_queries_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="a query id is not valid Unicode"):
         r.search_batch({"\ud800": "hello"})
     assert r.search("hello \u00e9\U0001f600")[0].docid == "x"  # (astral characters are fine)
+
+
+def test_batch_threads_weights_and_unknown_documents_are_clear_errors(tmp_path):
+    (tmp_path / "one.jsonl").write_text('{"id": "x", "contents": "hello world"}\n')
+    r = Retriever.build(tmp_path / "one.jsonl", tmp_path / "idx")
+    for threads in ("2", 2.0, True, None, 0):  # one rule for every kind (dense took "2" as a TypeError)
+        with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+            r.search_batch({"q": "hello"}, threads=threads)
+    assert r.search_batch({"q": "hello"}, threads=np.int64(2)) == {"q": {"x": pytest.approx(r.search("hello")[0].score)}}
+    for weight in ("1.5", None, True, [1.0]):
+        with pytest.raises(ValueError, match="the weight of term 'hello' must be a number"):
+            r.search_weights({"hello": weight})
+    with pytest.raises(KeyError, match="no document 'nope' in"):
+        r.doc("nope")
+    assert r.doc("x")["text"] == "hello world"

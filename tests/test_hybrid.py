@@ -200,3 +200,18 @@ def test_tune_fusion_stores_nothing_without_tuning_queries_or_any_signal(parts, 
     assert res.exit_code == 1 and "every setting scores 0" in res.output, res.output
     assert "2/2 judged docs not in the corpus" in res.stderr
     assert (h / "manifest.json").read_bytes() == before
+
+
+def test_a_composed_hybrid_reads_its_components_stored_texts(parts, tmp_path):
+    sparse, dense = parts
+    h = Retriever.load(compose(sparse.path, dense.path, tmp_path / "h"))
+    for docid in sparse.docids:
+        assert h.doc(docid) == sparse.doc(docid) is not None
+    from retriever.kinds.hybrid import _component_store
+
+    class Rows:  # a component that ordered its documents otherwise (reordered at build)
+        def get(self, i):
+            return {"row": i}
+
+    mapped = _component_store(tmp_path, Rows(), ["b", "c", "a"], ["a", "b", "c"])
+    assert [mapped.get(i)["row"] for i in range(3)] == [2, 0, 1] and len(mapped) == 3

@@ -229,6 +229,7 @@ class HybridSearcher:
     def __init__(self, components: list[tuple[str, object]], fusion: FusionSettings) -> None:
         self.components = components  # [(name, searcher)]
         self.fusion = fusion
+        self.doc_store = None  # (open_index: a component's stored texts)
 
     def _fuse(self, rankings: list[Mapping[str, float]], k: int) -> dict[str, float]:
         f = self.fusion
@@ -256,6 +257,7 @@ class HybridSearcher:
 def open_index(root, manifest: dict, docids: list[str], device: str = "cpu", verify: bool = True) -> HybridSearcher:
     """Open both components (their files are listed in the hybrid's manifest, checked with it)."""
     components = []
+    store = None  # the first component's stored texts, by the hybrid's rows
     names = [part["name"] for part in manifest["components"]]
     if sorted(names) != sorted(SLOTS):
         raise IndexFormatError(f"{root}: a hybrid index has components {' and '.join(SLOTS)}, "
@@ -277,13 +279,45 @@ def open_index(root, manifest: dict, docids: list[str], device: str = "cpu", ver
         if opened.docids != docids and set(opened.docids) != set(docids):  # (a component may be reordered)
             raise IndexFormatError(f"{root}: component {path} no longer indexes the same documents")
         components.append((part["name"], opened.searcher))
+        if store is None:
+            store = _component_store(path, getattr(opened.searcher, "doc_store", None), opened.docids, docids)
     order = {name: i for i, name in enumerate(SLOTS)}
     components.sort(key=lambda c: order[c[0]])  # weights are (sparse, dense)
     try:
         fusion = FusionSettings(**manifest["fusion"])
     except ValueError as e:
         raise IndexFormatError(f"{root}/manifest.json: fusion settings: {e}") from None
-    return HybridSearcher(components, fusion)
+    searcher = HybridSearcher(components, fusion)
+    searcher.doc_store = store
+    return searcher
+
+
+class _RowMappedStore:
+    """A component's document store read by the hybrid's rows (a component may order its
+    documents otherwise: reordered at build)."""
+
+    def __init__(self, store, rows: list[int]) -> None:
+        self.store, self.rows = store, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, i: int) -> dict:
+        return self.store.get(self.rows[i])
+
+
+def _component_store(path: Path, store, component_ids: list[str], docids: list[str]):
+    """The stored texts of a component (None when it stores none), addressed by the hybrid's rows."""
+    from indexing.docstore import DocStore
+
+    if store is None:
+        if not DocStore.exists(path):
+            return None
+        store = DocStore(path)
+    if component_ids == docids:
+        return store
+    row = {d: i for i, d in enumerate(component_ids)}
+    return _RowMappedStore(store, [row[d] for d in docids])
 
 
 def store_fusion(root: str | os.PathLike, fusion: FusionSettings, tuned: dict | None = None) -> None:
