@@ -49,6 +49,9 @@ def corpus_file(path: PathLike) -> Path:
     if p.is_dir():
         p = p / "corpus.jsonl"
     if not p.is_file():
+        if p.exists():  # a pipe (`<(...)`), a device: the builders read a corpus more than once, by offsets
+            raise DataError("not a regular file (a pipe or device?); a corpus is read by byte offsets, "
+                            "more than once: write it to a file first", path=p)
         raise DataError("no such corpus file", path=p)
     return p
 

@@ -70,6 +70,11 @@ def test_corpus_missing_file(tmp_path):
     with pytest.raises(DataError) as exc:
         list(iter_corpus(tmp_path))  # a directory without corpus.jsonl
     assert_data_error(exc, tmp_path / "corpus.jsonl", None, "no such corpus file")
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jsonl")  # what `retriever index <(...) OUT` is given
+    with pytest.raises(DataError, match="not a regular file \\(a pipe or device\\?\\)"):
+        list(iter_corpus(tmp_path / "pipe.jsonl"))
 
 
 def test_corpus_is_streamed(tmp_path):

@@ -55,13 +55,12 @@ def info(index_dir, as_json, verify):
                    f"{sum(f['bytes'] for f in h['files'].values()) / 1e6:.2f} MB{stale}")
     click.echo(f"corpus     {m.get('corpus', {}).get('path')}")
     click.echo(f"created    {m.get('created')}")
-    if is_locked(index_dir):
-        click.echo("writer     a build of this index is running now")
-    else:
-        stale = leftovers(index_dir)
-        if stale:
-            click.echo(f"leftovers  {len(stale)} directories of interrupted builds "
-                       f"({', '.join(p.name for p in stale[:3])}); the next build of it removes them")
+    for what, target, again in (("index", index_dir, "build of it"), ("heads", index_dir / "heads", "`retriever heads`")):
+        if is_locked(target):
+            click.echo(f"writer     a build of this {what} is running now")
+        elif stale := leftovers(target):
+            click.echo(f"leftovers  {len(stale)} directories of interrupted {what} builds "
+                       f"({', '.join(p.name for p in stale[:3])}); the next {again} removes them")
     for line in checked:
         click.echo(f"verified   {line}")
     if verify:
