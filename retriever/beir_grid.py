@@ -44,12 +44,30 @@ def load_config(path: str | os.PathLike) -> dict[str, dict]:
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{p}: expected a mapping of configuration names to index options")
     for name, options in data.items():
+        try:
+            plain_name(str(name), "a configuration name", parts=1)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
         if not isinstance(options, dict):
             raise ValueError(f"{p}: configuration {name!r} must map option names to values")
         bad = [k for k in options if not isinstance(k, str) or "-" in k]
         if bad:
             raise ValueError(f"{p}: configuration {name!r}: option names use underscores, got {bad}")
     return {str(k): dict(v) for k, v in data.items()}
+
+
+def plain_name(value: str, what: str, parts: int | None = None) -> str:
+    """``value`` checked to name a place under OUT (the grid writes ``OUT/indexes/DATASET/NAME``
+    with overwrite): relative, no ``.``/``..`` or empty part, no backslash or control character;
+    at most ``parts`` parts (a configuration name is one; a dataset may be ``cqadupstack/FORUM``)."""
+    pieces = value.split("/")
+    if (not value or value.startswith("/") or any(p in ("", ".", "..") for p in pieces)
+            or any(c == "\\" or ord(c) < 32 or c == "\x7f" for c in value)
+            or (parts is not None and len(pieces) > parts)):
+        shape = "one plain name (no '/')" if parts == 1 else "a relative name"
+        raise ValueError(f"{what} names a directory under OUT: it must be {shape}, without '.', '..', empty "
+                         f"parts, backslashes or control characters; got {value!r}")
+    return value
 
 
 def _corpus_key(ds: BeirDataset) -> dict:
@@ -153,6 +171,10 @@ def run_grid(root: str | os.PathLike | None, datasets: list[str], configs: dict[
              metrics: tuple[str, ...] = DEFAULT_METRICS, progress: bool = True,
              model_cards: bool = False, ray: str | None = None, replicas: int = 1) -> list[dict]:
     root, out = (Path(root) if root is not None else None), Path(out)
+    for dataset in datasets:
+        plain_name(dataset.removeprefix("irds:"), "a dataset name")
+    for name in configs:
+        plain_name(name, "a configuration name", parts=1)
     out.mkdir(parents=True, exist_ok=True)
     cells = []
     bar = None

@@ -66,6 +66,24 @@ def test_config_file_checks(tmp_path):
     bad.write_text("x: [1, 2\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+    for name in (str(tmp_path / "victim"), "../../victim", "a/b", ".", "x\\y", "tab\tname"):
+        bad.write_text(json.dumps({name: {"kind": "bm25"}}))  # (JSON is YAML)
+        with pytest.raises(ValueError, match="a configuration name names a directory under OUT"):
+            load_config(bad)
+
+
+def test_names_never_lead_outside_out(root, tmp_path):
+    """Configuration and dataset names are directories under OUT, where the grid builds indexes with
+    overwrite: one that leads elsewhere is refused before anything is written."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for datasets, configs in ((["toy-a"], {str(victim): {"kind": "bm25"}}),
+                              (["toy-a"], {"../../victim": {"kind": "bm25"}}),
+                              (["../victim"], CONFIGS), ([str(victim)], CONFIGS)):
+        with pytest.raises(ValueError, match="names a directory under OUT"):
+            run_grid(root, datasets, configs, tmp_path / "out", progress=False)
+    assert list(victim.iterdir()) == [] and not (tmp_path / "out").exists()
+    assert run_grid(root, ["toy-a"], {"bm25-flat": CONFIGS["bm25-flat"]}, tmp_path / "out", progress=False)
 
 
 # -- the commands that reproduce a cell (shown in leaderboard.html) -------------------------------
