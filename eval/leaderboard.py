@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.report import md_table
+from eval.report import md_cell, md_code, md_table
 
 __all__ = ["write_leaderboard", "plot_leaderboard", "load_reference", "compare_reference"]
 
@@ -81,10 +81,6 @@ def _first_line(text: Any) -> str:
     return lines[0] if lines else ""
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:
     return md_table(header, rows, left, min_width=3)
 
@@ -130,8 +126,8 @@ def load_reference(path: str | Path) -> dict[tuple[str, str], dict[str, float]]:
                 raise ValueError(f"{path}: entry {where!r} must map metric -> number, got {scores!r}")
             row: dict[str, float] = {}
             for metric, value in scores.items():
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ValueError(f"{path}: entry {where!r} metric {metric!r} must be a number, "
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"{path}: entry {where!r} metric {metric!r} must be a finite number, "
                                      f"got {value!r}")
                 row[str(metric)] = float(value)
             out[(str(cfg), str(ds))] = row
@@ -249,7 +245,7 @@ def _markdown(configs, datasets, grid, metrics, avgs, partial, comparison, toler
         parts += ["## Errors", ""]
         for cfg, ds, c in errors:
             msg = _first_line(c.get("error")) if c is not None and c.get("error") else _status(c)
-            parts.append(f"- `{cfg}` / `{ds}`: {_md_escape(msg)}")
+            parts.append(f"- {md_code(cfg)} / {md_code(ds)}: {md_cell(msg)}")
         parts.append("")
     return "\n".join(parts)
 

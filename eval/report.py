@@ -7,8 +7,33 @@ from collections.abc import Mapping, Sequence
 from eval.metrics import parse_metric
 
 
+_CONTROL = {c: " " for c in range(32)} | {0x7F: " "}
+
+
+def md_cell(value) -> str:
+    """``value`` as one Markdown table cell: a ``|`` escaped (it would end the cell), line breaks and
+    other control characters as spaces (one would end the row), ``<`` and ``>`` as entities (raw HTML
+    renders in Markdown)."""
+    return (str(value).translate(_CONTROL).replace("\\", "\\\\").replace("|", "\\|")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def md_code(value) -> str:
+    """``value`` as a Markdown code span: fenced by more backticks than it holds in a row, on one line."""
+    text = str(value).translate(_CONTROL)
+    longest, current = 0, 0
+    for c in text:
+        current = current + 1 if c == "`" else 0
+        longest = max(longest, current)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if longest or text.startswith(" ") else f"{fence}{text}{fence}"
+
+
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1, min_width: int = 0) -> str:
-    """Aligned Markdown table; the first ``left`` columns left-aligned, the rest right-aligned."""
+    """Aligned Markdown table; the first ``left`` columns left-aligned, the rest right-aligned.
+    Every cell passes through ``md_cell`` (names from users: runs, datasets, configurations)."""
+    header = [md_cell(c) for c in header]
+    rows = [[md_cell(c) for c in r] for r in rows]
     widths = [max(min_width, *(len(str(r[i])) for r in [header, *rows])) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:

@@ -66,6 +66,21 @@ def test_markdown_tables(cells, tmp_path):
     assert "Traceback" not in md
 
 
+def test_names_from_users_cannot_break_the_markdown(tmp_path):
+    """Configuration and dataset names are cells: a '|' would end one, a line break a row, raw
+    HTML would render; in the errors list a backtick would end the code span."""
+    evil = "a|b\nc<img src=x onerror=alert(1)>`"
+    write_leaderboard([cell(evil, "scifact", ndcg=0.5, recall=0.6), cell("ok", "scifact", status="failed",
+                                                                         error="boom")], tmp_path)
+    md = (tmp_path / "leaderboard.md").read_text()
+    rows = table(md, "ndcg@10")
+    assert [len(r) for r in rows] == [3, 3, 3]  # config, scifact, avg: no cell split off
+    assert rows[1][0] == "a\\|b c&lt;img src=x onerror=alert(1)&gt;`" and "<img" not in md
+    assert "- `ok` / `scifact`: boom" in md
+    from eval.report import md_code
+
+    assert md_code("x``y") == "``` x``y ```" and md_code("plain") == "`plain`"
+
 def test_missing_cell_and_no_star_when_complete(tmp_path):
     cells = [cell("a", "d1", ndcg=0.5, recall=0.6), cell("a", "d2", ndcg=0.7, recall=0.8),
              cell("b", "d1", ndcg=0.1, recall=0.2)]  # (b, d2) absent -> missing
@@ -148,6 +163,8 @@ def test_reference_from_shipped_yaml(cells, tmp_path):
     ("bm25: [1, 2]\n", "'bm25'"),
     ("bm25:\n  scifact: 0.67\n", "'bm25/scifact'"),
     ("bm25:\n  scifact: {ndcg@10: high}\n", "'bm25/scifact' metric 'ndcg@10'"),
+    ("bm25:\n  scifact: {ndcg@10: .nan}\n", "must be a finite number, got nan"),
+    ("bm25:\n  scifact: {ndcg@10: -.inf}\n", "must be a finite number, got -inf"),
     ("bm25: {scifact: {ndcg@10: [0.1\n", "not valid YAML"),
     ("", "expected a mapping"),
 ])

@@ -80,3 +80,21 @@ def test_the_card_says_when_the_temperature_was_learned():
     assert "temperature learned: start not recorded (a resumed run), 2 at the end" in resumed
     fixed = render("x", {**config, "learn_temperature": False}, {}, [], {}, [])
     assert "contrastive (temperature 1.0," in fixed
+
+
+def test_names_in_the_card_are_escaped_and_quoted():
+    """A dataset or model name from the file system cannot break the card: table cells escaped,
+    code spans fenced past its backticks, the shell command quoted, the front matter UTF-8."""
+    import yaml
+
+    from training.model_card import render
+
+    name = "my model|\U0001f600"
+    results = [{"dataset": "beir/a|b<script>x</script>", "split": "test", "metrics": {"ndcg@10": 0.5}, "index": None}]
+    card = render(name, {"model": "m`x", "dataset": "d|e"}, {}, results, {}, [])
+    row = next(line for line in card.splitlines() if line.startswith("| beir"))
+    body = card[card.index("\n---\n", 3) + 5:]  # (after the front matter)
+    assert row.count(" | ") == 2 and "## Evaluation" in body and "<script>" not in body
+    assert "--model 'my model|\U0001f600'" in card and "``m`x``" not in card and "`` m`x ``" in card
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["model-index"][0]["name"] == name  # (two \u escapes read back as lone surrogates)

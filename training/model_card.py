@@ -14,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shlex
 from pathlib import Path
 
 from indexing.io import atomic_write_json, atomic_write_text
+from eval.report import md_cell, md_code
 from indexing.records import read_jsonl
 
 CARD = "README.md"
@@ -80,6 +82,13 @@ def write_model_card(model_dir: str | os.PathLike, device: str | None = None) ->
     return root / CARD
 
 
+def _yaml_str(value) -> str:
+    """A YAML double-quoted scalar (JSON's, but UTF-8: YAML reads a pair of ``\\u`` escapes of an
+    astral character back as two lone surrogates), YAML's own line breaks escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.replace("\x85", "\\u0085").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
 def _family(config: dict) -> str:
     return (config.get("encoder") or {}).get("kind", "dense")
 
@@ -88,7 +97,7 @@ def _front_matter(name: str, config: dict, results: list[dict]) -> list[str]:
     family = _family(config)
     dataset = Path(str(config.get("dataset", ""))).name
     lines = ["---", "library_name: " + ("sentence-transformers" if family == "dense" else "transformers"),
-             f"base_model: {json.dumps((config.get('encoder') or {}).get('source') or config.get('model', ''))}",
+             f"base_model: {_yaml_str((config.get('encoder') or {}).get('source') or config.get('model', ''))}",
              "tags:", "- retriever", f"- {'dense-retrieval' if family == 'dense' else 'splade'}",
              "- information-retrieval"]
     if family == "dense":
@@ -97,13 +106,13 @@ def _front_matter(name: str, config: dict, results: list[dict]) -> list[str]:
     else:
         lines += ["- sparse-encoder", "pipeline_tag: feature-extraction"]
     if dataset:
-        lines += ["datasets:", f"- {json.dumps(dataset)}"]
+        lines += ["datasets:", f"- {_yaml_str(dataset)}"]
     if results:
-        lines += ["model-index:", f"- name: {json.dumps(name)}", "  results:"]
+        lines += ["model-index:", f"- name: {_yaml_str(name)}", "  results:"]
         for r in results:
             lines += ["  - task:", "      type: retrieval",
-                      "    dataset:", f"      name: {json.dumps(Path(r['dataset']).name)}",
-                      f"      type: {json.dumps(r['dataset'])}", f"      split: {json.dumps(r['split'])}",
+                      "    dataset:", f"      name: {_yaml_str(Path(r['dataset']).name)}",
+                      f"      type: {_yaml_str(r['dataset'])}", f"      split: {_yaml_str(r['split'])}",
                       "    metrics:"]
             for metric, value in r["metrics"].items():
                 lines += [f"    - type: {metric.replace('@', '_at_')}", f"      value: {value:.4f}"]
@@ -130,15 +139,15 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
     """The card's text (front matter + Markdown)."""
     family = _family(config)
     encoder = config.get("encoder") or {}
-    lines = _front_matter(name, config, results) + ["", f"# {name}", ""]
+    lines = _front_matter(name, config, results) + ["", f"# {md_cell(name)}", ""]
     lines += [f"A {'dense (dual-encoder)' if family == 'dense' else 'SPLADE (learned sparse)'} retrieval model "
               f"fine-tuned with `retriever train {family if family == 'dense' else 'splade'}` from "
-              f"`{encoder.get('source') or config.get('model')}`.", ""]
+              f"{md_code(encoder.get('source') or config.get('model'))}.", ""]
     lines += ["## Data", "",
-              f"- dataset: `{config.get('dataset')}`; training queries: {config.get('train_queries')}; "
+              f"- dataset: {md_code(config.get('dataset'))}; training queries: {config.get('train_queries')}; "
               f"dev queries: {config.get('dev_queries')} "
               f"({'split ' + str(config['dev_split']) if config.get('dev_split') else 'carved from the training queries, fraction ' + str(config.get('dev_fraction'))})",
-              f"- hard negatives: `{config.get('negatives')}` (mined with `retriever mine`); "
+              f"- hard negatives: {md_code(config.get('negatives'))} (mined with `retriever mine`); "
               f"teacher scores for distillation: {'yes' if config.get('has_teacher_scores') else 'no'}", ""]
     learned = summary.get("temperature") if config.get("learn_temperature") else None
     if learned:
@@ -165,7 +174,7 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
                     + (", IDF-aware" if extra.get("idf_flops") else "")
                     + ("; inference-free queries" if extra.get("inference_free") else ""))
     lines += ["## Training", "", "- losses: " + "; ".join(loss),
-              "- flags: " + ", ".join([f"`--{k.replace('_', '-')} {config[k]}`" for k in _FLAGS
+              "- flags: " + ", ".join([md_code(f"--{k.replace('_', '-')} {config[k]}") for k in _FLAGS
                                        if k in config and config[k] not in (None, False)] + _matryoshka_flags(config)),
               f"- steps: {summary.get('steps', config.get('total_steps'))} (global batch {config.get('global_batch')}, "
               f"{config.get('world_size', 1)} process(es))"]
@@ -186,11 +195,11 @@ def render(name: str, config: dict, summary: dict, results: list[dict], hw: dict
         lines += ["## Evaluation", "", "| dataset | split | " + " | ".join(names) + " |",
                   "|---|---|" + "--:|" * len(names)]
         for r in results:
-            lines.append(f"| {r['dataset']} | {r['split']} | "
+            lines.append(f"| {md_cell(r['dataset'])} | {md_cell(r['split'])} | "
                          + " | ".join(f"{r['metrics'][m]:.4f}" if m in r["metrics"] else "-" for m in names) + " |")
         lines += ["", "Recorded by `retriever eval --model-card DIR` over the whole corpus.", ""]
     kind = "dense --faiss Flat" if family == "dense" else "sparse"
-    lines += ["## Use", "", "```bash", f"retriever index CORPUS INDEX --kind {kind} --model {name}",
+    lines += ["## Use", "", "```bash", f"retriever index CORPUS INDEX --kind {kind} --model {shlex.quote(name)}",
               "retriever search INDEX \"a query\"", "```", ""]
     if dims:
         lines += [f"Trained for vectors of {', '.join(map(str, dims))} dimensions: `--dim D` keeps the first D "
