@@ -144,6 +144,11 @@ def test_doc_returns_the_stored_text(client):
     assert odd.status_code == 200 and odd.json()["text"] == EXTRA_DOC["text"]
     assert_one_line_error(client.get("/doc/nope"), 404, "no document 'nope' in index toy")
     assert_one_line_error(client.get("/doc/d1", params={"index": "nodocs"}), 404, "stores no document text")
+    # by query parameter, as the page asks (a browser resolves /doc/.. to / and /doc/. to /doc/)
+    by_query = client.get("/doc", params={"docid": EXTRA_DOC["_id"], "index": "dense"})
+    assert by_query.status_code == 200 and by_query.json() == odd.json()
+    assert_one_line_error(client.get("/doc", params={"docid": ".."}), 404, "no document '..' in index toy")
+    assert_one_line_error(client.get("/doc", params={"docid": "d1", "id": "x"}), 422, "id: extra inputs")
 
 
 def test_the_page_is_self_contained(client):

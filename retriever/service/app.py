@@ -40,6 +40,7 @@ from indexing.searcher import check_k
 from retriever.service.page import PAGE
 from retriever.service.schemas import (
     BatchSearch,
+    DocQuery,
     IndexChoice,
     ReloadChoice,
     SearchQuery,
@@ -159,6 +160,10 @@ def _add_routes(app: FastAPI, max_queries: int) -> None:
         served = indexes.get(body.index)
         loaded = served.current
         return _json(await served.run(loaded, loaded.retriever.search_batch, body.queries, body.k), loaded)
+
+    @app.get("/doc")
+    async def doc_by_query(params: Annotated[DocQuery, Query()], indexes: ServedIndexes) -> JSONResponse:
+        return await doc(params.docid, IndexChoice(index=params.index), indexes)
 
     @app.get("/doc/{docid:path}")
     async def doc(docid: str, params: Annotated[IndexChoice, Query()], indexes: ServedIndexes) -> JSONResponse:

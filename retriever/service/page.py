@@ -38,7 +38,10 @@ PAGE = """<!doctype html>
   #status.error { color: #b3261e; }
   ol { list-style: none; margin: 0; padding: 0; }
   li.hit { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 14px;
-           margin-bottom: 8px; display: grid; grid-template-columns: 2.2em 1fr auto; column-gap: 10px; }
+           margin-bottom: 8px; display: grid; grid-template-columns: 2.2em minmax(0, 1fr) auto; column-gap: 10px; }
+  /* values from the index: each isolated (a bidi override in an id must not reorder the title after
+     it) and wrapped anywhere (a 3,000-character id made the page 54,000 px wide) */
+  .docid, .title, .snippet { unicode-bidi: isolate; overflow-wrap: anywhere; }
   .rank { color: var(--muted); font-variant-numeric: tabular-nums; }
   .docid { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-weight: 600; }
   .title { margin-left: 8px; }
@@ -115,9 +118,9 @@ async function search() {
   const started = performance.now();
   try {
     const hits = await getJSON("/search?" + params);
-    const where = index ? "?" + new URLSearchParams({index}) : "";
-    const docs = await Promise.all(hits.map(
-      (h) => getJSON(`/doc/${encodeURIComponent(h.docid)}${where}`).catch(() => null)));
+    const docs = await Promise.all(hits.map(  // (by query parameter: a browser resolves /doc/.. to /)
+      (h) => getJSON("/doc?" + new URLSearchParams(index ? {docid: h.docid, index} : {docid: h.docid}))
+        .catch(() => null)));
     if (mine !== latest) return;
     render(hits, docs);
     const ms = Math.round(performance.now() - started);

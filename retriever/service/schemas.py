@@ -73,6 +73,16 @@ class IndexChoice(BaseModel):
     index: str | None = None
 
 
+class DocQuery(BaseModel):
+    """``GET /doc?docid=&index=`` (the page's form: any id, ``..`` included, which a browser would
+    resolve away in a path)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    docid: str
+    index: str | None = None
+
+
 class ReloadChoice(BaseModel):
     """``POST /reload?index=``: one index by name, or every served index when absent."""
 
