@@ -91,8 +91,10 @@ def adjust_ties(run: Mapping[str, Mapping[str, float]], ties: str = "anserini") 
 
 
 def _check_token(value: str, what: str) -> None:
-    if not value or any(c.isspace() for c in value):
-        raise ValueError(f"{what} {value!r} cannot be written to a TREC run (empty or has whitespace)")
+    """Refuse what ``read_run`` would refuse to read back (the one rule, ``id_problem``)."""
+    problem = "is empty or has whitespace" if not value or any(c.isspace() for c in value) else id_problem(value)
+    if problem:
+        raise ValueError(f"{what} {value!r} cannot be written to a TREC run ({problem.removeprefix('is ')})")
 
 
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[str],

@@ -76,6 +76,9 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
     ({"q": {"d\t1": 1.0}}, "t"),
     ({"q": {"": 1.0}}, "t"),
     ({"q": {"d": 1.0}}, "my tag"),
+    ({"q": {"a\x00b": 1.0}}, "t"),  # what read_run refuses to read back: control characters,
+    ({"q\x1b[31m": {"d": 1.0}}, "t"),  # lone surrogates (UnicodeEncodeError while writing, before)
+    ({"q": {"a\ud800b": 1.0}}, "t"),
 ])
 def test_write_rejects_unwritable_ids(tmp_path, run, tag):
     with pytest.raises(ValueError, match="cannot be written"):
