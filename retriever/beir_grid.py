@@ -25,10 +25,32 @@ from pathlib import Path
 from eval.beir import BeirDataset
 from eval.metrics import DEFAULT_METRICS, evaluate
 from eval.trec import write_run
-from indexing.io import atomic_write_json, dir_size
+from indexing.io import atomic_write_json, atomic_write_text, dir_size
 from retriever import kinds
 
 GRID_VERSION = 1
+
+
+def _unique_keys_loader():
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        """YAML's safe loader, refusing a key given twice in one mapping (the last one silently won:
+        two configurations of one name ran as one)."""
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, (str, int, float, bool)):
+                    continue
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice",
+                                                            key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys
 
 
 def load_config(path: str | os.PathLike) -> dict[str, dict]:
@@ -37,10 +59,11 @@ def load_config(path: str | os.PathLike) -> dict[str, dict]:
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_unique_keys_loader())  # noqa: S506 (safe)
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
-        raise ValueError(f"{p}{f':{line + 1}' if line is not None else ''}: not valid YAML ({e})") from None
+        detail = getattr(e, "problem", None) or " ".join(str(e).split())  # (one line)
+        raise ValueError(f"{p}{f':{line + 1}' if line is not None else ''}: not valid YAML ({detail})") from None
     if not isinstance(data, dict) or not data:
         raise ValueError(f"{p}: expected a mapping of configuration names to index options")
     for name, options in data.items():
@@ -73,6 +96,15 @@ def plain_name(value: str, what: str, parts: int | None = None) -> str:
 def _corpus_key(ds: BeirDataset) -> dict:
     st = ds.corpus_path.stat()
     return {"corpus": str(ds.corpus_path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _file_key(path: Path) -> dict:
+    """What identifies a version of an input file: its path, size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return {"path": str(path), "missing": True}
+    return {"path": str(path.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _digest(obj) -> str:
@@ -123,7 +155,11 @@ def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Pat
     try:
         ds = BeirDataset(ds_dir)
         index_key = _digest({"v": GRID_VERSION, "options": options, **_corpus_key(ds)})
-        result_key = _digest({"index": index_key, "split": split, "k": k, "metrics": metrics})
+        # a result stands for the queries and judgements it was computed with, too (an edited qrels
+        # file showed the old nDCG as cached)
+        result_key = _digest({"index": index_key, "split": split, "k": k, "metrics": metrics,
+                              "queries": _file_key(ds.queries_path),
+                              "qrels": _file_key(ds.root / "qrels" / f"{split}.tsv")})
         cell_dir = out / "cells" / dataset / name
         result_file = cell_dir / "result.json"
         if result_file.is_file():
@@ -140,8 +176,11 @@ def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Pat
             r = Retriever.load(index_dir, verify=False)
         else:
             on_ray = {"ray": ray} if ray is not None and opts.get("shards") else {}
+            # the old key goes first: a crash after the new index is swapped in, before its key is
+            # written, leaves no key (rebuilt next time), never the old key on the new index
+            key_file.unlink(missing_ok=True)
             r = Retriever.build(ds_dir, index_dir, kind=kind, overwrite=True, store_docs=False, **on_ray, **opts)
-            key_file.write_text(index_key)
+            atomic_write_text(key_file, index_key)
         if ray is not None and r.manifest.get("backend") == "sharded":
             r = Retriever.load(index_dir, verify=False, ray=ray, replicas=replicas)
         qrels = ds.qrels(split)

@@ -55,6 +55,30 @@ def test_rerun_reuses_and_a_changed_setting_rebuilds(root, tmp_path):
     assert json.loads(manifest.read_text())["bm25"]["k1"] == 0.5
 
 
+def test_edited_judgements_or_queries_are_evaluated_again(root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    configs = {"bm25-flat": CONFIGS["bm25-flat"]}
+    first = run_grid(root, ["toy-b"], configs, out, progress=False)[0]
+    qrels = root / "toy-b" / "qrels" / "test.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\tb5\t1\nq2\tb6\t1\n")  # other judgements
+    again = run_grid(root, ["toy-b"], configs, out, progress=False)[0]
+    assert not again["cached"] and again["metrics"] != first["metrics"]  # (the old nDCG, "cached", before)
+    assert again["num_queries"] == 2
+    # a crash after the new index is swapped in, before its key is written: no old key is left on it
+    import retriever.beir_grid as grid
+
+    key = out / "indexes" / "toy-b" / "bm25-flat.key"
+    assert key.is_file()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # (where a kill -9 would land)
+
+    monkeypatch.setattr(grid, "atomic_write_text", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(root, ["toy-b"], {"bm25-flat": {"kind": "bm25", "fields": "flat", "k1": 3.0}}, out, progress=False)
+    assert not key.exists()
+
+
 def test_config_file_checks(tmp_path):
     good = tmp_path / "runs.yaml"
     good.write_text("bm25-flat: {kind: bm25, fields: flat}\nminilm: {kind: dense, model: minilm, faiss: Flat}\n")
@@ -66,6 +90,9 @@ def test_config_file_checks(tmp_path):
     bad.write_text("x: [1, 2\n")
     with pytest.raises(ValueError, match="bad.yaml"):
         load_config(bad)
+    bad.write_text("bm25: {kind: bm25}\nx: {kind: bm25}\nbm25: {kind: bm25, k1: 1.2}\n")
+    with pytest.raises(ValueError, match=r"bad.yaml:3: not valid YAML \('bm25' is given twice\)"):
+        load_config(bad)  # (the last one silently won: two configurations ran as one)
     for name in (str(tmp_path / "victim"), "../../victim", "a/b", ".", "x\\y", "tab\tname"):
         bad.write_text(json.dumps({name: {"kind": "bm25"}}))  # (JSON is YAML)
         with pytest.raises(ValueError, match="a configuration name names a directory under OUT"):
