@@ -265,7 +265,7 @@ DIE_AFTER_FIRST_SHARD = textwrap.dedent("""
     from retriever import kinds
     from retriever.shards.build import build_sharded
     kind = kinds.get("bm25")
-    build_sharded("bm25", sys.argv[1], sys.argv[2], kind.make_settings(), shards=3,
+    build_sharded("bm25", sys.argv[1], sys.argv[2], kind.make_settings(), shards=3, overwrite=len(sys.argv) > 3,
                   on_shard=lambda i: os.kill(os.getpid(), signal.SIGKILL))
 """)
 
@@ -291,6 +291,57 @@ def test_resume_rebuilds_only_the_missing_shards(corpus, tmp_path):
     clean = Retriever.build(corpus, tmp_path / "clean", kind="bm25", shards=3)
     qs = queries(corpus)
     assert_same_runs(resumed.search_batch(qs, k=100), clean.search_batch(qs, k=100))
+
+
+def test_resume_builds_a_finished_shard_damaged_since_again(corpus, tmp_path):
+    """A finished shard waiting in OUT.partial and damaged since is checked and built again; it
+    was assembled and swapped in over the good index, which the load after the swap then refused."""
+    out = tmp_path / "idx"
+    good = Retriever.build(corpus, out, kind="bm25", shards=3)
+    qs = queries(corpus)
+    before = good.search_batch(qs, k=100)
+    proc = subprocess.run([sys.executable, "-c", DIE_AFTER_FIRST_SHARD, str(corpus), str(out), "overwrite"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    postings = Path(str(out) + ".partial") / "shards" / "000" / "postings.npy"
+    data = bytearray(postings.read_bytes())
+    data[-1] ^= 1  # same size: only the checksum notices
+    postings.write_bytes(bytes(data))
+    resumed = Retriever.build(corpus, out, kind="bm25", shards=3, resume=True, overwrite=True)
+    assert_same_runs(resumed.search_batch(qs, k=100), before)
+    assert Retriever.load(out).search_batch(qs, k=100) == resumed.search_batch(qs, k=100)  # (verified load)
+
+
+def test_workers_end_when_the_driver_is_killed(tmp_path):
+    """A worker's watch thread ends it once its driver is gone (killed with -9, workers were left
+    alive forever, blocked on a pipe, each holding its encoder)."""
+    script = textwrap.dedent('''
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c",
+            "import os, time; from retriever.shards.runners import _exit_with_the_driver; "
+            "_exit_with_the_driver(os.getppid(), every_s=0.05); time.sleep(60)"])
+        print(child.pid, flush=True)
+        time.sleep(60)
+    ''')
+    driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    worker = int(driver.stdout.readline())
+    time.sleep(0.5)
+    assert _alive(worker)  # (running: the watch thread started)
+    driver.kill()
+    driver.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and _alive(worker):
+        time.sleep(0.05)
+    assert not _alive(worker)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, reaped by init soon, counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # -- damaged shards -------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import threading
+import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -48,9 +50,23 @@ class InProcess:
 _WORKER: ShardWorker | None = None
 
 
-def _init_process(spec: dict, progress_queue) -> None:
+def _init_process(spec: dict, progress_queue, parent: int) -> None:
     global _WORKER
+    _exit_with_the_driver(parent)
     _WORKER = ShardWorker(spec, progress_queue.put)
+
+
+def _exit_with_the_driver(parent: int, every_s: float = 0.5) -> None:
+    """End this worker when the driver process ``parent`` is gone: a driver killed with -9 left its
+    workers (and their encoders: GPU memory) alive forever, re-parented and blocked on a pipe. A
+    daemon thread polls the parent id (portable; ``PR_SET_PDEATHSIG`` follows the thread that spawned
+    the worker, not the process)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 def _run(method: str, args: tuple):
@@ -68,7 +84,7 @@ class Processes:
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=_init_process,
-                                   initargs=(self.spec, self.queue))
+                                   initargs=(self.spec, self.queue, os.getpid()))
 
     def _drain(self) -> None:
         while True:

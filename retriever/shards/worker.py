@@ -46,11 +46,18 @@ def analysed_dir(work: Path, shard: int) -> Path:
 
 
 def finished_shard(work: Path, shard: int) -> dict | None:
-    """The manifest of shard ``shard`` if it was completely written, else None."""
+    """The manifest of shard ``shard`` if it was completely written and its files still match their
+    checksums, else None. One written whole but damaged since (a resumed build's shard, waiting in
+    ``OUT.partial``) is removed, to be built again: kept, it was assembled and swapped in over the
+    good index, and only the load after the swap found it."""
     path = shard_dir(work, shard)
+    if not path.is_dir():
+        return None
     try:
-        return read_manifest(path, verify=False)
+        return read_manifest(path, verify=True)
     except IndexFormatError:
+        if (path / "manifest.json").is_file():
+            shutil.rmtree(path, ignore_errors=True)
         return None
 
 
