@@ -65,6 +65,8 @@ def home() -> Path:
 def cache_path(name: str) -> Path:
     """The directory a named dataset is materialised in."""
     safe = name.removeprefix("irds:").replace("/", "__")
+    if safe in ("", ".", "..") or "\\" in safe or "\x00" in safe:
+        raise DataError("not a dataset name (it would name the datasets directory or its parent)", path=name)
     return home() / "datasets" / safe
 
 

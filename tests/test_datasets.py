@@ -136,3 +136,12 @@ def test_the_beir_grid_takes_names(offline):
     by_eval = json.loads((offline / "m.json").read_text())["metrics"]
     assert {m: cell["metrics"][m] for m in by_eval} == by_eval
     assert "retriever index beir/scifact" in (offline / "lb" / "leaderboard.html").read_text()
+
+
+def test_names_that_would_name_the_cache_itself_are_refused(offline):
+    for name in ("irds:.", "irds:..", "irds:"):
+        with pytest.raises(DataError, match="not a dataset name"):
+            cache_path(name)
+    (offline / "runs.yaml").write_text("bm25: {kind: bm25}\n")
+    res = run("beir", "--datasets", ",", "--config", offline / "runs.yaml", "--out", offline / "out")
+    assert res.exit_code == 2 and "no dataset named in ','" in res.output  # (0 cells, exit 0, before)

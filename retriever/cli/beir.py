@@ -67,6 +67,8 @@ def beir(ctx, root, datasets, config_file, out, split, depth, reference, toleran
     configs = load_config(config_file)
     ref = load_reference(reference) if reference else None
     names = [d.strip() for d in datasets.split(",") if d.strip()]
+    if not names:
+        raise click.BadParameter(f"no dataset named in {datasets!r}", param_hint="--datasets")
     start = time.perf_counter()
     cells = run_grid(root, names, configs, out, split=split, k=depth, model_cards=model_cards, ray=ray_address,
                      replicas=replicas)
