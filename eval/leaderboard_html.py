@@ -175,7 +175,7 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _csp_hash(text: str) -> str:
+def csp_hash(text: str) -> str:
     """The CSP source ``'sha256-...'`` that allows exactly this inline style or script."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
 
@@ -389,7 +389,7 @@ def render_leaderboard_html(cells: Sequence[Mapping[str, Any]], metrics: Sequenc
     if reference is not None:
         body.append(_reference_section(comparison, tolerance))
     body += [_plots_section(images), _cost_section(configs, datasets, grid), _errors_section(configs, datasets, grid)]
-    csp = (f"default-src 'none'; img-src data:; style-src {_csp_hash(_CSS)}; script-src {_csp_hash(_JS)}; "
+    csp = (f"default-src 'none'; img-src data:; style-src {csp_hash(_CSS)}; script-src {csp_hash(_JS)}; "
            "base-uri 'none'; form-action 'none'")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'

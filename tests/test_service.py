@@ -158,7 +158,14 @@ def test_the_page_is_self_contained(client):
     assert 'id="q"' in page and 'id="k"' in page and 'id="index"' in page
     assert "http:" not in page and "https:" not in page  # nothing from the network
     assert re.findall(r"""(?:src|href)=["']([^"']*)""", page) == ["data:,"]
-    assert "default-src 'self'" in res.headers["content-security-policy"]
+    csp = res.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    import base64
+    import hashlib
+
+    script = page[page.index("<script>") + 8:page.index("</script>")]  # its one script, allowed by hash
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in csp and page.count("<script") == 1
 
 
 BAD_GETS = [

@@ -34,6 +34,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from eval.leaderboard_html import csp_hash
 from indexing.errors import DataError
 from indexing.manifest import IndexBusyError, IndexFormatError
 from indexing.searcher import check_k
@@ -59,7 +60,10 @@ log = logging.getLogger("retriever.service")
 
 # errors a user causes at load time (as the CLI reports them): one line, not a traceback
 _LOAD_ERRORS = (DataError, IndexFormatError, IndexBusyError, OSError, ValueError, ImportError)
-_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+# the page's one script allowed by its hash, no other inline script or handler (the page sets text
+# only, never markup; this keeps it so if that ever changes)
+_PAGE_SCRIPT = PAGE[PAGE.index("<script>") + len("<script>"):PAGE.index("</script>")]
+_PAGE_HEADERS = {"Content-Security-Policy": f"default-src 'self'; script-src {csp_hash(_PAGE_SCRIPT)}; "
                                             "style-src 'self' 'unsafe-inline'; img-src 'self' data:"}
 
 
