@@ -465,3 +465,18 @@ def test_impossible_shard_counts_are_refused_before_any_cut(tmp_path):
         Retriever.build(corpus, tmp_path / "b", kind="bm25", shards=1000)
     assert time.perf_counter() - t0 < 30  # (refused, not cut: the loop took minutes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]
+
+
+def test_a_shard_group_opens_only_the_generation_the_driver_loaded(corpus, tmp_path):
+    """A Ray actor restarted after the index was rebuilt would open the new shards while the driver
+    and the other actors search the old ones (results of neither generation): it refuses."""
+    from indexing.manifest import CHECKSUM_KEY
+    from retriever.shards.ray_search import ShardGroupActor
+
+    out = tmp_path / "idx"
+    loaded = Retriever.build(corpus, out, kind="bm25", shards=3)
+    generation = loaded.manifest[CHECKSUM_KEY]
+    assert ShardGroupActor(str(out), [0, 1], {}, generation).ready()
+    Retriever.build(corpus, out, kind="bm25", k1=1.2, shards=3, overwrite=True)
+    with pytest.raises(IndexFormatError, match="rebuilt since it was loaded; load it again"):
+        ShardGroupActor(str(out), [0, 1], {}, generation)

@@ -14,7 +14,7 @@ import itertools
 import threading
 from pathlib import Path
 
-from indexing.manifest import IndexFormatError, read_docids, read_manifest
+from indexing.manifest import CHECKSUM_KEY, IndexFormatError, read_docids, read_manifest
 from retriever import kinds
 from retriever.kinds import sharded
 from retriever.shards.runners import connect, unwrap
@@ -25,9 +25,13 @@ READY_TIMEOUT_S = 600  # opening a shard group: loading its shards (and a model)
 class ShardGroupActor:
     """Serves shards ``indices`` of the index at ``root`` (opened once, in ``__init__``)."""
 
-    def __init__(self, root: str, indices: list[int], options: dict) -> None:
+    def __init__(self, root: str, indices: list[int], options: dict, generation: str | None = None) -> None:
         root_path = Path(root)
         manifest = read_manifest(root_path, verify=False)
+        if generation is not None and manifest.get(CHECKSUM_KEY) != generation:
+            # (a restarted actor would open the rebuilt shards while the driver and the other actors
+            # search the ones loaded: results of neither generation)
+            raise IndexFormatError(f"{root}: rebuilt since it was loaded; load it again")
         self.group = sharded.open_group(root_path, manifest, read_docids(root_path), indices, options)
 
     def ready(self) -> bool:
@@ -71,7 +75,14 @@ class _Result:
         try:
             return ray.get(self.ref)
         except ray.exceptions.RayError as e:
-            raise unwrap(e) from None
+            error = unwrap(e)
+            if isinstance(error, ray.exceptions.RayError):  # an actor gone for good: say why, in one line
+                lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+                why = next((line.split("Error: ", 1)[1] for line in reversed(lines)
+                            if line.startswith(("indexing.", "ValueError", "OSError")) and "Error: " in line),
+                           lines[0] if lines else type(error).__name__)
+                raise IndexFormatError(f"a shard-group actor died and cannot be restarted: {why}") from None
+            raise error from None
 
 
 def open_on_ray(root, manifest: dict, docids: list[str], address: str, replicas: int = 1,
@@ -105,7 +116,8 @@ def open_on_ray(root, manifest: dict, docids: list[str], address: str, replicas:
     for g in range(groups):
         indices = list(range(cut[g], cut[g + 1]))
         placed = actor_class if cpus_per_actor is None else actor_class.options(num_cpus=cpus_per_actor)
-        members.append([placed.remote(str(root), indices, options) for _ in range(replicas)])
+        members.append([placed.remote(str(root), indices, options, manifest.get(CHECKSUM_KEY))
+                        for _ in range(replicas)])
     try:
         ray.get([a.ready.remote() for group in members for a in group], timeout=READY_TIMEOUT_S)
     except (ray.exceptions.RayError, TimeoutError) as e:
