@@ -31,6 +31,7 @@ from indexing.results import Hit, Run
 
 LUCENE_EXTRA = "Lucene backend needs the 'lucene' extra: pip install 'retriever[lucene]'"
 INT_MAX = 2**31 - 1
+MAX_CLAUSES = 1 << 20  # distinct terms a query may have (Lucene: 1,024)
 
 _lock = threading.Lock()
 _java: "_Java | None" = None
@@ -58,6 +59,9 @@ class _Java:
         self.SimpleSearcher = autoclass("io.anserini.search.SimpleSearcher")
         self.SimpleImpactSearcher = autoclass("io.anserini.search.SimpleImpactSearcher")
         self.lucene_version = autoclass("org.apache.lucene.util.Version").LATEST.toString()
+        # a query is one clause a distinct term: Lucene's default of 1,024 failed longer queries
+        # (TooManyClauses; a batch then failed whole) that the native backend answers
+        autoclass("org.apache.lucene.search.IndexSearcher").setMaxClauseCount(MAX_CLAUSES)
         self.java_version = autoclass("java.lang.System").getProperty("java.version")
         # Lucene logs one INFO line through java.util.logging when it first maps an index file.
         # JUL keeps loggers weakly: hold this one, or the level is forgotten.

@@ -88,6 +88,8 @@ def test_bm25_parameters_are_used(beir_dir, tmp_path):
     native = Retriever.build(beir_dir, tmp_path / "native", kind="bm25", k1=1.2, b=0.75)
     luc = Retriever.build(beir_dir, tmp_path / "lucene", kind="bm25", backend="lucene", k1=1.2, b=0.75)
     assert_same_top(luc.search(QUERIES["q4"], k=3), native.search(QUERIES["q4"], k=3), atol=1e-3)
+    long = " ".join(f"zz{i}" for i in range(1100)) + " " + QUERIES["q4"]  # past Lucene's 1,024 clauses
+    assert_same_top(luc.search(long, k=3), native.search(long, k=3), atol=1e-3)
     with pytest.raises(ValueError, match="Lucene's English analyzer"):
         Retriever.build(beir_dir, tmp_path / "x", kind="bm25", backend="lucene", stemmer="none")
     assert not (tmp_path / "x").exists()
@@ -144,6 +146,17 @@ def test_sparse_from_vectors(beir_dir, tmp_path):
         Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True)
     with pytest.raises(ValueError, match="integer impacts"):
         Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True, quantize="float")
+    # what Lucene cannot give back as it is: refused, not split or renamed silently
+    for record, message in (({"id": "x", "vector": {"t" * 300: 1.0}}, "has 300 characters; a Lucene impact term"),
+                            ({"id": "\ufeffx", "vector": {"t": 1.0}}, "document 1: id .* begins with U\\+FEFF"),
+                            ({"id": "x" * 40_000, "vector": {"t": 1.0}}, "document 1: its id is 40,000 bytes")):
+        corpus.write_text(json.dumps(record) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            Retriever.build(corpus, tmp_path / "bad", kind="sparse", backend="lucene", vectors=True,
+                            quantize="uint8", scale=10.0)
+    corpus.write_text(json.dumps({"_id": "\ufeffx", "text": "vitamin"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="begins with U\\+FEFF"):
+        Retriever.build(corpus, tmp_path / "bad", kind="bm25", backend="lucene")
     assert not (tmp_path / "bad").exists()
 
 

@@ -51,6 +51,23 @@ def _jsonl(path: Path, records: Iterator[dict]) -> None:
             f.write("\n")
 
 
+MAX_ID_BYTES = 32766  # Lucene's longest indexed term (the id is one)
+MAX_TERM_CHARS = 255  # Anserini's impact analyzer cuts longer tokens in pieces
+
+
+def _check_docid(docid: str, n: int) -> str:
+    """``docid`` (document ``n`` of the corpus, from 1), refused where Lucene cannot give it back
+    as it is: longer than its longest term (the build failed with a Java stack trace), or led by
+    U+FEFF (dropped on its way back from Java: another id, not in the index)."""
+    if len(docid.encode("utf-8")) > MAX_ID_BYTES:
+        raise ValueError(f"document {n}: its id is {len(docid.encode('utf-8')):,} bytes; the Lucene backend "
+                         f"takes ids of at most {MAX_ID_BYTES:,} (the native backend takes any)")
+    if docid.startswith("\ufeff"):
+        raise ValueError(f"document {n}: id {docid[:40]!r} begins with U+FEFF, which does not come back "
+                         "from Lucene; the native backend takes it")
+    return docid
+
+
 def _check_counts(counts: dict[str, int], num_docs: int) -> None:
     seen = counts["indexed"] + counts["empty"] + counts["skipped"]
     if seen != num_docs:
@@ -73,10 +90,11 @@ def write_bm25(docs: Iterator[Doc], writer: IndexWriter, settings: native_bm25.S
         nonlocal seen
         for doc in docs:
             seen += 1
+            docid = _check_docid(doc.docid, seen)
             if settings.fields == "flat":
-                yield {"id": doc.docid, "contents": f"{doc.title}\n{doc.text}"}
+                yield {"id": docid, "contents": f"{doc.title}\n{doc.text}"}
             else:
-                yield {"id": doc.docid, "contents": doc.text, "title": doc.title}
+                yield {"id": docid, "contents": doc.text, "title": doc.title}
 
     with tempfile.TemporaryDirectory(prefix="collection-", dir=writer.tmp) as tmp:
         _jsonl(Path(tmp) / "docs.jsonl", records())
@@ -100,6 +118,9 @@ def open_bm25(root, manifest: dict, docids: list[str]) -> LuceneBM25Searcher:
 def _check_term(term: str) -> None:
     if not term or any(c.isspace() for c in term):
         raise ValueError(f"term {term!r} cannot be a Lucene impact term (empty, or contains whitespace)")
+    if len(term) > MAX_TERM_CHARS:  # (cut in pieces, it never matched itself: silently)
+        raise ValueError(f"term {term[:40]!r}... has {len(term):,} characters; a Lucene impact term has at most "
+                         f"{MAX_TERM_CHARS} (the native backend takes any)")
 
 
 def write_sparse(docs: Iterator[Doc], writer: IndexWriter, settings: native_sparse.Settings) -> dict:
@@ -144,6 +165,7 @@ def write_sparse(docs: Iterator[Doc], writer: IndexWriter, settings: native_spar
     def records() -> Iterator[dict]:
         for doc, terms, weights in weighted():
             totals["docs"] += 1
+            _check_docid(doc.docid, totals["docs"])
             q = quantize_weights(weights, quantize, scale)
             totals["clipped"] += int(np.count_nonzero(np.rint(np.asarray(weights, np.float64) * scale) > top))
             keep = q > 0
