@@ -23,9 +23,10 @@ each score tied with the previous one; ties are ordered by docid.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import threading
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from indexing.results import Hit, Run
 
@@ -181,6 +182,20 @@ def build_index(collection_dir: str | os.PathLike, index_dir: str | os.PathLike,
 
 # -- searching --------------------------------------------------------------------------------
 
+@contextmanager
+def _index_errors(java: _Java, where) -> Iterator[None]:
+    """A Java exception from opening or searching a Lucene index (a damaged or stray segment file,
+    when checksums were not checked) as IndexFormatError naming the index, in one line."""
+    try:
+        yield
+    except java.JavaException as e:
+        from indexing.manifest import IndexFormatError
+
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise IndexFormatError(f"{where}: Lucene cannot read this index ({first[:300]}); it is damaged or holds "
+                               "files its manifest does not list (run `retriever info INDEX --verify`)") from None
+
+
 def _hits(scored_docs, divide_by: float = 1.0) -> list[Hit]:
     if divide_by == 1.0:
         return [Hit(h.docid, float(h.score)) for h in scored_docs]
@@ -203,16 +218,19 @@ class LuceneBM25Searcher:
                  fields: Mapping[str, float] | None = None) -> None:
         java = ensure_lucene()
         self._java = java
-        self._searcher = java.SimpleSearcher(os.fspath(index_dir))
+        with _index_errors(java, index_dir):
+            self._searcher = java.SimpleSearcher(os.fspath(index_dir))
         self._searcher.set_bm25(float(k1), float(b))
+        self._where = index_dir
         self._fields = java.float_map(fields) if fields else None
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         if k < 1 or not text.strip():
             return []
-        if self._fields is None:
-            return _hits(self._searcher.search(text, int(k)))
-        return _hits(self._searcher.search_fields(text, self._fields, int(k)))
+        with _index_errors(self._java, self._where):
+            if self._fields is None:
+                return _hits(self._searcher.search(text, int(k)))
+            return _hits(self._searcher.search_fields(text, self._fields, int(k)))
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
         if threads < 1:
@@ -221,11 +239,12 @@ class LuceneBM25Searcher:
         if k < 1 or not qids:
             return {q: {} for q in queries}
         texts, ids = self._java.list(queries[q] for q in qids), self._java.list(qids)
-        if self._fields is None:
-            results = self._searcher.batch_search(texts, ids, int(k), int(threads))
-        else:
-            results = self._searcher.batch_search_fields(texts, ids, int(k), int(threads), self._fields)
-        run = _run(results, qids)
+        with _index_errors(self._java, self._where):
+            if self._fields is None:
+                results = self._searcher.batch_search(texts, ids, int(k), int(threads))
+            else:
+                results = self._searcher.batch_search_fields(texts, ids, int(k), int(threads), self._fields)
+            run = _run(results, qids)
         return {q: run.get(q, {}) for q in queries}
 
     def close(self) -> None:
@@ -239,8 +258,10 @@ class LuceneImpactSearcher:
     def __init__(self, index_dir: str | os.PathLike, divide_by: float = 1.0) -> None:
         java = ensure_lucene()
         self._java = java
-        self._searcher = java.SimpleImpactSearcher(os.fspath(index_dir))
+        with _index_errors(java, index_dir):
+            self._searcher = java.SimpleImpactSearcher(os.fspath(index_dir))
         self.divide_by = float(divide_by)
+        self._where = index_dir
 
     def _query(self, weights: Mapping[str, int]):
         kept = {t: min(int(w), INT_MAX) for t, w in weights.items() if w > 0}
@@ -250,7 +271,8 @@ class LuceneImpactSearcher:
         query = self._query(weights)
         if query is None or k < 1:
             return []
-        return _hits(self._searcher.search(query, int(k)), self.divide_by)
+        with _index_errors(self._java, self._where):
+            return _hits(self._searcher.search(query, int(k)), self.divide_by)
 
     def search_batch(self, queries: Mapping[str, Mapping[str, int]], k: int = 1000, threads: int = 1) -> Run:
         if threads < 1:
@@ -259,9 +281,10 @@ class LuceneImpactSearcher:
         qids = [q for q, query in built.items() if query is not None]
         if k < 1 or not qids:
             return {q: {} for q in queries}
-        results = self._searcher.batch_search(self._java.list(built[q] for q in qids), self._java.list(qids),
-                                              int(k), int(threads))
-        run = _run(results, qids, self.divide_by)
+        with _index_errors(self._java, self._where):
+            results = self._searcher.batch_search(self._java.list(built[q] for q in qids), self._java.list(qids),
+                                                  int(k), int(threads))
+            run = _run(results, qids, self.divide_by)
         return {q: run.get(q, {}) for q in queries}
 
     def close(self) -> None:

@@ -74,6 +74,13 @@ def verify_index(path: str | os.PathLike) -> list[str]:
             files = read_manifest(derived, verify=True)["files"]
             Heads(derived, index.num_docs, len(index.terms), parent_checksum(root), verify=False)  # (just checked)
             checked.append(f"{derived}: {len(files)} files match their checksums; pointers in range")
+    if manifest["backend"] == "lucene" and (root / "lucene").is_dir():  # Lucene reads whatever segments it finds
+        listed = set(manifest["files"])
+        stray = sorted(p for p in (root / "lucene").rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in listed)
+        if stray:
+            raise IndexFormatError(f"{stray[0]}: not listed in {root / 'manifest.json'}, but Lucene would read it; "
+                                   f"the index is corrupt ({len(stray)} such file(s))")
+        checked.append(f"{root / 'lucene'}: holds only the files its manifest lists")
     for part in manifest.get("components", []):
         checked += verify_index(safe_join(root, part["path"], f"component {part['name']}"))
     return checked

@@ -215,3 +215,22 @@ def test_ties_are_ordered_and_evaluated_as_lucene_does(tmp_path):
     ours = evaluate(qrels, native, ["ndcg@10", "mrr@10"]).metrics
     assert ours == evaluate(qrels, luc, ["ndcg@10", "mrr@10"]).metrics
     assert ours != evaluate(qrels, native, ["ndcg@10", "mrr@10"], ties="trec").metrics
+
+
+def test_stray_or_damaged_lucene_files_are_index_format_errors(beir_dir, tmp_path):
+    """Lucene reads whatever segments it finds: a file the manifest does not list fails `info
+    --verify`, and Java's exceptions on open or search (unchecked loads) are IndexFormatError
+    naming the index, not a Java stack trace."""
+    from indexing.manifest import IndexFormatError
+    from retriever.api import verify_index
+
+    out = tmp_path / "luc"
+    Retriever.build(beir_dir, out, kind="bm25", backend="lucene")
+    assert any("holds only the files its manifest lists" in line for line in verify_index(out))
+    (out / "lucene" / "segments_9").write_bytes(bytes(range(100)))
+    with pytest.raises(IndexFormatError, match="segments_9: not listed in .*Lucene would read it"):
+        verify_index(out)
+    with pytest.raises(IndexFormatError, match="Lucene cannot read this index"):
+        Retriever.load(out).search("vitamin", k=3)  # (its listed files all match their checksums)
+    (out / "lucene" / "segments_9").unlink()
+    assert Retriever.load(out).search("vitamin", k=3)
