@@ -160,3 +160,12 @@ def test_dense_lengths_are_clamped_to_the_model_positions(tiny_mlm, caplog):
     assert model.settings.doc_max_length == 10**20
     enc = DenseEncoder(str(tiny_mlm), settings=DenseSettings(doc_max_length=300), device="cpu")
     assert enc.encode_documents(["sleep " * 400]).shape[0] == 1  # (torch failed on 300 tokens)
+
+
+@pytest.mark.parametrize("field, value", [("query_prefix", None), ("doc_prefix", 3), ("normalize", "yes"),
+                                          ("doc_max_length", 2.5), ("query_max_length", True)])
+def test_dense_settings_read_back_are_type_checked(field, value):
+    """Settings come back from manifests and model directories: a wrong type is a ValueError naming
+    the field (a null prefix failed every query with a TypeError)."""
+    with pytest.raises(ValueError, match=field):
+        DenseSettings(**{field: value})

@@ -47,8 +47,15 @@ class DenseSettings:
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, not {self.pooling!r}")
-        if self.doc_max_length < 2 or self.query_max_length < 2:
-            raise ValueError("max lengths must be at least 2")
+        for name in ("query_prefix", "doc_prefix"):  # (read back from manifests and model directories)
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.normalize, bool):
+            raise ValueError(f"normalize must be true or false, got {self.normalize!r}")
+        for name in ("doc_max_length", "query_max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ValueError(f"{name} must be an integer of at least 2, got {value!r}")
 
 
 def sentence_transformers_settings(path: str) -> dict:

@@ -223,7 +223,7 @@ def open_dir(root, verify: bool = True, files_checked: bool = False, **options) 
                          f"it accepts: {', '.join(accepted) or 'none'}")
     try:
         searcher = kind.open(root, manifest, docids, **options)
-    except (KeyError, TypeError, AttributeError, IndexError) as e:
+    except (KeyError, TypeError, AttributeError, IndexError, FileNotFoundError) as e:
         # the schemas cover the fields every kind needs; this covers the rest
         raise IndexFormatError(f"{root}/manifest.json: does not describe a usable {kind.name} index "
                                f"({type(e).__name__}: {e})") from None
