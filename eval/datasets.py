@@ -179,6 +179,9 @@ def _materialise(ir_datasets, source: Source, out: Path) -> dict:
     counts = {}
     for split, irds_id in splits.items():
         ds = ir_datasets.load(irds_id)
+        if not (ds.has_queries() and ds.has_qrels()):  # (an AttributeError on qrels_iter, before)
+            raise DataError(f"ir_datasets id {irds_id} has no {'queries' if not ds.has_queries() else 'qrels'} "
+                            "to evaluate with; name one of its splits (e.g. irds:beir/scifact/test)", path=irds_id)
         for q in ds.queries_iter():
             queries.setdefault(q.query_id, getattr(q, "text", None) or getattr(q, "query", "") or "")
         n = 0

@@ -95,6 +95,9 @@ def test_irds_prefix_and_the_list(offline):
     stand_in(offline)
     path = pull("irds:beir/scifact/test")
     assert [p.name for p in (path / "qrels").iterdir()] == ["test.tsv"]
+    with pytest.raises(DataError, match="has no qrels to evaluate with; name one of its splits"):
+        pull("irds:beir/scifact")  # (the corpus id: an AttributeError on qrels_iter, before)
+    assert not cache_path("irds:beir/scifact").exists()
     res = run("datasets", "pull", "beir/scifact")
     assert res.exit_code == 0 and str(cache_path("beir/scifact")) in res.output
     listed = run("datasets", "list").output
