@@ -618,6 +618,10 @@ class DenseIndex:
                 reason = str(error).strip().rsplit(": ", 1)[-1] or "unreadable"
                 raise IndexFormatError(f"{path}: not a readable FAISS index ({reason}); the index is "
                                        "corrupt (run `retriever info INDEX --verify`)") from None
+        held = type(faiss.downcast_index(index)).__name__
+        if held not in _CLASSES[parsed.kind]:  # (a manifest that lies about the stored index)
+            raise ValueError(f"{path} holds a faiss {held}; the settings say {settings['factory']!r} "
+                             f"({' or '.join(_CLASSES[parsed.kind])})")
         if index.d != dim or index.ntotal != ntotal:
             raise ValueError(f"{path} holds {index.ntotal} vectors of dimension {index.d}; the "
                              f"settings say {ntotal} of dimension {dim}")
@@ -648,6 +652,11 @@ class DenseIndex:
                    gpus=gpus, device=_device_name(gpus, device),
                    train_size=int(settings.get("train_size", 0)), seed=int(settings.get("seed", 0)),
                    mmapped=mmapped, source=directory.resolve())
+
+
+# the faiss classes each kind of spec builds (OPQ wraps its IVF-PQ in an IndexPreTransform)
+_CLASSES = {"flat": ("IndexFlatIP", "IndexFlat"), "ivf_flat": ("IndexIVFFlat",),
+            "ivf_pq": ("IndexIVFPQ", "IndexPreTransform"), "hnsw": ("IndexHNSWFlat",)}
 
 
 def _new_index(parsed: _Spec, dim: int):

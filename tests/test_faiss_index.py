@@ -272,6 +272,8 @@ def test_load_rejects_mismatched_settings(data, tmp_path):
     loaded = DenseIndex.load(tmp_path, settings)
     with pytest.raises(ValueError, match="new directory"):
         loaded.save(tmp_path)
+    with pytest.raises(ValueError, match="holds a faiss IndexFlatIP; the settings say 'IVF16,PQ8'"):
+        DenseIndex.load(tmp_path, {**settings, "factory": "IVF16,PQ8"})  # (a manifest that lies)
 
 
 @pytest.mark.parametrize("mmap", [True, False])
