@@ -72,8 +72,9 @@ def _snippet(doc: dict | None, width: int = 90) -> str:
 @ray_options
 @click.option("--explain", is_flag=True, help="hybrid: show each component's score and rank.")
 @click.option("--ties", type=click.Choice(TIES), default="anserini", show_default=True,
-              help="Scores in --run: anserini (rounded to 1e-4, ties lowered by 1e-6 so every evaluator "
-                   "keeps the engine's order) or trec (raw scores; trec_eval re-sorts ties).")
+              help="Scores in --run: anserini (rounded to 1e-4, ties lowered by 1e-6 in float32 as Anserini "
+                   "does, so evaluators keep the engine's order; above a score of ~16 float32 cannot always "
+                   "tell the steps apart) or trec (raw scores; trec_eval re-sorts ties).")
 def search(index_dir, query, k, queries, run_out, threads, tag, explain, ties, **load):
     """Search INDEX for QUERY, or for every query in --queries (writing --run)."""
     from retriever.api import Retriever
