@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from eval.metrics import parse_metric
@@ -21,10 +22,7 @@ def md_cell(value) -> str:
 def md_code(value) -> str:
     """``value`` as a Markdown code span: fenced by more backticks than it holds in a row, on one line."""
     text = str(value).translate(_CONTROL)
-    longest, current = 0, 0
-    for c in text:
-        current = current + 1 if c == "`" else 0
-        longest = max(longest, current)
+    longest = max(map(len, re.findall("`+", text)), default=0)
     fence = "`" * (longest + 1)
     return f"{fence} {text} {fence}" if longest or text.startswith(" ") else f"{fence}{text}{fence}"
 

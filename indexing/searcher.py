@@ -22,6 +22,13 @@ def check_k(k, num_docs: int | None = None, what: str = "k") -> int:
     return int(k) if num_docs is None else int(min(k, max(num_docs, 1)))
 
 
+def check_threads(threads) -> int:
+    """The one rule for threads: an integer >= 1 (ValueError otherwise)."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+    return int(threads)
+
+
 def check_text(text, what: str = "a query") -> str:
     """A query text (or id) is a str that is valid Unicode: a lone surrogate (``"\\ud800"``,
     which JSON can carry) cannot be tokenised by a model's tokenizer nor written to a run file."""
@@ -56,9 +63,7 @@ def batch_with_threads(search: Callable[[str, int], dict[str, float]], queries: 
                        k: int, threads: int) -> Run:
     """Run ``search`` (text, k -> {docid: score}) over many queries, in threads if ``threads > 1``
     (at most the CPUs this process may use: ``indexing.cpus``)."""
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
-    threads = min(threads, usable_cpus())
+    threads = min(check_threads(threads), usable_cpus())
     qids = list(queries)
 
     def one(qid: str) -> dict[str, float]:
@@ -123,8 +128,7 @@ class ImpactSearcher:
         return [Hit(d, s) for d, s in zip(*self._search([weights], k)[0])]
 
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = check_threads(threads)
         qids = list(queries)
         found = self._search(self._encode([queries[q] for q in qids]), k, threads)
         return {q: dict(zip(*hits)) for q, hits in zip(qids, found)}

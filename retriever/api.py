@@ -13,7 +13,7 @@ import numpy as np
 from indexing.corpus import corpus_file
 from indexing.docstore import DocStore
 from indexing.manifest import IndexFormatError, is_locked, read_docids, read_manifest
-from indexing.searcher import Hit, Run, Searcher, check_k, check_queries, check_text
+from indexing.searcher import Hit, Run, Searcher, check_k, check_queries, check_text, check_threads
 from retriever import kinds as _kinds
 
 
@@ -229,9 +229,7 @@ class Retriever:
     def search_batch(self, queries: Mapping[str, str], k: int = 1000, threads: int = 1) -> Run:
         """Search many queries: ``{qid: text}`` -> ``{qid: {docid: score}}`` (k as in ``search``)."""
         check_queries(queries)
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")  # (one rule, every kind)
-        return self.searcher.search_batch(queries, check_k(k, len(self)), int(threads))
+        return self.searcher.search_batch(queries, check_k(k, len(self)), check_threads(threads))  # (every kind)
 
     def search_weights(self, weights: Mapping[str, float], k: int = 10) -> list[Hit]:
         """Search an impact index with an explicit ``{term: weight}`` query.
