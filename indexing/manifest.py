@@ -186,6 +186,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the directory ``new`` at ``target``, replacing what is there in one atomic exchange (two
+    renames where the system lacks it: ``target`` is then missing for a moment, never half of
+    either), then remove the old directory."""
+    new, target = Path(new), Path(target)
+    if target.exists():
+        if _exchange(new, target):  # new now holds the old directory
+            shutil.rmtree(new, ignore_errors=True)
+        else:
+            old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(target, old)
+            os.replace(new, target)
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+    _fsync_dir(target.parent)
+
+
 class IndexWriter:
     """Writes an index directory atomically, as the only writer of ``out``.
 
@@ -251,17 +269,7 @@ class IndexWriter:
             "files": files,
         }
         write_manifest(self.tmp, manifest)
-        if self.out.exists():
-            if _exchange(self.tmp, self.out):  # self.tmp now holds the old index
-                shutil.rmtree(self.tmp, ignore_errors=True)
-            else:
-                old = self.out.with_name(f"{self.out.name}.old-{uuid.uuid4().hex[:8]}")
-                os.replace(self.out, old)
-                os.replace(self.tmp, self.out)
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.out)
-        _fsync_dir(self.out.parent)
+        replace_dir(self.tmp, self.out)
         self._lock.release()
 
     def abort(self) -> None:

