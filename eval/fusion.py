@@ -11,8 +11,9 @@ Each component is cut to its best ``depth`` hits first. A document missing from 
 that list's floor: 0 contribution for rrf, the list's lowest normalised score (0 for minmax)
 for the others. Output order: fused score descending, then doc id ascending.
 
-Bounds: ``rrf_k`` is at most ``MAX_RRF_K`` (2**31) and every weight at most ``MAX_WEIGHT`` (1e6)
-in magnitude, so a weighted sum of float32 scores (an index's, up to 3.4e38) stays finite in
+Bounds: ``rrf_k`` is at most ``MAX_RRF_K`` (2**31) and every weight from 0 to ``MAX_WEIGHT`` (1e6),
+not all 0 (a negative weight ranks a document lower for being retrieved: the fused list would
+then hang on how deep each list was cut), so a weighted sum of float32 scores (an index's, up to 3.4e38) stays finite in
 float64; a fused score that is still not finite (runs read from files may hold any float64)
 fails the query with a ValueError rather than ranking by inf or NaN.
 """
@@ -68,10 +69,30 @@ def normalise(hits: list[tuple[str, float]], method: Method, rrf_k: int = 60) ->
     return norm, min(norm.values())
 
 
+def check_weights(weights: Sequence[float], n: int | None = None, what: str = "fusion weights") -> list[float]:
+    """Weights of a fusion (or of a teachers' mix, ``what``) as a list: finite numbers from 0 to
+    ``MAX_WEIGHT``, not all 0, one per ranking (``n``); a ValueError otherwise."""
+    weights = list(weights)
+    if n is not None and len(weights) != n:
+        raise ValueError(f"{len(weights)} {what} for {n} rankings")
+    if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+               for w in weights):
+        raise ValueError(f"{what} must be finite numbers, got {weights}")
+    if any(w < 0 for w in weights):
+        raise ValueError(f"{what} must be >= 0 (a negative one ranks a document lower for being "
+                         f"retrieved, so the fused list would hang on each list's depth), got {weights}")
+    if weights and not any(w > 0 for w in weights):
+        raise ValueError(f"{what} are all 0; at least one must be > 0")
+    if any(w > MAX_WEIGHT for w in weights):
+        raise ValueError(f"{what} must be at most {MAX_WEIGHT:g} (a larger one can make fused "
+                         f"scores overflow), got {weights}")
+    return [float(w) for w in weights]
+
+
 def check_fusion(method, weights: Sequence[float] | None, depth: int | None, rrf_k,
                  k: int | None = None, n: int | None = None) -> Method:
-    """Refuse settings fusion cannot use: unknown method, weights not finite or above
-    ``MAX_WEIGHT`` in magnitude, ``rrf_k`` outside 0..``MAX_RRF_K``, depth or k < 1 (None: no
+    """Refuse settings fusion cannot use: unknown method, weights not finite, negative, all zero
+    or above ``MAX_WEIGHT``, ``rrf_k`` outside 0..``MAX_RRF_K``, depth or k < 1 (None: no
     cut). Returns the method."""
     try:
         method = Method(method)
@@ -79,15 +100,7 @@ def check_fusion(method, weights: Sequence[float] | None, depth: int | None, rrf
         raise ValueError(f"unknown fusion method {method!r}; one of "
                          f"{', '.join(m.value for m in Method)}") from None
     if weights is not None:
-        weights = list(weights)
-        if n is not None and len(weights) != n:
-            raise ValueError(f"{len(weights)} weights for {n} rankings")
-        if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
-                   for w in weights):
-            raise ValueError(f"fusion weights must be finite numbers, got {weights}")
-        if any(abs(w) > MAX_WEIGHT for w in weights):
-            raise ValueError(f"fusion weights must be at most {MAX_WEIGHT:g} in magnitude (a larger "
-                             f"one can make fused scores overflow), got {weights}")
+        check_weights(weights, n)
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or not 0 <= rrf_k <= MAX_RRF_K:
         shown = repr(rrf_k) if not isinstance(rrf_k, int) or abs(rrf_k) < 10**20 else f"{str(rrf_k)[:12]}..."
         raise ValueError(f"rrf_k must be an integer from 0 to {MAX_RRF_K}, got {shown}")

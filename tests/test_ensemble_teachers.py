@@ -108,6 +108,7 @@ def _mine(ds, index, out, *args):
     (["--teacher-weights", "0.5,-0.5"], ">= 0"),
     (["--teacher-weights", "0.5,nan"], "finite"),
     (["--teacher-weights", "0,0"], "all 0"),
+    (["--teacher-weights", "1e308,1e308"], "at most 1e+06"),  # the mixed scores overflowed to inf
     (["--teacher-norm", "softmax"], "softmax"),
 ])
 def test_weights_and_norm_are_checked(data, tiny_mlm, tmp_path, flags, message):

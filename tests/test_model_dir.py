@@ -3,7 +3,6 @@ a kill at any point of the swap, or a reader during it, never sees a mix of two 
 
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -134,9 +133,8 @@ def test_a_cut_short_swap_a_reader_cannot_finish_is_one_clear_error(tmp_path):
     (out / READY / "f00.txt").write_text("new")
     os.chmod(out, 0o555)
     try:
-        with pytest.raises(OSError, match="killed while it replaced the model"):
-            with reading(out):
-                pass
+        with pytest.raises(OSError, match="killed while it replaced the model"), reading(out):
+            pass
     finally:
         os.chmod(out, 0o755)
 

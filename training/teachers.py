@@ -26,11 +26,10 @@ each exact for what it stands for:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from eval.fusion import Method, normalise, ranked
+from eval.fusion import Method, check_weights, normalise, ranked
 from indexing.corpus import Doc, doc_text
 
 Group = tuple[str, list[str], list[str]]          # (qid, positives, candidates)
@@ -140,7 +139,7 @@ class HybridTeacher:
 
 def check_mix(n: int, weights: Sequence[float] | None, norm: str) -> list[float]:
     """The weights of an ``n``-teacher mix (default equal, 1/n each); ValueError for a count that
-    is not ``n``, a weight that is not a finite number >= 0, all weights 0, or an unknown norm."""
+    is not ``n``, weights ``eval.fusion.check_weights`` refuses, or an unknown norm."""
     if norm not in NORMS:
         raise ValueError(f"unknown teacher normalisation {norm!r}; one of {', '.join(NORMS)}")
     if n < 1:
@@ -150,12 +149,7 @@ def check_mix(n: int, weights: Sequence[float] | None, norm: str) -> list[float]
     weights = list(weights)
     if len(weights) != n:
         raise ValueError(f"{len(weights)} teacher weights for {n} teachers; give one weight per --teacher")
-    for w in weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-            raise ValueError(f"teacher weights must be finite numbers >= 0, got {w!r}")
-    if not any(weights):
-        raise ValueError("teacher weights are all 0; at least one teacher must count")
-    return [float(w) for w in weights]
+    return check_weights(weights, what="teacher weights")
 
 
 class Ensemble:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from eval.fusion import MAX_RRF_K, MAX_WEIGHT, Method
+from eval.fusion import MAX_RRF_K, MAX_WEIGHT, Method, check_weights
 from retriever.cli.main import AT_LEAST_1, DATASET, FRACTION, _floats, _output_file, _split_guard, main
 
 METHODS = [m.value for m in Method]
@@ -14,13 +14,13 @@ RRF_K = click.IntRange(0, MAX_RRF_K)
 
 
 def _weights(ctx, param, value):
-    """--weights: finite numbers, each at most MAX_WEIGHT in magnitude (a usage error otherwise)."""
+    """--weights: finite numbers from 0 to MAX_WEIGHT, not all 0 (``check_weights``; a usage error otherwise)."""
     if value is None:
         return None
-    weights = _floats(value)
-    if any(abs(w) > MAX_WEIGHT for w in weights):
-        raise click.BadParameter(f"each weight must be at most {MAX_WEIGHT:g} in magnitude, got {value!r}")
-    return weights
+    try:
+        return check_weights(_floats(value))
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 @main.command()
@@ -29,7 +29,7 @@ def _weights(ctx, param, value):
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True)
 @click.option("--weights", default="1,1", show_default=True, callback=_weights,
-              help=f"Sparse weight, dense weight (each |w| <= {MAX_WEIGHT:g}).")
+              help=f"Sparse weight, dense weight (each from 0 to {MAX_WEIGHT:g}).")
 @click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each component.")
 @click.option("--rrf-k", type=RRF_K, default=60, show_default=True)
 @click.option("--overwrite", is_flag=True)
@@ -96,7 +96,7 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--method", type=click.Choice(METHODS), default="rrf", show_default=True)
 @click.option("--weights", default=None, callback=_weights,
-              help=f"One weight per run (default all 1; each |w| <= {MAX_WEIGHT:g}).")
+              help=f"One weight per run (default all 1; each from 0 to {MAX_WEIGHT:g}, not all 0).")
 @click.option("--depth", type=AT_LEAST_1, default=1000, show_default=True, help="Hits taken from each run.")
 @click.option("--rrf-k", type=RRF_K, default=60, show_default=True)
 @click.option("-k", type=AT_LEAST_1, default=1000, show_default=True, help="Hits per query in the output.")
