@@ -50,24 +50,83 @@ _SOUTHEAST_ASIAN = r"\p{LB=SA}+"
 # Lucene (since 8.x) also emits emoji as tokens: pictographs such as (c), (R), TM and arrows,
 # joined into one token through zero-width joiners, and regional-indicator pairs (flags).
 _EMOJI = rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Pictographic}})*|\p{{RI}}{{2}}"
-_TOKEN = regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}|{_EMOJI}", regex.V0)
+
+# Version 2 follows Lucene where version 1 did not (found by differential tests against Lucene's
+# analyzer: tests/test_lucene.py): Hebrew letters keep a double quote between them (WB7b/c:
+# acronyms such as the IDF's) and a single quote after them (WB7a); each South-East Asian
+# character carries its Extend/Format/ZWJ marks (a combining accent or a zero-width joiner split
+# a Thai run, dropping the mark); a run of connectors alone (ExtendNumLet: "_", "\u2040") is no
+# token and gives back the marks it took (``_scan``); case is folded code point by code point
+# (``lower_code_points``). Still different (tests/test_lucene.py leaves it out): katakana joined
+# to letters or digits through a connector ("a_\u30ab", UAX #29's WB13a/b) is one token in
+# Lucene, two here; and where the Unicode versions differ (the ``regex`` module's against
+# Lucene's), the characters whose properties changed (some pictographs, U+00B8, U+0600-0605).
+_HL = r"\p{WB=Hebrew_Letter}"
+_DQ, _SQ = r"\p{WB=Double_Quote}", r"\p{WB=Single_Quote}"
+_WORD_V2 = (  # each joiner is matched before its look-behind is tried: most words end at a space
+    rf"[{_AL}{_NU}{_EX}](?:[{_AL}{_NU}{_EX}{_FE}]"
+    rf"|[{_MID_LETTER}](?<=[{_AL}][{_FE}]*[{_MID_LETTER}])(?=[{_FE}]*[{_AL}])"
+    rf"|[{_MID_NUM}](?<=[{_NU}][{_FE}]*[{_MID_NUM}])(?=[{_FE}]*[{_NU}])"
+    rf"|{_DQ}(?<={_HL}[{_FE}]*{_DQ})(?=[{_FE}]*{_HL})"
+    rf"|{_SQ}(?<={_HL}[{_FE}]*{_SQ})){{0,{_WORD_RUN - 1}}}"
+)
+_SOUTHEAST_ASIAN_V2 = rf"(?:\p{{LB=SA}}[{_FE}]*)+"
+_TOKEN = {1: regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}|{_EMOJI}", regex.V0),
+          2: regex.compile(f"{_WORD_V2}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN_V2}|{_EMOJI}", regex.V0)}
 _HAS_ALNUM = regex.compile(rf"[{_AL}{_NU}]")
+_HAS_CONNECTOR = regex.compile(rf"[{_EX}]")
+ANALYSIS_VERSION = 2  # what new indexes use; an index keeps the version it was built with
 
 MAX_TOKEN_LENGTH = 255  # Lucene StandardTokenizer's default; longer tokens are cut in pieces
 _APOSTROPHES = ("'", "\u2019", "\uff07")
 
 
-def standard_tokenize(text: str) -> list[str]:
-    """Split text into word tokens as Lucene's ``StandardTokenizer`` does (case preserved)."""
+def standard_tokenize(text: str, version: int = ANALYSIS_VERSION) -> list[str]:
+    """Split text into word tokens as Lucene's ``StandardTokenizer`` does (case preserved).
+    ``version`` 1: the tokens of indexes built before version 2 (see ``_WORD_V2``)."""
+    if version == 1:
+        tokens = [t for t in _TOKEN[1].findall(text) if t[0] != "_" or _HAS_ALNUM.search(t)]
+    else:
+        tokens = _TOKEN[2].findall(text)
+        if _HAS_CONNECTOR.search(text) and any(_connectors_only(t) for t in tokens):
+            tokens = _scan(text)
     out = []
-    for tok in _TOKEN.findall(text):
-        if tok[0] == "_" and not _HAS_ALNUM.search(tok):
-            continue  # a run of connectors alone is not a word
+    for tok in tokens:
         if len(tok) > MAX_TOKEN_LENGTH:
             out.extend(tok[i : i + MAX_TOKEN_LENGTH] for i in range(0, len(tok), MAX_TOKEN_LENGTH))
         else:
             out.append(tok)
     return out
+
+
+def _connectors_only(token: str) -> bool:
+    return _HAS_CONNECTOR.match(token) is not None and _HAS_ALNUM.search(token) is None
+
+
+def _scan(text: str) -> list[str]:
+    """The version-2 tokens one match at a time: a match of connectors alone is no token, and the
+    scan starts again one character after it (as Lucene's tokenizer skips a character no rule
+    takes), so the marks it took can join what follows ("_" + Lao vowel sign + letter)."""
+    out, pos = [], 0
+    while (m := _TOKEN[2].search(text, pos)) is not None:
+        tok = m.group()
+        if _connectors_only(tok):
+            pos = m.start() + 1
+        else:
+            out.append(tok)
+            pos = m.end()
+    return out
+
+
+def lower_code_points(token: str) -> str:
+    """Lower-case each code point alone, as Lucene's LowerCaseFilter does (Java's
+    ``Character.toLowerCase``): Python's ``str.lower`` applies context and full mappings, which
+    give a final "\u03c2" for a capital sigma ending a word (Lucene: "\u03c3") and "i\u0307"
+    for "\u0130" (Lucene: "i"); those two are the only differences."""
+    low = token.lower()
+    if "\u03c2" not in low and "\u0307" not in low:
+        return low
+    return "".join("i" if c == "\u0130" else c.lower() for c in token)
 
 
 def strip_possessive(token: str) -> str:
@@ -85,8 +144,12 @@ class Analyzer:
     stemmer: Literal["porter", "none"] = "porter"
     lowercase: bool = True
     possessive: bool = True
+    version: int = ANALYSIS_VERSION  # 1: str.lower and the version-1 tokenizer (indexes built before 2)
 
     def __post_init__(self) -> None:
+        if isinstance(self.version, bool) or self.version not in _TOKEN:
+            raise ValueError(f"analysis version must be one of {sorted(_TOKEN)}, not {self.version!r} "
+                             "(an index of a newer retriever?)")
         if self.stopwords not in ("lucene", "none"):
             raise ValueError(f"stopwords must be 'lucene' or 'none', not {self.stopwords!r}")
         if self.stemmer not in ("porter", "none"):
@@ -97,17 +160,21 @@ class Analyzer:
 
     @classmethod
     def from_config(cls, config: dict) -> "Analyzer":
-        return cls(**config)
+        return cls(**{"version": 1, **config})  # recorded before versions: version 1
 
     def __call__(self, text: str) -> list[str]:
         stop = LUCENE_ENGLISH_STOPWORDS if self.stopwords == "lucene" else frozenset()
         stemming = self.stemmer == "porter"
         out = []
-        for tok in standard_tokenize(text):
+        code_points = self.version >= 2
+        for tok in standard_tokenize(text, self.version):
             if self.possessive:
                 tok = strip_possessive(tok)
             if self.lowercase:
-                tok = tok.lower()
+                low = tok.lower()
+                if code_points and ("\u03c2" in low or "\u0307" in low):  # see lower_code_points
+                    low = lower_code_points(tok)
+                tok = low
             if not tok or tok in stop:
                 continue
             out.append(porter_stem(tok) if stemming else tok)

@@ -100,3 +100,30 @@ def test_a_word_longer_than_the_match_run_is_cut_as_the_whole_word(tmp_path):
               "print(len(standard_tokenize('acgt' * 2_000_000)))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == [str(-(-8_000_000 // 255))], done.stderr[-500:]
+
+
+@pytest.mark.parametrize("text, v2, v1", [
+    # Hebrew acronyms keep their double quote (WB7b/c), a trailing single quote stays (WB7a)
+    ('צה"ל ש"ח', ['צה"ל', 'ש"ח'], ["צה", "ל", "ש", "ח"]),
+    ("ג' צ'יפס", ["ג'", "צ'יפס"], ["ג", "צ'יפס"]),
+    # case folded code point by code point, as Java's Character.toLowerCase: no final sigma, no dot
+    ("ΟΔΟΣ ΣΑΣ İstanbul", ["οδοσ", "σασ", "istanbul"], ["οδος", "σας", "i\u0307stanbul"]),
+    # a South-East Asian character carries its combining marks and joiners
+    ("\u0e01\u0301\u0e02 \u0e01\u200d\u0e02", ["\u0e01\u0301\u0e02", "\u0e01\u200d\u0e02"], ["\u0e01", "\u0e02"] * 2),
+    # connectors alone are no token, and give back the mark they took ("_" + Lao vowel sign + letter)
+    ("\u2040 __ _\u0eb5\u1012 foo_bar _x", ["\u0eb5\u1012", "foo_bar", "_x"], ["\u2040", "\u1012", "foo_bar", "_x"]),
+])
+def test_version_2_follows_lucene_and_version_1_stays_for_older_indexes(text, v2, v1):
+    """Each case's version-2 tokens are what Lucene's analyzer gives (checked against it in
+    tests/test_lucene.py); an index built before records no version and keeps version 1's."""
+    assert Analyzer()(text) == v2
+    assert Analyzer(version=1)(text) == v1
+    assert Analyzer.from_config({"stopwords": "lucene", "stemmer": "porter", "lowercase": True,
+                                 "possessive": True}).version == 1
+    assert Analyzer().config()["version"] == 2
+
+
+def test_an_unknown_analysis_version_is_refused():
+    for bad in (0, 3, True, "2"):
+        with pytest.raises(ValueError, match="analysis version"):
+            Analyzer(version=bad)

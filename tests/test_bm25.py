@@ -101,3 +101,28 @@ def test_streamed_chunks_give_the_same_index(tmp_path, fields):
     np.testing.assert_array_equal(one.docs, many.docs)
     np.testing.assert_array_equal(one.impacts, many.impacts)
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["postings_docs.npy", "postings_impacts.npy"]
+
+
+def test_queries_are_analysed_with_the_version_the_index_was_built_with(tmp_path):
+    """New indexes record analysis version 2; an index recording none (built before it) analyses
+    its queries with version 1, as its documents were: "ΟΔΟΣ" is "οδοσ" in one, "οδος" in the other."""
+    import json
+
+    from indexing.manifest import IndexFormatError, read_manifest, write_manifest
+    from retriever import Retriever
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps({"_id": i, "text": t}) for i, t in
+                                [("greek", "ΟΔΟΣ"), ("other", "a road elsewhere")]) + "\n", encoding="utf-8")
+    out = tmp_path / "idx"
+    r = Retriever.build(corpus, out, kind="bm25")
+    assert read_manifest(out)["analyzer"]["version"] == 2
+    assert [h.docid for h in r.search("οδοσ", 5)] == ["greek"]
+    manifest = read_manifest(out)
+    del manifest["analyzer"]["version"]  # as an index built before versions records it
+    write_manifest(out, manifest)
+    assert Retriever.load(out).search("ΟΔΟΣ", 5) == []  # "οδος" under version 1: not the indexed term
+    manifest["analyzer"]["version"] = 7
+    write_manifest(out, manifest)
+    with pytest.raises(IndexFormatError, match="manifest.json: analyzer: analysis version must be one of"):
+        Retriever.load(out)

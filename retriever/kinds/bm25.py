@@ -10,7 +10,7 @@ from indexing.analysis import Analyzer
 from indexing.bm25 import Analysed, BM25Params, CollectionStats, build_bm25_index, weigh
 from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
-from indexing.manifest import IndexWriter, read_docid_order
+from indexing.manifest import IndexFormatError, IndexWriter, read_docid_order
 from indexing.searcher import ImpactSearcher
 from retriever.encoders.bm25 import BM25QueryEncoder
 from retriever.kinds import REORDER_HELP, Kind, check_settings, option, register, reorder
@@ -61,6 +61,15 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
             "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32", **layout}}
 
 
+def query_encoder(root, manifest: dict) -> BM25QueryEncoder:
+    """Queries analysed as the index's documents were: with the analyzer (and analysis version)
+    its manifest records; one it cannot build is an IndexFormatError naming the manifest."""
+    try:
+        return BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
+    except (ValueError, TypeError) as e:
+        raise IndexFormatError(f"{Path(root) / 'manifest.json'}: analyzer: {e}") from None
+
+
 def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned",
                approx: float = 1.0, heads_depth: int | None = None, candidates: int | None = None,
                verify: bool = True) -> ImpactSearcher:
@@ -71,8 +80,7 @@ def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned"
     index = InvertedIndex.load(root, num_docs=len(docids), layout=InvertedIndex.layout_of(manifest))
     index.verify_heads = verify
     index.set_tie_order(read_docid_order(root, docids))
-    encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
-    return ImpactSearcher(index, docids, encoder.encode_queries, strategy, approx, heads_depth, candidates)
+    return ImpactSearcher(index, docids, query_encoder(root, manifest).encode_queries, strategy, approx, heads_depth, candidates)
 
 
 KIND = register(Kind(

@@ -114,10 +114,9 @@ def query_encoder(kind: str, shard_root: Path, shard_manifest: dict, options: di
     """texts -> encoded queries for every shard: ``{term: weight}`` (bm25, sparse) or vector rows
     (dense). None for a sparse index built from vectors without a model (term-weight queries only)."""
     if kind == "bm25":
-        from indexing.analysis import Analyzer
-        from retriever.encoders.bm25 import BM25QueryEncoder
+        from retriever.kinds import bm25
 
-        return BM25QueryEncoder(Analyzer.from_config(shard_manifest["analyzer"])).encode_queries
+        return bm25.query_encoder(shard_root, shard_manifest).encode_queries
     if kind == "dense":
         from retriever.kinds import dense
 
