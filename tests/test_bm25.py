@@ -126,3 +126,33 @@ def test_queries_are_analysed_with_the_version_the_index_was_built_with(tmp_path
     write_manifest(out, manifest)
     with pytest.raises(IndexFormatError, match="manifest.json: analyzer: analysis version must be one of"):
         Retriever.load(out)
+
+
+def test_an_index_analysed_under_other_unicode_tables_is_noted_at_load(tmp_path, caplog):
+    """The regex module's Unicode version decides some characters' tokens (a pictograph is a token
+    under one version, nothing under the next): an index records its tables, and a load under
+    tables that differ warns, once; the same tables under another regex release say nothing."""
+    import json
+    import logging
+
+    from indexing.analysis import unicode_tables
+    from indexing.manifest import read_manifest, write_manifest
+    from retriever import Retriever
+    from retriever.kinds import bm25
+
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "text"}) + "\n", encoding="utf-8")
+    out = tmp_path / "idx"
+    Retriever.build(corpus, out, kind="bm25")
+    manifest = read_manifest(out)
+    assert manifest["unicode_tables"] == unicode_tables()
+    bm25._noted.clear()
+    for recorded, warned in (({**unicode_tables(), "regex": "2023.1.1"}, False),
+                             ({"regex": "2023.1.1", "unicode": "15.0.0", "sha256": "0" * 64}, True)):
+        manifest["unicode_tables"] = recorded
+        write_manifest(out, manifest)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="retriever"):
+            Retriever.load(out)
+            Retriever.load(out)
+        assert caplog.text.count("built with other Unicode tables") == (1 if warned else 0), caplog.text

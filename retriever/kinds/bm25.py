@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal
 
-from indexing.analysis import Analyzer
+from indexing.analysis import Analyzer, tables_note, unicode_tables
 from indexing.bm25 import Analysed, BM25Params, CollectionStats, build_bm25_index, weigh
 from indexing.corpus import Doc
 from indexing.inverted import InvertedIndex
@@ -57,17 +58,25 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings,
         index, _, info = weigh(state, settings.params(), writer.tmp, collection, keep=True)
     index, entries = reorder(index, writer, settings.reorder)
     layout = index.save(writer)
-    return {**entries, "analyzer": analyzer.config(), **info,
+    return {**entries, "analyzer": analyzer.config(), "unicode_tables": unicode_tables(), **info,
             "postings": {"terms": len(index.terms), "postings": index.num_postings, "impacts": "float32", **layout}}
+
+
+_noted: set[str] = set()
 
 
 def query_encoder(root, manifest: dict) -> BM25QueryEncoder:
     """Queries analysed as the index's documents were: with the analyzer (and analysis version)
     its manifest records; one it cannot build is an IndexFormatError naming the manifest."""
     try:
-        return BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
+        encoder = BM25QueryEncoder(Analyzer.from_config(manifest["analyzer"]))
     except (ValueError, TypeError) as e:
         raise IndexFormatError(f"{Path(root) / 'manifest.json'}: analyzer: {e}") from None
+    note = tables_note(manifest.get("unicode_tables"))
+    if note is not None and note not in _noted:
+        _noted.add(note)  # once a process, not once a shard
+        logging.getLogger("retriever").warning("%s: %s", root, note)
+    return encoder
 
 
 def open_index(root, manifest: dict, docids: list[str], strategy: str = "pruned",
