@@ -123,10 +123,14 @@ def pull(name: str, force: bool = False) -> Path:
     except ImportError:
         raise DataError(f"dataset names need the 'datasets' extra: pip install 'retriever[datasets]' "
                         f"(or put the BEIR files under {target})", path=name) from None
-    from indexing.manifest import WriterLock
+    from indexing.manifest import WriterLock, replace_dir
 
+    if target.exists() and not target.is_dir():
+        raise DataError(f"{target} is in the way of dataset {name}: it is a file, not a dataset "
+                        "directory; move it, or set RETRIEVER_HOME elsewhere", path=str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
-    lock = WriterLock(target)  # one process materialises a dataset at a time
+    # one process materialises a dataset at a time; a second waits for it, then finds it done
+    lock = WriterLock(target, what="dataset", wait=True)
     try:
         if is_materialised(name) and not force:
             return target
@@ -141,9 +145,7 @@ def pull(name: str, force: bool = False) -> Path:
             atomic_write_json(tmp / "source.json", {"name": name, "ir_datasets": source.docs,
                                                     "splits": counts.pop("splits"), **counts,
                                                     "ir_datasets_version": ir_datasets.__version__})
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            replace_dir(tmp, target)
         except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(e, (KeyboardInterrupt, DataError)):

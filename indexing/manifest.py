@@ -79,17 +79,19 @@ def lock_path(out: Path) -> Path:
 class WriterLock:
     """An exclusive, non-blocking ``flock`` on ``OUT.lock``, held until :meth:`release`."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, what: str = "index", wait: bool = False) -> None:
+        """``what`` the lock guards (for the message); ``wait``: block until the holder is done
+        instead of raising IndexBusyError."""
         self._fd: int | None = None
         self.path = lock_path(out)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 os.close(fd)
                 holder = _read_holder(self.path)
-                raise IndexBusyError(f"{out}: another process{holder} is writing this index "
+                raise IndexBusyError(f"{out}: another process{holder} is writing this {what} "
                                      f"(lock {self.path}); wait for it to finish") from None
             # the file may have been removed (and recreated) by a writer that just released it
             try:

@@ -148,3 +148,30 @@ def test_names_that_would_name_the_cache_itself_are_refused(offline):
     (offline / "runs.yaml").write_text("bm25: {kind: bm25}\n")
     res = run("beir", "--datasets", ",", "--config", offline / "runs.yaml", "--out", offline / "out")
     assert res.exit_code == 2 and "no dataset named in ','" in res.output  # (0 cells, exit 0, before)
+
+
+def test_a_second_pull_waits_for_the_first_and_a_file_in_the_way_is_named(offline):
+    """Two pulls of one name at once: the second failed with an index writer's message; it now
+    waits and finds the dataset done. A file where the dataset goes got an "Offline?" hint."""
+    import threading
+    import time
+
+    from indexing.manifest import WriterLock
+
+    stand_in(offline)
+    target = cache_path("beir/scifact")
+    target.parent.mkdir(parents=True)
+    first = WriterLock(target, what="dataset")  # a pull in progress
+    done = []
+    second = threading.Thread(target=lambda: done.append(pull("beir/scifact")))
+    second.start()
+    time.sleep(0.3)
+    assert second.is_alive() and not done  # waiting, not failed
+    first.release()
+    second.join(60)
+    assert done == [target] and is_materialised("beir/scifact")
+    shutil.rmtree(target)
+    target.write_text("not a dataset")
+    with pytest.raises(DataError, match="is in the way of dataset beir/scifact: it is a file") as err:
+        pull("beir/scifact")
+    assert "Offline" not in str(err.value)
