@@ -52,7 +52,8 @@ _SINGLE = rf"[\p{{Ideographic}}\p{{Script=Hiragana}}][{_FE}]*"
 _SOUTHEAST_ASIAN = r"\p{LB=SA}+"
 # Lucene (since 8.x) also emits emoji as tokens: pictographs such as (c), (R), TM and arrows,
 # joined into one token through zero-width joiners, and regional-indicator pairs (flags).
-_EMOJI = rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Pictographic}})*|\p{{RI}}{{2}}"
+_EMOJI = (rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Pictographic}}){{0,{_WORD_RUN - 1}}}"
+          r"|\p{RI}{2}")  # (bounded as words are: an 8M-character joiner chain raised MemoryError)
 
 # Version 2 follows Lucene where version 1 did not (found by differential tests against Lucene's
 # analyzer: tests/test_lucene.py): Hebrew letters keep a double quote between them (WB7b/c:
@@ -60,24 +61,41 @@ _EMOJI = rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Pictog
 # character carries its Extend/Format/ZWJ marks (a combining accent or a zero-width joiner split
 # a Thai run, dropping the mark); a run of connectors alone (ExtendNumLet: "_", "\u2040") is no
 # token and gives back the marks it took (``_scan``); case is folded code point by code point
-# (``lower_code_points``). Still different (tests/test_lucene.py leaves it out): katakana joined
-# to letters or digits through a connector ("a_\u30ab", UAX #29's WB13a/b) is one token in
-# Lucene, two here; and where the Unicode versions differ (the ``regex`` module's against
-# Lucene's), the characters whose properties changed (some pictographs, U+00B8, U+0600-0605).
+# (``lower_code_points``); katakana joins letters and digits through a connector (WB13a/b).
+# Still different (tests/test_lucene.py leaves them out): where the Unicode versions differ
+# (the ``regex`` module's against Lucene's), the characters whose properties changed (some
+# pictographs, U+00B8, U+0600-0605).
 _HL = r"\p{WB=Hebrew_Letter}"
 _DQ, _SQ = r"\p{WB=Double_Quote}", r"\p{WB=Single_Quote}"
-_WORD_V2 = (  # each joiner is matched before its look-behind is tried: most words end at a space
+_LETTERS_V2 = (  # each joiner is matched before its look-behind is tried: most words end at a space
     rf"[{_AL}{_NU}{_EX}](?:[{_AL}{_NU}{_EX}{_FE}]"
     rf"|[{_MID_LETTER}](?<=[{_AL}][{_FE}]*[{_MID_LETTER}])(?=[{_FE}]*[{_AL}])"
     rf"|[{_MID_NUM}](?<=[{_NU}][{_FE}]*[{_MID_NUM}])(?=[{_FE}]*[{_NU}])"
-    rf"|{_DQ}(?<={_HL}[{_FE}]*{_DQ})(?=[{_FE}]*{_HL})"
-    rf"|{_SQ}(?<={_HL}[{_FE}]*{_SQ})){{0,{_WORD_RUN - 1}}}"
-)
-_SOUTHEAST_ASIAN_V2 = rf"(?:\p{{LB=SA}}[{_FE}]*)+"
+    rf"|{_DQ}(?<={_HL}[{_FE}]*{_DQ})(?<!{{bound}}{_DQ})(?=[{_FE}]*{_HL})"
+    rf"|{_SQ}(?<={_HL}[{_FE}]*{_SQ})(?<!{{bound}}{_SQ})){{0,{_WORD_RUN - 1}}}"
+).replace("{bound}", (  # Lucene's quirk: a Hebrew letter a joiner binds to the letter before it
+    rf"(?:\p{{WB=ALetter}}[{_FE}]*[\p{{WB=MidLetter}}\p{{WB=MidNumLet}}{_SQ}]"  # takes no quote after it
+    rf"|{_HL}[{_FE}]*[\p{{WB=MidLetter}}\p{{WB=MidNumLet}}])[{_FE}]*{_HL}[{_FE}]*"))
+_KA = r"\p{WB=Katakana}"
+_KATAKANA_V2 = rf"[{_KA}{_EX}][{_KA}{_EX}{_FE}]{{0,{_WORD_RUN - 1}}}"
+# Letters/digits and katakana never join directly, only through a connector (WB13a/b: "a_\u30ab"
+# is one word): a word is chunks of either, each after the first following a connector.
+_WORD_V2 = (rf"(?:{_LETTERS_V2}|{_KATAKANA_V2})"
+            rf"(?:(?=[{_KA}{_AL}{_NU}])(?<=[{_EX}][{_FE}]*)(?:{_LETTERS_V2}|{_KATAKANA_V2})){{0,{_WORD_RUN}}}")
+_SOUTHEAST_ASIAN_V2 = rf"\p{{LB=SA}}[\p{{LB=SA}}{_FE}]{{0,{_WORD_RUN - 1}}}"  # bounded in characters, as words
+# zero-width joiners no word took join the pictograph after them (WB3c); a flag's two regional
+# indicators carry their marks (WB4)
+_EP = r"\p{Extended_Pictographic}"
+_PICTOGRAPH = rf"{_EP}(?:(?!\ufe0f)[{_FE}]|(?<=\u200d){_EP}){{0,{_WORD_RUN - 1}}}"  # marks, joined pictographs
+_EMOJI_V2 = (  # after a variation selector 16, only a joiner and a pictograph continue (Lucene's rule)
+    rf"\u200d{{0,{_WORD_RUN}}}{_PICTOGRAPH}(?:\ufe0f\u200d(?={_EP}){_PICTOGRAPH}){{0,{_WORD_RUN}}}\ufe0f?"
+    rf"|\p{{RI}}[{_FE}]*\p{{RI}}[{_FE}]*")
 _TOKEN = {1: regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}|{_EMOJI}", regex.V0),
-          2: regex.compile(f"{_WORD_V2}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN_V2}|{_EMOJI}", regex.V0)}
+          2: regex.compile(f"{_WORD_V2}|{_SINGLE}|{_SOUTHEAST_ASIAN_V2}|{_EMOJI_V2}", regex.V0)}
 _HAS_ALNUM = regex.compile(rf"[{_AL}{_NU}]")
+_HAS_WORD_CHAR = regex.compile(rf"[{_AL}{_NU}{_KA}]")
 _HAS_CONNECTOR = regex.compile(rf"[{_EX}]")
+_MAY_BEGIN_INSIDE = regex.compile(r"[\p{LB=SA}\u200d]")  # what can begin a token inside a run of connectors
 ANALYSIS_VERSION = 2  # what new indexes use; an index keeps the version it was built with
 
 # Every character class the analysis reads from Unicode's tables (the ``regex`` module's), for
@@ -109,21 +127,29 @@ def standard_tokenize(text: str, version: int = ANALYSIS_VERSION) -> list[str]:
 
 
 def _connectors_only(token: str) -> bool:
-    return _HAS_CONNECTOR.match(token) is not None and _HAS_ALNUM.search(token) is None
+    return _HAS_CONNECTOR.match(token) is not None and _HAS_WORD_CHAR.search(token) is None
 
 
 def _scan(text: str) -> list[str]:
-    """The version-2 tokens one match at a time: a match of connectors alone is no token, and the
-    scan starts again one character after it (as Lucene's tokenizer skips a character no rule
-    takes), so the marks it took can join what follows ("_" + Lao vowel sign + letter)."""
-    out, pos = [], 0
-    while (m := _TOKEN[2].search(text, pos)) is not None:
-        tok = m.group()
-        if _connectors_only(tok):
-            pos = m.start() + 1
-        else:
-            out.append(tok)
+    """The version-2 tokens one match at a time. A match of connectors (and their marks) alone is
+    no token; Lucene's tokenizer would start again one character on, and inside such a run only a
+    South-East Asian character or a zero-width joiner can begin a token ("_" + Lao vowel sign +
+    letter). So just those places are tried, anchored, in one pass over the run: linear in the
+    text (a run of a million underscores was searched a million times)."""
+    out, pos, rx = [], 0, _TOKEN[2]
+    while (m := rx.search(text, pos)) is not None:
+        if not _connectors_only(m.group()):
+            out.append(m.group())
             pos = m.end()
+            continue
+        taken = m.start() + 1  # where a token inside the run may begin: after the last one taken
+        for start in _MAY_BEGIN_INSIDE.finditer(text, m.start() + 1, m.end()):
+            if start.start() >= taken:
+                inner = rx.match(text, start.start())
+                if inner is not None and not _connectors_only(inner.group()):
+                    out.append(inner.group())
+                    taken = inner.end()
+        pos = max(taken, m.end())
     return out
 
 

@@ -102,6 +102,24 @@ def test_a_word_longer_than_the_match_run_is_cut_as_the_whole_word(tmp_path):
     assert done.returncode == 0 and done.stdout.split() == [str(-(-8_000_000 // 255))], done.stderr[-500:]
 
 
+def test_pathological_runs_tokenise_in_linear_time_and_bounded_memory():
+    """Runs no word rule bounds on its own: an 8M-character joiner chain of pictographs raised
+    MemoryError (both versions); a Thai run with marks did (version 2's first form); a million
+    underscores followed by a letter were searched a million times (quadratic)."""
+    import subprocess
+    import sys
+
+    script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))\n"
+              "from indexing.analysis import standard_tokenize as t\n"
+              "print(len(t('\\U0001f600\\u200d' * 1_000_000)), len(t('\\U0001f600\\u200d' * 1_000_000, 1)),\n"
+              "      len(t('\\u0e01\\u0301' * 1_000_000)), len(t('_' * 2_000_000 + 'a')),\n"
+              "      len(t('_\\u0eb5' * 100_000)), len(t('_\\u200d' * 500_000)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    # pieces of 255 characters; the connector run's last piece holds the letter; each Lao vowel a token
+    assert done.stdout.split() == ["7844", "7844", "7844", str(-(-((2_000_000 % 16_320) + 1) // 255)), "100000", "0"]
+
+
 @pytest.mark.parametrize("text, v2, v1", [
     # Hebrew acronyms keep their double quote (WB7b/c), a trailing single quote stays (WB7a)
     ('צה"ל ש"ח', ['צה"ל', 'ש"ח'], ["צה", "ל", "ש", "ח"]),
@@ -112,6 +130,17 @@ def test_a_word_longer_than_the_match_run_is_cut_as_the_whole_word(tmp_path):
     ("\u0e01\u0301\u0e02 \u0e01\u200d\u0e02", ["\u0e01\u0301\u0e02", "\u0e01\u200d\u0e02"], ["\u0e01", "\u0e02"] * 2),
     # connectors alone are no token, and give back the mark they took ("_" + Lao vowel sign + letter)
     ("\u2040 __ _\u0eb5\u1012 foo_bar _x", ["\u0eb5\u1012", "foo_bar", "_x"], ["\u2040", "\u1012", "foo_bar", "_x"]),
+    # katakana joins letters and digits through a connector (WB13a/b), never directly
+    ("a_\u30ab \u30ab_1 _\u30ab_ \u30abx", ["a_\u30ab", "\u30ab_1", "_\u30ab_", "\u30ab", "x"],
+     ["a_", "\u30ab", "\u30ab_", "1", "\u30ab_", "\u30ab", "x"]),
+    # pictographs: a joiner before one joins it; after VS16 only a joiner and a pictograph go on;
+    # a flag's regional indicators carry their marks
+    ("'\u200d\u203c \U0001f624\ufe0f\u0301 \u2764\ufe0f\u200d\U0001f525 \U0001f1fa\u0301\U0001f1f8",
+     ["\u200d\u203c", "\U0001f624\ufe0f", "\u2764\ufe0f\u200d\U0001f525", "\U0001f1fa\u0301\U0001f1f8"],
+     ["\u203c", "\U0001f624\ufe0f\u0301", "\u2764\ufe0f\u200d\U0001f525"]),
+    # Lucene's Hebrew quirk: a Hebrew letter bound to the letter before it by a joiner takes no quote
+    ("\u0465.\u05de' \u05d2'\u05d5\u05e8\u05d2'", ["\u0465.\u05de", "\u05d2'\u05d5\u05e8\u05d2'"],
+     ["\u0465.\u05de", "\u05d2'\u05d5\u05e8\u05d2"]),
 ])
 def test_version_2_follows_lucene_and_version_1_stays_for_older_indexes(text, v2, v1):
     """Each case's version-2 tokens are what Lucene's analyzer gives (checked against it in

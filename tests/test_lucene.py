@@ -238,10 +238,10 @@ def test_stray_or_damaged_lucene_files_are_index_format_errors(beir_dir, tmp_pat
 
 def test_the_analyzer_gives_lucenes_tokens_on_random_text_of_many_scripts():
     """Differential: our English analyzer against Anserini's DefaultEnglishAnalyzer on seeded
-    random strings mixing scripts, combining marks, joiners and punctuation (version 2's rules were
-    found this way: Hebrew quotes, final sigma, marks in Thai runs, connectors). Left out, as
-    indexing/analysis.py says: katakana (joined to letters through "_" in Lucene) and characters
-    whose Unicode properties changed between the two Unicode versions (U+00B8, emoji)."""
+    random strings mixing scripts, combining marks, joiners, pictographs and punctuation (version
+    2's rules were found this way: 147 of 3,000 such strings differed under version 1). Left out,
+    as indexing/analysis.py says: characters whose Unicode properties changed between the two
+    Unicode versions (U+00B8, some pictographs, U+0600-0605)."""
     import random
 
     from indexing.analysis import Analyzer
@@ -259,9 +259,10 @@ def test_the_analyzer_gives_lucenes_tokens_on_random_text_of_many_scripts():
              chars(0x591, 0x5C8) + chars(0x5D0, 0x5EB), chars(0x620, 0x64B), chars(0x900, 0x980),
              chars(0xE01, 0xE3B) + chars(0xE3F, 0xE5C) + chars(0xE81, 0xEBE) + chars(0x1000, 0x104A)
              + chars(0x1780, 0x17DE),
-             chars(0x3041, 0x3097) + chars(0x4E00, 0x4E80) + chars(0xAC00, 0xAC80),
+             chars(0x3041, 0x3097) + chars(0x30A1, 0x30FB) + chars(0x4E00, 0x4E80) + chars(0xAC00, 0xAC80),
              chars(0x2010, 0x2028) + chars(0x2030, 0x205F) + chars(0x300, 0x34F) + ["\u200d", "\u200c", "\u00ad"],
-             [" ", "\n", "\t", "'", '"', ".", ",", "_", "-"]]
+             [" ", "\n", "\t", "'", '"', ".", ",", "_", "-"],
+             chars(0x1F600, 0x1F650) + chars(0x1F1E6, 0x1F200) + ["\u2764", "\u00a9", "\u203c", "\ufe0f", "\u200d"]]
     rng, ours, differ = random.Random(0), Analyzer(), []
     for _ in range(1500):
         chosen = rng.sample(range(len(pools)), 3)
