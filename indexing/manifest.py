@@ -193,16 +193,22 @@ def replace_dir(new: Path, target: Path) -> None:
     renames where the system lacks it: ``target`` is then missing for a moment, never half of
     either), then remove the old directory."""
     new, target = Path(new), Path(target)
-    if target.exists():
-        if _exchange(new, target):  # new now holds the old directory
-            shutil.rmtree(new, ignore_errors=True)
-        else:
-            old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(target, old)
+    while True:
+        if target.exists():
+            if _exchange(new, target):  # new now holds the old directory
+                shutil.rmtree(new, ignore_errors=True)
+            else:
+                old = target.with_name(f"{target.name}.old-{uuid.uuid4().hex[:8]}")
+                os.replace(target, old)
+                os.replace(new, target)
+                shutil.rmtree(old, ignore_errors=True)
+            break
+        try:
             os.replace(new, target)
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+            break
+        except OSError as e:  # another (unlocked) writer put a directory there since: swap with it
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
     _fsync_dir(target.parent)
 
 
