@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import time
 from pathlib import Path
 
@@ -146,16 +147,30 @@ def _fill(buf, term_ptr, num_docs, table, float_bits, norms, norm_table, shift, 
 
 
 def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None = None,
-           overwrite: bool = True, range_entries: int = RANGE_ENTRIES) -> dict:
+           overwrite: bool = True, range_entries: int = RANGE_ENTRIES, still=None) -> dict:
     """Write ``out`` (an index directory of its own) with the heads of ``index``'s terms (``cap``
-    postings each) and its documents' forward lists. Returns the build record."""
-    p = index.packed
-    if p is None:
+    postings each) and its documents' forward lists. Returns the build record. ``still``: called
+    before the heads are swapped in, False when the index they were derived from was replaced
+    meanwhile (they are then refused, not written). The writer's lock is taken first: a second
+    derivation fails at once, not after counting."""
+    if index.packed is None:
         raise IndexFormatError("heads are derived from packed postings; this index holds the older "
                                "uncompressed layout: rebuild it with `retriever index`")
     if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
         raise ValueError(f"cap must be a positive integer, got {cap!r}")
     cap = min(cap, (1 << 31) - 1)  # (no list is longer: doc ids are int32)
+    with IndexWriter(out, overwrite=overwrite) as w:
+        record = _derive_into(w, index, cap, range_entries)
+        if still is not None and not still():
+            raise IndexFormatError(f"{Path(out).parent} was rebuilt while its heads were derived; "
+                                   "derive them again")
+        w.finish({"kind": "heads", "backend": "native", "doc_count": index.num_docs, "terms": len(index.terms),
+                  "cap": cap, "of": parent_checksum, "build": record})
+    return record
+
+
+def _derive_into(w: IndexWriter, index, cap: int, range_entries: int) -> dict:
+    p = index.packed
     t0 = time.perf_counter()
     n, n_terms = index.num_docs, len(index.terms)
     maxdf = int(index.doc_freqs().max()) if n_terms else 0
@@ -174,38 +189,34 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
     term_dtype = np.uint16 if n_terms <= 1 << 16 else np.int32
     val_dtype = np.uint16 if integral else np.float32
     total = int(doc_ptr[-1])
-    with IndexWriter(out, overwrite=overwrite) as w:
-        w.save_array("head_ptr.npy", head_ptr)
-        w.save_array("doc_ptr.npy", doc_ptr)
-        head_docs = np.lib.format.open_memmap(w.path("head_docs.npy"), "w+", np.int32, (int(head_ptr[-1]),))
-        head_vals = np.lib.format.open_memmap(w.path("head_vals.npy"), "w+", np.float32, (int(head_ptr[-1]),))
-        fwd_terms = np.lib.format.open_memmap(w.path("fwd_terms.npy"), "w+", term_dtype, (total,))
-        fwd_vals = np.lib.format.open_memmap(w.path("fwd_vals.npy"), "w+", val_dtype, (total,))
-        cursor = doc_ptr[:-1].copy()
-        passes, lo = 0, 0
-        while True:  # documents [lo, hi) hold at most range_entries entries (or one document)
-            hi = int(np.searchsorted(doc_ptr, doc_ptr[lo] + max(1, range_entries), side="right")) - 1
-            hi = min(n, max(hi, lo + 1))
-            base = int(doc_ptr[lo])
-            size = int(doc_ptr[hi]) - base
-            terms_buf, vals_buf = np.empty(size, term_dtype), np.empty(size, val_dtype)
-            heads = (head_docs, head_vals) if passes == 0 else (np.empty(0, np.int32), np.empty(0, np.float32))
-            if _fill(*common, st, *arena, head_ptr, *heads, lo, hi, cursor, base, terms_buf, vals_buf) < 0:
-                raise IndexFormatError("corrupt postings (run `retriever info INDEX --verify`)")
-            fwd_terms[base:base + size] = terms_buf
-            fwd_vals[base:base + size] = vals_buf
-            passes += 1
-            lo = hi
-            if lo >= n:
-                break
-        for a in (head_docs, head_vals, fwd_terms, fwd_vals):
-            a.flush()
-        del head_docs, head_vals, fwd_terms, fwd_vals
-        record = {"cap": cap, "heads": int(head_ptr[-1]), "entries": total, "passes": passes,
-                  "count_s": round(count_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
-        w.finish({"kind": "heads", "backend": "native", "doc_count": n, "terms": n_terms, "cap": cap,
-                  "of": parent_checksum, "build": record})
-    return record
+    w.save_array("head_ptr.npy", head_ptr)
+    w.save_array("doc_ptr.npy", doc_ptr)
+    head_docs = np.lib.format.open_memmap(w.path("head_docs.npy"), "w+", np.int32, (int(head_ptr[-1]),))
+    head_vals = np.lib.format.open_memmap(w.path("head_vals.npy"), "w+", np.float32, (int(head_ptr[-1]),))
+    fwd_terms = np.lib.format.open_memmap(w.path("fwd_terms.npy"), "w+", term_dtype, (total,))
+    fwd_vals = np.lib.format.open_memmap(w.path("fwd_vals.npy"), "w+", val_dtype, (total,))
+    cursor = doc_ptr[:-1].copy()
+    passes, lo = 0, 0
+    while True:  # documents [lo, hi) hold at most range_entries entries (or one document)
+        hi = int(np.searchsorted(doc_ptr, doc_ptr[lo] + max(1, range_entries), side="right")) - 1
+        hi = min(n, max(hi, lo + 1))
+        base = int(doc_ptr[lo])
+        size = int(doc_ptr[hi]) - base
+        terms_buf, vals_buf = np.empty(size, term_dtype), np.empty(size, val_dtype)
+        heads = (head_docs, head_vals) if passes == 0 else (np.empty(0, np.int32), np.empty(0, np.float32))
+        if _fill(*common, st, *arena, head_ptr, *heads, lo, hi, cursor, base, terms_buf, vals_buf) < 0:
+            raise IndexFormatError("corrupt postings (run `retriever info INDEX --verify`)")
+        fwd_terms[base:base + size] = terms_buf
+        fwd_vals[base:base + size] = vals_buf
+        passes += 1
+        lo = hi
+        if lo >= n:
+            break
+    for a in (head_docs, head_vals, fwd_terms, fwd_vals):
+        a.flush()
+    del head_docs, head_vals, fwd_terms, fwd_vals
+    return {"cap": cap, "heads": int(head_ptr[-1]), "entries": total, "passes": passes,
+            "count_s": round(count_s, 1), "seconds": round(time.perf_counter() - t0, 1)}
 
 
 class Heads:
@@ -529,6 +540,18 @@ def derive_index(root: str | Path, cap: int = CAP, overwrite: bool = False) -> d
         raise ValueError(f"{root}: a {manifest.get('kind')} ({manifest.get('backend')}) index; heads are "
                          "for native bm25 and sparse indexes")
     scale = manifest["impacts"]["scale"] if manifest["kind"] == "sparse" else None
+    generation = _generation(root)
+    if generation[1] != manifest.get(CHECKSUM_KEY):
+        raise IndexFormatError(f"{root} was rebuilt while its heads were derived; derive them again")
     index = InvertedIndex.load(root, num_docs=manifest["doc_count"], scale=scale,
                                layout=InvertedIndex.layout_of(manifest))
-    return derive(index, root / HEADS_DIR, cap, parent_checksum(root), overwrite)
+    # the heads record the generation read before the load, and are written only if it is still there
+    # (one read after the load stamped an index rebuilt meanwhile on heads of the one before it)
+    return derive(index, root / HEADS_DIR, cap, generation[1], overwrite,
+                  still=lambda: _generation(root) == generation)
+
+
+def _generation(root: Path) -> tuple:
+    """What identifies the index generation at ``root``: its directory and manifest checksum."""
+    st = os.stat(root)
+    return (st.st_dev, st.st_ino), parent_checksum(root)

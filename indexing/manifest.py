@@ -261,6 +261,9 @@ class IndexWriter:
         directory into place. ``sealed``: sub-directories that are indexes of their own (the
         shards of a sharded index), whose files their own manifests list; ``manifest`` records
         those manifests' checksums instead."""
+        if not self.tmp.is_dir():  # removed under us (a writer inside an index rebuilt meanwhile):
+            raise IndexFormatError(f"{self.tmp} vanished while it was written; nothing was written "
+                                   f"to {self.out} (was {self.out.parent} rebuilt or cleaned meanwhile?)")
         files = {}
         for p in sorted(self.tmp.rglob("*")):
             if p.is_symlink():

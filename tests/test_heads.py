@@ -423,3 +423,60 @@ def test_threads_opening_at_once_share_one_copy(tmp_path):
     for w in workers:
         w.join()
     assert len(got) == 4 and all(h is got[0] for h in got)
+
+
+@pytest.mark.parametrize("when", ["during the load", "while writing"])
+def test_heads_of_an_index_rebuilt_meanwhile_are_refused_not_stamped(tmp_path, monkeypatch, when):
+    """`retriever index --overwrite` while `retriever heads` runs. During the load: the heads of
+    the old generation were stamped with the new one's checksum (read again after the load) and
+    its heads searches returned wrong documents (20 of 20 queries). While writing: the arrays went
+    into the old directory, removed by the rebuild, and an empty heads directory was swapped into
+    the new one with exit 0. Both now fail with one line and leave the new index without heads."""
+    from indexing import inverted
+    from retriever import Retriever
+
+    out = _bm25_index(tmp_path)
+    rebuild = lambda: Retriever.build(tmp_path / "corpus.jsonl", out, kind="bm25", overwrite=True, k1=1.1)  # noqa: E731
+    if when == "during the load":
+        real = inverted.InvertedIndex.load.__func__
+
+        def load_then_rebuild(cls, *args, **kwargs):
+            monkeypatch.setattr(inverted.InvertedIndex, "load", classmethod(real))  # (the rebuild loads too)
+            index = real(cls, *args, **kwargs)
+            rebuild()
+            return index
+
+        monkeypatch.setattr(inverted.InvertedIndex, "load", classmethod(load_then_rebuild))
+    else:
+        real_fill = heads._fill
+
+        def fill_then_rebuild(*args):
+            monkeypatch.setattr(heads, "_fill", real_fill)
+            status = real_fill(*args)
+            rebuild()
+            return status
+
+        monkeypatch.setattr(heads, "_fill", fill_then_rebuild)
+    with pytest.raises(IndexFormatError, match="rebuilt while its heads were derived|vanished while it was written"):
+        heads.derive_index(out)
+    monkeypatch.undo()
+    assert not (out / heads.HEADS_DIR).exists()
+    assert heads.derive_index(out)["heads"] > 0  # derived again, they serve the new index
+    exact = Retriever.load(out, strategy="exhaustive").search("w1 w2 w3", k=10)
+    assert Retriever.load(out, strategy="heads", heads_depth=10**6, candidates=10**6).search("w1 w2 w3", k=10) == exact
+
+
+def test_a_second_derivation_fails_before_counting(tmp_path, monkeypatch):
+    from indexing.manifest import IndexBusyError, WriterLock
+
+    out = _bm25_index(tmp_path)
+    counted = []
+    real_count = heads._count
+    monkeypatch.setattr(heads, "_count", lambda *a: counted.append(1) or real_count(*a))
+    first = WriterLock(out / heads.HEADS_DIR)  # a derivation in progress
+    try:
+        with pytest.raises(IndexBusyError, match="another process"):
+            heads.derive_index(out)
+    finally:
+        first.release()
+    assert counted == []  # (it failed after the whole counting pass: 10.6 s on a test index)
