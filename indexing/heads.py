@@ -169,6 +169,19 @@ def derive(index, out: str | Path, cap: int = CAP, parent_checksum: str | None =
     return record
 
 
+def _reserved_memmap(path: Path, dtype, n: int) -> np.ndarray:
+    """A new ``.npy`` of ``n`` items mapped for writing, its blocks reserved first: pages written
+    through a mapping of a sparse file on a full disk kill the process with SIGBUS, a reservation
+    that cannot be made is an OSError (ENOSPC) naming the file."""
+    array = np.lib.format.open_memmap(path, "w+", dtype, (n,))
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.path.getsize(path))
+    except OSError as e:
+        raise OSError(e.errno, f"cannot reserve {os.path.getsize(path):,} bytes for {path} ({e.strerror})") from None
+    return array
+
+
 def _derive_into(w: IndexWriter, index, cap: int, range_entries: int) -> dict:
     p = index.packed
     t0 = time.perf_counter()
@@ -191,10 +204,10 @@ def _derive_into(w: IndexWriter, index, cap: int, range_entries: int) -> dict:
     total = int(doc_ptr[-1])
     w.save_array("head_ptr.npy", head_ptr)
     w.save_array("doc_ptr.npy", doc_ptr)
-    head_docs = np.lib.format.open_memmap(w.path("head_docs.npy"), "w+", np.int32, (int(head_ptr[-1]),))
-    head_vals = np.lib.format.open_memmap(w.path("head_vals.npy"), "w+", np.float32, (int(head_ptr[-1]),))
-    fwd_terms = np.lib.format.open_memmap(w.path("fwd_terms.npy"), "w+", term_dtype, (total,))
-    fwd_vals = np.lib.format.open_memmap(w.path("fwd_vals.npy"), "w+", val_dtype, (total,))
+    head_docs = _reserved_memmap(w.path("head_docs.npy"), np.int32, int(head_ptr[-1]))
+    head_vals = _reserved_memmap(w.path("head_vals.npy"), np.float32, int(head_ptr[-1]))
+    fwd_terms = _reserved_memmap(w.path("fwd_terms.npy"), term_dtype, total)
+    fwd_vals = _reserved_memmap(w.path("fwd_vals.npy"), val_dtype, total)
     cursor = doc_ptr[:-1].copy()
     passes, lo = 0, 0
     while True:  # documents [lo, hi) hold at most range_entries entries (or one document)

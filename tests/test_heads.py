@@ -480,3 +480,21 @@ def test_a_second_derivation_fails_before_counting(tmp_path, monkeypatch):
     finally:
         first.release()
     assert counted == []  # (it failed after the whole counting pass: 10.6 s on a test index)
+
+
+def test_a_full_disk_is_one_error_not_sigbus(tmp_path, monkeypatch):
+    """Pages written through a mapping of a sparse file on a full disk killed `retriever heads`
+    with SIGBUS (exit 135, no message; tmpfs, measured). The mapped files' blocks are reserved
+    first, so a full disk is an OSError naming the file, and nothing is left in the index."""
+    import errno
+    import os
+
+    out = _bm25_index(tmp_path)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(heads.os, "posix_fallocate", full)
+    with pytest.raises(OSError, match=r"cannot reserve [\d,]+ bytes for .*head_docs.npy \(No space left"):
+        heads.derive_index(out)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("heads")) == []

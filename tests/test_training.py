@@ -646,3 +646,24 @@ def test_a_second_training_run_on_the_same_output_stops_at_once(tiny_mlm, train_
         assert not out.exists()
     finally:
         held.release()
+
+
+def test_a_checkpoint_whose_save_failed_blocks_nothing(tiny_mlm, train_set, tmp_path, monkeypatch, one_torch_thread):
+    """A full disk during the first checkpoint left checkpoints/.step-N.partial: `--resume` then
+    found no checkpoint and a fresh run said "pass --resume" (stuck until deleted by hand)."""
+    import training.trainer as trainer_module
+
+    ds, negatives = train_set
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=4, save_every=2)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer_module.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        make_trainer(cfg).train()
+    assert list((tmp_path / "out" / "checkpoints").glob(".step-*.partial"))
+    monkeypatch.undo()
+    done = make_trainer(cfg)  # a fresh run starts (nothing to resume), and clears the partial
+    done.train()
+    assert done.step == 4 and not list((tmp_path / "out" / "checkpoints").glob(".step-*.partial"))

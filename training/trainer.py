@@ -444,14 +444,18 @@ class Trainer:
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
         distributed.barrier(self.dist)
+        checkpoints = self.out / "checkpoints"
+        if self.dist.main and checkpoints.is_dir():  # a checkpoint whose save failed or was killed
+            for partial in checkpoints.glob(".step-*.partial"):  # (a full disk): never one to resume
+                shutil.rmtree(partial, ignore_errors=True)
         if c.resume:
             self._resume()
-        elif self.dist.main and (self.out / "checkpoints").is_dir() and any((self.out / "checkpoints").iterdir()):
-            raise FileExistsError(f"{self.out} holds checkpoints of an earlier run; pass --resume to "
-                                  "continue it, or choose another --out")
         elif self.dist.main and (self.out / "training_summary.json").is_file():
             raise FileExistsError(f"{self.out} holds a finished training run; choose another --out "
                                   "(nothing there was changed)")
+        elif self.dist.main and checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
+            raise FileExistsError(f"{self.out} holds checkpoints of an earlier run; pass --resume to "
+                                  "continue it, or choose another --out")
         log_file = self.out / "train_log.jsonl"
         if self.dist.main:
             if not c.resume and log_file.is_file():  # a run stopped before its first checkpoint: start afresh,
