@@ -415,3 +415,26 @@ def test_a_docstore_refused_at_open_closes_its_file_once(bm25, tmp_path):
         f.write("still open")
         f.flush()
         os.fstat(f.fileno())
+
+
+@pytest.mark.parametrize("keep", [100, 200])
+def test_a_short_array_file_is_an_error_not_checksummed(tmp_path, monkeypatch, keep):
+    """On a full tmpfs np.save wrote 4,096 of 4,128 bytes without raising; the manifest would
+    have checksummed the short file as the array. The size is now checked after each save."""
+    import numpy as np
+
+    from indexing.manifest import IndexWriter
+
+    real = np.save
+
+    def short_save(path, array, allow_pickle=False):
+        real(path, array, allow_pickle=allow_pickle)
+        with open(path, "r+b") as f:
+            f.truncate(keep)  # header cut (100) or data cut (200)
+
+    with IndexWriter(tmp_path / "idx") as w:
+        w.save_array("fine.npy", np.arange(10))
+        monkeypatch.setattr(np, "save", short_save)
+        with pytest.raises(OSError, match=r"short.npy: \d+ of [\d,]+|more bytes written \(disk full\?\)"):
+            w.save_array("short.npy", np.arange(1000))
+        w.abort()
