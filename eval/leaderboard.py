@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.report import md_cell, md_code, md_table
+from indexing.io import atomic_open, atomic_write_text
 
 __all__ = ["write_leaderboard", "plot_leaderboard", "load_reference", "compare_reference"]
 
@@ -182,16 +183,14 @@ def write_leaderboard(cells: Sequence[Mapping[str, Any]], out_dir: str | Path,
     avgs, partial = _averages(configs, datasets, grid, metrics)
     comparison = compare_reference(cells, reference, metrics, tolerance) if reference else []
 
-    (out_dir / "leaderboard.md").write_text(
-        _markdown(configs, datasets, grid, metrics, avgs, partial, comparison, tolerance,
-                  has_reference=reference is not None),
-        encoding="utf-8")
-    (out_dir / "leaderboard.csv").write_text(_csv(configs, datasets, grid, metrics), encoding="utf-8")
+    # each file replaced whole (a full disk cut the previous ones to page-sized pieces, in place)
+    atomic_write_text(out_dir / "leaderboard.md", _markdown(configs, datasets, grid, metrics, avgs, partial, comparison,
+                                                            tolerance, has_reference=reference is not None))
+    atomic_write_text(out_dir / "leaderboard.csv", _csv(configs, datasets, grid, metrics))
 
     result = {"metrics": metrics, "datasets": datasets, "configs": configs, "cells": cells,
               "averages": avgs, "reference": comparison}
-    (out_dir / "leaderboard.json").write_text(
-        json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_text(out_dir / "leaderboard.json", json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
@@ -323,7 +322,8 @@ def plot_leaderboard(cells: Sequence[Mapping[str, Any]], out_dir: str | Path,
         ax.legend(title="config", fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     p = out_dir / f"bars_{_safe_name(metric)}.png"
-    fig.savefig(p)
+    with atomic_open(p, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     paths.append(p)
 
@@ -361,7 +361,8 @@ def plot_leaderboard(cells: Sequence[Mapping[str, Any]], out_dir: str | Path,
                 transform=ax.transAxes, ha="center", va="center", fontsize=12)
     fig.tight_layout()
     p = out_dir / "tradeoff.png"
-    fig.savefig(p)
+    with atomic_open(p, "wb") as f:
+        fig.savefig(f, format="png")
     plt.close(fig)
     paths.append(p)
     return paths

@@ -32,6 +32,7 @@ from typing import Any
 
 from eval.leaderboard import (Reference, _averages, _first_line, _index_mb, _num, _ok, _ordered, _status,
                               _value, compare_reference, load_reference)
+from indexing.io import atomic_write_text
 
 __all__ = ["render_leaderboard_html", "write_leaderboard_html"]
 
@@ -403,5 +404,5 @@ def write_leaderboard_html(cells: Sequence[Mapping[str, Any]], out_dir: str | Pa
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "leaderboard.html"
-    path.write_text(render_leaderboard_html(cells, **options), encoding="utf-8")
+    atomic_write_text(path, render_leaderboard_html(cells, **options))
     return path

@@ -192,7 +192,7 @@ def run_cell(root: Path | None, dataset: str, name: str, options: dict, out: Pat
         result = evaluate(qrels, run, list(metrics), per_query=True)
         cell_dir.mkdir(parents=True, exist_ok=True)
         write_run(run, out / "runs" / f"{dataset.replace('/', '__')}__{name}.trec", tag=name)
-        (cell_dir / "per_query.json").write_text(json.dumps(result.per_query, indent=1) + "\n")
+        atomic_write_text(cell_dir / "per_query.json", json.dumps(result.per_query, indent=1) + "\n")
         cell.update(metrics=result.metrics, index_bytes=dir_size(index_dir),
                     latency_ms=1000 * search_s / max(len(queries), 1),
                     wall_s=time.perf_counter() - start, num_queries=result.num_queries)

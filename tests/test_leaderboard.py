@@ -193,3 +193,28 @@ def test_plots_without_matplotlib(cells, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match=r"pip install 'retriever\[plots\]'"):
         plot_leaderboard(cells, tmp_path)
+
+
+def test_a_full_disk_leaves_the_previous_leaderboard_whole(tmp_path, monkeypatch):
+    """On ENOSPC the leaderboard files were cut in place to page-sized pieces (leaderboard.md
+    535 B -> 4,096 B cut mid-line, leaderboard.html without </html>); each is now replaced whole."""
+    import errno
+    import os
+
+    from eval.leaderboard_html import write_leaderboard_html
+
+    cells = [cell("bm25", "scifact", ndcg=0.5, recall=0.6)]
+    write_leaderboard(cells, tmp_path)
+    write_leaderboard_html(cells, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    more = cells + [cell("other", "scifact", ndcg=0.7, recall=0.8)]
+    with pytest.raises(OSError, match="No space"):
+        write_leaderboard(more, tmp_path)
+    with pytest.raises(OSError, match="No space"):
+        write_leaderboard_html(more, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
