@@ -98,3 +98,35 @@ def test_names_in_the_card_are_escaped_and_quoted():
     assert "--model 'my model|\U0001f600'" in card and "``m`x``" not in card and "`` m`x ``" in card
     front = yaml.safe_load(card.split("---")[1])
     assert front["model-index"][0]["name"] == name  # (two \u escapes read back as lone surrogates)
+
+
+def test_two_evaluations_recorded_at_once_are_both_kept(tmp_path, monkeypatch):
+    """Two `eval --model-card DIR` at once lost one result in 3 of 16 pairs (an unlocked
+    read-modify-write of eval_results.json); the second now waits for the first."""
+    import json
+    import threading
+
+    from training import model_card
+
+    (tmp_path / "training_config.json").write_text("{}")
+    real_read, both_read, done = model_card._read_json, threading.Barrier(2, timeout=2), []
+
+    def read_and_meet(path, default):  # without the lock, both read the old list before either writes
+        value = real_read(path, default)
+        if path.name == model_card.RESULTS:
+            try:
+                both_read.wait()
+            except threading.BrokenBarrierError:
+                pass  # the lock kept the other out: it reads after this one has written
+        return value
+
+    monkeypatch.setattr(model_card, "_read_json", read_and_meet)
+    threads = [threading.Thread(target=lambda s=s: done.append(model_card.add_results(tmp_path, "sf", s, {"ndcg@10": 0.5})))
+               for s in ("test", "dev")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert len(done) == 2
+    kept = json.loads((tmp_path / model_card.RESULTS).read_text())
+    assert sorted(r["split"] for r in kept) == ["dev", "test"]

@@ -55,11 +55,17 @@ def add_results(model_dir: str | os.PathLike, dataset: str, split: str, metrics:
     if not (root / "training_config.json").is_file():
         raise ValueError(f"{root}: not a model directory written by `retriever train` "
                          "(no training_config.json); --model-card needs one")
-    results = [r for r in _read_json(root / RESULTS, []) if (r.get("dataset"), r.get("split")) != (dataset, split)]
-    results.append({"dataset": dataset, "split": split, "metrics": {k: float(v) for k, v in metrics.items()},
-                    "index": index})
-    atomic_write_json(root / RESULTS, results)
-    write_model_card(root)
+    from indexing.manifest import WriterLock
+
+    lock = WriterLock(root / RESULTS, what="model card", wait=True)  # two evals at once: each waits, none lost
+    try:
+        results = [r for r in _read_json(root / RESULTS, []) if (r.get("dataset"), r.get("split")) != (dataset, split)]
+        results.append({"dataset": dataset, "split": split, "metrics": {k: float(v) for k, v in metrics.items()},
+                        "index": index})
+        atomic_write_json(root / RESULTS, results)
+        write_model_card(root)
+    finally:
+        lock.release()
 
 
 def write_model_card(model_dir: str | os.PathLike, device: str | None = None) -> Path:

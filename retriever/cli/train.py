@@ -140,7 +140,7 @@ def _run_lock(out):
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     Path(out).absolute().parent.mkdir(parents=True, exist_ok=True)
-    return WriterLock(Path(out).absolute())
+    return WriterLock(Path(out).absolute(), what="training output directory")
 
 
 def run_training(make_encoder, flags: dict, extra: dict) -> None:
