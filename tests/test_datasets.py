@@ -175,3 +175,22 @@ def test_a_second_pull_waits_for_the_first_and_a_file_in_the_way_is_named(offlin
     with pytest.raises(DataError, match="is in the way of dataset beir/scifact: it is a file") as err:
         pull("beir/scifact")
     assert "Offline" not in str(err.value)
+
+
+def test_a_second_grid_into_the_same_out_fails_at_once(tmp_path):
+    """Two `retriever beir` into one OUT both ran every cell, each failed one on the other's index
+    lock, and OUT's leaderboard showed a finished cell as failed. The second now fails at once."""
+    from indexing.manifest import WriterLock
+
+    (tmp_path / "runs.yaml").write_text("bm25: {kind: bm25}\n")
+    first = WriterLock((tmp_path / "lb").absolute(), what="leaderboard directory")  # a grid running
+    try:
+        res = run("beir", "--root", TINYFACTS.parent, "--datasets", "tinyfacts", "--config", tmp_path / "runs.yaml",
+                  "--out", tmp_path / "lb", "--no-plots")
+    finally:
+        first.release()
+    assert res.exit_code == 1 and "writing this leaderboard directory" in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "lb" / "cells").exists()
+    res = run("beir", "--root", TINYFACTS.parent, "--datasets", "tinyfacts", "--config", tmp_path / "runs.yaml",
+              "--out", tmp_path / "lb", "--no-plots")
+    assert res.exit_code == 0, res.output

@@ -69,20 +69,27 @@ def beir(ctx, root, datasets, config_file, out, split, depth, reference, toleran
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     if not names:
         raise click.BadParameter(f"no dataset named in {datasets!r}", param_hint="--datasets")
-    start = time.perf_counter()
-    cells = run_grid(root, names, configs, out, split=split, k=depth, model_cards=model_cards, ray=ray_address,
-                     replicas=replicas)
-    write_leaderboard(cells, out, metrics=LEADERBOARD_METRICS, reference=ref, tolerance=tolerance)
-    images = []
-    if not no_plots:
-        try:
-            images = plot_leaderboard(cells, out)
-        except ImportError as e:
-            click.echo(f"note: {e}", err=True)
-    write_leaderboard_html(cells, out, metrics=LEADERBOARD_METRICS, reference=ref, tolerance=tolerance,
-                           commands=reproduce_commands(root, names, configs, out, split, depth,
-                                                       LEADERBOARD_METRICS),
-                           command=_command_line(ctx), images=images)
+    from indexing.manifest import WriterLock
+
+    out.mkdir(parents=True, exist_ok=True)
+    lock = WriterLock(out.absolute(), what="leaderboard directory")  # a second grid into OUT fails at once
+    try:
+        start = time.perf_counter()
+        cells = run_grid(root, names, configs, out, split=split, k=depth, model_cards=model_cards, ray=ray_address,
+                         replicas=replicas)
+        write_leaderboard(cells, out, metrics=LEADERBOARD_METRICS, reference=ref, tolerance=tolerance)
+        images = []
+        if not no_plots:
+            try:
+                images = plot_leaderboard(cells, out)
+            except ImportError as e:
+                click.echo(f"note: {e}", err=True)
+        write_leaderboard_html(cells, out, metrics=LEADERBOARD_METRICS, reference=ref, tolerance=tolerance,
+                               commands=reproduce_commands(root, names, configs, out, split, depth,
+                                                           LEADERBOARD_METRICS),
+                               command=_command_line(ctx), images=images)
+    finally:
+        lock.release()
     click.echo((out / "leaderboard.md").read_text(encoding="utf-8"))
     reused = sum(c["cached"] for c in cells)
     click.echo(f"{len(cells)} cells ({reused} reused) in {time.perf_counter() - start:.1f}s; "
