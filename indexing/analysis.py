@@ -101,8 +101,8 @@ ANALYSIS_VERSION = 2  # what new indexes use; an index keeps the version it was 
 # Every character class the analysis reads from Unicode's tables (the ``regex`` module's), for
 # ``unicode_tables``: an index built under other tables than it is searched with tokenises the
 # characters whose properties changed differently on each side.
-_CLASSES = (_AL, _NU, _EX, _FE, _MID_LETTER, _MID_NUM, r"\p{WB=Katakana}", r"\p{Ideographic}\p{Script=Hiragana}",
-            r"\p{LB=SA}", r"\p{Extended_Pictographic}", r"\p{RI}", _HL, _DQ, _SQ)
+_CLASSES = (_AL, _NU, _EX, _FE, _MID_LETTER, _MID_NUM, _KA, r"\p{Ideographic}\p{Script=Hiragana}",
+            r"\p{LB=SA}", _EP, r"\p{RI}", _HL, _DQ, _SQ)
 
 MAX_TOKEN_LENGTH = 255  # Lucene StandardTokenizer's default; longer tokens are cut in pieces
 _APOSTROPHES = ("'", "\u2019", "\uff07")
@@ -244,5 +244,5 @@ def _tables_digest() -> str:
     for cls in _CLASSES:
         h.update("".join(regex.findall(f"[{cls}]+", every)).encode("utf-8"))
         h.update(b"\0")
-    h.update("".join(c.lower() for c in every).encode("utf-8", "surrogatepass"))
+    h.update("".join(c.lower() for c in every).encode("utf-8"))
     return h.hexdigest()

@@ -255,12 +255,13 @@ class IndexWriter:
             try:
                 read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
                 read_header(f)
-                expected = f"{f.tell() + array.nbytes:,}"
-                short = os.path.getsize(path) != f.tell() + array.nbytes
+                expected = f.tell() + array.nbytes
             except ValueError:  # the header itself cut short
-                expected, short = "more", True
-        if short:
-            raise OSError(errno.ENOSPC, f"{path}: {os.path.getsize(path):,} of {expected} bytes written (disk full?)")
+                expected = None
+        written = os.path.getsize(path)
+        if written != expected:
+            raise OSError(errno.ENOSPC, f"{path}: {written:,} of {'more' if expected is None else f'{expected:,}'} "
+                          "bytes written (disk full?)")
 
     def write_docids(self, docids: Iterable[str]) -> None:
         with open(self.tmp / DOCIDS, "w", encoding="utf-8", newline="\n") as f:
