@@ -1,4 +1,6 @@
 import json
+import resource
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextmanager
+def writes_fail_past(nbytes: int):
+    """Every write that takes a file past ``nbytes`` fails (EFBIG: RLIMIT_FSIZE, whose signal
+    Python ignores) in this process while the block runs: how a library's writer meets a full
+    disk, without one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

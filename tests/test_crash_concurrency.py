@@ -206,3 +206,37 @@ def test_readers_in_threads_during_rebuilds(tmp_path, monkeypatch, exchange):
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_a_write_killed_midway_leaves_a_temporary_file_the_next_write_removes(tmp_path):
+    """kill -9 inside ``atomic_open`` leaves ``.F.XXXX.tmp``; the next write of F removes it once
+    it is old and unlocked, and leaves a live writer's (locked) and a young one alone."""
+    from indexing.io import ABANDONED_AFTER_S, atomic_write_text
+
+    out = tmp_path / "run.trec"
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+        from indexing.io import atomic_open
+        with atomic_open({str(out)!r}) as f:
+            f.write("q1 Q0 d1 1 1.0 run\\n" * 1000)
+            f.flush()
+            print("writing", flush=True)
+            time.sleep(60)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "writing"
+    live = [x for x in tmp_path.iterdir() if x.name.startswith(".run.trec.")]
+    assert len(live) == 1
+    old = time.time() - 2 * ABANDONED_AFTER_S
+    os.utime(live[0], (old, old))
+    atomic_write_text(out, "a\n")  # the writer is alive (its lock held): its file stays
+    assert live[0].exists()
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert live[0].exists() and not out.read_text().startswith("q1")  # what the kill left behind
+    young = tmp_path / ".run.trec.young.tmp"
+    young.write_text("x")
+    atomic_write_text(out, "b\n")
+    assert not live[0].exists() and young.exists() and out.read_text() == "b\n"
+    assert sorted(x.name for x in tmp_path.iterdir()) == [".run.trec.young.tmp", "run.trec"]

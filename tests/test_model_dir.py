@@ -159,3 +159,49 @@ def test_an_encoder_loads_a_model_whose_swap_was_cut_short(tmp_path, tiny_mlm):
     assert not (out / READY).exists()
     for a, b in zip(first.model.state_dict().values(), loaded.model.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("writer", ["torch", "safetensors", "python"])
+def test_a_model_save_that_cannot_write_names_the_file_and_leaves_the_old_model(tmp_path, writer):
+    """A write the disk refuses (here: past the process's file-size limit, as a full disk
+    refuses it): torch says "[enforce fail at inline_container.cc] unexpected pos", safetensors
+    "I/O error", Python an OSError without a file name. Each becomes an OSError naming the
+    staging directory and the space left; the staging copy is removed and the model in place is
+    untouched."""
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.conftest import writes_fail_past
+
+    out = tmp_path / "model"
+    replace_model(out, lambda d: (d.mkdir(parents=True), (d / "weights.bin").write_text("old")))
+
+    def save(d: Path) -> None:
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        with writes_fail_past(4096):
+            if writer == "torch":
+                torch.save({"w": torch.zeros(10_000)}, d / "w.pt")
+            elif writer == "safetensors":
+                save_file({"w": torch.zeros(10_000)}, str(d / "w.safetensors"))
+            else:
+                with open(d / "w.txt", "w") as f:
+                    f.write("x" * 100_000)
+
+    with pytest.raises(OSError, match="could not be written") as e:
+        replace_model(out, save)
+    assert e.value.filename == str(out / model_dir.PARTIAL) and "bytes were free there" in e.value.strerror
+    assert sorted(p.name for p in out.iterdir()) == [LOCK, "weights.bin"]
+    assert (out / "weights.bin").read_text() == "old"
+
+
+def test_saving_leaves_other_errors_as_they_are(tmp_path):
+    from indexing.io import saving
+
+    with pytest.raises(ValueError, match="a bug"):
+        with saving(tmp_path / "x", partial=tmp_path / "p"):
+            raise ValueError("a bug")
+    with pytest.raises(PermissionError) as e:  # an OSError naming its file already: unchanged
+        with saving(tmp_path / "x"):
+            raise PermissionError(13, "Permission denied", "/somewhere/else")
+    assert e.value.filename == "/somewhere/else"

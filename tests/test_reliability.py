@@ -276,6 +276,25 @@ def test_store_fusion_takes_the_writer_lock(bm25, tmp_path, tiny_mlm, beir_dir, 
     assert read_manifest(h)["fusion"]["method"] == "minmax"
 
 
+def test_tune_fusion_stores_nothing_into_an_index_rebuilt_meanwhile(bm25, tmp_path, tiny_mlm, beir_dir,
+                                                                   one_torch_thread):
+    from retriever.kinds.hybrid import FusionSettings, store_fusion
+
+    dense = Retriever.build(beir_dir, tmp_path / "dense", kind="dense", model=str(tiny_mlm),
+                            faiss="Flat", device="cpu", doc_max_length=32)
+    h = compose(bm25.path, dense.path, tmp_path / "h")
+    tuned_on = read_manifest(h)
+    store_fusion(h, FusionSettings("minmax", [0.3, 0.7]), tuned_on=tuned_on)  # unchanged: stored
+    assert read_manifest(h)["fusion"]["weights"] == [0.3, 0.7]
+    tuned_on = read_manifest(h)
+    other = Retriever.build(beir_dir, tmp_path / "bm25-b", k1=1.5, b=0.3)  # other postings
+    compose(other.path, dense.path, h, overwrite=True)  # rebuilt while a tuning ran
+    before = (h / "manifest.json").read_bytes()
+    with pytest.raises(IndexBusyError, match="rebuilt while it was tuned"):
+        store_fusion(h, FusionSettings("zscore", [0.9, 0.1]), tuned_on=tuned_on)
+    assert (h / "manifest.json").read_bytes() == before
+
+
 # -- k and depth --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("k", [0, -1, 1.5, True, "3", None])

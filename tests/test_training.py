@@ -13,6 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from indexing.errors import DataError
+from tests.conftest import writes_fail_past
 from retriever import cli
 from training.data import BatchPlan, Group, TrainingData, read_negatives
 from training.encoders import DenseTrainEncoder
@@ -336,6 +337,25 @@ def test_resume_gives_the_model_of_an_uninterrupted_run(tiny_mlm, train_set, tmp
         make_trainer(other).train()
 
 
+def test_resume_drops_a_log_row_cut_short_and_names_a_damaged_one(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    ds, negatives = train_set
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=4, save_every=2)
+    with pytest.raises(Interrupted):
+        make_trainer(cfg, on_step=stop_at(2)).train()
+    log_file = tmp_path / "out" / "train_log.jsonl"
+    rows = log_file.read_text()
+    cfg.resume = True
+    log_file.write_text(rows.replace("\n", "\n{}\n", 1))  # a damaged row before the last: named, nothing changed
+    with pytest.raises(DataError, match=r"train_log.jsonl:2: malformed row"):
+        make_trainer(cfg).train()
+    assert log_file.read_text() == rows.replace("\n", "\n{}\n", 1)
+    log_file.write_text(rows + '{"step": 3, "loss": 0.4')  # the kill (or a full disk) cut the last row
+    resumed = make_trainer(cfg)
+    resumed.train()
+    steps = [json.loads(x)["step"] for x in log_file.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
 def test_a_learned_temperature_trains_is_logged_and_resumes(tiny_mlm, train_set, tmp_path, one_torch_thread):
     ds, negatives = train_set
     whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=4, save_every=10,
@@ -650,20 +670,26 @@ def test_a_second_training_run_on_the_same_output_stops_at_once(tiny_mlm, train_
 
 def test_a_checkpoint_whose_save_failed_blocks_nothing(tiny_mlm, train_set, tmp_path, monkeypatch, one_torch_thread):
     """A full disk during the first checkpoint left checkpoints/.step-N.partial: `--resume` then
-    found no checkpoint and a fresh run said "pass --resume" (stuck until deleted by hand)."""
+    found no checkpoint and a fresh run said "pass --resume" (stuck until deleted by hand). And
+    torch's own error on a full disk is "[enforce fail at inline_container.cc] unexpected pos":
+    it now names the file and the space left, and the partial checkpoint is removed at once."""
     import training.trainer as trainer_module
 
     ds, negatives = train_set
     cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=4, save_every=2)
+    real_save = torch.save
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def full_disk(*args, **kwargs):  # the disk refuses the bytes (torch's own error)
+        with writes_fail_past(4096):
+            real_save(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module.torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="could not be written") as e:
         make_trainer(cfg).train()
-    assert list((tmp_path / "out" / "checkpoints").glob(".step-*.partial"))
+    assert e.value.filename.endswith("state.pt") and "bytes were free there" in e.value.strerror
+    assert not list((tmp_path / "out" / "checkpoints").glob(".step-*.partial"))  # its space freed
     monkeypatch.undo()
+    (tmp_path / "out" / "checkpoints" / ".step-00000002.partial").mkdir()  # a save killed midway
     done = make_trainer(cfg)  # a fresh run starts (nothing to resume), and clears the partial
     done.train()
     assert done.step == 4 and not list((tmp_path / "out" / "checkpoints").glob(".step-*.partial"))

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from eval.beir import is_test_split
-from indexing.io import atomic_write_json
+from indexing.io import atomic_write_json, atomic_write_text, saving
 from indexing.manifest import replace_dir
 from retriever.encoders.model_dir import replace_model
 from training import distributed
@@ -548,7 +548,8 @@ class Trainer:
             return
         tmp = self.out / f".{target.name}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save(tmp)
+        with saving(tmp, partial=tmp):
+            self.model.save(tmp)
         replace_dir(tmp, target)
 
     # -- checkpoints ---------------------------------------------------------------------
@@ -559,7 +560,8 @@ class Trainer:
         if self.dist.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            torch.save(self._state(), tmp / "state.pt")
+            with saving(tmp / "state.pt", partial=tmp):
+                torch.save(self._state(), tmp / "state.pt")
         distributed.barrier(self.dist)
         _save_rng(tmp / f"rng-{self.dist.rank}.json", self.device)
         distributed.barrier(self.dist)
@@ -606,9 +608,7 @@ class Trainer:
         self.best = tuple(state["best"]) if state["best"] is not None else None
         log_file = self.out / "train_log.jsonl"
         if self.dist.main and log_file.is_file():  # rows the interrupted run wrote after this checkpoint go
-            rows = [r for r in log_file.read_text(encoding="utf-8").splitlines()
-                    if r.strip() and json.loads(r)["step"] <= self.step]
-            log_file.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+            atomic_write_text(log_file, "".join(json.dumps(r) + "\n" for r in _log_rows(log_file) if r["step"] <= self.step))
         rng = ckpt / f"rng-{self.dist.rank}.json"
         if rng.is_file():
             _set_rng_state(self.device, _load_rng(rng))
@@ -892,6 +892,30 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _log_rows(path: Path) -> list[dict]:
+    """The rows of a training log; a last row cut short (the run killed, or the disk full, as it
+    was written) is dropped with a warning, a damaged row before it is a DataError naming its line."""
+    from indexing.errors import DataError
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a row of this log")
+        except ValueError as e:
+            if lineno == len(lines):  # no newline after it: the write was cut
+                log.warning("%s: line %d was cut short as it was written; dropped", path, lineno)
+                break
+            raise DataError(f"malformed row ({e}); move the file aside to resume", path=path, line=lineno) from None
+        rows.append(row)
+    return rows
 
 
 def _append_json(path: Path, obj) -> None:

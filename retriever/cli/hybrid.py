@@ -88,7 +88,8 @@ def tune_fusion(index_dir, dataset, split, dev_fraction, seed, metric, dry_run):
                                    f"({where}); nothing stored")
     if not dry_run:
         store_fusion(index_dir, best, {"split": split, "dev_fraction": dev_fraction, "seed": seed,
-                                       "metric": metric, "value": value, "queries": len(queries)})
+                                       "metric": metric, "value": value, "queries": len(queries)},
+                     tuned_on=r.manifest)
         click.echo(f"stored {best.method} {best.weights} in {index_dir}/manifest.json")
 
 

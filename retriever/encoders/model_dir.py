@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from indexing.io import saving
+
 PARTIAL, READY, LOCK = ".model.partial", ".model.ready", ".model.lock"
 log = logging.getLogger("retriever")
 
@@ -31,7 +33,8 @@ def replace_model(out: Path, save: Callable[[Path], None]) -> None:
     out = Path(out)
     staging = out / PARTIAL
     shutil.rmtree(staging, ignore_errors=True)
-    save(staging)
+    with saving(staging, partial=staging):
+        save(staging)
     with _locked(out, fcntl.LOCK_EX):
         _roll_forward(out)  # a swap an earlier, killed writer began: finished before ours
         os.replace(staging, out / READY)  # the commit point: from here on, the new model wins

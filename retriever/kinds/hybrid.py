@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, NamedTup
 
 from eval.fusion import MAX_RRF_K, MAX_WEIGHT, Method, check_fusion, fuse_one
 from indexing.corpus import Doc
-from indexing.manifest import (IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
+from indexing.manifest import (IndexBusyError, IndexFormatError, IndexWriter, WriterLock, read_manifest, safe_join,
                                write_manifest)
 from indexing.results import Hit, Run
 from retriever import kinds
@@ -320,14 +320,20 @@ def _component_store(path: Path, store, component_ids: list[str], docids: list[s
     return _RowMappedStore(store, [row[d] for d in docids])
 
 
-def store_fusion(root: str | os.PathLike, fusion: FusionSettings, tuned: dict | None = None) -> None:
+def store_fusion(root: str | os.PathLike, fusion: FusionSettings, tuned: dict | None = None,
+                 tuned_on: dict | None = None) -> None:
     """Rewrite a hybrid manifest's fusion settings (atomic replace of manifest.json), as the
-    index's writer (IndexBusyError while another process writes it)."""
+    index's writer (IndexBusyError while another process writes it). ``tuned_on``: the manifest
+    the setting was tuned on; refused (nothing written) if the index was rebuilt since."""
     lock = WriterLock(Path(root).absolute())
     try:
         manifest = read_manifest(root, verify=False)
         if manifest.get("kind") != "hybrid":
             raise ValueError(f"{root} is not a hybrid index")
+        if tuned_on is not None and any(manifest.get(k) != tuned_on.get(k) for k in ("created", "components", "files")):
+            raise IndexBusyError(f"{root} was rebuilt while it was tuned (built {manifest.get('created')}, "
+                                 f"tuned on the index built {tuned_on.get('created')}); nothing stored: "
+                                 "tune it again")
         manifest["fusion"] = asdict(fusion)
         if tuned is not None:
             manifest["fusion_tuning"] = tuned
