@@ -20,6 +20,11 @@ list's 128-posting chunks holding a sought document decoded (once a query). Prin
 and sought, and the speed-up in postings.
 
     python scripts/bm25_bounds_model.py INDEX SET [--queries-n 40] [--model bmp|daat|both]
+        [--order index|length|random]
+
+``--order``: the documents renumbered before modelling (``length``: by their number of terms,
+shortest first, so a block holds documents of one length and a BM25 impact depends mostly on the
+length; ``random``: a shuffle, the order without any structure), to see what an order gives.
 
 SET: a BM25 query set of ``scripts/bench_sparse_scale.py`` (``mid``, ``weighted``,
 ``weighted-all``, ``scifact-profile``, ``nfcorpus-profile``). Measured 2026-12-04 on the BM25
@@ -49,6 +54,29 @@ def query_lists(u, terms, weights):
     off, docs, imp = u.offsets, u.docs, u.impacts
     return [(docs[off[t]:off[t + 1]], np.float32(w) * imp[off[t]:off[t + 1]].astype(np.float32))
             for t, w in zip(terms.tolist(), weights.tolist())]
+
+
+def renumbered(lists, new_id):
+    """``lists`` with each document ``d`` renamed ``new_id[d]``, each list sorted again."""
+    out = []
+    for d, v in lists:
+        nd = new_id[d]
+        o = np.argsort(nd, kind="stable")
+        out.append((nd[o].astype(np.int64), v[o]))
+    return out
+
+
+def document_order(u, num_docs: int, how: str) -> np.ndarray | None:
+    """The new id of each document under ``--order`` (None: the index's own order)."""
+    if how == "index":
+        return None
+    if how == "length":
+        order = np.argsort(np.bincount(u.docs, minlength=num_docs), kind="stable")
+    else:
+        order = np.random.default_rng(0).permutation(num_docs)
+    new_id = np.empty(num_docs, np.int64)
+    new_id[order] = np.arange(num_docs)
+    return new_id
 
 
 def exact_scores(lists, num_docs):
@@ -139,14 +167,18 @@ def main() -> int:
     ap.add_argument("--model", choices=["bmp", "daat", "both"], default="both")
     ap.add_argument("--window", type=int, default=4096, help="daat: documents per threshold update")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--order", choices=["index", "length", "random"], default="index")
     args = ap.parse_args()
     index, queries = bm25_queries(args.index, args.queries, args.n)
     u = index.uncompressed()
+    new_id = document_order(u, index.num_docs, args.order)
     total = 0
     b_tot = {s: [0, 0, 0] for s in SHIFTS}
     d_tot = [0, 0, 0]
     for terms, weights in queries:
         lists = query_lists(u, terms, weights)
+        if new_id is not None:
+            lists = renumbered(lists, new_id)
         total += sum(len(d) for d, _ in lists)
         acc = exact_scores(lists, index.num_docs)
         if args.model in ("bmp", "both"):
@@ -155,7 +187,7 @@ def main() -> int:
                 b_tot[s] = [x + y for x, y in zip(b_tot[s], bmp(lists, theta, index.num_docs, s))]
         if args.model in ("daat", "both"):
             d_tot = [x + y for x, y in zip(d_tot, daat(lists, acc, args.window, args.k))]
-    report = {"index": str(args.index), "set": args.queries, "queries": len(queries),
+    report = {"index": str(args.index), "set": args.queries, "order": args.order, "queries": len(queries),
               "postings_a_query": round(total / len(queries))}
     if args.model in ("bmp", "both"):
         report["bmp"] = {1 << s: {"entries_share": round(e / total, 3), "scored_share": round(p / total, 3),

@@ -37,3 +37,17 @@ def test_maxscore_document_at_a_time_counted_by_hand():
     assert m.daat(LISTS, acc, 4, 1) == (4, 3, 1)
     # k = 2: the threshold after window 0 is 1 (docs 1 and 0): nothing is non-essential, all read
     assert m.daat(LISTS, acc, 4, 2) == (5, 0, 0)
+
+
+def test_renumbering_by_length_counted_by_hand():
+    m = _module()
+
+    class U:  # doc 5 holds one term, docs 0 and 6 one each, doc 1 two: by length 2,3,4,7 (empty) then 0,5,6 then 1
+        docs = np.array([0, 1, 5, 1, 6])
+
+    new_id = m.document_order(U, 8, "length")
+    assert new_id.tolist() == [4, 7, 0, 1, 2, 5, 6, 3]
+    lists = m.renumbered(LISTS, new_id)
+    assert [d.tolist() for d, _ in lists] == [[4, 5, 7], [6, 7]]  # A: 0->4, 5->5, 1->7; B: 6->6, 1->7
+    assert lists[1][1].tolist() == [2.0, 2.0]
+    assert m.document_order(U, 8, "index") is None
