@@ -26,7 +26,7 @@ from indexing.corpus import Doc
 from indexing.analysis import Analyzer
 from indexing.compress import Bm25Model, bm25_impact
 from indexing.inverted import POSTINGS_DOCS, POSTINGS_IMPACTS, InvertedIndex
-from indexing.io import load_npy
+from indexing.io import load_npy, save_npy
 from indexing.postings import NpyAppender, PostingsBuilder, read_rows
 
 Fields = Literal["flat", "multifield"]
@@ -157,8 +157,8 @@ class Analysed:
         so its presence means the directory is complete."""
         from indexing.io import atomic_open
 
-        np.save(self.directory / _OFFSETS, self.offsets)
-        np.save(self.directory / _LENGTHS, self.lengths)
+        save_npy(self.directory / _OFFSETS, self.offsets)
+        save_npy(self.directory / _LENGTHS, self.lengths)
         with atomic_open(self.directory / _DOCIDS) as f:
             f.write("".join(d + "\n" for d in self.docids))
         with atomic_open(self.directory / ANALYSED) as f:

@@ -69,6 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexing.io import save_npy
 from indexing.kernels import (  # the format's constants and the decoder (compiled with the kernels)
     CHUNK,
     FLAG_BLOCKMAX,
@@ -547,11 +548,11 @@ class PackedPostings:
             shutil.copyfileobj(f, out._f, 1 << 24)
         out.close()
         os.unlink(raw)
-        np.save(out_dir / TERM_PTR, ptr, allow_pickle=False)
-        np.save(out_dir / TABLE, table, allow_pickle=False)
+        save_npy(out_dir / TERM_PTR, ptr)
+        save_npy(out_dir / TABLE, table)
         if stats["terms_by_mode"]["bm25"]:
-            np.save(out_dir / NORMS, np.ascontiguousarray(model.norms, dtype=np.uint8), allow_pickle=False)
-            np.save(out_dir / NORM_TABLE, np.ascontiguousarray(model.norm_table, dtype=np.float32), allow_pickle=False)
+            save_npy(out_dir / NORMS, np.ascontiguousarray(model.norms, dtype=np.uint8))
+            save_npy(out_dir / NORM_TABLE, np.ascontiguousarray(model.norm_table, dtype=np.float32))
         stats["bytes"] = total
         return stats
 
@@ -559,10 +560,10 @@ class PackedPostings:
         """Write these (already packed) arrays as the files of an index."""
         out_dir = Path(out_dir)
         for name, array in ((TERM_PTR, self.term_ptr), (STREAM, self.stream), (TABLE, self.table)):
-            np.save(out_dir / name, np.ascontiguousarray(array), allow_pickle=False)
+            save_npy(out_dir / name, np.ascontiguousarray(array))
         if len(self.norm_table):
-            np.save(out_dir / NORMS, np.ascontiguousarray(self.norms), allow_pickle=False)
-            np.save(out_dir / NORM_TABLE, np.ascontiguousarray(self.norm_table), allow_pickle=False)
+            save_npy(out_dir / NORMS, np.ascontiguousarray(self.norms))
+            save_npy(out_dir / NORM_TABLE, np.ascontiguousarray(self.norm_table))
 
     @staticmethod
     def present(root: Path) -> bool:

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from indexing.cpus import usable_cpus
-from indexing.io import load_npy
+from indexing.io import load_npy, save_npy
 
 log = logging.getLogger("retriever")
 
@@ -557,7 +557,7 @@ class DenseIndex:
         path = directory / INDEX_FILE
         faiss.write_index(cpu_index, str(path))
         if self.refine:
-            np.save(directory / REFINE_FILE, np.asarray(self.refine_vectors), allow_pickle=False)
+            save_npy(directory / REFINE_FILE, np.asarray(self.refine_vectors))
         ntotal = self.ntotal
         return {
             "spec": self.spec,

@@ -39,7 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexing.io import NPY_HEADER_LOCK, atomic_open, load_npy
+from indexing.io import atomic_open, is_write_failure, load_npy, save_npy, write_failure
 
 FORMAT_VERSION = 3
 # 1: no manifest checksum; composed hybrids by absolute path (refused). 2: uncompressed (CSR)
@@ -244,24 +244,8 @@ class IndexWriter:
         return self.tmp / name
 
     def save_array(self, name: str, array: np.ndarray) -> None:
-        """``np.save``, then the file's size checked: on a full filesystem np.save can write a short
-        file without raising (4,096 of 4,128 bytes, measured on tmpfs), which the manifest would
-        then have checksummed as it was."""
-        array = np.ascontiguousarray(array)
-        path = self.tmp / name
-        np.save(path, array, allow_pickle=False)
-        with open(path, "rb") as f, NPY_HEADER_LOCK:
-            fmt = np.lib.format
-            try:
-                read_header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
-                read_header(f)
-                expected = f.tell() + array.nbytes
-            except ValueError:  # the header itself cut short
-                expected = None
-        written = os.path.getsize(path)
-        if written != expected:
-            raise OSError(errno.ENOSPC, f"{path}: {written:,} of {'more' if expected is None else f'{expected:,}'} "
-                          "bytes written (disk full?)")
+        """``np.save`` into the index, its size checked (``indexing.io.save_npy``)."""
+        save_npy(self.tmp / name, array)
 
     def write_docids(self, docids: Iterable[str]) -> None:
         with open(self.tmp / DOCIDS, "w", encoding="utf-8", newline="\n") as f:
@@ -308,9 +292,14 @@ class IndexWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        # a write that failed without naming its file (a full disk: "No space left on device",
+        # numpy's "N requested and M written") is named as this index's, space measured first
+        failure = write_failure(exc, self.out) if is_write_failure(exc) and exc.filename is None else None
         if exc_type is not None or self.tmp.exists():
             self.abort()
         self._lock.release()
+        if failure is not None:
+            raise failure from exc
 
 
 # -- the manifest --------------------------------------------------------------------------------

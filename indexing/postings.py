@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.io import NPY_HEADER_LOCK, load_npy
+from indexing.io import NPY_HEADER_LOCK, load_npy, save_npy
 
 
 class PostingsBuilder:
@@ -54,9 +54,9 @@ class PostingsBuilder:
         terms = np.concatenate(self._terms)
         order = np.argsort(terms, kind="stable")  # stable: docs stay ascending within a term
         i = len(self._chunks)
-        np.save(self._dir / f"t{i}.npy", terms[order])
-        np.save(self._dir / f"d{i}.npy", np.concatenate(self._docs)[order])
-        np.save(self._dir / f"v{i}.npy", np.concatenate(self._values)[order])
+        save_npy(self._dir / f"t{i}.npy", terms[order])
+        save_npy(self._dir / f"d{i}.npy", np.concatenate(self._docs)[order])
+        save_npy(self._dir / f"v{i}.npy", np.concatenate(self._values)[order])
         self._chunks.append((self._dir, len(order)))
         self.total += len(order)
         self._reset()

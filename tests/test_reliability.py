@@ -454,6 +454,38 @@ def test_a_short_array_file_is_an_error_not_checksummed(tmp_path, monkeypatch, k
     with IndexWriter(tmp_path / "idx") as w:
         w.save_array("fine.npy", np.arange(10))
         monkeypatch.setattr(np, "save", short_save)
-        with pytest.raises(OSError, match=r"short.npy: \d+ of [\d,]+|more bytes written \(disk full\?\)"):
+        with pytest.raises(OSError, match=r"could not be written \(\d+ of ([\d,]+|more) bytes; disk full\?\)") as e:
             w.save_array("short.npy", np.arange(1000))
+        assert e.value.filename.endswith("short.npy")
         w.abort()
+
+
+def test_a_write_the_disk_refuses_names_the_index_or_file_being_written(tmp_path, beir_dir):
+    """A full disk made `retriever index` and `retriever fuse` say "Error: No space left on device"
+    or "Error: 2036 requested and 992 written" (numpy's short write), naming no file. Writes past
+    the process's file-size limit fail the same way; the previous index and run stay whole."""
+    from click.testing import CliRunner
+
+    from eval.trec import write_run
+    from retriever import cli
+    from tests.conftest import writes_fail_past
+
+    out = tmp_path / "idx"
+    Retriever.build(beir_dir, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with writes_fail_past(300):
+        result = CliRunner().invoke(cli.main, ["index", str(beir_dir), str(out), "--overwrite"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    error = result.output.splitlines()[-1]  # the file the refused write was for, in the build's directory
+    assert error.startswith(f"Error: {out}") and ": could not be written (" in error and "disk full?" in error
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith("idx.")] == []  # no build left behind
+
+    run = tmp_path / "run.trec"
+    write_run({"q1": {"d1": 1.0}}, run)
+    kept = run.read_bytes()
+    with writes_fail_past(300):
+        with pytest.raises(OSError, match="could not be written") as e:
+            write_run({f"q{i}": {f"d{j}": float(j) for j in range(50)} for i in range(50)}, run)
+    assert e.value.filename == str(run) and run.read_bytes() == kept
+    assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".run.trec.")] == []

@@ -44,6 +44,7 @@ from torch import nn
 from eval.beir import BeirDataset
 from eval.metrics import evaluate
 from indexing.errors import DataError
+from indexing.io import save_npy
 from indexing.manifest import (QUERY_MODEL_VERSION, IndexFormatError, IndexWriter, read_docids, read_manifest,
                                safe_join)
 from retriever.encoders.dense import DenseSettings, truncate
@@ -154,7 +155,7 @@ class TokenWeightModel(nn.Module):
     def save(self, out: str | Path) -> None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        np.save(out / QUERY_WEIGHTS, self.weights.detach().clamp(min=0).cpu().numpy().astype(np.float32))
+        save_npy(out / QUERY_WEIGHTS, self.weights.detach().clamp(min=0).cpu().numpy().astype(np.float32))
 
     def config(self) -> dict:
         return {"kind": "token-weights", "vocabulary": self.dim, "max_length": self.max_length}

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from indexing.io import save_npy
 from retriever.encoders.base import EncoderModel, bf16_autocast, check_batch_size, inference_batches
 from retriever.encoders.device import resolve_device
 from retriever.encoders.model_dir import reading
@@ -215,7 +216,7 @@ class SpladeModel(EncoderModel):
             self.model.save_pretrained(out)
             self.tokenizer.save_pretrained(out)
         if self.inference_free:
-            np.save(out / "query_weights.npy", torch.relu(self.query_weights.detach()).cpu().numpy().astype(np.float32))
+            save_npy(out / "query_weights.npy", torch.relu(self.query_weights.detach()).cpu().numpy().astype(np.float32))
             (out / "retriever_sparse.json").write_text(json.dumps(
                 {"query_mode": "learned", "query_weights": "query_weights.npy"}, indent=2) + "\n", encoding="utf-8")
 

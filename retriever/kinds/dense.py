@@ -28,7 +28,7 @@ import numpy as np
 
 from indexing.corpus import Doc, doc_text
 from indexing.faiss_index import DenseIndex, check_spec
-from indexing.io import load_npy
+from indexing.io import load_npy, save_npy
 from indexing.manifest import IndexWriter, read_docid_order
 from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
@@ -111,7 +111,7 @@ class EncodingCache:
     def save(self, block: int, docs: list[Doc], vectors: np.ndarray) -> None:
         vec_path, ids_path = self._paths(block)
         tmp = vec_path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors, allow_pickle=False)
+        save_npy(tmp, vectors)
         ids_path.write_text(_block_key(docs), encoding="utf-8")
         os.replace(tmp, vec_path)  # the vectors file appears last: its presence means complete
 
