@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from indexing.cpus import usable_cpus
-from indexing.io import load_npy, save_npy
+from indexing.io import load_npy, save_npy, write_failure
 
 log = logging.getLogger("retriever")
 
@@ -555,7 +556,7 @@ class DenseIndex:
         if self.gpus:
             self._set_defaults(cpu_index, self._parsed, self.nprobe, self.ef_search, on_gpu=False)
         path = directory / INDEX_FILE
-        faiss.write_index(cpu_index, str(path))
+        write_faiss(cpu_index, path)
         if self.refine:
             save_npy(directory / REFINE_FILE, np.asarray(self.refine_vectors))
         ntotal = self.ntotal
@@ -716,7 +717,21 @@ def train_empty(sample: np.ndarray, factory: str, threads: int | None = None):
 
 def write_trained(index, path: Path) -> None:
     """Save a trained empty index (faiss's own format)."""
-    _faiss().write_index(index, str(path))
+    write_faiss(index, path)
+
+
+def write_faiss(index, path: str | os.PathLike) -> None:
+    """``faiss.write_index`` through a Python file, whose writes raise: faiss's own file writer
+    only prints "close error" when its last flush fails on a full disk, leaving a short file that
+    an index's manifest would checksum. A failed write is an OSError naming ``path``."""
+    faiss = _faiss()
+    try:
+        with open(path, "wb") as f:
+            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise write_failure(e, path) from e
 
 
 def read_trained(path: Path, factory: str, dim: int):

@@ -106,7 +106,8 @@ def write_failure(e: BaseException, path: str | os.PathLike) -> OSError:
     except OSError:
         free = ""
     reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
-    return OSError(getattr(e, "errno", None) or errno.EIO, f"could not be written ({reason}){free}", str(path))
+    code = getattr(e, "errno", None) or (errno.ENOSPC if is_write_failure(e) else errno.EIO)  # numpy's short write: no errno
+    return OSError(code, f"could not be written ({reason}){free}", str(path))
 
 
 @contextmanager
@@ -119,7 +120,8 @@ def saving(path: str | os.PathLike, partial: str | os.PathLike | None = None) ->
         yield
     except Exception as e:
         named = isinstance(e, OSError) and e.filename is not None
-        ours = isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError"
+        ours = (isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError"
+                or "(os error " in str(e))  # the tokenizers library's plain Exception: "... (os error 28)"
         failure = write_failure(e, path) if ours and not named else None
         if partial is not None:
             shutil.rmtree(partial, ignore_errors=True)

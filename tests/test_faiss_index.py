@@ -416,3 +416,22 @@ def test_float64_and_memmap_input(data, tmp_path):
     index = DenseIndex.build(mapped, "Flat", chunk_size=700)
     assert index.ntotal == N
     assert_exact(*index.search(q, K), x, q, K)
+
+
+def test_a_refused_write_of_the_faiss_file_is_an_error_naming_it(tmp_path):
+    """On a full disk faiss's own writer only printed "close error" when its last flush failed and
+    left a short faiss.index, which a dense build then checksummed and swapped over the previous
+    index; a write failing midway was a RuntimeError traceback. Both are now an OSError naming
+    the file (writes past the process's file-size limit fail as a full disk does)."""
+    from tests.conftest import writes_fail_past
+
+    x = np.random.default_rng(0).random((600, 32), dtype=np.float32)
+    index = DenseIndex.build(x, "Flat")
+    for limit in (4096, 76_000):  # cut midway, and in the last block (76,845 bytes in all)
+        out = tmp_path / f"cut-{limit}"
+        with writes_fail_past(limit):
+            with pytest.raises(OSError, match="could not be written") as e:
+                index.save(out)
+        assert e.value.filename == str(out / "faiss.index")
+    settings = index.save(tmp_path / "whole")
+    assert DenseIndex.load(tmp_path / "whole", settings).ntotal == 600

@@ -161,8 +161,8 @@ def test_an_encoder_loads_a_model_whose_swap_was_cut_short(tmp_path, tiny_mlm):
         assert np.array_equal(a.numpy(), b.numpy())
 
 
-@pytest.mark.parametrize("writer", ["torch", "safetensors", "python"])
-def test_a_model_save_that_cannot_write_names_the_file_and_leaves_the_old_model(tmp_path, writer):
+@pytest.mark.parametrize("writer", ["torch", "safetensors", "python", "tokenizers"])
+def test_a_model_save_that_cannot_write_names_the_file_and_leaves_the_old_model(tmp_path, writer, tiny_mlm):
     """A write the disk refuses (here: past the process's file-size limit, as a full disk
     refuses it): torch says "[enforce fail at inline_container.cc] unexpected pos", safetensors
     "I/O error", Python an OSError without a file name. Each becomes an OSError naming the
@@ -184,6 +184,10 @@ def test_a_model_save_that_cannot_write_names_the_file_and_leaves_the_old_model(
                 torch.save({"w": torch.zeros(10_000)}, d / "w.pt")
             elif writer == "safetensors":
                 save_file({"w": torch.zeros(10_000)}, str(d / "w.safetensors"))
+            elif writer == "tokenizers":  # a plain Exception: "No space left on device (os error 28)"
+                from tokenizers import Tokenizer
+
+                Tokenizer.from_file(str(tiny_mlm / "tokenizer.json")).save(str(d / "tokenizer.json"))
             else:
                 with open(d / "w.txt", "w") as f:
                     f.write("x" * 100_000)

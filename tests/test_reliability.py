@@ -411,6 +411,11 @@ def test_os_errors_become_path_and_reason():
     assert cli._os_error(e) == "/ro/out.trec: Permission denied"
     e = IsADirectoryError(21, "Is a directory", "/tmp/.x.tmp", None, "/tmp")
     assert cli._os_error(e) == "/tmp: Is a directory"
+    import shutil
+
+    e = shutil.Error([("/tmp/x/a", "/out/a", "[Errno 28] No space left on device: '/out/a'"),
+                      ("/tmp/x/b", "/out/b", "[Errno 28] No space left on device: '/out/b'")])
+    assert cli._os_error(e) == "/out/a: [Errno 28] No space left on device: '/out/a' (and 1 more files)"
 
 
 def test_a_docstore_refused_at_open_closes_its_file_once(bm25, tmp_path):
@@ -489,3 +494,18 @@ def test_a_write_the_disk_refuses_names_the_index_or_file_being_written(tmp_path
             write_run({f"q{i}": {f"d{j}": float(j) for j in range(50)} for i in range(50)}, run)
     assert e.value.filename == str(run) and run.read_bytes() == kept
     assert [x.name for x in tmp_path.iterdir() if x.name.startswith(".run.trec.")] == []
+
+
+def test_a_full_disk_leaves_no_lock_file_and_no_bare_error(tmp_path):
+    """The writer lock wrote its holder's pid outside any handler: on a full disk every writer
+    failed with a bare "No space left on device" and left a 0-byte OUT.lock (inside the index
+    for `heads`). The pid is only for the message; the lock is taken and released without it."""
+    from tests.conftest import writes_fail_past
+
+    out = tmp_path / "idx"
+    with writes_fail_past(0):
+        lock = WriterLock(out)
+    with pytest.raises(IndexBusyError, match="another process"):
+        WriterLock(out)
+    lock.release()
+    assert list(tmp_path.iterdir()) == []

@@ -356,6 +356,20 @@ def test_resume_drops_a_log_row_cut_short_and_names_a_damaged_one(tiny_mlm, trai
     assert steps == [1, 2, 3, 4]
 
 
+def test_a_run_that_failed_writing_its_card_says_resume_finishes_it(tiny_mlm, train_set, tmp_path, one_torch_thread):
+    """A full disk after training_summary.json (the model card) left a run a rerun refused as
+    finished; --resume finishes it, and the message now says so."""
+    ds, negatives = train_set
+    cfg = config(tmp_path, tiny_mlm, ds, negatives, max_steps=3, save_every=2)
+    make_trainer(cfg).train()
+    (tmp_path / "out" / "README.md").unlink()  # as the failed card write left it
+    with pytest.raises(FileExistsError, match="failed as it finished .*--resume finishes it"):
+        make_trainer(cfg).train()
+    cfg.resume = True
+    make_trainer(cfg).train()
+    assert (tmp_path / "out" / "README.md").is_file()
+
+
 def test_a_learned_temperature_trains_is_logged_and_resumes(tiny_mlm, train_set, tmp_path, one_torch_thread):
     ds, negatives = train_set
     whole = make_trainer(config(tmp_path / "a", tiny_mlm, ds, negatives, max_steps=4, save_every=10,

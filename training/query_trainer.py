@@ -416,7 +416,7 @@ def write_index(source: str | Path, trained: str | Path, out: str | Path, *, ove
         return Path(out)
     import faiss
 
-    from indexing.faiss_index import INDEX_FILE, REFINE_FILE
+    from indexing.faiss_index import INDEX_FILE, REFINE_FILE, write_faiss
 
     model_dir = trained / QUERY_MODEL
     if not (model_dir / "config.json").is_file():
@@ -429,7 +429,7 @@ def write_index(source: str | Path, trained: str | Path, out: str | Path, *, ove
             with np.load(trained / CENTROIDS) as arrays:
                 docs.load_centroids(arrays)
             docs.write_to(index)
-        faiss.write_index(index, str(writer.path(INDEX_FILE)))
+        write_faiss(index, writer.path(INDEX_FILE))
         shutil.copytree(model_dir, writer.path(QUERY_MODEL))
         ntotal = manifest["faiss"]["ntotal"]
         body["faiss"] = {**manifest["faiss"], "refine": False, "refine_bytes_per_vector": 0,

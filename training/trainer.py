@@ -47,7 +47,7 @@ from training.losses import (
     check_matryoshka,
     group_targets,
 )
-from training.model_card import write_model_card
+from training.model_card import CARD, write_model_card
 
 log = logging.getLogger("retriever")
 DISTILL = ("none", "margin-mse", "kl")
@@ -451,6 +451,9 @@ class Trainer:
         if c.resume:
             self._resume()
         elif self.dist.main and (self.out / "training_summary.json").is_file():
+            if not (self.out / CARD).is_file():  # the run failed after its summary (a full disk)
+                raise FileExistsError(f"{self.out} holds a training run that failed as it finished (no {CARD}): "
+                                      "--resume finishes it, or choose another --out (nothing there was changed)")
             raise FileExistsError(f"{self.out} holds a finished training run; choose another --out "
                                   "(nothing there was changed)")
         elif self.dist.main and checkpoints.is_dir() and any(p.name.startswith("step-") for p in checkpoints.iterdir()):
@@ -563,7 +566,8 @@ class Trainer:
             with saving(tmp / "state.pt", partial=tmp):
                 torch.save(self._state(), tmp / "state.pt")
         distributed.barrier(self.dist)
-        _save_rng(tmp / f"rng-{self.dist.rank}.json", self.device)
+        with saving(tmp / f"rng-{self.dist.rank}.json", partial=tmp if self.dist.main else None):
+            _save_rng(tmp / f"rng-{self.dist.rank}.json", self.device)
         distributed.barrier(self.dist)
         if self.dist.main:
             os.replace(tmp, final)
@@ -919,5 +923,5 @@ def _log_rows(path: Path) -> list[dict]:
 
 
 def _append_json(path: Path, obj) -> None:
-    with open(path, "a", encoding="utf-8") as f:
+    with saving(path), open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(obj) + "\n")

@@ -36,7 +36,15 @@ class _Group(click.Group):
 
 
 def _os_error(e: OSError) -> str:
-    """``path: reason`` for an OSError (the target of a rename when there is one)."""
+    """``path: reason`` for an OSError (the target of a rename when there is one; the first file
+    of a ``shutil`` copy that failed on several, not the list's repr)."""
+    import shutil
+
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        first = e.args[0][0]
+        more = len(e.args[0]) - 1
+        if isinstance(first, tuple) and len(first) == 3:
+            return f"{first[1]}: {first[2]}" + (f" (and {more} more files)" if more else "")
     if isinstance(e, (FileExistsError, FileNotFoundError)) and e.filename is None:
         return str(e)
     path = e.filename2 if e.filename2 is not None else e.filename
