@@ -265,6 +265,22 @@ def test_trained_flat_index_round_trips_with_its_query_encoder(query_set, tiny_m
     assert Retriever.load(out, model=str(out / "query_model")).search(text, k=5) == hits
 
 
+def test_a_run_whose_index_was_never_written_says_resume_writes_it(query_set, tmp_path, one_torch_thread):
+    """A full disk while the trained index was written left OUT.train finished and OUT missing; a
+    rerun said only "holds a finished training run". It now says --resume writes it, which does."""
+    import shutil
+
+    ds, flat, _ = query_set
+    out = tmp_path / "trained"
+    assert _train(ds, flat, out, "--dev-fraction", "0").exit_code == 0
+    shutil.rmtree(out)  # as the failed final write left it
+    result = _train(ds, flat, out, "--dev-fraction", "0")
+    assert result.exit_code == 2 and "--resume writes it" in result.output
+    result = _train(ds, flat, out, "--dev-fraction", "0", "--resume")
+    assert result.exit_code == 0, result.output
+    assert Retriever.load(out).search("vitamin d bone", k=3)
+
+
 def test_a_tampered_query_model_is_refused(query_set, tmp_path, one_torch_thread):
     ds, flat, _ = query_set
     out = tmp_path / "trained"

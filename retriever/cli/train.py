@@ -304,6 +304,10 @@ def train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_c
             import shutil
 
             shutil.rmtree(work)  # the run that made the index being replaced
+        elif not flags["resume"] and (work / "training_summary.json").is_file() and not Path(out).exists():
+            raise click.UsageError(f"{work} holds a finished training run whose index was never written "
+                                   f"({out} is missing: a failure at its end); --resume writes it, "
+                                   "--overwrite trains afresh")
         record = _train_query(index, negatives, refresh, depth, skip_top, centroid_lr, train_centroids, split,
                               work, flags)
         write_index(index, record.pop("_trained"), out, overwrite=overwrite, record=record)
