@@ -45,7 +45,7 @@ def test_flat_search_equals_exact_inner_product(tiny_mlm, beir_dir, tmp_path, on
 
 
 def test_interrupted_encoding_resumes_and_gives_the_same_index(tiny_mlm, beir_dir, tmp_path, monkeypatch,
-                                                               one_torch_thread):
+                                                               one_torch_thread, caplog):
     opts = dict(kind="dense", model=str(tiny_mlm), faiss="Flat", device="cpu", encode_block=2, doc_max_length=64)
     reference = Retriever.build(beir_dir, tmp_path / "ref", **opts).search_batch(QUERIES, k=6)
 
@@ -62,6 +62,7 @@ def test_interrupted_encoding_resumes_and_gives_the_same_index(tiny_mlm, beir_di
     with pytest.raises(KeyboardInterrupt):
         Retriever.build(beir_dir, tmp_path / "idx", **opts)
     assert not (tmp_path / "idx").exists()
+    assert f"encoding 1 block of documents; it is kept in {tmp_path / 'idx.encoding'}" in caplog.text
     assert sorted(p.name for p in (tmp_path / "idx.encoding").glob("*.npy")) == ["block-000000.npy"]
 
     calls.clear()

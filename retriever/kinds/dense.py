@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from indexing.results import Hit, Run
 from retriever.encoders.dense import DenseEncoder, DenseSettings, resolve_settings
 from retriever.encoders.models import index_query_model, resolve_model
 from retriever.kinds import Kind, check_settings, option, register
+
+log = logging.getLogger("retriever")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,11 @@ class EncodingCache:
     def save(self, block: int, docs: list[Doc], vectors: np.ndarray) -> None:
         vec_path, ids_path = self._paths(block)
         tmp = vec_path.with_suffix(".tmp.npy")
-        save_npy(tmp, vectors)
+        try:
+            save_npy(tmp, vectors)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a part of a block: nothing to resume from, only space taken
+            raise
         ids_path.write_text(_block_key(docs), encoding="utf-8")
         os.replace(tmp, vec_path)  # the vectors file appears last: its presence means complete
 
@@ -156,12 +163,16 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
         _check_spec_for_dim(settings.faiss, encoder.dim, encoder.truncated)
     cache = EncodingCache(writer.out, {"encoder": encoder.config(), "block": settings.encode_block})
     blocks: list[np.ndarray] = []
-    while chunk := list(islice(docs, settings.encode_block)):
-        vectors = cache.load(len(blocks), chunk)
-        if vectors is None:
-            vectors = encoder.encode_documents([doc_text(d) for d in chunk])
-            cache.save(len(blocks), chunk, vectors)
-        blocks.append(vectors)
+    try:
+        while chunk := list(islice(docs, settings.encode_block)):
+            vectors = cache.load(len(blocks), chunk)
+            if vectors is None:
+                vectors = encoder.encode_documents([doc_text(d) for d in chunk])
+                cache.save(len(blocks), chunk, vectors)
+            blocks.append(vectors)
+    except BaseException:
+        _note_kept(cache, len(blocks))
+        raise
     if not blocks:
         cache.remove()
         return {}
@@ -169,9 +180,22 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
     index = DenseIndex.build(np.concatenate(blocks), settings.faiss, nprobe=settings.nprobe,
                              ef_search=settings.ef_search, refine=settings.refine, device=faiss_device,
                              train_size=settings.train_size, trained=trained)
-    faiss_settings = index.save(writer.tmp)
+    try:
+        faiss_settings = index.save(writer.tmp)
+    except BaseException:
+        _note_kept(cache, len(blocks))
+        raise
     cache.remove()
     return {"encoder": encoder.config(), "faiss": faiss_settings}
+
+
+def _note_kept(cache: EncodingCache, blocks: int) -> None:
+    """Say where the encoded blocks of a failed build wait (they hold space a full disk lacks)."""
+    if blocks:
+        log.warning("the build failed after encoding %s of documents; %s kept in %s, and building the "
+                    "same index again resumes from %s (remove it to free its space)",
+                    f"{blocks} block{'s' if blocks > 1 else ''}", "they are" if blocks > 1 else "it is",
+                    cache.dir, "them" if blocks > 1 else "it")
 
 
 class DenseSearcher:
