@@ -3,6 +3,7 @@ data, flags, hardware, dev curve, and the test metrics `retriever eval --model-c
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from retriever import cli
@@ -130,3 +131,24 @@ def test_two_evaluations_recorded_at_once_are_both_kept(tmp_path, monkeypatch):
     assert len(done) == 2
     kept = json.loads((tmp_path / model_card.RESULTS).read_text())
     assert sorted(r["split"] for r in kept) == ["dev", "test"]
+
+
+def test_a_card_that_cannot_be_written_leaves_the_results_as_the_card_shows_them(tmp_path, monkeypatch):
+    """On a full disk `eval --model-card` replaced eval_results.json, then failed on README.md:
+    results and card disagreed. The results now go back when the card cannot be written."""
+    import errno
+
+    from training import model_card
+
+    (tmp_path / "training_config.json").write_text("{}")
+    model_card.add_results(tmp_path, "sf", "test", {"ndcg@10": 0.5})
+    results, card = (tmp_path / model_card.RESULTS).read_bytes(), (tmp_path / model_card.CARD).read_bytes()
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "could not be written (No space left on device)", str(path))
+
+    monkeypatch.setattr(model_card, "atomic_write_text", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        model_card.add_results(tmp_path, "sf", "dev", {"ndcg@10": 0.7})
+    assert (tmp_path / model_card.RESULTS).read_bytes() == results
+    assert (tmp_path / model_card.CARD).read_bytes() == card

@@ -17,7 +17,7 @@ import platform
 import shlex
 from pathlib import Path
 
-from indexing.io import atomic_write_json, atomic_write_text
+from indexing.io import atomic_open, atomic_write_json, atomic_write_text
 from eval.report import md_cell, md_code
 from indexing.records import read_jsonl
 
@@ -59,11 +59,23 @@ def add_results(model_dir: str | os.PathLike, dataset: str, split: str, metrics:
 
     lock = WriterLock(root / RESULTS, what="model card", wait=True)  # two evals at once: each waits, none lost
     try:
+        before = (root / RESULTS).read_bytes() if (root / RESULTS).is_file() else None
         results = [r for r in _read_json(root / RESULTS, []) if (r.get("dataset"), r.get("split")) != (dataset, split)]
         results.append({"dataset": dataset, "split": split, "metrics": {k: float(v) for k, v in metrics.items()},
                         "index": index})
         atomic_write_json(root / RESULTS, results)
-        write_model_card(root)
+        try:
+            write_model_card(root)
+        except BaseException:  # (a full disk) the results go back to what the card shows
+            try:
+                if before is None:
+                    (root / RESULTS).unlink(missing_ok=True)
+                else:
+                    with atomic_open(root / RESULTS, "wb") as f:
+                        f.write(before)
+            except OSError:
+                pass  # the card's error is the one to report
+            raise
     finally:
         lock.release()
 
