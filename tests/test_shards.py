@@ -293,6 +293,28 @@ def test_resume_rebuilds_only_the_missing_shards(corpus, tmp_path):
     assert_same_runs(resumed.search_batch(qs, k=100), clean.search_batch(qs, k=100))
 
 
+def test_a_failed_sharded_build_says_where_its_parts_wait_for_resume(corpus, tmp_path, monkeypatch, caplog):
+    """A sharded build that failed (a full disk) kept OUT.partial for --resume without a word."""
+    import errno
+
+    from retriever.shards.worker import ShardWorker
+
+    real = ShardWorker.build
+
+    def full_disk_on_shard_1(self, shard, *args, **kwargs):
+        if shard == 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, shard, *args, **kwargs)
+
+    monkeypatch.setattr(ShardWorker, "build", full_disk_on_shard_1)
+    out = tmp_path / "idx"
+    with pytest.raises(OSError, match="could not be written"):
+        Retriever.build(corpus, out, kind="bm25", shards=3)
+    assert f"its finished parts are kept in {out}.partial" in caplog.text and "--resume" in caplog.text
+    monkeypatch.undo()
+    assert Retriever.build(corpus, out, kind="bm25", shards=3, resume=True).search("a", k=1) is not None
+
+
 def test_resume_builds_a_finished_shard_damaged_since_again(corpus, tmp_path):
     """A finished shard waiting in OUT.partial and damaged since is checked and built again; it
     was assembled and swapped in over the good index, which the load after the swap then refused."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -47,6 +48,7 @@ from retriever.shards.worker import BM25_DF, BM25_TERMS, QUANTIZER, SHARED, SHAR
 
 PLAN = "plan.json"
 PLAN_VERSION = 1
+log = logging.getLogger("retriever")
 MAX_SHARDS = 1 << 16  # (each shard is a directory of its own, searched in a thread or an actor)
 
 
@@ -237,6 +239,7 @@ def build_sharded(kind: str, corpus, out, settings, *, shards: int, workers: int
             runner = runners.InProcess(spec, tick)
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
+        kept = False
         try:
             overrides: dict = {}
             shared: dict = {}
@@ -254,8 +257,14 @@ def build_sharded(kind: str, corpus, out, settings, *, shards: int, workers: int
                 if on_shard is not None:
                     on_shard(result["shard"])
             seconds["shards"], clock = time.perf_counter() - clock, time.perf_counter()
+        except BaseException:
+            kept = True
+            raise
         finally:
             runner.close()
+            if kept and work.is_dir():
+                log.warning("the sharded build failed; its finished parts are kept in %s, and the same "
+                            "command with --resume goes on from them (remove it to free its space)", work)
         entries = assemble(writer, work, plan, shared)
         seconds["assemble"] = time.perf_counter() - clock
         entries["build"] = {"workers": workers, "on": "ray" if ray is not None else
