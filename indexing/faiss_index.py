@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 
 from indexing.cpus import usable_cpus
-from indexing.io import load_npy, save_npy, write_failure
+from indexing.io import load_npy, save_npy, saving
 
 log = logging.getLogger("retriever")
 
@@ -725,13 +725,8 @@ def write_faiss(index, path: str | os.PathLike) -> None:
     only prints "close error" when its last flush fails on a full disk, leaving a short file that
     an index's manifest would checksum. A failed write is an OSError naming ``path``."""
     faiss = _faiss()
-    try:
-        with open(path, "wb") as f:
-            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
-    except OSError as e:
-        if e.filename is not None:
-            raise
-        raise write_failure(e, path) from e
+    with saving(path), open(path, "wb") as f:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
 
 
 def read_trained(path: Path, factory: str, dim: int):

@@ -74,7 +74,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", mode_bits: int | None 
         os.chmod(tmp, (0o666 if mode_bits is None else mode_bits) & ~mask)  # mkstemp makes it 0600
         os.replace(tmp, out)
     except BaseException as e:
-        failure = write_failure(e, out) if is_write_failure(e) and e.filename is None else None
+        failure = named_write_failure(e, out)
         Path(tmp).unlink(missing_ok=True)
         if failure is None:
             raise
@@ -92,6 +92,11 @@ def is_write_failure(e: BaseException) -> bool:
     if not isinstance(e, OSError):
         return False
     return e.errno in _WRITE_ERRNOS or (e.errno is None and " requested and " in str(e) and str(e).endswith(" written"))
+
+
+def named_write_failure(e: BaseException, path: str | os.PathLike) -> OSError | None:
+    """``write_failure(e, path)`` when ``e`` is a write failure that names no file, else None."""
+    return write_failure(e, path) if is_write_failure(e) and e.filename is None else None
 
 
 def write_failure(e: BaseException, path: str | os.PathLike) -> OSError:

@@ -39,7 +39,7 @@ from typing import Iterable
 
 import numpy as np
 
-from indexing.io import atomic_open, is_write_failure, load_npy, save_npy, write_failure
+from indexing.io import atomic_open, load_npy, named_write_failure, save_npy
 
 FORMAT_VERSION = 3
 # 1: no manifest checksum; composed hybrids by absolute path (refused). 2: uncompressed (CSR)
@@ -297,7 +297,7 @@ class IndexWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         # a write that failed without naming its file (a full disk: "No space left on device",
         # numpy's "N requested and M written") is named as this index's, space measured first
-        failure = write_failure(exc, self.out) if is_write_failure(exc) and exc.filename is None else None
+        failure = named_write_failure(exc, self.out)
         if exc_type is not None or self.tmp.exists():
             self.abort()
         self._lock.release()

@@ -170,17 +170,13 @@ def write(docs: Iterator[Doc], writer: IndexWriter, settings: Settings, encoder:
                 vectors = encoder.encode_documents([doc_text(d) for d in chunk])
                 cache.save(len(blocks), chunk, vectors)
             blocks.append(vectors)
-    except BaseException:
-        _note_kept(cache, len(blocks))
-        raise
-    if not blocks:
-        cache.remove()
-        return {}
-    faiss_device = "cuda" if encoder.device.startswith("cuda") else "cpu"
-    index = DenseIndex.build(np.concatenate(blocks), settings.faiss, nprobe=settings.nprobe,
-                             ef_search=settings.ef_search, refine=settings.refine, device=faiss_device,
-                             train_size=settings.train_size, trained=trained)
-    try:
+        if not blocks:
+            cache.remove()
+            return {}
+        faiss_device = "cuda" if encoder.device.startswith("cuda") else "cpu"
+        index = DenseIndex.build(np.concatenate(blocks), settings.faiss, nprobe=settings.nprobe,
+                                 ef_search=settings.ef_search, refine=settings.refine, device=faiss_device,
+                                 train_size=settings.train_size, trained=trained)
         faiss_settings = index.save(writer.tmp)
     except BaseException:
         _note_kept(cache, len(blocks))

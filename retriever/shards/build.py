@@ -239,7 +239,6 @@ def build_sharded(kind: str, corpus, out, settings, *, shards: int, workers: int
             runner = runners.InProcess(spec, tick)
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
-        kept = False
         try:
             overrides: dict = {}
             shared: dict = {}
@@ -258,13 +257,12 @@ def build_sharded(kind: str, corpus, out, settings, *, shards: int, workers: int
                     on_shard(result["shard"])
             seconds["shards"], clock = time.perf_counter() - clock, time.perf_counter()
         except BaseException:
-            kept = True
+            if work.is_dir():
+                log.warning("the sharded build failed; its finished parts are kept in %s, and the same "
+                            "command with --resume goes on from them (remove it to free its space)", work)
             raise
         finally:
             runner.close()
-            if kept and work.is_dir():
-                log.warning("the sharded build failed; its finished parts are kept in %s, and the same "
-                            "command with --resume goes on from them (remove it to free its space)", work)
         entries = assemble(writer, work, plan, shared)
         seconds["assemble"] = time.perf_counter() - clock
         entries["build"] = {"workers": workers, "on": "ray" if ray is not None else
