@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -98,6 +99,22 @@ _HAS_CONNECTOR = regex.compile(rf"[{_EX}]")
 _MAY_BEGIN_INSIDE = regex.compile(r"[\p{LB=SA}\u200d]")  # what can begin a token inside a run of connectors
 ANALYSIS_VERSION = 2  # what new indexes use; an index keeps the version it was built with
 
+# Version 2 on ASCII, with the standard library's engine (analysis ~2.2x faster on SciFact's
+# corpus: docs/BENCHMARKS.md). In ASCII the classes above hold letters, digits, "_"
+# (ExtendNumLet), MidLetter "'.:" and MidNum "',.;", and nothing else (no Extend/Format, Hebrew
+# letter, katakana, pictograph or South-East Asian character), so this is ``_LETTERS_V2``
+# restricted to ASCII and a run of connectors alone ("___") is simply no token. Other text is cut
+# at ASCII white space (``_pieces``) and its ASCII stretches go this way too. ``test_analysis.py``
+# checks both against the general expression on drawn text, every setting; ``test_lucene.py``
+# against Lucene.
+_ASCII_WORD = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_]|(?<=[A-Za-z])['.:](?=[A-Za-z])|(?<=[0-9])[',.;](?=[0-9]))"
+    rf"{{0,{_WORD_RUN - 1}}}")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_ASCII_SPACES = " \t\n\r\x0b\x0c"
+_ASCII_SPACE = re.compile(f"[{_ASCII_SPACES}]")
+_MERGE_GAP = 64  # ASCII stretches shorter than this between non-ASCII words go the general way too
+
 # Every character class the analysis reads from Unicode's tables (the ``regex`` module's), for
 # ``unicode_tables``: an index built under other tables than it is searched with tokenises the
 # characters whose properties changed differently on each side.
@@ -112,18 +129,66 @@ def standard_tokenize(text: str, version: int = ANALYSIS_VERSION) -> list[str]:
     """Split text into word tokens as Lucene's ``StandardTokenizer`` does (case preserved).
     ``version`` 1: the tokens of indexes built before version 2 (see ``_WORD_V2``)."""
     if version == 1:
-        tokens = [t for t in _TOKEN[1].findall(text) if t[0] != "_" or _HAS_ALNUM.search(t)]
-    else:
-        tokens = _TOKEN[2].findall(text)
-        if _HAS_CONNECTOR.search(text) and any(_connectors_only(t) for t in tokens):
-            tokens = _scan(text)
-    out = []
-    for tok in tokens:
-        if len(tok) > MAX_TOKEN_LENGTH:
-            out.extend(tok[i : i + MAX_TOKEN_LENGTH] for i in range(0, len(tok), MAX_TOKEN_LENGTH))
+        return _cut([t for t in _TOKEN[1].findall(text) if t[0] != "_" or _HAS_ALNUM.search(t)])
+    return _cut([tok for general, piece in _pieces(text)
+                 for tok in (_words_v2(piece) if general else _ascii_words(piece))])
+
+
+def _cut(tokens: list[str]) -> list[str]:
+    """Tokens longer than MAX_TOKEN_LENGTH cut in pieces of that length, as Lucene does."""
+    if all(len(tok) <= MAX_TOKEN_LENGTH for tok in tokens):
+        return tokens
+    n = MAX_TOKEN_LENGTH
+    return [tok[i : i + n] for tok in tokens for i in range(0, len(tok), n)]
+
+
+def _ascii_words(text: str) -> list[str]:
+    """Version 2's tokens of ASCII text (before the cut), by ``_ASCII_WORD``."""
+    tokens = _ASCII_WORD.findall(text)
+    if "_" in text:
+        tokens = [t for t in tokens if t.strip("_")]
+    return tokens
+
+
+def _pieces(text: str) -> list[tuple[bool, str]]:
+    """``text`` cut at ASCII white space into (general, piece) in order: pieces holding a
+    non-ASCII character (general: True) and ASCII stretches. No token crosses an ASCII space
+    character (it belongs to no class a token or a look-around of version 2 reads), so the
+    pieces' tokens, in order, are the text's. Linear: each character is looked at a bounded
+    number of times."""
+    if text.isascii():
+        return [(False, text)]
+    spans: list[list[int]] = []
+    end = 0
+    for m in _NON_ASCII.finditer(text):
+        s, e = m.span()
+        if s < end:
+            continue  # inside the piece taken last (a piece ends at a space or the text's end)
+        left = max(text.rfind(c, end, s) for c in _ASCII_SPACES)
+        left = end if left < 0 else left + 1
+        space = _ASCII_SPACE.search(text, e)
+        end = len(text) if space is None else space.start()
+        if spans and left - spans[-1][1] < _MERGE_GAP:
+            spans[-1][1] = end
         else:
-            out.append(tok)
+            spans.append([left, end])
+    out, prev = [], 0
+    for s, e in spans:
+        if prev < s:
+            out.append((False, text[prev:s]))
+        out.append((True, text[s:e]))
+        prev = e
+    if prev < len(text):
+        out.append((False, text[prev:]))
     return out
+
+
+def _words_v2(text: str) -> list[str]:
+    """Version 2's tokens (before the 255-character cut) by the general expression."""
+    tokens = _TOKEN[2].findall(text)
+    if _HAS_CONNECTOR.search(text) and any(_connectors_only(t) for t in tokens):
+        tokens = _scan(text)
+    return tokens
 
 
 def _connectors_only(token: str) -> bool:
@@ -200,9 +265,21 @@ class Analyzer:
     def __call__(self, text: str) -> list[str]:
         stop = LUCENE_ENGLISH_STOPWORDS if self.stopwords == "lucene" else frozenset()
         stemming = self.stemmer == "porter"
+        if self.version == 1:
+            return self._tokens(standard_tokenize(text, 1), stop, stemming)
+        out: list[str] = []
+        for general, piece in _pieces(text):
+            if general:
+                out += self._tokens(_cut(_words_v2(piece)), stop, stemming)
+            else:
+                out += self._ascii(piece, stop, stemming)
+        return out
+
+    def _tokens(self, tokens: list[str], stop: frozenset, stemming: bool) -> list[str]:
+        """The filters, token by token, on the tokenizer's output (any text)."""
         out = []
         code_points = self.version >= 2
-        for tok in standard_tokenize(text, self.version):
+        for tok in tokens:
             if self.possessive:
                 tok = strip_possessive(tok)
             if self.lowercase:
@@ -214,6 +291,16 @@ class Analyzer:
                 continue
             out.append(porter_stem(tok) if stemming else tok)
         return out
+
+    def _ascii(self, text: str, stop: frozenset, stemming: bool) -> list[str]:
+        """``_tokens`` of ASCII text's tokens, the steps done a list at a time (ASCII case
+        folding is per character, so lower-casing first tokenises alike)."""
+        tokens = _cut(_ascii_words(text.lower() if self.lowercase else text))
+        if self.possessive and "'" in text:
+            tokens = [t[:-2] if len(t) >= 2 and t[-2] == "'" and t[-1] in "sS" else t for t in tokens]
+        if stemming:
+            return [porter_stem(t) for t in tokens if t and t not in stop]
+        return [t for t in tokens if t and t not in stop]
 
 
 def unicode_tables() -> dict:

@@ -1,6 +1,8 @@
 """The analyzer must emit Lucene's English-analyzer tokens; expected values follow Lucene 9."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from indexing.analysis import LUCENE_ENGLISH_STOPWORDS, Analyzer, standard_tokenize
 from indexing.porter import stem
@@ -156,3 +158,72 @@ def test_an_unknown_analysis_version_is_refused():
     for bad in (0, 3, True, "2"):
         with pytest.raises(ValueError, match="analysis version"):
             Analyzer(version=bad)
+
+
+# ASCII text takes a fast path (the standard library's engine, the filters a list at a time), and
+# so do the ASCII stretches of other text, cut at ASCII white space; every token and every
+# filtered term must be what the general expression and the token-by-token filters give.
+_PIECES = list("aZs S9_'.:,;\"-") + ["'s", "'S", "__", "ab", "1.5", "x'y", "e.g", "THE", "The", "is",
+                                       "running", "a" * 300, "\t", "\n", "\r", "\x0b", "\x0c"]
+_OTHER = ["\u00e9", "\u2019", "\u2019s", "\u03a3", "\u0130", "\u0301", "\u200d", "\u00a0", "\u3000",
+          "\u05d0\"\u05d1", "\u0e01\u0e32", "\u4e2d", "\u30ab", "\U0001f600", "\u200d\U0001f600",
+          "\U0001f1eb\U0001f1f7", "\u00ad", "\u2028", "\u0085", "\ufeff", "\u00df"]
+
+
+def _general_tokens(text: str) -> list[str]:
+    from indexing.analysis import _cut, _words_v2
+    return _cut(_words_v2(text))
+
+
+def _check_against_the_general_path(text, analyzer):
+    general = _general_tokens(text)
+    assert standard_tokenize(text) == general
+    stop = LUCENE_ENGLISH_STOPWORDS if analyzer.stopwords == "lucene" else frozenset()
+    assert analyzer(text) == analyzer._tokens(general, stop, analyzer.stemmer == "porter")
+
+
+_ANALYZERS = st.builds(Analyzer, stopwords=st.sampled_from(["lucene", "none"]),
+                       stemmer=st.sampled_from(["porter", "none"]), lowercase=st.booleans(),
+                       possessive=st.booleans())
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40).map("".join)
+       | st.text(st.characters(max_codepoint=127), max_size=60), _ANALYZERS)
+def test_the_ascii_path_equals_the_general_one(text, analyzer):
+    assert text.isascii()
+    _check_against_the_general_path(text, analyzer)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.sampled_from(_PIECES + _OTHER) | st.text(max_size=3), max_size=60).map("".join)
+       | st.lists(st.sampled_from(_PIECES[:20] + _OTHER) | st.just("w" * 70), max_size=30).map(" ".join),
+       _ANALYZERS)
+def test_text_cut_into_ascii_and_other_pieces_equals_the_general_path(text, analyzer):
+    _check_against_the_general_path(text, analyzer)
+
+
+def test_the_fast_paths_on_a_corpus():
+    import json
+    from pathlib import Path
+    corpus = Path(__file__).resolve().parents[1] / "scripts" / "data" / "tinyfacts" / "corpus.jsonl"
+    texts = [f"{d.get('title', '')} {d['text']}" for d in map(json.loads, corpus.open(encoding="utf-8"))]
+    assert sum(t.isascii() for t in texts) > 50
+    for text in texts + ["caf\u00e9 " * 3 + "plain words " * 20 + "na\u00efve", "\u00e9" + "x" * 100_000 + "\u00e9"]:
+        _check_against_the_general_path(text, Analyzer())
+
+
+def test_cutting_at_spaces_stays_linear():
+    """Each piece's ends are sought from where the last piece ended, never from the text's
+    start: sought from the start, 300,000 non-ASCII words took minutes."""
+    import subprocess
+    import sys
+
+    script = ("from indexing.analysis import _pieces, standard_tokenize as t\n"
+              "for text in ['\\u00e9a' * 200_000, '\\u00e9' + 'a' * 400_000, '\\u00e9 a ' * 100_000 + 'x ' * 100_000,\n"
+              "             ('\\u00e9' + ' ' * 70 + 'a ') * 200_000]:\n"
+              "    assert ''.join(p for _, p in _pieces(text)) == text\n"
+              "    print(len(_pieces(text)), len(t(text)))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.split() == ["1", "1569", "1", "1569", "2", "300000", "400000", "400000"]

@@ -271,3 +271,32 @@ def test_the_analyzer_gives_lucenes_tokens_on_random_text_of_many_scripts():
         if ours(text) != expected:
             differ.append((text, ours(text), expected))
     assert differ == [], f"{len(differ)} of 1500 differ, e.g. {differ[:3]}"
+
+
+def test_the_analyzer_gives_lucenes_tokens_on_long_mostly_ascii_text():
+    """Text of words with a few non-ASCII ones, as most corpora are: the analyzer cuts it at
+    ASCII white space and takes its ASCII stretches the fast way (indexing.analysis._pieces)."""
+    import random
+
+    from indexing.analysis import Analyzer, _pieces
+
+    lucene.ensure_lucene()
+    from jnius import autoclass
+
+    utils = autoclass("io.anserini.analysis.AnalyzerUtils")
+    theirs = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+    plain = ["The", "cells'", "don't", "U.S.A.", "3.14", "1,000", "foo_bar", "___", "e.g.", "IL-6", "John's",
+             "x:y", "a.b.c", "--", "(p<0.05)", "RUNNING", "is"]
+    other = ["caf\u00e9", "na\u00efve", "\u03b2-cell", "\u03a3\u03af\u03c3\u03c5\u03c6\u03bf\u03c2", "\u0130stanbul",
+             "\u4e2d\u6587", "\u30ab\u30bf\u30ab\u30ca", "\u0e44\u0e17\u0e22", "\U0001f600", "\u200d\U0001f600",
+             "\u2764\ufe0f", "\u2018quoted\u2019", "Jos\u00e9\u2019s", "\u00df", "\u00a0x"]
+    rng, ours, differ, cut = random.Random(1), Analyzer(), [], 0
+    for _ in range(500):
+        words = [rng.choice(other if rng.random() < 0.08 else plain) for _ in range(rng.randint(1, 80))]
+        text = "".join(w + rng.choice([" ", " ", "\n", "\t", "  "]) for w in words)
+        cut += len(_pieces(text)) > 1
+        expected = list(utils.analyze(theirs, text).toArray())
+        if ours(text) != expected:
+            differ.append((text, ours(text), expected))
+    assert differ == [], f"{len(differ)} of 500 differ, e.g. {differ[:2]}"
+    assert cut > 300  # the pieces path was taken
