@@ -165,13 +165,7 @@ def _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap):
                 m += 1
             acc[d] = 0.0
             seen[d] = 0
-        if m > k:
-            top = np.partition(keys[:m], m - k)[m - k:]  # keys are distinct (tie ranks are)
-        else:
-            top = keys[:m]
-        for i in range(top.shape[0]):
-            heap[i] = top[i]
-        return top.shape[0]
+        return _select(keys, m, k, heap)
     floor = np.uint64(0)  # the heap's smallest score bits once full: a document below it is out, its tie rank
     for i in range(n_touched):  # unread (a positive float's bits grow with it)
         d = touched[i]
@@ -181,6 +175,17 @@ def _top_keys(acc, seen, touched, n_touched, tie_rank, k, heap):
         acc[d] = 0.0
         seen[d] = 0
     return size
+
+
+def _select(keys, m, k, heap):
+    """The k largest of ``keys[:m]`` into ``heap`` by a partition (any order); returns their count."""
+    if m > k:
+        top = np.partition(keys[:m], m - k)[m - k:]  # keys are distinct (tie ranks are)
+    else:
+        top = keys[:m]
+    for i in range(top.shape[0]):
+        heap[i] = top[i]
+    return top.shape[0]
 
 
 def _offer(heap, size, k, b, rank):
@@ -1099,9 +1104,20 @@ def _top_keys_dense(acc, tie_rank, k, heap):
     """``_top_keys`` over every document in order (a dense query's accumulator: no touched list),
     the accumulator zeroed."""
     bits = acc.view(np.uint32)
+    n = acc.shape[0]
+    if k >= SELECT_MIN_K and n <= SELECT_PER_HIT * k:  # a large k of a small collection: a partition
+        keys = np.empty(n, dtype=np.uint64)  # (SciFact, k = 1000: the heap took 83 of a query's 117 us)
+        m = 0
+        for d in range(n):
+            if acc[d] != 0.0:
+                if acc[d] > 0.0:
+                    keys[m] = (np.uint64(bits[d]) << np.uint64(32)) | (_LOW - np.uint64(tie_rank[d]))
+                    m += 1
+                acc[d] = 0.0
+        return _select(keys, m, k, heap)
     size = 0
     floor = np.uint64(0)
-    for d in range(acc.shape[0]):
+    for d in range(n):
         if acc[d] != 0.0:
             b = np.uint64(bits[d])
             if acc[d] > 0.0 and b >= floor:
@@ -2424,7 +2440,8 @@ if HAVE_NUMBA:
     _add_postings = njit(**lean)(_add_postings)
     _add_chunks = njit(**lean)(_add_chunks)
     _offer = njit(**lean)(_offer)
-    _top_keys_dense = njit(**lean)(_top_keys_dense)
+    _select = njit(nogil=True, cache=True)(_select)
+    _top_keys_dense = njit(nogil=True, cache=True)(_top_keys_dense)
     _exhaustive_packed = njit(nogil=True, cache=True)(_exhaustive_packed)
     _decode_whole = njit(**lean)(_decode_whole)
     _bounds_stored = njit(**lean)(_bounds_stored)
