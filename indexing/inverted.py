@@ -693,8 +693,12 @@ class InvertedIndex:
         scores = np.empty((n, k), dtype=np.float32)
         scale = np.float32(self.scale if self.scale and not raw else 0.0)
 
+        unsorted = k > kernels.SORT_IN_KERNEL and strategy != "heads"
+
         def piece(lo: int, hi: int) -> None:
             run(lo, hi)
+            if unsorted:
+                kernels.sort_rows(out_keys, lo, hi)
             kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores)
 
         workers = min(threads, n)
