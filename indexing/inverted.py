@@ -699,7 +699,7 @@ class InvertedIndex:
             run(lo, hi)
             if unsorted:
                 kernels.sort_rows(out_keys, lo, hi)
-            kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores)
+            kernels.decode_rows(out_keys, out_counts, lo, hi, self.tie_order, scale, ids, scores, unsorted)
 
         workers = min(threads, n)
         if workers > 1:  # (threads past the CPUs would only add scratch; one query a call asks no syscall)

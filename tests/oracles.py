@@ -101,5 +101,6 @@ def guarded_search(index, queries, k: int, mode: int, approx: float = 1.0, fn=No
     for name, array in clean:
         assert not array.any(), f"scratch {name} not left clean"
     if k > kernels.SORT_IN_KERNEL:  # (a large k's keys leave the kernels unsorted, as search_many's do)
-        kernels.sort_rows(out_keys, 0, len(checked))
+        kernels.sort_rows(out_keys, 0, len(checked))  # best last
+        return [out_keys[q, k - max(counts[q], 0):][::-1] for q in range(len(checked))], counts, scored
     return [out_keys[q, :counts[q]] for q in range(len(checked))], counts, scored

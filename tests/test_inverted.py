@@ -128,6 +128,16 @@ def test_rows_decoded_in_the_threads_equal_the_batch_decoded_at_once():
             assert ids[q, :c].tolist() == order[want_ranks[q, :c]].tolist()
             assert scores[q, :c].tobytes() == want_scores[q, :c].tobytes()
             assert (ids[q, c:] == -5).all()  # nothing written past a row's count
+    # best last (``sort_rows``): a row's count of keys read from its end
+    flipped = np.ascontiguousarray(keys[:, ::-1])
+    ids = np.full((n, k), -5, dtype=np.int32)
+    scores = np.full((n, k), -5.0, dtype=np.float32)
+    kernels.decode_rows(flipped, counts, 0, n, order, np.float32(0.0), ids, scores, True)
+    want_ranks, want_scores = kernels.decode_keys(keys)
+    for q in range(n):
+        c = max(counts[q], 0)
+        assert ids[q, :c].tolist() == order[want_ranks[q, :c]].tolist()
+        assert scores[q, :c].tobytes() == want_scores[q, :c].tobytes()
 
 
 def test_threads_past_the_usable_cpus_are_not_started(monkeypatch):
