@@ -180,3 +180,36 @@ def test_anserini_ties_above_16_stay_tied_as_in_anserini():
     got = [s for _, s in anserini_scores([("a", 20.0), ("b", 20.0), ("c", 20.0)])]
     assert got == [20.0, float(f32(20.0) - f32(1e-6)), float(f32(20.0) - f32(1e-6))]
     assert got[1] == got[2]  # tied, as Anserini writes them
+
+
+def _anserini_reference(ranking):
+    """The tie rule one score at a time in numpy float32 scalars (the implementation before the
+    compiled one), for the differential test below."""
+    out, previous, dup = [], None, 0
+    e4, e6 = np.float32(1e4), np.float32(1e-6)
+    for docid, score in ranking:
+        s = np.float32(np.floor(np.float32(score) * e4 + np.float32(0.5)) / e4)
+        if previous is None or previous - s > np.float32(1e-4):
+            dup = 0
+        else:
+            dup += 1
+            s = np.float32(s - e6 * np.float32(dup))
+        previous = s
+        out.append((docid, float(s)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_compiled_tie_rule_equals_the_scalar_one(seed):
+    """Rankings full of ties, of scores a bucket (1e-4) apart and of runs across buckets, at
+    magnitudes where a float32 step is below, near and above 1e-6, negative ones too: the same
+    float32 values, bit for bit."""
+    from eval.trec import anserini_scores
+
+    rng = np.random.default_rng(seed)
+    for scale in (1e-3, 1.0, 17.0, 300.0, 1e5, -2.0):
+        base = scale * (1 + rng.integers(0, 40, 400) * 1e-4 * rng.choice([0.5, 1, 2.5], 400))
+        base = np.sort(np.r_[base, np.repeat(base[:5], 20)])[::-1]
+        ranking = [(f"d{i}", float(x)) for i, x in enumerate(base)]
+        assert anserini_scores(ranking) == _anserini_reference(ranking)
+    assert anserini_scores([]) == []
