@@ -24,7 +24,7 @@ import math
 from enum import Enum
 from typing import Mapping, Sequence
 
-from indexing.results import Run
+from indexing.results import Run, ranked
 
 Ranking = Mapping[str, float]
 MAX_RRF_K = 2**31
@@ -36,12 +36,6 @@ class Method(str, Enum):
     MINMAX = "minmax"
     ZSCORE = "zscore"
     SUM = "sum"
-
-
-def ranked(hits: Ranking, depth: int | None = None) -> list[tuple[str, float]]:
-    """Hits best first (score descending, doc id ascending), cut to ``depth``."""
-    out = sorted(hits.items(), key=lambda x: (-x[1], x[0]))
-    return out if depth is None else out[:depth]
 
 
 def normalise(hits: list[tuple[str, float]], method: Method, rrf_k: int = 60) -> tuple[dict[str, float], float]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +29,10 @@ import numpy as np
 from indexing.errors import DataError
 from indexing.io import atomic_open
 from indexing.records import id_problem, read_lines
-from indexing.results import Run
+from indexing.results import Run, ranked
 
 
 TIES = ("anserini", "trec")
-
-
-def ranked(hits: Mapping[str, float]) -> list[tuple[str, float]]:
-    """Hits in the engine's order: score descending, then doc id ascending."""
-    out = sorted(hits.items(), key=itemgetter(0))
-    out.sort(key=itemgetter(1), reverse=True)  # stable: ties stay in doc id order (no key tuples: 2x faster)
-    return out
 
 
 ANSERINI_TOO_LARGE = ("is too large for the anserini tie rule (float32 score x 1e4 overflows above about "
