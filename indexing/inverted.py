@@ -277,8 +277,11 @@ class InvertedIndex:
             t1 = min(max(t1, t0 + 1), n_terms)
             lo, hi = int(self.offsets[t0]), int(self.offsets[t1])
             new_docs = rank[np.asarray(self.docs[lo:hi])]
-            term_of = np.repeat(np.arange(t0, t1, dtype=np.int64), np.diff(self.offsets[t0:t1 + 1]))
-            sort = np.lexsort((new_docs, term_of))
+            # by term, then new doc id: one argsort of ``term << 32 | new doc`` (distinct keys: a
+            # term's doc ids are distinct) instead of a two-key lexsort (20M postings: 0.26 s, 4.0 s)
+            key = np.repeat(np.arange(t1 - t0, dtype=np.uint64), np.diff(self.offsets[t0:t1 + 1])) << np.uint64(32)
+            key |= new_docs.astype(np.uint64)
+            sort = np.argsort(key)
             docs_out.append(new_docs[sort])
             imps_out.append(np.asarray(self.impacts[lo:hi])[sort])
             t0 = t1
