@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import math
 from enum import Enum
+from itertools import repeat
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from indexing.results import Run, ranked
 
@@ -111,14 +114,20 @@ def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
     method = check_fusion(method, weights, depth, rrf_k, k, len(rankings))
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
     parts = [normalise(ranked(r, depth), method, rrf_k) for r in rankings]
-    docs = set().union(*(p for p, _ in parts)) if parts else set()
-    fused = {d: sum(w * p.get(d, floor) for w, (p, floor) in zip(weights, parts)) for d in docs}
-    if not math.isfinite(sum(fused.values())):  # one pass in C; the sum alone may overflow
-        bad = next((d for d, s in fused.items() if not math.isfinite(s)), None)
-        if bad is not None:
-            raise ValueError(f"fused score of doc {bad!r} is {fused[bad]} ({method.value}, weights "
-                             f"{weights}): the scores or weights are too large")
-    return dict(ranked(fused, k))
+    docs = list(set().union(*(p for p, _ in parts))) if parts else []
+    # each document's sum, list by list in order (the float64 sums a per-document loop makes, ~4x faster)
+    fused = np.zeros(len(docs))
+    with np.errstate(over="ignore", invalid="ignore"):  # (what is not finite is refused just below)
+        for w, (p, floor) in zip(weights, parts):
+            fused += w * np.fromiter(map(p.get, docs, repeat(floor)), dtype=np.float64, count=len(docs))
+    bad = np.flatnonzero(~np.isfinite(fused))
+    if len(bad):
+        raise ValueError(f"fused score of doc {docs[bad[0]]!r} is {fused[bad[0]]} ({method.value}, weights "
+                         f"{weights}): the scores or weights are too large")
+    if k is not None and k < len(docs):  # only documents that can make the k best are sorted
+        keep = np.flatnonzero(fused >= np.partition(fused, len(docs) - k)[len(docs) - k])
+        docs, fused = [docs[i] for i in keep], fused[keep]
+    return dict(ranked(dict(zip(docs, fused.tolist())), k))
 
 
 def fuse(runs: Sequence[Run], method: Method | str = Method.RRF, weights: Sequence[float] | None = None,
