@@ -19,6 +19,7 @@ that one value; we keep the float32 value, and refuse a score whose float32 valu
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -61,7 +62,7 @@ def anserini_scores(ranking: list[tuple[str, float]]) -> list[tuple[str, float]]
     if bad.any():
         docid, score = ranking[int(np.flatnonzero(bad)[0])]
         raise ValueError(f"doc {docid!r}: score {float(score)!r} {ANSERINI_TOO_LARGE}")
-    adjusted = _lower_ties_compiled(rounded.astype(np.float32)).tolist()
+    adjusted = _tie_kernel()(rounded).tolist()  # (float32 throughout: every operand above is)
     return [(docid, s) for (docid, _), s in zip(ranking, adjusted)]
 
 
@@ -85,18 +86,15 @@ def _lower_ties(s: np.ndarray) -> np.ndarray:
     return s
 
 
-_compiled: list = []  # _lower_ties compiled on first use (importing numba here cost every CLI command 0.18 s)
-
-
-def _lower_ties_compiled(s: np.ndarray) -> np.ndarray:
-    if not _compiled:
-        try:
-            from numba import njit
-
-            _compiled.append(njit(cache=True, nogil=True)(_lower_ties))
-        except ImportError:  # pragma: no cover - numba is a core dependency
-            _compiled.append(_lower_ties)
-    return _compiled[0](s)
+@functools.cache
+def _tie_kernel():
+    """``_lower_ties`` compiled, on first use (importing numba with this module cost every CLI
+    command 0.18 s)."""
+    try:
+        from numba import njit
+    except ImportError:  # pragma: no cover - numba is a core dependency
+        return _lower_ties
+    return njit(cache=True, nogil=True)(_lower_ties)
 
 
 def adjust_ties(run: Mapping[str, Mapping[str, float]], ties: str = "anserini") -> dict[str, dict[str, float]]:

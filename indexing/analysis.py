@@ -297,7 +297,7 @@ class Analyzer:
         folding is per character, so lower-casing first tokenises alike)."""
         tokens = _cut(_ascii_words(text.lower() if self.lowercase else text))
         if self.possessive and "'" in text:
-            tokens = [t[:-2] if len(t) >= 2 and t[-2] == "'" and t[-1] in "sS" else t for t in tokens]
+            tokens = [strip_possessive(t) for t in tokens]
         if stemming:
             return [porter_stem(t) for t in tokens if t and t not in stop]
         return [t for t in tokens if t and t not in stop]

@@ -260,7 +260,7 @@ class InvertedIndex:
         ``order[i]``. The postings are rewritten into ``out_dir`` (``postings_docs.npy``,
         ``postings_impacts.npy``, replaced atomically; a term range at a time, so memory stays
         bounded) and the result maps them."""
-        from indexing.postings import NpyAppender
+        from indexing.postings import NpyAppender, by_term
 
         order = np.asarray(order, dtype=np.int64)
         if order.shape != (self.num_docs,) or not np.array_equal(np.sort(order), np.arange(self.num_docs)):
@@ -277,11 +277,8 @@ class InvertedIndex:
             t1 = min(max(t1, t0 + 1), n_terms)
             lo, hi = int(self.offsets[t0]), int(self.offsets[t1])
             new_docs = rank[np.asarray(self.docs[lo:hi])]
-            # by term, then new doc id: one argsort of ``term << 32 | new doc`` (distinct keys: a
-            # term's doc ids are distinct) instead of a two-key lexsort (20M postings: 0.26 s, 4.0 s)
-            key = np.repeat(np.arange(t1 - t0, dtype=np.uint64), np.diff(self.offsets[t0:t1 + 1])) << np.uint64(32)
-            key |= new_docs.astype(np.uint64)
-            sort = np.argsort(key)
+            term_of = np.repeat(np.arange(t1 - t0, dtype=np.int64), np.diff(self.offsets[t0:t1 + 1]))
+            sort = by_term(term_of, new_docs)  # (a term's doc ids are distinct)
             docs_out.append(new_docs[sort])
             imps_out.append(np.asarray(self.impacts[lo:hi])[sort])
             t0 = t1

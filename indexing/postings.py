@@ -17,15 +17,17 @@ import numpy as np
 from indexing.io import NPY_HEADER_LOCK, load_npy, save_npy
 
 
-def by_term(terms: np.ndarray) -> np.ndarray:
-    """The stable order of postings by term (docs stay ascending within a term): an argsort of
-    ``term << 32 | position``, keys that are all distinct, which numpy sorts ~4x faster than a
-    stable sort of the terms alone (20M postings: 0.26 s against 1.2 s)."""
+def by_term(terms: np.ndarray, then: np.ndarray | None = None) -> np.ndarray:
+    """The order of postings by term, then by ``then`` (distinct within a term: doc ids), or,
+    without it, stably (docs stay ascending within a term): an argsort of ``term << 32 | then``
+    (or ``| position``), keys that are all distinct, which numpy sorts ~4x faster than a stable
+    sort of the terms alone and ~15x faster than a two-key lexsort (20M postings: 0.26 s against
+    1.2 s and 4.0 s). ``terms`` and ``then`` must be below 2**32."""
     n = len(terms)
-    if n >= 1 << 32:  # (positions would not fit the low half)
+    if then is None and n >= 1 << 32:  # (positions would not fit the low half)
         return np.argsort(terms, kind="stable")
     key = terms.astype(np.uint64) << np.uint64(32)
-    key |= np.arange(n, dtype=np.uint64)
+    key |= np.arange(n, dtype=np.uint64) if then is None else then.astype(np.uint64)
     return np.argsort(key)
 
 

@@ -104,22 +104,27 @@ def test_a_word_longer_than_the_match_run_is_cut_as_the_whole_word(tmp_path):
     assert done.returncode == 0 and done.stdout.split() == [str(-(-8_000_000 // 255))], done.stderr[-500:]
 
 
+def _run_python(script: str, timeout: float) -> list[str]:
+    """What ``script`` prints, split, run in a fresh interpreter (a hang fails it at ``timeout``)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-500:]
+    return done.stdout.split()
+
+
 def test_pathological_runs_tokenise_in_linear_time_and_bounded_memory():
     """Runs no word rule bounds on its own: an 8M-character joiner chain of pictographs raised
     MemoryError (both versions); a Thai run with marks did (version 2's first form); a million
     underscores followed by a letter were searched a million times (quadratic)."""
-    import subprocess
-    import sys
-
     script = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (600 << 20, 600 << 20))\n"
               "from indexing.analysis import standard_tokenize as t\n"
               "print(len(t('\\U0001f600\\u200d' * 1_000_000)), len(t('\\U0001f600\\u200d' * 1_000_000, 1)),\n"
               "      len(t('\\u0e01\\u0301' * 1_000_000)), len(t('_' * 2_000_000 + 'a')),\n"
               "      len(t('_\\u0eb5' * 100_000)), len(t('_\\u200d' * 500_000)))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-500:]
     # pieces of 255 characters; the connector run's last piece holds the letter; each Lao vowel a token
-    assert done.stdout.split() == ["7844", "7844", "7844", str(-(-((2_000_000 % 16_320) + 1) // 255)), "100000", "0"]
+    assert _run_python(script, timeout=120) == ["7844", "7844", "7844", str(-(-((2_000_000 % 16_320) + 1) // 255)), "100000", "0"]
 
 
 @pytest.mark.parametrize("text, v2, v1", [
@@ -215,15 +220,10 @@ def test_the_fast_paths_on_a_corpus():
 
 def test_cutting_at_spaces_stays_linear():
     """Each piece's ends are sought from where the last piece ended, never from the text's
-    start: sought from the start, 300,000 non-ASCII words took minutes."""
-    import subprocess
-    import sys
-
+    start: sought from the start, 300,000 non-ASCII words took over a minute."""
     script = ("from indexing.analysis import _pieces, standard_tokenize as t\n"
               "for text in ['\\u00e9a' * 200_000, '\\u00e9' + 'a' * 400_000, '\\u00e9 a ' * 100_000 + 'x ' * 100_000,\n"
               "             ('\\u00e9' + ' ' * 70 + 'a ') * 200_000]:\n"
               "    assert ''.join(p for _, p in _pieces(text)) == text\n"
               "    print(len(_pieces(text)), len(t(text)))\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr[-500:]
-    assert done.stdout.split() == ["1", "1569", "1", "1569", "2", "300000", "400000", "400000"]
+    assert _run_python(script, timeout=60) == ["1", "1569", "1", "1569", "2", "300000", "400000", "400000"]
