@@ -14,8 +14,8 @@ for the others. Output order: fused score descending, then doc id ascending.
 Bounds: ``rrf_k`` is at most ``MAX_RRF_K`` (2**31) and every weight from 0 to ``MAX_WEIGHT`` (1e6),
 not all 0 (a negative weight ranks a document lower for being retrieved: the fused list would
 then hang on how deep each list was cut), so a weighted sum of float32 scores (an index's, up to 3.4e38) stays finite in
-float64; a fused score that is still not finite (runs read from files may hold any float64)
-fails the query with a ValueError rather than ranking by inf or NaN.
+float64; a NaN score, or a fused score that is still not finite (runs read from files may hold any
+float64), fails the query with a ValueError rather than ranking by inf or NaN.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
     """Fuse one query's rankings; returns ``{docid: fused score}`` best first (``k`` cut)."""
     method = check_fusion(method, weights, depth, rrf_k, k, len(rankings))
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
+    for r in rankings:
+        _refuse_nan(r)
     parts = [normalise(ranked(r, depth), method, rrf_k) for r in rankings]
     docs = list(set().union(*(p for p, _ in parts))) if parts else []
     # each document's sum, list by list in order (the float64 sums a per-document loop makes, ~4x faster)
@@ -128,6 +130,24 @@ def fuse_one(rankings: Sequence[Ranking], method: Method | str = Method.RRF,
         keep = np.flatnonzero(fused >= np.partition(fused, len(docs) - k)[len(docs) - k])
         docs, fused = [docs[i] for i in keep], fused[keep]
     return dict(ranked(dict(zip(docs, fused.tolist())), k))
+
+
+def _refuse_nan(ranking: Ranking) -> None:
+    """Scores are numbers, none of them NaN (a NaN sorted first in its list, or made a min-max list
+    all 1.0; a string was ranked as a string): a ValueError naming the first document otherwise."""
+    scores = np.array(list(ranking.values()))
+    if scores.dtype.kind in "fiu" and not (scores.dtype.kind == "f" and np.isnan(scores).any()):
+        return
+    for d, s in ranking.items():
+        if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+            raise ValueError(f"doc {d!r} has score {s!r}, not a number")
+        try:
+            float(s)
+        except OverflowError:
+            raise ValueError(f"doc {d!r} has a score too large for a float (a {int(s).bit_length()}-bit "
+                             "integer)") from None
+        if math.isnan(s):
+            raise ValueError(f"doc {d!r} has score nan")
 
 
 def fuse(runs: Sequence[Run], method: Method | str = Method.RRF, weights: Sequence[float] | None = None,

@@ -57,7 +57,10 @@ def anserini_scores(ranking: list[tuple[str, float]]) -> list[tuple[str, float]]
     raw = np.fromiter((score for _, score in ranking), dtype=np.float64, count=len(ranking))
     e4 = np.float32(1e4)
     with np.errstate(over="ignore", invalid="ignore"):
-        rounded = np.floor(raw.astype(np.float32) * e4 + np.float32(0.5)) / e4  # Math.round(x * 1e4f) / 1e4f
+        y = raw.astype(np.float32) * e4  # Math.round(x * 1e4f) / 1e4f: Java's round is exact (half up), so
+        # y + 0.5 is added in float64 (exact for any float32 y): in float32 an odd y in [2**23, 2**24) gave a
+        # halfway sum that rounded to even (8388609 -> 8388610, tying scores Anserini keeps apart)
+        rounded = np.floor(y.astype(np.float64) + 0.5).astype(np.float32) / e4
     bad = ~np.isfinite(rounded)
     if bad.any():
         docid, score = ranking[int(np.flatnonzero(bad)[0])]
@@ -134,6 +137,9 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike[st
     with atomic_open(path) as f:
         for qid, hits in run.items():
             _check_token(qid, "query id")
+            if qid.startswith("\ufeff"):  # (readers strip a byte-order mark from a file's first line)
+                raise ValueError(f"query id {qid!r} cannot be written to a TREC run (it starts with a "
+                                 "byte-order mark, U+FEFF)")
             for d in hits:
                 if d not in good:
                     _check_token(d, "doc id")
@@ -149,6 +155,13 @@ def _check_finite(qid: str, hits: Mapping[str, float]) -> None:
         finite = False  # (not numbers: found one by one below, for the message)
     if not finite:
         for d, s in hits.items():
+            if isinstance(s, bool) or not isinstance(s, (int, float, np.integer, np.floating)):
+                raise ValueError(f"query {qid!r}, doc {d!r}: score {s!r} is not a number")
+            try:
+                float(s)
+            except OverflowError:
+                raise ValueError(f"query {qid!r}, doc {d!r}: score too large for a float (a "
+                                 f"{int(s).bit_length()}-bit integer)") from None
             if not math.isfinite(float(s)):
                 raise ValueError(f"query {qid!r}, doc {d!r}: score {float(s)} is not finite")
 

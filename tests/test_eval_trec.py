@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +184,13 @@ def test_anserini_ties_above_16_stay_tied_as_in_anserini():
 
 
 def _anserini_reference(ranking):
-    """The tie rule one score at a time in numpy float32 scalars (the implementation before the
-    compiled one), for the differential test below."""
+    """The tie rule one score at a time in numpy float32 scalars, as Anserini's Java does it
+    (``Math.round(score * 1e4f) / 1e4f``: the float32 product rounded half up exactly, in Python
+    integers; the int back to float32), for the differential test below."""
     out, previous, dup = [], None, 0
     e4, e6 = np.float32(1e4), np.float32(1e-6)
     for docid, score in ranking:
-        s = np.float32(np.floor(np.float32(score) * e4 + np.float32(0.5)) / e4)
+        s = np.float32(np.float32(math.floor(float(np.float32(score) * e4) + 0.5)) / e4)
         if previous is None or previous - s > np.float32(1e-4):
             dup = 0
         else:
@@ -207,9 +209,42 @@ def test_the_compiled_tie_rule_equals_the_scalar_one(seed):
     from eval.trec import anserini_scores
 
     rng = np.random.default_rng(seed)
-    for scale in (1e-3, 1.0, 17.0, 300.0, 1e5, -2.0):
+    for scale in (1e-3, 1.0, 17.0, 300.0, 1000.0, -1200.0, 1e5, -2.0):
         base = scale * (1 + rng.integers(0, 40, 400) * 1e-4 * rng.choice([0.5, 1, 2.5], 400))
         base = np.sort(np.r_[base, np.repeat(base[:5], 20)])[::-1]
         ranking = [(f"d{i}", float(x)) for i, x in enumerate(base)]
         assert anserini_scores(ranking) == _anserini_reference(ranking)
     assert anserini_scores([]) == []
+
+
+def test_rounding_is_javas_half_up_where_float32_addition_would_tie():
+    """838.861 and 838.8609 x 1e4 are 8388610 and 8388609 in float32; adding 0.5 in float32 made
+    the odd one a halfway case rounded to even (8388610): the two tied, and trec_eval put the
+    lower-scored document first. Java's Math.round keeps them apart."""
+    from eval.metrics import evaluate
+    from eval.trec import adjust_ties, anserini_scores
+
+    (_, a), (_, b) = anserini_scores([("a", 838.861), ("b", 838.8609)])
+    assert a > b
+    assert np.float32(a) == np.float32(8388610) / np.float32(1e4)
+    assert np.float32(b) == np.float32(8388609) / np.float32(1e4)
+    assert anserini_scores([("a", -838.8609)])[0][1] == float(np.float32(-8388609) / np.float32(1e4))
+    run = {"q": {"a": 838.861, "b": 838.8609}}
+    assert adjust_ties(run)["q"]["a"] > adjust_ties(run)["q"]["b"]
+    assert evaluate({"q": {"a": 1}}, run, ["mrr@10"]).metrics["mrr@10"] == 1.0  # (evaluate applies the rule)
+
+
+def test_write_run_refuses_what_read_run_would_read_otherwise(tmp_path):
+    """A query id starting with a byte-order mark was written, and read back split in two (readers
+    strip a BOM from a file's first line); scores that are not numbers, or too large for a float,
+    are refused naming the query and doc. The file there before is left as it was."""
+    path = tmp_path / "r.trec"
+    path.write_text("keep\n")
+    for run, said in (({"\ufeffq1": {"d1": 2.0, "d2": 1.0}}, "byte-order mark"),
+                      ({"q": {"d1": 1.0, "d2": None}}, "doc 'd2': score None is not a number"),
+                      ({"q": {"d1": 10**400}}, "doc 'd1': score too large for a float")):
+        with pytest.raises(ValueError, match=said):
+            write_run(run, path)
+        assert path.read_text() == "keep\n"
+    write_run({"q\ufeff": {"d1": 1.0}}, path)  # (only a leading one is read otherwise)
+    assert list(read_run(path)) == ["q\ufeff"]

@@ -111,7 +111,12 @@ def _fuse_reference(rankings, method, weights, depth, rrf_k, k):
     weights = list(weights) if weights is not None else [1.0] * len(rankings)
     parts = [normalise(ranked(r, depth), method, rrf_k) for r in rankings]
     docs = set().union(*(p for p, _ in parts)) if parts else set()
-    fused = {d: sum(w * p.get(d, floor) for w, (p, floor) in zip(weights, parts)) for d in docs}
+    fused = {}
+    for d in docs:  # left to right, as the float64 additions go (not sum(): Python 3.12's compensates)
+        total = 0.0
+        for w, (p, floor) in zip(weights, parts):
+            total += w * p.get(d, floor)
+        fused[d] = total
     return dict(ranked(fused, k))
 
 
@@ -141,3 +146,27 @@ def test_vectorised_fusion_equals_the_per_document_sum(method):
             want = _fuse_reference(rankings, method, weights, depth, 60, k)
             assert list(got) == list(want)
             assert [repr(x) for x in got.values()] == [repr(x) for x in want.values()]
+
+
+@pytest.mark.parametrize("method", ["rrf", "minmax", "zscore", "sum"])
+def test_a_score_that_is_not_a_number_fails_the_query(method):
+    """A NaN sorted first in its list (rrf) or made a min-max list all 1.0; a string was ranked as
+    a string; each now fails the query naming the document."""
+    for bad, said in ((float("nan"), "score nan"), ("3", "'3', not a number"), (None, "None, not a number"),
+                      (10**400, "too large for a float")):
+        with pytest.raises(ValueError, match=f"doc 'a' has .*{said}"):
+            fuse_one([{"b": 1.0, "a": bad, "c": 2.0}], method)
+        with pytest.raises(ValueError, match="query 'q'"):
+            fuse([{"q": {"b": 1.0, "a": bad}}], method)
+    assert list(fuse_one([{"a": np.float32(1.5), "b": 2, "c": np.int64(1)}], method)) == ["b", "a", "c"]
+
+
+def test_ranked_orders_float32_among_python_floats():
+    """np.float32(0.1) compares equal to both 0.1 and float(np.float32(0.1)), which differ: a
+    sort on the raw values put 0.1 above 0.10000000149."""
+    from indexing.results import ranked
+
+    x = np.float32(0.1)
+    hits = {"a": 0.1, "b": x, "c": float(x)}
+    assert [d for d, _ in ranked(hits)] == ["b", "c", "a"]
+    assert [d for d, _ in ranked({"c": float(x), "a": 0.1, "b": x})] == ["b", "c", "a"]
