@@ -18,6 +18,7 @@ from typing import Literal
 import regex
 
 from indexing.porter import stem as porter_stem
+from indexing.porter import stem_utf16
 
 # org.apache.lucene.analysis.en.EnglishAnalyzer.ENGLISH_STOP_WORDS_SET (33 words).
 LUCENE_ENGLISH_STOPWORDS = frozenset(
@@ -65,7 +66,12 @@ _EMOJI = (rf"\p{{Extended_Pictographic}}(?:[{_FE}]|(?<=\u200d)\p{{Extended_Picto
 # (``lower_code_points``); katakana joins letters and digits through a connector (WB13a/b).
 # Still different (tests/test_lucene.py leaves them out): where the Unicode versions differ
 # (the ``regex`` module's against Lucene's), the characters whose properties changed (some
-# pictographs, U+00B8, U+0600-0605).
+# pictographs, U+00B8, U+0600-0605); a word longer than MAX_TOKEN_LENGTH, which Lucene ends at
+# the longest token its 255-character buffer holds (then starts again) and ``_cut`` cuts every 255
+# characters: the same pieces unless a joiner or an underscore falls at a cut ("a" * 254 + "'s":
+# Lucene "a" * 254 and "s", here "a" * 254 + "'" and "s"; no token of SciFact's or NFCorpus's
+# corpus is that long); and a Hebrew letter, double quote, Hebrew letter followed by a joiner,
+# where Lucene ends the word before the joiner ('\u05d0"\u05d1.a').
 _HL = r"\p{WB=Hebrew_Letter}"
 _DQ, _SQ = r"\p{WB=Double_Quote}", r"\p{WB=Single_Quote}"
 _LETTERS_V2 = (  # each joiner is matched before its look-behind is tried: most words end at a space
@@ -89,15 +95,22 @@ _SOUTHEAST_ASIAN_V2 = rf"\p{{LB=SA}}[\p{{LB=SA}}{_FE}]{{0,{_WORD_RUN - 1}}}"  # 
 _EP = r"\p{Extended_Pictographic}"
 _PICTOGRAPH = rf"{_EP}(?:(?!\ufe0f)[{_FE}]|(?<=\u200d){_EP}){{0,{_WORD_RUN - 1}}}"  # marks, joined pictographs
 _EMOJI_V2 = (  # after a variation selector 16, only a joiner and a pictograph continue (Lucene's rule)
-    rf"\u200d{{0,{_WORD_RUN}}}{_PICTOGRAPH}(?:\ufe0f\u200d(?={_EP}){_PICTOGRAPH}){{0,{_WORD_RUN}}}\ufe0f?"
+    # Joiners before a pictograph are taken from the first of their run only: tried at every joiner
+    # of a long run that no pictograph ends, each try read the rest of the run (quadratic: 80,000
+    # joiners took 20 s). Inside a run that is where a match may begin only after a run longer than
+    # _WORD_RUN, or a word cut at _WORD_RUN characters, before it.
+    rf"(?:(?<!\u200d)\u200d{{1,{_WORD_RUN}}})?{_PICTOGRAPH}(?:\ufe0f\u200d(?={_EP}){_PICTOGRAPH}){{0,{_WORD_RUN}}}\ufe0f?"
     rf"|\p{{RI}}[{_FE}]*\p{{RI}}[{_FE}]*")
 _TOKEN = {1: regex.compile(f"{_WORD}|{_KATAKANA}|{_SINGLE}|{_SOUTHEAST_ASIAN}|{_EMOJI}", regex.V0),
           2: regex.compile(f"{_WORD_V2}|{_SINGLE}|{_SOUTHEAST_ASIAN_V2}|{_EMOJI_V2}", regex.V0)}
+_TOKEN[3] = _TOKEN[2]  # (version 3 tokenises as 2; it stems as Lucene: ANALYSIS_VERSION)
 _HAS_ALNUM = regex.compile(rf"[{_AL}{_NU}]")
 _HAS_WORD_CHAR = regex.compile(rf"[{_AL}{_NU}{_KA}]")
 _HAS_CONNECTOR = regex.compile(rf"[{_EX}]")
 _MAY_BEGIN_INSIDE = regex.compile(r"[\p{LB=SA}\u200d]")  # what can begin a token inside a run of connectors
-ANALYSIS_VERSION = 2  # what new indexes use; an index keeps the version it was built with
+ANALYSIS_VERSION = 3  # what new indexes use; an index keeps the version it was built with
+# Version 3 is version 2 with Porter stemming on UTF-16 units, as Lucene stems Java strings: a
+# letter beyond the Basic Multilingual Plane counts twice (indexing.porter.stem_utf16).
 
 # Version 2 on ASCII, with the standard library's engine (analysis ~2.2x faster on SciFact's
 # corpus: docs/BENCHMARKS.md). In ASCII the classes above hold letters, digits, "_"
@@ -244,7 +257,8 @@ class Analyzer:
     stemmer: Literal["porter", "none"] = "porter"
     lowercase: bool = True
     possessive: bool = True
-    version: int = ANALYSIS_VERSION  # 1: str.lower and the version-1 tokenizer (indexes built before 2)
+    version: int = ANALYSIS_VERSION  # 1: str.lower and the version-1 tokenizer (indexes built before 2);
+    # 2: the stemmer counting code points (indexes built before 3)
 
     def __post_init__(self) -> None:
         if isinstance(self.version, bool) or self.version not in _TOKEN:
@@ -279,6 +293,7 @@ class Analyzer:
         """The filters, token by token, on the tokenizer's output (any text)."""
         out = []
         code_points = self.version >= 2
+        stem = stem_utf16 if self.version >= 3 else porter_stem
         for tok in tokens:
             if self.possessive:
                 tok = strip_possessive(tok)
@@ -289,7 +304,7 @@ class Analyzer:
                 tok = low
             if not tok or tok in stop:
                 continue
-            out.append(porter_stem(tok) if stemming else tok)
+            out.append(stem(tok) if stemming else tok)
         return out
 
     def _ascii(self, text: str, stop: frozenset, stemming: bool) -> list[str]:

@@ -200,9 +200,35 @@ def _step5(w: _Word) -> None:
 
 @lru_cache(maxsize=1 << 20)
 def stem(word: str) -> str:
-    """Stem one lower-cased token. Words of one or two characters come back unchanged."""
+    """Stem one lower-cased token. Words of one or two characters come back unchanged. A
+    character beyond the Basic Multilingual Plane is one character here (analysis versions 1
+    and 2); ``stem_utf16`` counts it as Lucene does."""
     if len(word) <= 2:
         return word
+    return _stemmed(word)
+
+
+@lru_cache(maxsize=1 << 20)
+def stem_utf16(word: str) -> str:
+    """``stem`` as Lucene's stemmer computes it on Java's UTF-16 strings (analysis version 3)."""
+    if word.isascii() or max(word) <= "\uffff":
+        return stem(word)
+    return _stem_utf16(word)
+
+
+def _stem_utf16(word: str) -> str:
+    """``stem`` of a word holding characters beyond the Basic Multilingual Plane, as Java sees it:
+    each such character is two UTF-16 units (surrogates, consonants to the algorithm), which count
+    in the length rule and the consonant-vowel-consonant test ("\U0001d400s" is three units, so
+    Lucene drops its "s"). The units are stemmed and joined back; no rule removes a surrogate
+    alone (a suffix is letters; a double consonant is two equal units, and a pair's differ)."""
+    units = "".join(c if c <= "\uffff" else chr(0xD800 + ((ord(c) - 0x10000) >> 10)) + chr(0xDC00 + ((ord(c) - 0x10000) & 0x3FF))
+                    for c in word)
+    out = units if len(units) <= 2 else _stemmed(units)
+    return out.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
+
+
+def _stemmed(word: str) -> str:
     w = _Word(word)
     _step1ab(w)
     _step1c(w)

@@ -300,3 +300,28 @@ def test_the_analyzer_gives_lucenes_tokens_on_long_mostly_ascii_text():
             differ.append((text, ours(text), expected))
     assert differ == [], f"{len(differ)} of 500 differ, e.g. {differ[:2]}"
     assert cut > 300  # the pieces path was taken
+
+
+def test_porter_counts_utf16_units_as_lucene_does():
+    """Letters beyond the Basic Multilingual Plane are two UTF-16 units to Lucene's stemmer: they
+    count in its length rule and its consonant-vowel-consonant test ("\\U0001d400s" lost its "s"
+    there and kept it here)."""
+    import random
+
+    from indexing.analysis import Analyzer
+
+    lucene.ensure_lucene()
+    from jnius import autoclass
+
+    utils = autoclass("io.anserini.analysis.AnalyzerUtils")
+    theirs = autoclass("io.anserini.analysis.DefaultEnglishAnalyzer").newDefaultInstance()
+    astral = [chr(c) for c in range(0x1D41A, 0x1D434)] + ["\U00010400", "\U0001044f"]  # bold small letters; Deseret
+    suffixes = ["", "s", "es", "ies", "ing", "ed", "ational", "ization", "ness", "ful", "e", "ly", "ement", "y"]
+    rng, ours, differ = random.Random(2), Analyzer(), []
+    for _ in range(600):
+        stem = "".join(rng.choice(astral if rng.random() < 0.4 else "abcdehilnorstuy") for _ in range(rng.randint(1, 6)))
+        text = stem + rng.choice(suffixes)
+        expected = list(utils.analyze(theirs, text).toArray())
+        if ours(text) != expected:
+            differ.append((text, ours(text), expected))
+    assert differ == [], f"{len(differ)} of 600 differ, e.g. {differ[:3]}"
