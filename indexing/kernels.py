@@ -302,6 +302,20 @@ def _threshold(heap, size, k):
     return np.uint32(heap[0] >> np.uint64(32)).view(np.float32)
 
 
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def _floor(score, shrink, n):
+    """What a float64 bound, widened for float32 rounding by a relative factor only, is compared
+    with to prune: the float32 ``score`` (a k-th best, partial or final) times ``shrink``, less
+    ``8 (n + 2) 2**-149``. Where sums of ``n`` weighted terms are subnormal their rounding error is
+    absolute (up to 2**-150 an operation), which no relative factor covers: with weights near
+    1e-45, pruned searches lost documents tied at the k-th score. An infinite score (a sum that
+    overflowed) counts as the largest float32, so every document whose sum may overflow too is
+    scored and ties at inf keep the tie order (with weights near 1e38 they did not)."""
+    return min(np.float64(score), FLT_MAX) * shrink - (n + 2) * 2.0 ** -146
+
+
 def _score_block(b, offsets, docs, impacts, bm_ptr, bm_block, bm_start, shift, q_terms, q_weights, tie_rank, k,
                  heap, size, loc_acc, loc_seen, loc_list):
     """Score the documents of block ``b`` exactly (each query term's entry for the block found
@@ -1373,9 +1387,8 @@ def _score_block_packed(b, buf, table, float_bits, norms, norm_table, shift, q_w
     mask = ub_mask[b]
     n_loc = 0
     status = 0
-    theta = np.float64(_threshold(heap, size, k))
     eps = 4.0 * (q_weights.shape[0] + 2) * 2.0 ** -24
-    low = theta * (1.0 - eps)
+    low = _floor(_threshold(heap, size, k), 1.0 - eps, q_weights.shape[0])
     rest = bound
     best = np.float32(0.0)
     keep = loc_vals.shape[1] > 0
@@ -1785,10 +1798,11 @@ def _candidates(acc, touched, n_touched, rest, theta, widen):
     return m
 
 
-def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand, kept):
+def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, n, fheap, cand, kept):
     """One pass over the touched documents (their accumulator and seen flags zeroed): the
     documents whose partial score plus ``rest`` (widened) reaches the k-th best partial score
-    (shrunk) into ``cand``, their partial scores into ``kept``; returns their number. A document
+    (shrunk: ``_floor``, sums of ``n`` terms) into ``cand``, their partial scores into ``kept``;
+    returns their number. A document
     is kept as it comes when it reaches the k-th best so far (which only grows), and the kept ones
     are filtered at the end."""
     size = 0
@@ -1802,12 +1816,12 @@ def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, fheap, cand,
         if size < k or v > fheap[0]:  # (inline: a call per document costs more than the document)
             size = _fheap_push(fheap, size, k, v)
             if size == k:
-                theta = np.float64(fheap[0]) * shrink
+                theta = _floor(fheap[0], shrink, n)
         if (np.float64(v) + rest) * widen >= theta:
             cand[m] = d
             kept[m] = v
             m += 1
-    theta = np.float64(fheap[0]) * shrink if size == k else 0.0
+    theta = _floor(fheap[0], shrink, n) if size == k else 0.0
     out = 0
     for i in range(m):
         if (np.float64(kept[i]) + rest) * widen >= theta:
@@ -1853,7 +1867,7 @@ def _narrow(buf, table, float_bits, norms, norm_table, q_weights, idf, qstate, c
             v = acc[cand[x]]
             if size < k or v > fheap[0]:
                 size = _fheap_push(fheap, size, k, v)
-        theta = np.float64(fheap[0]) * shrink if size == k else 0.0
+        theta = _floor(fheap[0], shrink, order.shape[0]) if size == k else 0.0
         out = 0
         for x in range(m):
             d = cand[x]
@@ -1931,7 +1945,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
         # can the terms left be dropped? Only if their bounds fall below what the read ones can give
         if i + 1 < n and rest[i + 1] * widen * approx < rest[0] - rest[i + 1] and n_touched >= k:
             # the k-th best of the first documents touched (the rarest terms'): a lower bound, found cheaply
-            theta = np.float64(_kth_partial(acc, touched, min(n_touched, k + TAAT_SAMPLE), k, fheap)) * shrink
+            theta = _floor(_kth_partial(acc, touched, min(n_touched, k + TAAT_SAMPLE), k, fheap), shrink, n)
             if rest[i + 1] * widen * approx < theta:
                 stride = max(1, n_touched // TAAT_SAMPLE)  # candidates estimated from a sample
                 cands = stride * _candidates(acc, touched[::stride], (n_touched + stride - 1) // stride, rest[i + 1],
@@ -1945,7 +1959,7 @@ def _maxscore_taat(buf, term_ptr, table, float_bits, norms, norm_table, q_terms,
     else:
         cand = np.empty(n_touched, dtype=np.int32)
         score = np.empty(n_touched, dtype=np.float32)
-    m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, fheap, cand, score)
+    m = _collect(acc, seen, touched, n_touched, k, rest[stop], widen, shrink, n, fheap, cand, score)
     if stop == n and m * n * seek_cost > read:  # no cut and many candidates (k near the matches): read again
         return -2
     if stop < n:
@@ -2260,7 +2274,7 @@ def _pruned_super(buf, term_ptr, table, float_bits, norms, norm_table, shift, q_
         ub_bits = ub.view(np.uint32)
         nxt = n_sc - 1
         while True:
-            theta = np.float64(_threshold(heap, size, k))
+            theta = _floor(_threshold(heap, size, k), 1.0, n)
             sb_bound = np.float64(np.uint32(skeys[nxt] >> np.uint64(32)).view(np.float32)) if nxt >= 0 else -1.0
             if nh > 0 and np.float64(np.uint32(order[0] >> np.uint64(32)).view(np.float32)) >= sb_bound:
                 key = order[0]
@@ -2448,6 +2462,7 @@ if HAVE_NUMBA:
     _heap_push = njit(**lean)(_heap_push)
     _find = njit(**lean)(_find)
     _threshold = njit(**lean)(_threshold)
+    _floor = njit(**lean)(_floor)
     _first_blocks = njit(**lean)(_first_blocks)
     _budget = njit(**lean)(_budget)
     _best_first = njit(**lean)(_best_first)

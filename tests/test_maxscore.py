@@ -336,3 +336,25 @@ def test_a_dense_exhaustive_query_that_meets_a_corrupt_chunk_leaves_the_accumula
         want = oracle(index, query[0][0], query[0][1], k)
         assert ids.tolist() == want[0]
         assert scores.tolist() == pytest.approx(want[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.4e-45, 1e-44, 1e37, 1e38, 3e38])
+def test_weights_at_float32s_extremes_keep_pruned_exact(scale):
+    """Sums that overflow to inf tie there (tie order decides), and sums in float32's subnormal
+    range round by an absolute amount, not a relative one: the pruned searches' thresholds must
+    allow for both (they lost tied documents to the exhaustive kernel before ``kernels._floor``)."""
+    for seed, dtype, bm25 in ((0, np.float32, True), (1, np.float32, False), (3, np.uint8, False)):
+        index = random_index(seed, num_docs=3000, num_terms=40, dtype=dtype, bm25=bm25)
+        rng = np.random.default_rng(seed)
+        queries = []
+        for i in range(8):
+            m = int(rng.integers(1, 12))
+            w = np.minimum(rng.choice([0.5, 1, 2, 3], m) * scale, 3.3e38).astype(np.float32)
+            if i == 7:
+                w[0] = 1.0  # one ordinary weight among them
+            queries.append((rng.choice(40, m, replace=False).astype(np.int32), w))
+        plain = index.compressed()
+        plain.maxscore_terms = plain.superblock_min = 0
+        for packed in (maxscore(index.compressed()), plain):
+            for k in (1, 10, 100):
+                same(packed.search_many(queries, k, "exhaustive"), packed.search_many(queries, k, "pruned"))

@@ -211,3 +211,18 @@ def test_the_per_block_kernels_compile_without_reference_counting():
     queries = _queries(index, 3)
     assert [a[0].tolist() for a in index.search_many(queries, 10, "pruned")] == \
         [a[0].tolist() for a in index.search_many(queries, 10, "exhaustive")]
+
+
+@pytest.mark.parametrize("scale", [1.4e-45, 1e37, 3e38])
+def test_weights_at_float32s_extremes_keep_superblocks_exact(scale):
+    """Scores that overflow to inf (ties there keep the tie order) or fall in float32's subnormal
+    range (rounding there is absolute): the superblock kernel's thresholds allow for both."""
+    index, _ = _clustered_index(2, ties=True)
+    index.ensure_superblocks()
+    queries = [(t, np.minimum(w * np.float64(scale), 3.3e38).astype(np.float32)) for t, w in _queries(index, 52)]
+    for k in (1, 10, 100):
+        exhaustive = index.search_many(queries, k, "exhaustive")
+        pruned = index.search_many(queries, k, "pruned")
+        assert (index.last_route == kernels.ROUTE_BLOCKMAX).all()
+        for (ids_e, s_e), (ids_p, s_p) in zip(exhaustive, pruned):
+            assert ids_p.tolist() == ids_e.tolist() and s_p.tobytes() == s_e.tobytes()
