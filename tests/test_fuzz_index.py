@@ -192,7 +192,8 @@ ROUTES = st.fixed_dictionaries({
 })
 LONG_QUERIES = st.dictionaries(st.sampled_from([f"t{i}" for i in range(20)] + ["unknown"]),
                                st.one_of(st.sampled_from([1.0, 2.0, 0.5, 1e-3, 0.0, -1.0]),
-                                         st.floats(0.0625, 100, width=32)), max_size=20)
+                                         st.floats(0.0625, 100, width=32),
+                                         st.sampled_from(SPECIAL)), max_size=20)  # (float32's extremes)
 
 
 def check_routes(index, query, k, routes):
