@@ -8,6 +8,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from privileges import permissions_enforced
 
 from eval.beir import QRELS_HEADER_SCORES, BeirDataset, check_qrels, check_split_name, is_test_split, load_qrels, load_queries, load_query_file
 
@@ -449,11 +450,10 @@ def test_unreadable_file(tmp_path, monkeypatch):
     assert_data_error(exc, f, None, "cannot open: Permission denied")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root reads anything")
 def test_unreadable_file_chmod(tmp_path):
     f = write(tmp_path / "test.tsv", "q1\td1\t1\n")
     f.chmod(0)
-    with pytest.raises(DataError, match="cannot open"):
+    with permissions_enforced(), pytest.raises(DataError, match="cannot open"):  # (root too)
         load_qrels(f)
 
 
