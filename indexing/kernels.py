@@ -1802,9 +1802,8 @@ def _collect(acc, seen, touched, n_touched, k, rest, widen, shrink, n, fheap, ca
     """One pass over the touched documents (their accumulator and seen flags zeroed): the
     documents whose partial score plus ``rest`` (widened) reaches the k-th best partial score
     (shrunk: ``_floor``, sums of ``n`` terms) into ``cand``, their partial scores into ``kept``;
-    returns their number. A document
-    is kept as it comes when it reaches the k-th best so far (which only grows), and the kept ones
-    are filtered at the end."""
+    returns their number. A document is kept as it comes when it reaches the k-th best so far
+    (which only grows), and the kept ones are filtered at the end."""
     size = 0
     m = 0
     theta = np.float64(0.0)
