@@ -498,3 +498,21 @@ def test_a_full_disk_is_one_error_not_sigbus(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"cannot reserve [\d,]+ bytes for .*head_docs.npy \(No space left"):
         heads.derive_index(out)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("heads")) == []
+
+
+@pytest.mark.parametrize("scale", [1.4e-45, 3e38])
+def test_weights_at_float32s_extremes(tmp_path, scale):
+    """Subnormal and overflowing sums: heads reading every posting is the exhaustive result, and a
+    shallow one returns exact scores, best first, for what it finds."""
+    index, _ = _index(tmp_path, 2, ties=True)
+    queries = [(t, np.minimum(w.astype(np.float64) * scale, 3.3e38).astype(np.float32))
+               for t, w in _queries(np.random.default_rng(2), len(index.terms))]
+    exact = index.search_many(queries, 10, "exhaustive")
+    every = index.search_many(queries, 10, "heads", heads_depth=10**6, candidates=10**6)
+    assert all(_same(a, b) for a, b in zip(every, exact))
+    full = index.search_many(queries, index.num_docs, "exhaustive")
+    for (ids, scores), (all_ids, all_scores) in zip(index.search_many(queries, 10, "heads", heads_depth=4,
+                                                                      candidates=10), full):
+        truth = dict(zip(all_ids.tolist(), all_scores.tolist()))
+        assert [truth[i] for i in ids.tolist()] == scores.tolist()
+        assert scores.tolist() == sorted(scores.tolist(), reverse=True)
