@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable
 
@@ -12,6 +13,7 @@ from indexing.manifest import IndexWriter
 from indexing.postings import PostingsBuilder
 
 QUANTIZE = {"float": np.float32, "uint8": np.uint8, "uint16": np.uint16}
+log = logging.getLogger("retriever")
 
 
 def check_quantization(quantize: str, scale: float) -> None:
@@ -28,6 +30,16 @@ def quantize_weights(weights: np.ndarray, quantize: str, scale: float) -> np.nda
         return np.asarray(weights, dtype=np.float32)
     top = np.iinfo(QUANTIZE[quantize]).max
     return np.clip(np.rint(np.asarray(weights, dtype=np.float64) * scale), 0, top).astype(QUANTIZE[quantize])
+
+
+def warn_clipped(clipped: int, postings: int, quantize: str, scale: float) -> None:
+    """Say how many weights a quantised build stored as the type's largest value: they rank as
+    equals, whatever they were (the count is also ``clipped_weights`` in the manifest)."""
+    if clipped:
+        top = np.iinfo(QUANTIZE[quantize]).max
+        log.warning("%s of %s stored weights were above %g (%s holds %d / scale %g) and were stored as %d: "
+                    "they now rank as equals; rebuild with a smaller --scale or --quantize float",
+                    f"{clipped:,}", f"{postings:,}", top / scale, quantize, top, scale, top)
 
 
 def build_impact_index(vectors: Iterable[tuple[np.ndarray, np.ndarray]], writer: IndexWriter,
@@ -51,6 +63,8 @@ def build_impact_index(vectors: Iterable[tuple[np.ndarray, np.ndarray]], writer:
         builder.add(i, np.asarray(ids)[keep], q[keep])
         nnz += int(keep.sum())
         num_docs = i + 1
+    if top is not None:
+        warn_clipped(clipped, nnz, quantize, scale)
     vocab = terms() if callable(terms) else terms
     offsets, docs, values = builder.finish(len(vocab), writer.tmp, POSTINGS_DOCS, POSTINGS_IMPACTS)
     index = InvertedIndex(list(vocab), offsets, docs, values, num_docs,

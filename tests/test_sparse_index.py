@@ -235,6 +235,22 @@ def test_precomputed_vectors_search_by_weights(tmp_path, quantize, scale):
         Retriever.load(tmp_path / "idx", model="whatever")
 
 
+def test_a_quantised_build_says_how_many_weights_it_clipped(tmp_path, caplog):
+    """uint8 at scale 20 holds weights up to 12.75: "sleep": 3 fits, a weight of 13 or 400 does not
+    (both would be stored as 255 and rank as equals), and the build says so, not only the manifest."""
+    docs = [*VECTOR_DOCS[:3], {"id": "v5", "vector": {"sleep": 13.0, "d": 400.0, "coffee": 12.75}}]
+    corpus = write_vectors(tmp_path / "vectors.jsonl", docs)
+    with caplog.at_level("WARNING", logger="retriever"):
+        r = Retriever.build(corpus, tmp_path / "idx", kind="sparse", vectors=True, quantize="uint8", scale=20.0)
+    assert r.manifest["impacts"]["clipped_weights"] == 2
+    assert "2 of 11 stored weights were above 12.75 (uint8 holds 255 / scale 20)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="retriever"):
+        Retriever.build(corpus, tmp_path / "f", kind="sparse", vectors=True, quantize="float")
+        Retriever.build(corpus, tmp_path / "u16", kind="sparse", vectors=True, quantize="uint16", scale=100.0)
+    assert "stored weights were above" not in caplog.text
+
+
 @pytest.mark.parametrize("bad, message", [
     ('{"id": "x1", "vector": {"a": 1.0}', "malformed JSON"),
     ('{"id": "x1", "contents": "no vector"}', "vector"),

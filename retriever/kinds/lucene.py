@@ -29,7 +29,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from indexing.corpus import Doc
-from indexing.impacts import QUANTIZE, quantize_weights
+from indexing.impacts import QUANTIZE, quantize_weights, warn_clipped
 from indexing.lucene import LuceneBM25Searcher, LuceneImpactSearcher, build_index, ensure_lucene, versions
 from indexing.manifest import IndexFormatError, IndexWriter
 from indexing.results import Hit, Run
@@ -177,6 +177,7 @@ def write_sparse(docs: Iterator[Doc], writer: IndexWriter, settings: native_spar
         counts = build_index(tmp, writer.tmp / LUCENE_DIR, collection="JsonVectorCollection", impact=True)
     num_docs = totals["docs"]
     _check_counts(counts, num_docs)
+    warn_clipped(totals["clipped"], totals["postings"], quantize, scale)
     if settings.query_mode != "model":
         writer.save_array(QUERY_WEIGHTS, query_weight_table(settings, encoder, df, num_docs))
     stats = {"quantize": quantize, "scale": float(scale),
