@@ -63,8 +63,7 @@ def build_impact_index(vectors: Iterable[tuple[np.ndarray, np.ndarray]], writer:
         builder.add(i, np.asarray(ids)[keep], q[keep])
         nnz += int(keep.sum())
         num_docs = i + 1
-    if top is not None:
-        warn_clipped(clipped, nnz, quantize, scale)
+    warn_clipped(clipped, nnz, quantize, scale)  # (a float index clips nothing: says nothing)
     vocab = terms() if callable(terms) else terms
     offsets, docs, values = builder.finish(len(vocab), writer.tmp, POSTINGS_DOCS, POSTINGS_IMPACTS)
     index = InvertedIndex(list(vocab), offsets, docs, values, num_docs,
